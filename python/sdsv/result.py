@@ -1,0 +1,71 @@
+"""What a sampling run returns: the final latents and what it cost."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+
+@dataclass
+class WindowRecord:
+    """One speculative window of one sample (plain target/draft steps are not windows)."""
+
+    sample: int
+    start: int          # step index of the window's first state
+    k: int              # draft steps proposed
+    accepted: int       # draft steps kept; the window advanced accepted + 1 steps
+    metric: list[float]  # acceptance metric of each verified row (NaN where untested)
+
+
+@dataclass
+class SampleStats:
+    target_calls: int = 0   # forward calls of the target (one batched call = 1)
+    target_evals: int = 0   # rows evaluated by the target, summed over calls
+    draft_calls: int = 0
+    draft_evals: int = 0
+    target_s: float = 0.0   # wall time inside target calls
+    draft_s: float = 0.0    # wall time inside draft calls
+    sampler_s: float = 0.0  # everything else: ops, bookkeeping, checks
+    windows: list[WindowRecord] = field(default_factory=list)
+
+    @property
+    def wall_s(self) -> float:
+        return self.target_s + self.draft_s + self.sampler_s
+
+    @property
+    def proposed_steps(self) -> int:
+        return sum(w.k for w in self.windows)
+
+    @property
+    def accepted_steps(self) -> int:
+        return sum(w.accepted for w in self.windows)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted / proposed draft steps over all speculative windows (NaN if there were none)."""
+        p = self.proposed_steps
+        return self.accepted_steps / p if p else float("nan")
+
+    @property
+    def window_acceptance(self) -> float:
+        """Fraction of windows whose every proposed step was kept."""
+        return sum(w.accepted == w.k for w in self.windows) / len(self.windows) if self.windows else float("nan")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(wall_s=self.wall_s, acceptance_rate=self.acceptance_rate, window_acceptance=self.window_acceptance)
+        return d
+
+    def summary(self) -> str:
+        return (
+            f"target {self.target_calls} calls/{self.target_evals} evals, draft {self.draft_evals} evals, "
+            f"{len(self.windows)} windows, acceptance {self.acceptance_rate:.0%}, "
+            f"{self.wall_s:.3f}s (target {self.target_s:.3f}, draft {self.draft_s:.3f}, sampler {self.sampler_s:.3f})"
+        )
+
+
+@dataclass
+class SampleResult:
+    latents: torch.Tensor
+    stats: SampleStats

@@ -1,0 +1,195 @@
+"""TinyDiT: a small diffusion transformer with the same interface as the big ones.
+
+It predicts the rectified-flow velocity ``v = noise - x0`` of 32x32 RGB images from
+patchified tokens, a per-sample noise level ``sigma`` (one per row, so rows at different
+sigmas batch together, exactly what speculative verification needs) and a class-style
+prompt embedding (colour word + shape word). Blocks use adaLN-Zero modulation as in DiT.
+
+The two drafts are built from a trained target by :mod:`sdsv.tiny.compress`:
+``lite`` keeps a subset of the blocks, ``svd`` factorises every linear layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TinyDiTConfig:
+    image_size: int = 32
+    channels: int = 3
+    patch: int = 4
+    dim: int = 256
+    depth: int = 8
+    heads: int = 4
+    mlp_ratio: int = 4
+    num_colors: int = 8
+    num_shapes: int = 6
+    # drafts distilled from the *guided* target take the guidance scale as an input (as
+    # Flux.1-dev does), so one batch-1 forward replaces the cond+uncond pair
+    guidance_embed: bool = False
+    # rank of the low-rank factorisation of each block linear; 0 = dense
+    # (a dict so that every layer type can get its own rank: "attn", "mlp")
+    low_rank: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TinyDiTConfig":
+        return cls(**d)
+
+
+class LowRankLinear(nn.Module):
+    """``W x + b`` with ``W = U V`` of rank r: two skinny matmuls instead of one square one."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features, bias=bias)
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, rank: int) -> "LowRankLinear":
+        """Best rank-r approximation (truncated SVD) of a trained dense layer."""
+        w = linear.weight.detach().float()
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        root = s[:rank].sqrt()
+        lr = cls(linear.in_features, linear.out_features, rank, bias=linear.bias is not None)
+        with torch.no_grad():
+            lr.down.weight.copy_(root[:, None] * vh[:rank])
+            lr.up.weight.copy_(u[:, :rank] * root[None, :])
+            if linear.bias is not None:
+                lr.up.bias.copy_(linear.bias)
+        return lr
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+
+def make_linear(cfg: TinyDiTConfig, kind: str, fan_in: int, fan_out: int) -> nn.Module:
+    rank = int(cfg.low_rank.get(kind, 0))
+    return LowRankLinear(fan_in, fan_out, rank) if rank > 0 else nn.Linear(fan_in, fan_out)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TinyDiTConfig):
+        super().__init__()
+        d = cfg.dim
+        self.heads = cfg.heads
+        self.qkv = make_linear(cfg, "attn", d, 3 * d)
+        self.proj = make_linear(cfg, "attn", d, d)
+        self.fc1 = make_linear(cfg, "mlp", d, cfg.mlp_ratio * d)
+        self.fc2 = make_linear(cfg, "mlp", cfg.mlp_ratio * d, d)
+        # per-block offset added to the shared modulation (PixArt's adaLN-single)
+        self.mod_bias = nn.Parameter(torch.zeros(6, d))
+
+    def forward(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        # mod: [b, 6, d] = shift/scale/gate for attention, then for the MLP
+        b, n, d = x.shape
+        sh1, sc1, g1, sh2, sc2, g2 = (mod + self.mod_bias).unbind(1)
+        h = F.layer_norm(x, (d,)) * (1 + sc1[:, None]) + sh1[:, None]
+        q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        x = x + g1[:, None] * self.proj(a)
+        h = F.layer_norm(x, (d,)) * (1 + sc2[:, None]) + sh2[:, None]
+        return x + g2[:, None] * self.fc2(F.gelu(self.fc1(h), approximate="tanh"))
+
+
+def timestep_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of ``1000 * sigma`` (the diffusers timestep convention)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=sigma.device) / half)
+    args = 1000.0 * sigma.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TinyDiT(nn.Module):
+    """Velocity model ``v(x, sigma, labels)``; ``labels[b] = (color, shape)``, null = the counts."""
+
+    def __init__(self, cfg: TinyDiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, p, c = cfg.dim, cfg.patch, cfg.channels
+        self.tokens = (cfg.image_size // p) ** 2
+        self.patch_in = nn.Linear(c * p * p, d)
+        self.pos = nn.Parameter(torch.randn(1, self.tokens, d) * 0.02)
+        self.t_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        # index num_colors / num_shapes is the "null" word used for classifier-free guidance
+        self.color_emb = nn.Embedding(cfg.num_colors + 1, d)
+        self.shape_emb = nn.Embedding(cfg.num_shapes + 1, d)
+        if cfg.guidance_embed:
+            self.g_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        # one modulation shared by all blocks, each adds its own learned offset (adaLN-single):
+        # a sixth of the parameters of per-block adaLN (the shipped weights stay a few MB)
+        self.ada = nn.Linear(d, 6 * d)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.final_ada = nn.Linear(d, 2 * d)
+        self.patch_out = nn.Linear(d, c * p * p)
+        self._zero_init()
+
+    def _zero_init(self) -> None:
+        # adaLN-Zero: every block starts as the identity, the output as zero
+        for m in (self.ada, self.final_ada, self.patch_out):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @property
+    def null_labels(self) -> tuple[int, int]:
+        return self.cfg.num_colors, self.cfg.num_shapes
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, hh, ww = x.shape
+        p = self.cfg.patch
+        x = x.reshape(b, c, hh // p, p, ww // p, p).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(b, (hh // p) * (ww // p), c * p * p)
+
+    def unpatchify(self, t: torch.Tensor) -> torch.Tensor:
+        b = t.shape[0]
+        c, p, s = self.cfg.channels, self.cfg.patch, self.cfg.image_size
+        g = s // p
+        t = t.reshape(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5)
+        return t.reshape(b, c, s, s)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        labels: torch.Tensor,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        cfg = self.cfg
+        h = self.patch_in(self.patchify(x)) + self.pos
+        cond = self.t_mlp(timestep_embedding(sigma, cfg.dim))
+        cond = cond + self.color_emb(labels[:, 0]) + self.shape_emb(labels[:, 1])
+        if cfg.guidance_embed:
+            if guidance is None:
+                raise ValueError("this model is guidance-distilled: pass guidance=<scale per row>")
+            # guidance scales of 1..10 land in the embedding's sigma-like range 0.1..1
+            cond = cond + self.g_mlp(timestep_embedding(guidance / 10.0, cfg.dim))
+        cond = F.silu(cond)
+        mod = self.ada(cond).view(x.shape[0], 6, cfg.dim)
+        for blk in self.blocks:
+            h = blk(h, mod)
+        shift, scale = self.final_ada(cond).chunk(2, dim=-1)
+        h = F.layer_norm(h, (cfg.dim,)) * (1 + scale[:, None]) + shift[:, None]
+        return self.unpatchify(self.patch_out(h))
+
+
+def count_linear_macs(model: TinyDiT) -> int:
+    """Multiply-accumulates of all linear layers for one sample (attention scores excluded)."""
+    tokens = model.tokens
+    total = 0
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            per_row = m.in_features * m.out_features
+            # the conditioning layers run once per sample, the rest once per token
+            once = not any(m is x for b in model.blocks for x in b.modules()) and m not in (
+                model.patch_in, model.patch_out)
+            total += per_row * (1 if once else tokens)
+    return total

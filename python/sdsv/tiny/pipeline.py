@@ -1,0 +1,110 @@
+"""Text-to-image with the shipped tiny models: prompts in, images and SDSV statistics out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..acceptance import AcceptanceTest
+from ..guidance import ClassifierFreeGuidance
+from ..plan import StagePlan
+from ..result import SampleStats
+from ..sampler import sample
+from ..schedule import flow_match_sigmas
+from .data import parse_prompt
+from .model import TinyDiT
+from .weights import MODEL_NAMES, load_model, shipped_path
+
+DEFAULT_GUIDANCE = 3.0
+
+
+@dataclass
+class TinyOutput:
+    images: torch.Tensor  # [b, 3, 32, 32] in [0, 1]
+    latents: torch.Tensor  # [b, 3, 32, 32], the model's space ([-1, 1] nominal)
+    stats: SampleStats
+
+
+class GuidanceEmbedded:
+    """Denoiser of a guidance-distilled draft: one forward at batch b gives the guided velocity."""
+
+    def __init__(self, model: TinyDiT, scale: float):
+        self.model, self.scale = model, float(scale)
+
+    def __call__(self, x, sigma, labels):
+        g = torch.full((x.shape[0],), self.scale, device=x.device, dtype=torch.float32)
+        return self.model(x, sigma, labels, guidance=g)
+
+
+def _plain(model: TinyDiT):
+    def fn(x, sigma, labels):
+        return model(x, sigma, labels)
+
+    return fn
+
+
+class TinyPipeline:
+    """The target and its drafts (``lite``, ``svd``) with the project's own trained weights."""
+
+    def __init__(self, models: dict[str, TinyDiT]):
+        if "target" not in models:
+            raise ValueError("a TinyPipeline needs at least the target model")
+        self.models = models
+
+    @classmethod
+    def from_pretrained(cls, weights_dir: str | Path | None = None, names: Sequence[str] = MODEL_NAMES) -> "TinyPipeline":
+        return cls({n: load_model(shipped_path(n, weights_dir)) for n in names})
+
+    @property
+    def target(self) -> TinyDiT:
+        return self.models["target"]
+
+    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
+        return torch.tensor([parse_prompt(p) for p in prompts], dtype=torch.long)
+
+    def denoiser(self, name: str, guidance: float = DEFAULT_GUIDANCE):
+        """The sampler-facing callable ``(x, sigma, labels) -> v`` of one model at one guidance scale."""
+        if name not in self.models:
+            raise ValueError(f"no model {name!r} loaded; have {sorted(self.models)}")
+        model = self.models[name]
+        if model.cfg.guidance_embed:
+            return GuidanceEmbedded(model, guidance)
+        null = torch.tensor(model.null_labels)
+        return ClassifierFreeGuidance(_plain(model), guidance, {"labels": null})
+
+    @staticmethod
+    def noise(num: int, seed: int | Sequence[int]) -> torch.Tensor:
+        """One generator per image (seed + i), so an image does not depend on its batch mates."""
+        seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + i for i in range(num)]
+        if len(seeds) != num:
+            raise ValueError(f"{len(seeds)} seeds for {num} images")
+        return torch.stack([torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        prompts: Sequence[str] | str,
+        *,
+        num_steps: int = 50,
+        plan: StagePlan | None = None,
+        draft: str = "svd",
+        verify: str = "endpoints",
+        accept: AcceptanceTest | None = None,
+        guidance: float = DEFAULT_GUIDANCE,
+        seed: int | Sequence[int] = 0,
+        shift: float = 1.0,
+        progress: bool | dict = False,
+    ) -> TinyOutput:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        plan = plan or StagePlan.paper_default(num_steps)
+        labels = self.encode(prompts)
+        noise = self.noise(len(prompts), seed)
+        sigmas = flow_match_sigmas(plan.num_steps, shift)
+        tgt = self.denoiser("target", guidance) if plan.uses_target else None
+        drf = self.denoiser(draft, guidance) if plan.uses_draft else None
+        res = sample(tgt, drf, noise, sigmas, plan, verify=verify, accept=accept, progress=progress, labels=labels)
+        images = ((res.latents + 1) / 2).clamp(0, 1)
+        return TinyOutput(images=images, latents=res.latents, stats=res.stats)

@@ -1,0 +1,167 @@
+"""Pure-torch reference of every op the sampler calls: the readable spec, the test oracle and
+the fallback backend. Faster backends (Triton, C++/CUDA) must match these numbers.
+
+Conventions shared by all ops
+-----------------------------
+* A *row* is one (sample, step) state being verified; ``R`` rows are stacked along dim 0 and
+  every op reduces over everything else (the latent of one row, any shape, any float dtype,
+  any strides).
+* Statistics are accumulated and returned in fp32 whatever the input dtype.
+* Rows of one sample are contiguous and in step order; ``window_k[b]`` says how many draft
+  steps sample ``b`` proposed, and the verification mode fixes how many rows it owns:
+  ``endpoints`` -> 2 rows (``y_0``, ``y_k``), or 1 row when ``k == 0`` (a plain target step);
+  ``full`` -> ``k + 1`` rows (``y_0 .. y_k``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Columns of the pair-statistics matrix, in order.
+STAT_COLUMNS = ("dot", "tt", "dd", "diff", "next")
+DOT, TT, DD, DIFF, NEXT = range(5)
+
+METRICS = ("cosine", "rel_l2", "state_rel_l2", "x0_rms")
+VERIFY_MODES = ("endpoints", "full")
+_EPS = 1e-20  # guards 0/0 for all-zero rows; far below any real latent norm
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).float()
+
+
+def pair_stats(t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Per row, in fp32: ``[dot(t,d), |t|^2, |d|^2, |t-d|^2, |y + h t|^2]`` -> ``[R, 5]``.
+
+    ``t`` target outputs, ``d`` draft outputs, ``y`` the states they were evaluated at,
+    ``h`` the step size of each row (``sigma_next - sigma``), all with the same leading ``R``.
+    Non-finite inputs give non-finite statistics (never a passing test; see ``accept_mask``).
+    """
+    tf, df, yf = _rows(t), _rows(d), _rows(y)
+    hf = h.reshape(-1, 1).float()
+    diff = tf - df
+    nxt = yf + hf * tf
+    return torch.stack(
+        [(tf * df).sum(1), (tf * tf).sum(1), (df * df).sum(1), (diff * diff).sum(1), (nxt * nxt).sum(1)], dim=1
+    )
+
+
+def metric_values(stats: torch.Tensor, h: torch.Tensor, sigma: torch.Tensor, numel: int, metric: str) -> torch.Tensor:
+    """The acceptance metric of each row from its statistics (METHOD.md section 3.4), fp32 ``[R]``."""
+    s = stats.float()
+    h = h.reshape(-1).float()
+    sigma = sigma.reshape(-1).float()
+    if metric == "cosine":
+        return s[:, DOT] / torch.sqrt(s[:, TT] * s[:, DD]).clamp_min(_EPS)
+    if metric == "rel_l2":
+        return torch.sqrt(s[:, DIFF]) / torch.sqrt(s[:, TT]).clamp_min(_EPS)
+    if metric == "state_rel_l2":
+        return h.abs() * torch.sqrt(s[:, DIFF]) / torch.sqrt(s[:, NEXT]).clamp_min(_EPS)
+    if metric == "x0_rms":
+        return sigma * torch.sqrt(s[:, DIFF] / numel)
+    raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+
+
+def accept_mask(values: torch.Tensor, metric: str, tau: float) -> torch.Tensor:
+    """Which rows pass. Similarity (``cosine``) must be >= tau, distances <= tau.
+
+    NaN never passes (both comparisons are False), so a broken row is rejected, not accepted.
+    """
+    return values >= tau if metric == "cosine" else values <= tau
+
+
+def rows_per_sample(window_k: torch.Tensor, verify: str) -> torch.Tensor:
+    """How many verification rows each sample owns (see the module docstring)."""
+    if verify == "endpoints":
+        return torch.where(window_k > 0, 2, 1)
+    if verify == "full":
+        return window_k + 1
+    raise ValueError(f"unknown verify mode {verify!r}; choose from {VERIFY_MODES}")
+
+
+def accepted_steps(passed: torch.Tensor, window_k: torch.Tensor, verify: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """From the per-row pass mask, each sample's accepted draft steps ``a`` and its commit row.
+
+    ``endpoints``: ``a = k`` iff every row of the sample passes, else 0; commit row = last row
+    if accepted else the first. ``full``: ``a`` = number of leading rows ``j < k`` that pass;
+    commit row = ``a``. Both returned as int64 ``[B]``; the commit row is local to the sample.
+    """
+    window_k = window_k.to(torch.int64)
+    counts = rows_per_sample(window_k, verify).to(passed.device)
+    b = window_k.numel()
+    owner = torch.repeat_interleave(torch.arange(b, device=passed.device), counts)
+    start = torch.cumsum(counts, 0) - counts
+    local = torch.arange(passed.numel(), device=passed.device) - start[owner]
+    if verify == "endpoints":
+        fails = torch.zeros(b, dtype=torch.int64, device=passed.device).index_add_(0, owner, (~passed).long())
+        ok = (fails == 0) & (window_k > 0)
+        a = torch.where(ok, window_k, 0)
+        commit = torch.where(ok, counts - 1, 0)
+        return a, commit
+    # full: a row j < k that fails stops the prefix; the first failing j is the accepted count
+    tested = local < window_k[owner]
+    failing_j = torch.where(tested & ~passed, local, window_k[owner])
+    a = torch.full((b,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=passed.device)
+    a = a.scatter_reduce(0, owner, failing_j, reduce="amin")
+    return a, a.clone()
+
+
+def accept_commit(
+    stats: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    h: torch.Tensor,
+    sigma: torch.Tensor,
+    window_k: torch.Tensor,
+    metric: str,
+    tau: float,
+    verify: str,
+    out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decide every sample's window and write its next state, for the whole batch at once.
+
+    ``stats`` is ``pair_stats(t, d, y, h)`` over the ``R`` verification rows; ``sigma`` the
+    noise level of each row. Returns ``(x_next [B, ...], accepted [B] int64)`` where
+    ``x_next[b] = y[r] + h[r] * t[r]`` for the sample's commit row ``r`` (the target step that
+    ends every window) and ``accepted[b]`` the number of draft steps kept, so the sample
+    advances ``accepted + 1`` steps. No host synchronisation happens here.
+    """
+    numel = y[0].numel()
+    values = metric_values(stats, h, sigma, numel, metric)
+    passed = accept_mask(values, metric, tau)
+    a, commit_local = accepted_steps(passed, window_k.to(stats.device), verify)
+    counts = rows_per_sample(window_k.to(stats.device).long(), verify)
+    row = (torch.cumsum(counts, 0) - counts) + commit_local
+    ys, ts, hs = y.index_select(0, row), t.index_select(0, row), h.reshape(-1).index_select(0, row)
+    hs = hs.to(ys.dtype).reshape(-1, *([1] * (y.dim() - 1)))
+    nxt = (ys.float() + hs.float() * ts.float()).to(y.dtype)
+    if out is not None:
+        out.copy_(nxt)
+        nxt = out
+    return nxt, a
+
+
+def rollout_step(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    h: torch.Tensor,
+    out: torch.Tensor | None = None,
+    uncond: torch.Tensor | None = None,
+    scale: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One Euler step per row, ``x + h * v`` — or with guidance ``x + h * (u + g (v - u))``
+    when ``uncond`` (= ``u``) and ``scale`` (= ``g``) are given. ``h`` is a scalar or one value
+    per row. Computed in fp32, written (in ``x``'s dtype) into ``out`` when given, e.g. the next
+    row of the window buffer, so the verification batch needs no ``torch.cat``."""
+    hf = torch.as_tensor(h, device=x.device).float().reshape(-1, *([1] * (x.dim() - 1)))
+    vf = v.float()
+    if uncond is not None:
+        if scale is None:
+            raise ValueError("rollout_step: uncond given without a guidance scale")
+        g = torch.as_tensor(scale, device=x.device).float().reshape(-1, *([1] * (x.dim() - 1)))
+        vf = uncond.float() + g * (vf - uncond.float())
+    res = (x.float() + hf * vf).to(x.dtype)
+    if out is None:
+        return res
+    out.copy_(res)
+    return out

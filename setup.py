@@ -1,0 +1,24 @@
+"""Build script of sdsv.
+
+Two packages: ``sdsv`` (the sampler, from ``python/sdsv``) and ``sdsv_kernels`` (the ops the
+sampler calls, from ``sdsv_kernels``). The tiny models' weights ship as package data.
+Depends on torch without pinning a build: bring your own (CUDA) torch; on a CPU machine
+install ``torch==2.13.0`` first or in the same command.
+"""
+
+from setuptools import setup
+
+setup(
+    name="sdsv",
+    version="0.1.0",
+    description="Speculative sampling with speculative verification for diffusion transformers",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    package_dir={"sdsv": "python/sdsv", "sdsv_kernels": "sdsv_kernels"},
+    packages=["sdsv", "sdsv.tiny", "sdsv_kernels"],
+    package_data={"sdsv.tiny": ["weights/*.safetensors", "weights/*.json", "weights/*.md"]},
+    install_requires=["torch>=2.1", "numpy", "safetensors", "tqdm", "pillow"],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["sdsv=sdsv.cli:main"]},
+)
