@@ -6,7 +6,12 @@ Depends on torch without pinning a build: bring your own (CUDA) torch; on a CPU 
 install ``torch==2.13.0`` first or in the same command.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
+
+
+def _packages(root: str, name: str) -> list[str]:
+    return [name] + [f"{name}.{p}" for p in find_packages(root)]
+
 
 setup(
     name="sdsv",
@@ -16,7 +21,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     package_dir={"sdsv": "python/sdsv", "sdsv_kernels": "sdsv_kernels"},
-    packages=["sdsv", "sdsv.tiny", "sdsv_kernels"],
+    packages=_packages("python/sdsv", "sdsv") + _packages("sdsv_kernels", "sdsv_kernels"),
     package_data={"sdsv.tiny": ["weights/*.safetensors", "weights/*.json", "weights/*.md"]},
     install_requires=["torch>=2.1", "numpy", "safetensors", "tqdm", "pillow"],
     extras_require={"test": ["pytest"]},
