@@ -175,6 +175,8 @@ def sample(
     conds = _Conditioning(cond, batch)
     endpoints = verify == "endpoints"
     numel = noise[0].numel()
+    # sigmas and step sizes travel in fp32 (fp64 for fp64 latents), as the ops compute
+    sdt = torch.promote_types(noise.dtype, torch.float32)
 
     x = noise.clone()
     pos = [0] * batch
@@ -203,13 +205,13 @@ def sample(
                 continue
             rows = [offs[i] + j for i in lvl]
             y = _gather(states, rows)
-            sig = torch.tensor([sig_host[pos[active[i]] + j] for i in lvl], device=dev, dtype=torch.float32)
+            sig = torch.tensor([sig_host[pos[active[i]] + j] for i in lvl], device=dev, dtype=sdt)
             d = models("draft", y, sig, conds.rows([active[i] for i in lvl]))
             _scatter(drafted, rows, d)
             roll = [n for n, i in enumerate(lvl) if acts[i][0] == "speculate" and j < acts[i][1]]
             if roll:
                 h = torch.tensor([sig_host[pos[active[lvl[n]]] + j + 1] - sig_host[pos[active[lvl[n]]] + j] for n in roll],
-                                 device=dev, dtype=torch.float32)
+                                 device=dev, dtype=sdt)
                 src_rows = [rows[n] for n in roll]
                 dst_rows = [r + 1 for r in src_rows]
                 dst = _rows_view(states, dst_rows)
@@ -239,8 +241,8 @@ def sample(
             vindex = torch.tensor(vrows, device=dev)
             yv = _gather(states, vrows, vindex)
             dv = _gather(drafted, vrows, vindex)
-            sig_v = torch.tensor(vsig, device=dev, dtype=torch.float32)
-            h_v = torch.tensor(vh, device=dev, dtype=torch.float32)
+            sig_v = torch.tensor(vsig, device=dev, dtype=sdt)
+            h_v = torch.tensor(vh, device=dev, dtype=sdt)
             t = models("target", yv, sig_v, conds.rows(vsamples))
             pstats = sdsv_kernels.pair_stats(t, dv, yv, h_v)
             x_next, acc = sdsv_kernels.accept_commit(
@@ -269,7 +271,7 @@ def sample(
         if dsteps:
             rows = [offs[i] for i in dsteps]
             h = torch.tensor([sig_host[pos[active[i]] + 1] - sig_host[pos[active[i]]] for i in dsteps],
-                             device=dev, dtype=torch.float32)
+                             device=dev, dtype=sdt)
             nxt = sdsv_kernels.rollout_step(_gather(states, rows), _gather(drafted, rows), h)
             if not torch.isfinite(nxt).all():
                 _raise_non_finite(drafted, None, acts, offs, active, pos, sig_host, [], endpoints)

@@ -1,0 +1,24 @@
+"""The ``sdsv`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sdsv", description="Speculative sampling for diffusion transformers")
+    sub = p.add_subparsers(dest="command", required=True)
+    from . import demo
+
+    d = sub.add_parser("demo", help="SDSV vs target-only and the draft baselines on the shipped tiny models",
+                       description=demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_arguments(d)
+    args = p.parse_args(argv)
+    if args.command == "demo":
+        return demo.main(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""``sdsv demo``: SDSV against its baselines on the shipped tiny models, in one run.
+
+For each prompt (own seed, batch 1 — the latency-bound setting speculative sampling is for)
+every method samples the same noise; the table reports counted model calls, measured wall
+time, speedup over target-only, acceptance, and PSNR/SSIM against the target-only images.
+Methods are interleaved prompt by prompt so that machine noise hits them all alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .acceptance import AcceptanceTest
+from .metrics import psnr, ssim
+from .plan import StagePlan
+from .tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline
+
+DEFAULT_PROMPTS = (
+    "a red circle", "a blue triangle", "a green square", "a yellow ring",
+    "a purple cross", "an orange diamond", "a cyan triangle", "a white square",
+)
+# chosen with benchmarks/sweep_tau.py; see README "Choosing the acceptance test"
+DEFAULT_METRIC = "x0_rms"
+DEFAULT_TAU = 0.05
+
+
+@dataclass
+class Method:
+    name: str
+    plan: StagePlan
+    draft: str | None
+
+
+def methods_for(num_steps: int, drafts: list[str], plan_name: str) -> list[Method]:
+    sdsv_plan = getattr(StagePlan, plan_name)(num_steps)
+    ms = [Method("target-only", StagePlan.target_only(num_steps), None)]
+    ms += [Method(f"draft-only ({d})", StagePlan.draft_only(num_steps), d) for d in drafts]
+    ms += [Method(f"improved-draft ({d})", StagePlan.improved_draft(num_steps), d) for d in drafts]
+    ms += [Method(f"sdsv ({d})", sdsv_plan, d) for d in drafts]
+    return ms
+
+
+def run(args) -> list[dict]:
+    torch.set_num_threads(args.threads)
+    pipe = TinyPipeline.from_pretrained(args.weights)
+    accept = AcceptanceTest(args.metric, args.tau)
+    methods = methods_for(args.steps, args.drafts, args.plan)
+    prompts = list(args.prompts)
+    seeds = [args.seed + i for i in range(len(prompts))]
+
+    # warm-up: first calls pay for allocations and thread-pool start-up
+    with torch.inference_mode():
+        for m in methods[:1] + [m for m in methods if m.name.startswith("sdsv")]:
+            pipe(prompts[0], plan=m.plan, draft=m.draft or "svd", accept=accept, guidance=args.guidance, seed=0)
+
+    images = {m.name: [None] * len(prompts) for m in methods}
+    wall = {m.name: 0.0 for m in methods}
+    totals = {m.name: dict(target_calls=0, target_evals=0, draft_evals=0, proposed=0, accepted=0) for m in methods}
+    with tqdm(total=len(methods) * len(prompts), desc="sampling", unit="image", disable=args.quiet) as bar:
+        for p, (prompt, seed) in enumerate(zip(prompts, seeds)):
+            for m in methods:
+                bar.set_postfix_str(f"{m.name}: {prompt}")
+                t0 = time.perf_counter()
+                out = pipe(prompt, plan=m.plan, draft=m.draft or "svd", verify=args.verify, accept=accept,
+                           guidance=args.guidance, seed=seed)
+                wall[m.name] += time.perf_counter() - t0
+                images[m.name][p] = out.images[0]
+                s, tot = out.stats, totals[m.name]
+                tot["target_calls"] += s.target_calls
+                tot["target_evals"] += s.target_evals
+                tot["draft_evals"] += s.draft_evals
+                tot["proposed"] += s.proposed_steps
+                tot["accepted"] += s.accepted_steps
+                bar.update(1)
+
+    ref = torch.stack(images["target-only"])
+    rows = []
+    for m in methods:
+        img = torch.stack(images[m.name])
+        tot = totals[m.name]
+        rows.append({
+            "method": m.name,
+            "target_calls": tot["target_calls"],
+            "target_evals": tot["target_evals"],
+            "draft_evals": tot["draft_evals"],
+            "wall_s": round(wall[m.name], 4),
+            "speedup": round(wall["target-only"] / wall[m.name], 3),
+            "acceptance": round(tot["accepted"] / tot["proposed"], 4) if tot["proposed"] else None,
+            "psnr": None if m.name == "target-only" else round(psnr(img, ref).mean().item(), 2),
+            "ssim": None if m.name == "target-only" else round(ssim(img, ref).mean().item(), 4),
+        })
+    if args.out:
+        save_grid(images, prompts, Path(args.out) / "demo_grid.png")
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    head = ["method", "target calls", "target evals", "draft evals", "wall s", "speedup", "accept", "PSNR dB", "SSIM"]
+    body = []
+    for r in rows:
+        body.append([
+            r["method"], str(r["target_calls"]), str(r["target_evals"]), str(r["draft_evals"]),
+            f"{r['wall_s']:.2f}", f"{r['speedup']:.2f}x",
+            "-" if r["acceptance"] is None else f"{r['acceptance']:.0%}",
+            "ref" if r["psnr"] is None else f"{r['psnr']:.2f}",
+            "ref" if r["ssim"] is None else f"{r['ssim']:.3f}",
+        ])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+def save_grid(images: dict, prompts: list[str], path: Path, scale: int = 3) -> None:
+    """Rows = methods, columns = prompts, with labels."""
+    from PIL import Image, ImageDraw
+
+    names = list(images)
+    cell, label_w, head_h = 32 * scale, 150, 28
+    grid = Image.new("RGB", (label_w + cell * len(prompts), head_h + cell * len(names)), "white")
+    draw = ImageDraw.Draw(grid)
+    for c, prompt in enumerate(prompts):
+        words = prompt.split(" ", 1)[-1]
+        draw.text((label_w + c * cell + 4, 8), words, fill="black")
+    for r, name in enumerate(names):
+        draw.text((6, head_h + r * cell + cell // 2 - 6), name, fill="black")
+        for c, img in enumerate(images[name]):
+            arr = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+            tile = Image.fromarray(arr).resize((cell, cell), Image.NEAREST)
+            grid.paste(tile, (label_w + c * cell, head_h + r * cell))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+
+
+def machine() -> str:
+    return (f"{platform.processor() or platform.machine()} x{os.cpu_count()} cpus, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, python {platform.python_version()}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS), help="'a <color> <shape>' prompts")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first prompt; prompt i uses seed + i")
+    p.add_argument("--plan", default="paper_default", choices=["paper_default", "fast", "slow"], help="SDSV stage plan")
+    p.add_argument("--verify", default="endpoints", choices=["endpoints", "full"])
+    p.add_argument("--metric", default=DEFAULT_METRIC, choices=["x0_rms", "state_rel_l2", "rel_l2", "cosine"])
+    p.add_argument("--tau", type=float, default=DEFAULT_TAU)
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale")
+    p.add_argument("--drafts", nargs="+", default=["lite", "svd"], choices=["lite", "svd"])
+    p.add_argument("--out", default="sdsv_demo", help="folder for demo_grid.png ('' to skip)")
+    p.add_argument("--json", default=None, help="also write the table as JSON to this file")
+    p.add_argument("--weights", default=None, help="folder of tiny-model weights (default: shipped)")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def main(args) -> int:
+    rows = run(args)
+    print(f"\nSDSV demo: {len(args.prompts)} prompts x {args.steps} steps, plan {args.plan}, verify {args.verify}, "
+          f"accept {AcceptanceTest(args.metric, args.tau)}, guidance {args.guidance:g}")
+    print(f"machine: {machine()}\n")
+    print(format_table(rows))
+    if args.out:
+        print(f"\nimage grid (rows = methods, columns = prompts): {Path(args.out) / 'demo_grid.png'}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+        print(f"table as JSON: {args.json}")
+    return 0

@@ -1,0 +1,44 @@
+"""Reference-based image metrics (PSNR, SSIM) on images in [0, 1], [b, c, h, w]."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape or a.dim() != 4:
+        raise ValueError(f"expected two [b, c, h, w] image batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-image PSNR in dB, ``[b]``; identical images give +inf."""
+    _check(a, b)
+    mse = (a.double() - b.double()).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(data_range**2 / mse)).float()
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, dtype) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    w = (g[:, None] * g[None, :]).to(dtype)
+    return w.expand(channels, 1, size, size).contiguous()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Per-image SSIM (Wang et al. 2004: Gaussian 11x11 window, sigma 1.5, K1=0.01, K2=0.03,
+    averaged over the valid region and the channels), ``[b]``."""
+    _check(a, b)
+    if min(a.shape[-2:]) < window:
+        raise ValueError(f"images of size {tuple(a.shape[-2:])} are smaller than the {window}x{window} SSIM window")
+    c = a.shape[1]
+    a, b = a.double(), b.double()
+    w = _gaussian_window(window, sigma, c, a.dtype)
+    mu_a, mu_b = F.conv2d(a, w, groups=c), F.conv2d(b, w, groups=c)
+    saa = F.conv2d(a * a, w, groups=c) - mu_a**2
+    sbb = F.conv2d(b * b, w, groups=c) - mu_b**2
+    sab = F.conv2d(a * b, w, groups=c) - mu_a * mu_b
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    m = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2))
+    return m.flatten(1).mean(1).float()
