@@ -68,12 +68,20 @@ def noisy_batch(batch: int, g: torch.Generator):
     return xt, sigma, labels, noise - x0
 
 
-def _optimise(model, steps, batch, lr, seed, loss_fn, desc, ema_decay=0.999, log_every=100):
+def _optimise(model, steps, batch, lr, seed, loss_fn, desc, ema_decay=0.999, log_every=100, checkpoint=None):
+    """AdamW + warm-up/cosine LR + EMA. With ``checkpoint`` (a path) the state is saved every
+    ``log_every`` steps and a run that finds one resumes from it (same seed stream order is
+    not reproduced across a resume; the log says where it resumed)."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     ema = copy.deepcopy(model).requires_grad_(False)
-    history, running = [], 0.0
-    bar = tqdm(range(steps), desc=desc, mininterval=5.0)
+    history, running, start = [], 0.0, 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        ck = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(ck["model"]), ema.load_state_dict(ck["ema"]), opt.load_state_dict(ck["opt"])
+        g.set_state(ck["rng"])
+        start, history = ck["step"], ck["history"] + [{"resumed_at": ck["step"]}]
+    bar = tqdm(range(start, steps), desc=desc, mininterval=5.0, initial=start, total=steps)
     t0 = time.time()
     for step in bar:
         for group in opt.param_groups:
@@ -90,6 +98,9 @@ def _optimise(model, steps, batch, lr, seed, loss_fn, desc, ema_decay=0.999, log
             history.append({"step": step + 1, "loss": running / n, "elapsed_s": round(time.time() - t0, 1)})
             bar.set_postfix(loss=f"{running / n:.4f}")
             running = 0.0
+            if checkpoint is not None:
+                torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                            "rng": g.get_state(), "step": step + 1, "history": history}, checkpoint)
     return ema.eval(), history, time.time() - t0
 
 
@@ -106,7 +117,8 @@ def train_target(args) -> dict:
         labels = torch.where(drop[:, None], null[None], labels)
         return F.mse_loss(m(xt, sigma, labels), v)
 
-    ema, hist, secs = _optimise(model, args.target_steps, args.batch, args.lr, args.seed, loss_fn, "target")
+    ema, hist, secs = _optimise(model, args.target_steps, args.batch, args.lr, args.seed, loss_fn, "target",
+                                checkpoint=Path(args.out) / "target.ckpt")
     save_model(ema, Path(args.out) / "target.safetensors")
     return {"params": sum(p.numel() for p in ema.parameters()), "config": cfg.to_dict(),
             "steps": args.target_steps, "batch": args.batch, "seconds": round(secs), "loss": hist}
