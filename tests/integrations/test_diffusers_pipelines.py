@@ -1,0 +1,255 @@
+"""SDSV on tiny random-weight instances of the real diffusers Flux, Wan2.1 and SD3 pipelines."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+import sdsv  # noqa: E402
+from sdsv import AcceptanceTest, StagePlan  # noqa: E402
+from sdsv.integrations.hf_diffusers import RefusedError  # noqa: E402
+from tiny_pipelines import CASES  # noqa: E402
+
+STEPS = 6
+SPEC_PLAN = StagePlan(STEPS, 1, 3, 1, 2, name="test")  # 1 target step, K=1 windows, then K=2 windows
+FAMILIES = ["flux", "wan", "sd3"]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def case(request):
+    c = CASES[request.param]
+    return c, c.build()
+
+
+def _run(case, pipe, output_type="latent", **kw):
+    c = case
+    out = pipe(**kw, output_type=output_type, generator=torch.Generator().manual_seed(0))
+    return getattr(out, c.output_field)
+
+
+def _close(a, b, tol=1e-5):
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    assert a.shape == b.shape
+    err = (a.float() - b.float()).abs().max().item()
+    scale = b.float().abs().max().item()
+    assert err <= tol * max(1.0, scale), f"max abs error {err:.3g} (scale {scale:.3g})"
+
+
+def _reference(pipe, c, output_type, **kw):
+    assert not sdsv.integrations.hf_diffusers.is_enabled(pipe)
+    return _run(c, pipe, output_type, **kw)
+
+
+@pytest.mark.parametrize("batch,cfg", [pytest.param(1, False, id="B1-noCFG"), pytest.param(2, True, id="B2-CFG")])
+def test_target_only_equals_pipeline(case, batch, cfg):
+    c, pipe = case
+    kw = c.kwargs(batch=batch, cfg=cfg, steps=STEPS)
+    output_type = "latent" if cfg else "np"  # both output paths: raw latents and the decoded result
+    ref = _reference(pipe, c, output_type, **kw)
+    sdsv.enable(pipe, plan=StagePlan.target_only)
+    try:
+        out = _run(c, pipe, output_type, **kw)
+        st = pipe.sdsv_stats
+    finally:
+        sdsv.disable(pipe)
+    assert type(out) is type(ref)
+    _close(out, ref)
+    assert st.target_calls == STEPS and st.target_evals == STEPS * batch and st.draft_calls == 0
+
+
+@pytest.mark.parametrize("verify", ["endpoints", "full"])
+def test_draft_equal_to_target_accepts_every_window(case, verify):
+    c, pipe = case
+    kw = c.kwargs(batch=2, cfg=True, steps=STEPS)
+    ref = _reference(pipe, c, "latent", **kw)
+    sdsv.enable(pipe, draft=pipe.transformer, plan=SPEC_PLAN, verify=verify, accept=AcceptanceTest("x0_rms", 1e-4))
+    try:
+        out = _run(c, pipe, "latent", **kw)
+        st = pipe.sdsv_stats
+    finally:
+        sdsv.disable(pipe)
+    assert len(st.windows) > 0 and st.acceptance_rate == 1.0
+    assert {w.sample for w in st.windows} == {0, 1}
+    # fewer target calls than steps: the windows really ran
+    assert st.target_calls < STEPS
+    _close(out, ref, tol=1e-4)
+
+
+def test_disagreeing_draft_rejected_everywhere_gives_target_trajectory(case):
+    """tau = 0 rejects every window: each then ends with the target step from its start, so the
+    result is the target-only result although a different (random) draft proposed every window."""
+    c, pipe = case
+    kw = c.kwargs(batch=2, cfg=False, steps=STEPS)
+    ref = _reference(pipe, c, "latent", **kw)
+    other = c.transformer(seed=123)
+    sdsv.enable(pipe, draft=other, plan=SPEC_PLAN, accept=AcceptanceTest("x0_rms", 0.0))
+    try:
+        out = _run(c, pipe, "latent", **kw)
+        st = pipe.sdsv_stats
+    finally:
+        sdsv.disable(pipe)
+    assert len(st.windows) > 0 and st.accepted_steps == 0
+    assert all(v > 0 for w in st.windows for v in w.metric[:1])
+    _close(out, ref, tol=1e-4)
+
+
+def test_draft_only_differs_from_target_with_another_draft(case):
+    """The draft really is used: draft-only sampling with different weights changes the output."""
+    c, pipe = case
+    kw = c.kwargs(batch=1, cfg=False, steps=STEPS)
+    ref = _reference(pipe, c, "latent", **kw)
+    sdsv.enable(pipe, draft=c.transformer(seed=123), plan=StagePlan.draft_only)
+    try:
+        out = _run(c, pipe, "latent", **kw)
+        st = pipe.sdsv_stats
+    finally:
+        sdsv.disable(pipe)
+    assert st.target_calls == 0 and st.draft_calls == STEPS
+    assert (out - ref).abs().max() > 1e-2
+
+
+def test_disable_restores_the_pipeline_exactly(case):
+    c, pipe = case
+    kw = c.kwargs(batch=1, cfg=False, steps=STEPS)
+    _run(c, pipe, "latent", **kw)  # a plain call first: it sets the pipeline's per-call attributes
+    cls, attrs, config = type(pipe), dict(pipe.__dict__), dict(pipe.config)
+    sig = inspect.signature(pipe.__call__)
+    sdsv.enable(pipe, draft=pipe.transformer)
+    assert inspect.signature(pipe.__call__) == sig
+    assert type(pipe).__name__ == cls.__name__ and isinstance(pipe, cls)
+    sdsv.disable(pipe)
+    assert type(pipe) is cls and pipe.__dict__ == attrs  # enable + disable: nothing changed
+
+    sdsv.enable(pipe, draft=pipe.transformer)
+    _run(c, pipe, "latent", **kw)
+    assert isinstance(pipe.sdsv_stats, sdsv.SampleStats)
+    sdsv.disable(pipe)
+    assert type(pipe) is cls and pipe.__dict__.keys() == attrs.keys()
+    for name in pipe.components:  # the same module, scheduler and VAE objects, nothing hooked
+        assert getattr(pipe, name) is attrs[name]
+    assert pipe._progress_bar_config == attrs["_progress_bar_config"]
+    assert dict(pipe.config) == config
+    assert "forward" not in pipe.transformer.__dict__ and "step" not in pipe.scheduler.__dict__
+    _close(_run(c, pipe, "latent", **kw), _run(c, pipe, "latent", **kw))
+
+
+def test_return_dict_false_and_default_plan(case):
+    c, pipe = case
+    kw = c.kwargs(batch=1, cfg=False, steps=STEPS)
+    sdsv.enable(pipe, draft=pipe.transformer)  # plan: StagePlan.paper_default(num_inference_steps)
+    try:
+        out = pipe(**kw, output_type="latent", return_dict=False, generator=torch.Generator().manual_seed(0))
+        assert isinstance(out, tuple) and len(out) == 1
+        assert pipe.sdsv_stats.target_calls + pipe.sdsv_stats.draft_calls > 0
+    finally:
+        sdsv.disable(pipe)
+
+
+# ---- refusals -------------------------------------------------------------------------------
+MISMATCH = {
+    "flux": ({"joint_attention_dim": 24}, "joint_attention_dim: target 32, draft 24"),
+    "wan": ({"in_channels": 8, "out_channels": 8}, "in_channels: target 16, draft 8"),
+    "sd3": ({"pooled_projection_dim": 48}, "pooled_projection_dim: target 64, draft 48"),
+}
+
+
+def test_mismatched_draft_is_refused(case):
+    c, pipe = case
+    over, msg = MISMATCH[c.name]
+    with pytest.raises(RefusedError, match=msg):
+        sdsv.enable(pipe, draft=c.transformer(**over))
+    assert type(pipe).__name__ == type(pipe).__name__ and not sdsv.integrations.hf_diffusers.is_enabled(pipe)
+
+
+def test_draft_of_another_family_is_refused():
+    pipe = CASES["flux"].build()
+    with pytest.raises(RefusedError, match="draft is a WanTransformer3DModel.*needs a FluxTransformer2DModel"):
+        sdsv.enable(pipe, draft=CASES["wan"].transformer())
+
+
+def test_flux_guidance_embedding_mismatch_is_refused():
+    pipe = CASES["flux"].build()
+    with pytest.raises(RefusedError, match="guidance_embeds: target True, draft False"):
+        sdsv.enable(pipe, draft=CASES["flux"].transformer(guidance_embeds=False))
+
+
+def test_non_flow_matching_scheduler_is_refused(case):
+    from diffusers import DDIMScheduler
+    c, _ = case
+    pipe = c.build()
+    pipe.scheduler = DDIMScheduler()
+    with pytest.raises(RefusedError, match="DDIMScheduler is not a flow-matching Euler scheduler"):
+        sdsv.enable(pipe, draft=pipe.transformer)
+
+
+def test_unipc_refused_unless_converted_then_equals_euler_with_same_shift():
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+    c = CASES["wan"]
+    pipe = c.build()
+    kw = c.kwargs(batch=1, cfg=True, steps=STEPS)
+    unipc = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    ref = _run(c, pipe, "latent", **kw)
+    pipe.scheduler = unipc
+    with pytest.raises(RefusedError, match="UniPCMultistepScheduler is a multistep solver.*convert_scheduler=True"):
+        sdsv.enable(pipe, draft=pipe.transformer)
+    sdsv.enable(pipe, plan=StagePlan.target_only, convert_scheduler=True)
+    try:
+        out = _run(c, pipe, "latent", **kw)
+    finally:
+        sdsv.disable(pipe)
+    assert pipe.scheduler is unipc  # converted for the call only
+    _close(out, ref)
+
+
+def test_stochastic_euler_is_refused():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    pipe = CASES["sd3"].build()
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)
+    with pytest.raises(RefusedError, match="stochastic_sampling"):
+        sdsv.enable(pipe)
+
+
+def test_callback_and_skip_layer_guidance_are_refused():
+    c = CASES["sd3"]
+    pipe = c.build()
+    sdsv.enable(pipe, plan=StagePlan.target_only)
+    try:
+        with pytest.raises(RefusedError, match="callback_on_step_end"):
+            pipe(**c.kwargs(), callback_on_step_end=lambda p, i, t, kw: kw)
+        with pytest.raises(RefusedError, match="skip_guidance_layers"):
+            pipe(**c.kwargs(cfg=True), skip_guidance_layers=[0])
+        assert "forward" not in pipe.transformer.__dict__  # nothing left hooked after a refusal
+    finally:
+        sdsv.disable(pipe)
+
+
+def test_plan_with_wrong_step_count_is_refused():
+    c = CASES["sd3"]
+    pipe = c.build()
+    sdsv.enable(pipe, draft=pipe.transformer, plan=StagePlan.paper_default(50))
+    try:
+        with pytest.raises(ValueError, match="has 50 steps but the pipeline runs 6"):
+            pipe(**c.kwargs(steps=6))
+        assert "forward" not in pipe.transformer.__dict__ and "step" not in pipe.scheduler.__dict__
+    finally:
+        sdsv.disable(pipe)
+
+
+def test_progress_bar_follows_pipeline_config(capsys):
+    c = CASES["sd3"]
+    pipe = c.build()  # built with set_progress_bar_config(disable=True)
+    sdsv.enable(pipe, draft=pipe.transformer, plan=SPEC_PLAN)
+    try:
+        pipe(**c.kwargs(steps=STEPS))
+        assert "sdsv" not in capsys.readouterr().err
+        pipe.set_progress_bar_config(desc="denoise", leave=True)
+        pipe(**c.kwargs(steps=STEPS))
+        err = capsys.readouterr().err
+        assert "denoise" in err and "accept=100%" in err and f"{STEPS}/{STEPS}" in err
+    finally:
+        sdsv.disable(pipe)
