@@ -273,6 +273,7 @@ def _run(pipe, original_call, args, kwargs):
     bound.apply_defaults()
     call_args = dict(bound.arguments)
     call_args.pop("self", None)
+    pipe.__dict__.pop("sdsv_stats", None)  # a refused or failed call leaves no stale statistics
     family.check_pipeline(pipe)
     family.refuse_call(pipe, call_args)
     scheduler = _scheduler_for_call(pipe, cfg.convert_scheduler)
