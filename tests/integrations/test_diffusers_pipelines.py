@@ -17,6 +17,7 @@ from tiny_pipelines import CASES  # noqa: E402
 STEPS = 6
 SPEC_PLAN = StagePlan(STEPS, 1, 3, 1, 2, name="test")  # 1 target step, K=1 windows, then K=2 windows
 FAMILIES = ["flux", "wan", "sd3"]
+SMALLER_DRAFT = {"flux": {"num_single_layers": 0}, "wan": {"num_layers": 1}, "sd3": {"num_layers": 1}}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -85,7 +86,7 @@ def test_disagreeing_draft_rejected_everywhere_gives_target_trajectory(case):
     c, pipe = case
     kw = c.kwargs(batch=2, cfg=False, steps=STEPS)
     ref = _reference(pipe, c, "latent", **kw)
-    other = c.transformer(seed=123)
+    other = c.transformer(seed=123, **SMALLER_DRAFT[c.name])  # pruned: fewer blocks, other weights
     sdsv.enable(pipe, draft=other, plan=SPEC_PLAN, accept=AcceptanceTest("x0_rms", 0.0))
     try:
         out = _run(c, pipe, "latent", **kw)
@@ -253,3 +254,69 @@ def test_progress_bar_follows_pipeline_config(capsys):
         assert "denoise" in err and "accept=100%" in err and f"{STEPS}/{STEPS}" in err
     finally:
         sdsv.disable(pipe)
+
+
+def test_bf16_target_only_close_to_pipeline_same_dtype(case):
+    """bf16: same output dtype as the pipeline; values within a few bf16 roundings (the scheduler
+    multiplies dt * v in bf16, the sampler's Euler step is computed in fp32)."""
+    c, _ = case
+    pipe = c.build().to(torch.bfloat16)
+    kw = {k: (v.to(torch.bfloat16) if torch.is_tensor(v) else v) for k, v in c.kwargs(batch=2, cfg=True).items()}
+    ref = _run(c, pipe, "latent", **kw)
+    sdsv.enable(pipe, plan=StagePlan.target_only)
+    try:
+        out = _run(c, pipe, "latent", **kw)
+    finally:
+        sdsv.disable(pipe)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    _close(out, ref, tol=0.02)
+
+
+def test_num_images_per_prompt_and_expanded_conditioning():
+    """num_images_per_prompt multiplies the batch in the pipeline's preamble; rows of one sample
+    reach the model as expand views of its conditioning (stride 0), not copies."""
+    c = CASES["flux"]
+    pipe = c.build()
+    kw = c.kwargs(batch=1, cfg=False, steps=STEPS)
+    ref = _run(c, pipe, "latent", num_images_per_prompt=2, **kw)
+    seen = []
+    real_forward = type(pipe.transformer).forward
+
+    def spy(self, *a, **k):
+        seen.append((k["hidden_states"].shape[0], k["encoder_hidden_states"].stride(0)))
+        return real_forward(self, *a, **k)
+
+    draft = c.transformer(seed=0)  # same weights as the target, another module: spied separately
+    draft.forward = spy.__get__(draft)
+    sdsv.enable(pipe, draft=draft, plan=SPEC_PLAN, accept=AcceptanceTest("x0_rms", 1e-4))
+    try:
+        out = _run(c, pipe, "latent", num_images_per_prompt=2, **kw)
+        st = pipe.sdsv_stats
+    finally:
+        sdsv.disable(pipe)
+    _close(out, ref, tol=1e-4)
+    assert st.acceptance_rate == 1.0 and {w.sample for w in st.windows} == {0, 1}
+    assert seen and all(rows == 2 for rows, _ in seen)  # the two images' rollouts share each draft call
+    assert out.shape[0] == 2
+
+
+def test_single_sample_rows_are_expand_views():
+    c = CASES["wan"]
+    pipe = c.build()
+    kw = c.kwargs(batch=1, cfg=False, steps=STEPS)
+    seen = []
+    real_forward = type(pipe.transformer).forward
+
+    def spy(self, *a, **k):
+        seen.append((k["hidden_states"].shape[0], k["encoder_hidden_states"].stride(0)))
+        return real_forward(self, *a, **k)
+
+    pipe.transformer.forward = spy.__get__(pipe.transformer)
+    sdsv.enable(pipe, draft=c.transformer(seed=0), plan=SPEC_PLAN, accept=AcceptanceTest("x0_rms", 1e-4))
+    try:
+        _run(c, pipe, "latent", **kw)
+    finally:
+        sdsv.disable(pipe)
+        del pipe.transformer.forward
+    multi = [stride for rows, stride in seen if rows > 1]
+    assert multi and all(stride == 0 for stride in multi)  # verification rows [y_0, y_k]: expanded

@@ -65,7 +65,8 @@ class Family:
                 + "; ".join(diffs)
             )
         tdev, ddev = _device(t), _device(d)
-        if tdev is not None and ddev is not None and tdev != ddev:
+        offloaded = hasattr(t, "_hf_hook") or hasattr(d, "_hf_hook")  # accelerate moves them per call
+        if not offloaded and tdev is not None and ddev is not None and tdev != ddev:
             raise RefusedError(f"the draft is on {ddev} but the target on {tdev}: move both to the same device")
 
     def contract_value(self, config, key):
@@ -220,6 +221,10 @@ class WanFamily(Family):
     def decode(self, pipe, latents, args):
         from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
         from diffusers.utils.torch_utils import get_module_execution_device
+        # WanPipeline's Euler step leaves its latents in the transformer's dtype (the scheduler casts
+        # to the model output's dtype); SDSV keeps them in fp32 while sampling and hands back the
+        # pipeline's dtype, so output_type="latent" has the same dtype with and without SDSV
+        latents = latents.to(pipe.transformer.dtype)
         if args["output_type"] == "latent":
             video = latents
         else:
