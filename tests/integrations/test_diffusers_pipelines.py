@@ -320,3 +320,11 @@ def test_single_sample_rows_are_expand_views():
         del pipe.transformer.forward
     multi = [stride for rows, stride in seen if rows > 1]
     assert multi and all(stride == 0 for stride in multi)  # verification rows [y_0, y_k]: expanded
+
+
+def test_other_pipeline_classes_are_refused():
+    from diffusers import FluxImg2ImgPipeline
+    pipe = FluxImg2ImgPipeline(**CASES["flux"].build().components)
+    with pytest.raises(RefusedError, match="SDSV supports FluxPipeline, WanPipeline, StableDiffusion3Pipeline.*"
+                                           "got a FluxImg2ImgPipeline"):
+        sdsv.enable(pipe)
