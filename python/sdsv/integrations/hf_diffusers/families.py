@@ -146,8 +146,11 @@ class FluxFamily(Family):
     }
 
     def conditioning(self, pipe, args, calls, latents, num_train_timesteps):
-        true_cfg = len(calls) == 2
-        self.check_calls(calls, len(calls) if len(calls) in (1, 2) else 1)
+        # FluxPipeline's own rule: a second (negative) call iff true_cfg_scale > 1 and a negative prompt
+        has_neg = args.get("negative_prompt") is not None or (
+            args.get("negative_prompt_embeds") is not None and args.get("negative_pooled_prompt_embeds") is not None)
+        true_cfg = float(args["true_cfg_scale"]) > 1 and has_neg
+        self.check_calls(calls, 2 if true_cfg else 1)
         c = calls[0]
         cond = {"encoder_hidden_states": c["encoder_hidden_states"], "pooled_projections": c["pooled_projections"]}
         if c.get("guidance") is not None:
@@ -204,7 +207,7 @@ class WanFamily(Family):
             raise RefusedError("the WanPipeline has no transformer")
 
     def conditioning(self, pipe, args, calls, latents, num_train_timesteps):
-        guided = len(calls) == 2
+        guided = bool(pipe.do_classifier_free_guidance)  # guidance_scale > 1, set by the call
         self.check_calls(calls, 2 if guided else 1)
         c = calls[0]
         cond = {"encoder_hidden_states": c["encoder_hidden_states"]}
@@ -258,9 +261,10 @@ class SD3Family(Family):
         c = calls[0]
         b = latents.shape[0]
         rows = c["hidden_states"].shape[0]
-        guided = rows == 2 * b
-        if not guided and rows != b:
-            raise RefusedError(f"SD3 called its transformer with {rows} rows for {b} latents")
+        guided = bool(pipe.do_classifier_free_guidance)  # guidance_scale > 1, set by the call
+        if rows != (2 if guided else 1) * b:
+            raise RefusedError(f"SD3 called its transformer with {rows} rows for {b} latents "
+                               f"({'with' if guided else 'without'} CFG): an unsupported pipeline variant")
         ehs, pooled = c["encoder_hidden_states"], c["pooled_projections"]
         if guided:  # the pipeline's order: [negative; positive]
             cond = {"encoder_hidden_states": ehs[b:], "pooled_projections": pooled[b:],
