@@ -328,3 +328,17 @@ def test_other_pipeline_classes_are_refused():
     with pytest.raises(RefusedError, match="SDSV supports FluxPipeline, WanPipeline, StableDiffusion3Pipeline.*"
                                            "got a FluxImg2ImgPipeline"):
         sdsv.enable(pipe)
+
+
+def test_step_cache_is_refused():
+    from diffusers import FirstBlockCacheConfig
+    c = CASES["flux"]
+    pipe = c.build()
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.2))
+    with pytest.raises(RefusedError, match="pipe.transformer has a step cache enabled.*FirstBlockCacheConfig"):
+        sdsv.enable(pipe)
+    pipe.transformer.disable_cache()
+    draft = c.transformer(seed=1)
+    draft.enable_cache(FirstBlockCacheConfig(threshold=0.2))
+    with pytest.raises(RefusedError, match="the draft has a step cache enabled"):
+        sdsv.enable(pipe, draft=draft)

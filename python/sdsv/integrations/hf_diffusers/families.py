@@ -42,6 +42,7 @@ class Family:
 
     def check_pipeline(self, pipe) -> None:
         """Refuse pipeline variants this adapter does not cover."""
+        check_no_cache(pipe.transformer, "pipe.transformer")
 
     def check_draft(self, target, draft) -> None:
         """Refuse a draft whose input/output contract differs from the target's, saying what differs."""
@@ -53,6 +54,7 @@ class Family:
                 f"the draft is a {type(d).__name__}, but the {self.name} adapter needs a {self.transformer_class} "
                 f"(the target's class {type(t).__name__}): same forward arguments and latent layout"
             )
+        check_no_cache(draft, "the draft")
         tc, dc = t.config, d.config
         diffs = []
         for key in self.contract_keys:
@@ -119,6 +121,17 @@ class Family:
 
     def decode(self, pipe, latents: torch.Tensor, args: dict):
         raise NotImplementedError
+
+
+def check_no_cache(module, what: str) -> None:
+    """Step caches (FirstBlockCache, MagCache, FasterCache, PAB) reuse activations of the previous
+    step; an SDSV forward holds rows of different steps and samples, so their reuse would be wrong."""
+    if module is not None and getattr(_unwrap(module), "is_cache_enabled", False):
+        raise RefusedError(
+            f"{what} has a step cache enabled ({type(_unwrap(module)._cache_config).__name__}); its reused "
+            "activations assume one step per forward, while SDSV batches rows of different steps: call "
+            ".disable_cache() on it first"
+        )
 
 
 def _device(module):
@@ -196,6 +209,9 @@ class WanFamily(Family):
     refused_args = {"guidance_scale_2": "it belongs to Wan2.2's two-transformer (high/low noise) setup"}
 
     def check_pipeline(self, pipe) -> None:
+        if pipe.transformer is None:
+            raise RefusedError("the WanPipeline has no transformer")
+        super().check_pipeline(pipe)
         if getattr(pipe, "transformer_2", None) is not None or pipe.config.get("boundary_ratio") is not None:
             raise RefusedError(
                 "this WanPipeline has a second transformer (Wan2.2 A14B: high/low-noise experts); the Wan adapter "
@@ -203,8 +219,6 @@ class WanFamily(Family):
             )
         if pipe.config.get("expand_timesteps"):
             raise RefusedError("expand_timesteps (per-token timesteps, Wan2.2 TI2V-5B) is not supported by the Wan adapter")
-        if pipe.transformer is None:
-            raise RefusedError("the WanPipeline has no transformer")
 
     def conditioning(self, pipe, args, calls, latents, num_train_timesteps):
         guided = bool(pipe.do_classifier_free_guidance)  # guidance_scale > 1, set by the call
