@@ -204,6 +204,7 @@ class _Hooks:
     def __init__(self, pipe, scheduler):
         self.pipe, self.scheduler = pipe, scheduler
         self.calls: list[dict] = []
+        self.swapped_scheduler = False
 
     def _forward(self, *args, **kwargs):
         if args:
