@@ -342,3 +342,48 @@ def test_step_cache_is_refused():
     draft.enable_cache(FirstBlockCacheConfig(threshold=0.2))
     with pytest.raises(RefusedError, match="the draft has a step cache enabled"):
         sdsv.enable(pipe, draft=draft)
+
+
+@pytest.mark.parametrize("name", ["sd3", "flux"])
+def test_batch_of_two_equals_two_single_runs_with_partial_acceptance(name):
+    """Samples advance independently: with a draft that disagrees a little, the two samples of a
+    batch reach different steps, their rows share forward calls at different sigmas, and each
+    sample's result equals its run alone (same noise, same prompt)."""
+    c = CASES[name]
+    pipe = c.build()
+    kw = c.kwargs(batch=2, cfg=True, steps=8)
+    noise = _run(c, pipe, "latent", **{**kw, "num_inference_steps": 1}) * 0  # shape only
+    noise = torch.randn(noise.shape, generator=torch.Generator().manual_seed(5))
+    draft = c.transformer(seed=0)
+    with torch.no_grad():  # the target's weights, slightly perturbed: a close but imperfect draft
+        for p in draft.parameters():
+            p.add_(0.05 * p.std().nan_to_num() * torch.randn(p.shape, generator=torch.Generator().manual_seed(9)))
+    plan = StagePlan(8, 1, 3, 1, 3, name="test")
+
+    def single(i, tau):
+        one = {k: (v[i:i + 1] if torch.is_tensor(v) else v) for k, v in kw.items()}
+        sdsv.enable(pipe, draft=draft, plan=plan, verify="full", accept=AcceptanceTest("x0_rms", tau))
+        try:
+            out = _run(c, pipe, "latent", latents=noise[i:i + 1], **one)
+            return out, pipe.sdsv_stats
+        finally:
+            sdsv.disable(pipe)
+
+    # pick tau in the widest gap of the observed metric values, far from every decision
+    values = sorted(v for i in (0, 1) for w in single(i, 1e9)[1].windows for v in w.metric if v == v)
+    gaps = [(b - a, (a * b) ** 0.5) for a, b in zip(values, values[1:]) if a > 0]
+    tau = max(gaps)[1]
+    (o0, s0), (o1, s1) = single(0, tau), single(1, tau)
+    sdsv.enable(pipe, draft=draft, plan=plan, verify="full", accept=AcceptanceTest("x0_rms", tau))
+    try:
+        both = _run(c, pipe, "latent", latents=noise, **kw)
+        st = pipe.sdsv_stats
+    finally:
+        sdsv.disable(pipe)
+    assert 0 < st.acceptance_rate < 1  # some windows partly rejected
+    for i, si in ((0, s0), (1, s1)):
+        mine = [(w.start, w.k, w.accepted) for w in st.windows if w.sample == i]
+        assert mine == [(w.start, w.k, w.accepted) for w in si.windows]
+    assert [(w.start, w.accepted) for w in s0.windows] != [(w.start, w.accepted) for w in s1.windows]
+    _close(both[0:1], o0, tol=1e-4)
+    _close(both[1:2], o1, tol=1e-4)
