@@ -199,7 +199,8 @@ def run_model(name, args, device, dtype, rows, results):
             st = res.stats
             windows = max(1, len(st.windows))
             runs[plan.name] = dict(
-                st.to_dict(), windows=len(st.windows), sampler_s_per_window=st.sampler_s / windows,
+                st.to_dict(), windows=len(st.windows), sampler_s_per_step=st.sampler_s / n,
+                sampler_s_per_window=st.sampler_s / windows if st.windows else None,
                 sampler_fraction=st.sampler_s / st.wall_s if st.wall_s else float("nan"))
             runs[plan.name].pop("windows_list", None)
             runs[plan.name]["window_records"] = [w.__dict__ for w in st.windows]
@@ -207,7 +208,9 @@ def run_model(name, args, device, dtype, rows, results):
             rows.append({"model": name, "kind": f"sample:{plan.name}", "batch": 1, "shape": shape_desc,
                          "median_s": st.wall_s, "min_s": st.wall_s, "reps": 1,
                          "sampler_s": st.sampler_s, "windows": len(st.windows),
-                         "sampler_s_per_window": st.sampler_s / windows, "acceptance": st.acceptance_rate})
+                         "sampler_s_per_step": st.sampler_s / n,
+                         "sampler_s_per_window": st.sampler_s / windows if st.windows else "",
+                         "acceptance": st.acceptance_rate})
         out["sample"] = runs
     results[name] = out
     del target
