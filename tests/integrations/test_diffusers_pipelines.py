@@ -387,3 +387,18 @@ def test_batch_of_two_equals_two_single_runs_with_partial_acceptance(name):
     assert [(w.start, w.accepted) for w in s0.windows] != [(w.start, w.accepted) for w in s1.windows]
     _close(both[0:1], o0, tol=1e-4)
     _close(both[1:2], o1, tol=1e-4)
+
+
+def test_timestep_convention_self_check(monkeypatch):
+    """If the adapter's sigma -> timestep rule ever disagreed with what the pipeline passes (a
+    diffusers change), the call is refused instead of sampling with wrong timesteps."""
+    from sdsv.integrations.hf_diffusers import TransformerDenoiser
+    c = CASES["wan"]
+    pipe = c.build()
+    monkeypatch.setattr(TransformerDenoiser, "timestep", lambda self, sigma, x: sigma.float() * 999)
+    sdsv.enable(pipe, plan=StagePlan.target_only)
+    try:
+        with pytest.raises(RefusedError, match="timestep convention differs"):
+            pipe(**c.kwargs(steps=STEPS))
+    finally:
+        sdsv.disable(pipe)
