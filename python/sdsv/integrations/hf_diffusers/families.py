@@ -8,11 +8,9 @@ how the final latents are decoded exactly as the pipeline decodes them.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from .denoisers import TransformerDenoiser, flux_denoiser, sd3_denoiser, wan_denoiser
+from .denoisers import flux_denoiser, sd3_denoiser, wan_denoiser
 
 
 class RefusedError(ValueError):
