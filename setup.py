@@ -24,6 +24,8 @@ setup(
     packages=_packages("python/sdsv", "sdsv") + _packages("sdsv_kernels", "sdsv_kernels"),
     package_data={"sdsv.tiny": ["weights/*.safetensors", "weights/*.json", "weights/*.md"]},
     install_requires=["torch>=2.1", "numpy", "safetensors", "tqdm", "pillow"],
-    extras_require={"test": ["pytest"]},
+    # diffusers integration (sdsv.enable): tested with diffusers 0.42.1; a changed timestep
+    # convention in another version is detected and refused at the first call
+    extras_require={"test": ["pytest"], "diffusers": ["diffusers>=0.42.1", "transformers"]},
     entry_points={"console_scripts": ["sdsv=sdsv.cli:main"]},
 )

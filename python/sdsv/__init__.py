@@ -9,7 +9,18 @@ from .schedule import check_sigmas, flow_match_sigmas
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # enable/disable live with the diffusers integration; importing them lazily keeps
+    # ``import sdsv`` free of diffusers (which is an optional dependency)
+    if name in ("enable", "disable"):
+        from .integrations import hf_diffusers
+
+        return getattr(hf_diffusers, name)
+    raise AttributeError(f"module 'sdsv' has no attribute {name!r}")
+
+
 __all__ = [
     "AcceptanceTest", "ClassifierFreeGuidance", "NonFiniteOutputError", "SampleResult", "SampleStats",
-    "Segment", "StagePlan", "WindowRecord", "check_sigmas", "flow_match_sigmas", "sample",
+    "Segment", "StagePlan", "WindowRecord", "check_sigmas", "disable", "enable", "flow_match_sigmas", "sample",
 ]

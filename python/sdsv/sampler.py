@@ -180,8 +180,12 @@ def sample(
 
     x = noise.clone()
     pos = [0] * batch
-    bar_opts = progress if isinstance(progress, dict) else {}
-    bar = tqdm(total=n_steps * batch, unit="step", disable=not progress, **{"desc": "sdsv", **bar_opts})
+    # a dict is tqdm's options (e.g. a diffusers pipeline's progress-bar config, which may hold
+    # "disable"); an empty dict still means "show the bar"; the total is always ours
+    bar_opts = {"desc": "sdsv", "unit": "step", **(progress if isinstance(progress, dict) else {})}
+    bar_opts.pop("total", None)
+    bar_opts["disable"] = bool(bar_opts.get("disable", False)) or progress is False or progress is None
+    bar = tqdm(total=n_steps * batch, **bar_opts)
 
     while True:
         active = [b for b in range(batch) if pos[b] < n_steps]

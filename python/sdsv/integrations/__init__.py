@@ -1,0 +1,1 @@
+"""Integrations of the SDSV sampler with other libraries (imported only on demand)."""

@@ -1,0 +1,313 @@
+"""What SDSV needs to know about each supported diffusers pipeline family.
+
+For every family: which transformer config keys make up the model's input/output contract (a
+draft must agree on all of them), which ``__call__`` arguments SDSV cannot honour, how the
+pipeline's own transformer calls of the first step turn into the sampler's conditioning, and
+how the final latents are decoded exactly as the pipeline decodes them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .denoisers import flux_denoiser, sd3_denoiser, wan_denoiser
+
+
+class RefusedError(ValueError):
+    """SDSV cannot run this pipeline call, draft or scheduler as asked; the message says why."""
+
+
+def _unwrap(module):
+    """The module behind a ``torch.compile`` wrapper, for type and config checks."""
+    return getattr(module, "_orig_mod", module)
+
+
+class Family:
+    name = ""
+    pipeline_class = ""      # the diffusers pipeline class name (checked with isinstance)
+    transformer_class = ""
+    contract_keys: tuple[str, ...] = ()
+    transformer_args: frozenset = frozenset()   # kwargs the pipeline may pass to the transformer
+    refused_args: dict[str, str] = {}            # __call__ argument -> why it is refused
+
+    # ---- checks ---------------------------------------------------------------------------
+    def pipeline_type(self):
+        import diffusers
+        return getattr(diffusers, self.pipeline_class)
+
+    def matches(self, pipe) -> bool:
+        return isinstance(pipe, self.pipeline_type())
+
+    def check_pipeline(self, pipe) -> None:
+        """Refuse pipeline variants this adapter does not cover."""
+        check_no_cache(pipe.transformer, "pipe.transformer")
+
+    def check_draft(self, target, draft) -> None:
+        """Refuse a draft whose input/output contract differs from the target's, saying what differs."""
+        import diffusers
+        want = getattr(diffusers, self.transformer_class)
+        d, t = _unwrap(draft), _unwrap(target)
+        if not isinstance(d, want):
+            raise RefusedError(
+                f"the draft is a {type(d).__name__}, but the {self.name} adapter needs a {self.transformer_class} "
+                f"(the target's class {type(t).__name__}): same forward arguments and latent layout"
+            )
+        check_no_cache(draft, "the draft")
+        tc, dc = t.config, d.config
+        diffs = []
+        for key in self.contract_keys:
+            tv, dv = self.contract_value(tc, key), self.contract_value(dc, key)
+            if tv != dv:
+                diffs.append(f"{key}: target {tv!r}, draft {dv!r}")
+        if diffs:
+            raise RefusedError(
+                f"the draft's input/output contract differs from the target's ({self.transformer_class}): "
+                + "; ".join(diffs)
+            )
+        tdev, ddev = _device(t), _device(d)
+        offloaded = hasattr(t, "_hf_hook") or hasattr(d, "_hf_hook")  # accelerate moves them per call
+        if not offloaded and tdev is not None and ddev is not None and tdev != ddev:
+            raise RefusedError(f"the draft is on {ddev} but the target on {tdev}: move both to the same device")
+
+    def contract_value(self, config, key):
+        v = config.get(key) if hasattr(config, "get") else getattr(config, key, None)
+        if isinstance(v, list):
+            v = tuple(v)
+        if key == "out_channels" and v is None:  # diffusers' default: out_channels = in_channels
+            v = config.get("in_channels")
+        return v
+
+    def refuse_call(self, pipe, args: dict) -> None:
+        if args.get("callback_on_step_end") is not None:
+            raise RefusedError(
+                "callback_on_step_end is not supported with SDSV: a window advances several steps at once, "
+                "so there is no per-step latent to show or modify (call sdsv.disable(pipe) to use callbacks)"
+            )
+        for name, why in self.refused_args.items():
+            v = args.get(name)
+            if v is not None and v is not False:
+                raise RefusedError(f"{name} is not supported with SDSV on {self.pipeline_class}: {why}")
+
+    def check_calls(self, calls: list[dict], expected: int) -> None:
+        if len(calls) != expected:
+            raise RefusedError(
+                f"{self.pipeline_class} called its transformer {len(calls)} times in the first step, the "
+                f"{self.name} adapter expects {expected}: an unsupported pipeline variant or diffusers version"
+            )
+        for c in calls:
+            extra = sorted(k for k, v in c.items() if k not in self.transformer_args and v is not None)
+            if extra:
+                raise RefusedError(
+                    f"{self.pipeline_class} passed {extra} to its transformer, which the {self.name} adapter "
+                    f"does not forward: an unsupported pipeline variant or diffusers version"
+                )
+
+    @staticmethod
+    def check_timestep(call: dict, expected: torch.Tensor) -> None:
+        """Self-check of the timestep convention against what the pipeline actually passed."""
+        got = call["timestep"]
+        if got.shape != expected.shape or not torch.equal(got.to(expected.dtype), expected):
+            raise RefusedError(
+                f"the pipeline passed timestep {got.flatten()[:2].tolist()} at the first step, the adapter would "
+                f"pass {expected.flatten()[:2].tolist()}: the timestep convention differs (diffusers version?)"
+            )
+
+    # ---- per family -------------------------------------------------------------------------
+    def conditioning(self, pipe, args: dict, calls: list[dict], latents: torch.Tensor, num_train_timesteps: int):
+        """-> (denoiser factory ``model -> TransformerDenoiser``, per-sample cond dict)."""
+        raise NotImplementedError
+
+    def decode(self, pipe, latents: torch.Tensor, args: dict):
+        raise NotImplementedError
+
+
+def check_no_cache(module, what: str) -> None:
+    """Step caches (FirstBlockCache, MagCache, FasterCache, PAB) reuse activations of the previous
+    step; an SDSV forward holds rows of different steps and samples, so their reuse would be wrong."""
+    if module is not None and getattr(_unwrap(module), "is_cache_enabled", False):
+        raise RefusedError(
+            f"{what} has a step cache enabled ({type(_unwrap(module)._cache_config).__name__}); its reused "
+            "activations assume one step per forward, while SDSV batches rows of different steps: call "
+            ".disable_cache() on it first"
+        )
+
+
+def _device(module):
+    try:
+        return next(module.parameters()).device
+    except (StopIteration, AttributeError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+class FluxFamily(Family):
+    name = "Flux"
+    pipeline_class = "FluxPipeline"
+    transformer_class = "FluxTransformer2DModel"
+    contract_keys = ("in_channels", "out_channels", "patch_size", "joint_attention_dim", "pooled_projection_dim",
+                     "guidance_embeds")
+    transformer_args = frozenset({"hidden_states", "timestep", "guidance", "pooled_projections",
+                                  "encoder_hidden_states", "txt_ids", "img_ids", "joint_attention_kwargs",
+                                  "return_dict"})
+    refused_args = {
+        "ip_adapter_image": "IP-Adapter image embeddings are not forwarded to the draft",
+        "ip_adapter_image_embeds": "IP-Adapter image embeddings are not forwarded to the draft",
+        "negative_ip_adapter_image": "IP-Adapter image embeddings are not forwarded to the draft",
+        "negative_ip_adapter_image_embeds": "IP-Adapter image embeddings are not forwarded to the draft",
+    }
+
+    def conditioning(self, pipe, args, calls, latents, num_train_timesteps):
+        # FluxPipeline's own rule: a second (negative) call iff true_cfg_scale > 1 and a negative prompt
+        has_neg = args.get("negative_prompt") is not None or (
+            args.get("negative_prompt_embeds") is not None and args.get("negative_pooled_prompt_embeds") is not None)
+        true_cfg = float(args["true_cfg_scale"]) > 1 and has_neg
+        self.check_calls(calls, 2 if true_cfg else 1)
+        c = calls[0]
+        cond = {"encoder_hidden_states": c["encoder_hidden_states"], "pooled_projections": c["pooled_projections"]}
+        if c.get("guidance") is not None:
+            cond["guidance"] = c["guidance"]
+        static = dict(txt_ids=c["txt_ids"], img_ids=c["img_ids"], joint_attention_kwargs=c.get("joint_attention_kwargs"))
+        neg_txt = None
+        scale = 1.0
+        if true_cfg:
+            n = calls[1]
+            cond["negative_encoder_hidden_states"] = n["encoder_hidden_states"]
+            cond["negative_pooled_projections"] = n["pooled_projections"]
+            neg_txt = n["txt_ids"]
+            scale = float(args["true_cfg_scale"])
+
+        def make(model):
+            return flux_denoiser(model, true_cfg_scale=scale, negative_txt_ids=neg_txt, **static)
+        return make, cond
+
+    def decode(self, pipe, latents, args):
+        from diffusers.pipelines.flux.pipeline_output import FluxPipelineOutput
+        from diffusers.utils.torch_utils import get_module_execution_device
+        if args["output_type"] == "latent":
+            image = latents
+        else:
+            height = args["height"] or pipe.default_sample_size * pipe.vae_scale_factor
+            width = args["width"] or pipe.default_sample_size * pipe.vae_scale_factor
+            lat = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+            lat = (lat / pipe.vae.config.scaling_factor) + pipe.vae.config.shift_factor
+            lat = lat.to(get_module_execution_device(pipe.vae))
+            image = pipe.vae.decode(lat, return_dict=False)[0]
+            image = pipe.image_processor.postprocess(image, output_type=args["output_type"])
+        return FluxPipelineOutput(images=image) if args["return_dict"] else (image,)
+
+
+# ---------------------------------------------------------------------------------------------
+class WanFamily(Family):
+    name = "Wan"
+    pipeline_class = "WanPipeline"
+    transformer_class = "WanTransformer3DModel"
+    contract_keys = ("in_channels", "out_channels", "patch_size", "text_dim", "image_dim", "added_kv_proj_dim")
+    transformer_args = frozenset({"hidden_states", "timestep", "encoder_hidden_states", "attention_kwargs",
+                                  "return_dict"})
+    refused_args = {"guidance_scale_2": "it belongs to Wan2.2's two-transformer (high/low noise) setup"}
+
+    def check_pipeline(self, pipe) -> None:
+        if pipe.transformer is None:
+            raise RefusedError("the WanPipeline has no transformer")
+        super().check_pipeline(pipe)
+        if getattr(pipe, "transformer_2", None) is not None or pipe.config.get("boundary_ratio") is not None:
+            raise RefusedError(
+                "this WanPipeline has a second transformer (Wan2.2 A14B: high/low-noise experts); the Wan adapter "
+                "supports one transformer (Wan2.1, Wan2.2 TI2V without expand_timesteps)"
+            )
+        if pipe.config.get("expand_timesteps"):
+            raise RefusedError("expand_timesteps (per-token timesteps, Wan2.2 TI2V-5B) is not supported by the Wan adapter")
+
+    def conditioning(self, pipe, args, calls, latents, num_train_timesteps):
+        guided = bool(pipe.do_classifier_free_guidance)  # guidance_scale > 1, set by the call
+        self.check_calls(calls, 2 if guided else 1)
+        c = calls[0]
+        cond = {"encoder_hidden_states": c["encoder_hidden_states"]}
+        if guided:
+            cond["negative_encoder_hidden_states"] = calls[1]["encoder_hidden_states"]
+        scale = float(args["guidance_scale"]) if guided else 1.0
+        attn = c.get("attention_kwargs")
+
+        def make(model):
+            return wan_denoiser(model, guidance_scale=scale, num_train_timesteps=num_train_timesteps,
+                                attention_kwargs=attn)
+        return make, cond
+
+    def decode(self, pipe, latents, args):
+        from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
+        from diffusers.utils.torch_utils import get_module_execution_device
+        # WanPipeline's Euler step leaves its latents in the transformer's dtype (the scheduler casts
+        # to the model output's dtype); SDSV keeps them in fp32 while sampling and hands back the
+        # pipeline's dtype, so output_type="latent" has the same dtype with and without SDSV
+        latents = latents.to(pipe.transformer.dtype)
+        if args["output_type"] == "latent":
+            video = latents
+        else:
+            vae = pipe.vae
+            lat = latents.to(get_module_execution_device(vae), dtype=vae.dtype)
+            mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(lat.device, lat.dtype)
+            inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(lat.device, lat.dtype)
+            lat = lat / inv_std + mean
+            video = vae.decode(lat, return_dict=False)[0]
+            video = pipe.video_processor.postprocess_video(video, output_type=args["output_type"])
+        return WanPipelineOutput(frames=video) if args["return_dict"] else (video,)
+
+
+# ---------------------------------------------------------------------------------------------
+class SD3Family(Family):
+    name = "SD3"
+    pipeline_class = "StableDiffusion3Pipeline"
+    transformer_class = "SD3Transformer2DModel"
+    contract_keys = ("in_channels", "out_channels", "patch_size", "joint_attention_dim", "pooled_projection_dim",
+                     "pos_embed_max_size")
+    transformer_args = frozenset({"hidden_states", "timestep", "encoder_hidden_states", "pooled_projections",
+                                  "joint_attention_kwargs", "return_dict"})
+    refused_args = {
+        "skip_guidance_layers": "skip-layer guidance runs a third, layer-skipping pass the draft cannot mirror",
+        "ip_adapter_image": "IP-Adapter image embeddings are not forwarded to the draft",
+        "ip_adapter_image_embeds": "IP-Adapter image embeddings are not forwarded to the draft",
+    }
+
+    def conditioning(self, pipe, args, calls, latents, num_train_timesteps):
+        self.check_calls(calls, 1)
+        c = calls[0]
+        b = latents.shape[0]
+        rows = c["hidden_states"].shape[0]
+        guided = bool(pipe.do_classifier_free_guidance)  # guidance_scale > 1, set by the call
+        if rows != (2 if guided else 1) * b:
+            raise RefusedError(f"SD3 called its transformer with {rows} rows for {b} latents "
+                               f"({'with' if guided else 'without'} CFG): an unsupported pipeline variant")
+        ehs, pooled = c["encoder_hidden_states"], c["pooled_projections"]
+        if guided:  # the pipeline's order: [negative; positive]
+            cond = {"encoder_hidden_states": ehs[b:], "pooled_projections": pooled[b:],
+                    "negative_encoder_hidden_states": ehs[:b], "negative_pooled_projections": pooled[:b]}
+        else:
+            cond = {"encoder_hidden_states": ehs, "pooled_projections": pooled}
+        scale = float(args["guidance_scale"]) if guided else 1.0
+        attn = c.get("joint_attention_kwargs")
+
+        def make(model):
+            return sd3_denoiser(model, guidance_scale=scale, num_train_timesteps=num_train_timesteps,
+                                joint_attention_kwargs=attn)
+        return make, cond
+
+    def decode(self, pipe, latents, args):
+        from diffusers.pipelines.stable_diffusion_3.pipeline_output import StableDiffusion3PipelineOutput
+        if args["output_type"] == "latent":
+            image = latents
+        else:
+            lat = (latents / pipe.vae.config.scaling_factor) + pipe.vae.config.shift_factor
+            image = pipe.vae.decode(lat, return_dict=False)[0]
+            image = pipe.image_processor.postprocess(image, output_type=args["output_type"])
+        return StableDiffusion3PipelineOutput(images=image) if args["return_dict"] else (image,)
+
+
+FAMILIES: tuple[Family, ...] = (FluxFamily(), WanFamily(), SD3Family())
+
+
+def family_of(pipe) -> Family:
+    for fam in FAMILIES:
+        if fam.matches(pipe):
+            return fam
+    names = ", ".join(f.pipeline_class for f in FAMILIES)
+    raise RefusedError(f"SDSV supports {names} (and their subclasses); got a {type(pipe).__name__}")

@@ -1,0 +1,325 @@
+"""``sdsv.enable(pipe, draft=...)``: the pipeline's plain ``pipe(...)`` call samples with SDSV.
+
+How the hook works (and why this one)
+-------------------------------------
+``enable`` swaps the pipeline instance's class for a subclass whose ``__call__`` wraps the
+original (same signature, same docstring); ``disable`` swaps it back and deletes what ``enable``
+added, so the pipeline object is exactly as before. A call then runs in three parts:
+
+1. **The pipeline's own preamble, unchanged.** The original ``__call__`` runs with the
+   transformer's ``forward`` and the scheduler's ``step`` temporarily replaced on the instances:
+   everything up to the first step happens exactly as without SDSV (input checks, prompt
+   encoding, ``generator``-driven latents and their packing, the scheduler's shifted sigmas,
+   the guidance embedding, position ids). The first step's transformer calls are *recorded*
+   instead of run, and the scheduler's first ``step`` stops the call, handing over the initial
+   latents. No model forward is spent on this.
+2. **SDSV** over the scheduler's sigmas with :func:`sdsv.sample`: the recorded calls become the
+   target's and draft's denoisers (:mod:`.denoisers`) and the per-sample conditioning.
+3. **The pipeline's decode**, done as the pipeline does it (unpacking, VAE scaling/shift,
+   ``vae.decode``, post-processing), returning the pipeline's own output class.
+
+Recording the real calls, rather than re-implementing each pipeline's preamble, keeps every
+argument the pipeline supports working as it does there, and a self-check compares the
+timesteps the pipeline passed with what the adapter would pass, so a changed convention fails
+loudly instead of sampling wrong. Arguments SDSV cannot honour (per-step callbacks, IP-Adapter,
+SD3 skip-layer guidance, Wan2.2's second transformer) are refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ...acceptance import AcceptanceTest
+from ...plan import StagePlan
+from ...sampler import sample
+from ...result import SampleStats
+from .families import Family, RefusedError, family_of
+
+_STATE = "_sdsv_state"
+_SUBCLASSES: dict[type, type] = {}
+
+
+@dataclass
+class SDSVConfig:
+    """What ``enable`` was given. ``plan`` is a :class:`StagePlan` or a function
+    ``num_inference_steps -> StagePlan`` (e.g. ``StagePlan.paper_default``)."""
+
+    draft: torch.nn.Module | None
+    plan: StagePlan | Callable[[int], StagePlan]
+    accept: AcceptanceTest
+    verify: str
+    convert_scheduler: bool
+
+
+@dataclass
+class _State:
+    original_class: type
+    family: Family
+    config: SDSVConfig
+
+
+class _Captured(Exception):
+    """Raised by the hooked ``scheduler.step`` of the first step: the preamble is done."""
+
+    def __init__(self, latents: torch.Tensor, timestep):
+        super().__init__("sdsv: first step captured")
+        self.latents, self.timestep = latents, timestep
+
+
+# ---- scheduler ------------------------------------------------------------------------------
+def euler_scheduler_for(scheduler):
+    """The :class:`FlowMatchEulerDiscreteScheduler` SDSV samples with for ``scheduler``.
+
+    Returns ``scheduler`` itself when it already is one (deterministic, not inverted); builds
+    ``FlowMatchEulerDiscreteScheduler(num_train_timesteps, shift=flow_shift)`` for a multistep
+    flow-matching solver (UniPC/DPM-Solver with ``use_flow_sigmas`` and ``flow_prediction``, the
+    Wan2.1 checkpoints' default); raises :class:`RefusedError` for anything else.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    cfg = scheduler.config
+    kind = type(scheduler).__name__
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        if cfg.get("stochastic_sampling"):
+            raise RefusedError("FlowMatchEulerDiscreteScheduler(stochastic_sampling=True) re-noises every step; "
+                               "SDSV's windows are deterministic Euler steps")
+        if cfg.get("invert_sigmas"):
+            raise RefusedError("FlowMatchEulerDiscreteScheduler(invert_sigmas=True) runs sigmas upwards; SDSV "
+                               "needs sigmas decreasing to 0")
+        return scheduler
+    if cfg.get("use_flow_sigmas") and cfg.get("prediction_type") == "flow_prediction":
+        if cfg.get("use_dynamic_shifting"):
+            raise RefusedError(f"{kind} with use_dynamic_shifting cannot be converted; set "
+                               "pipe.scheduler = FlowMatchEulerDiscreteScheduler(...) yourself")
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=cfg.get("num_train_timesteps", 1000),
+                                               shift=float(cfg.get("flow_shift", 1.0)))
+    raise RefusedError(
+        f"{kind} is not a flow-matching Euler scheduler: SDSV's windows are Euler steps of a rectified flow "
+        "(x_next = x + (sigma_next - sigma) v); use FlowMatchEulerDiscreteScheduler"
+    )
+
+
+def _scheduler_for_call(pipe, convert: bool):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    s = pipe.scheduler
+    euler = euler_scheduler_for(s)
+    if euler is not s and not convert:
+        raise RefusedError(
+            f"{type(s).__name__} is a multistep solver (flow_shift={s.config.get('flow_shift')}); SDSV's windows are "
+            "Euler steps, so it needs FlowMatchEulerDiscreteScheduler. Pass convert_scheduler=True to "
+            "sdsv.enable to sample with FlowMatchEulerDiscreteScheduler(shift=flow_shift) (the same shifted "
+            "flow schedule; outputs differ from UniPC's by the solver), or set "
+            "pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=...) yourself"
+        )
+    assert isinstance(euler, FlowMatchEulerDiscreteScheduler)
+    return euler
+
+
+# ---- enable / disable -----------------------------------------------------------------------
+def enable(pipe, draft=None, *, plan=None, accept: AcceptanceTest | None = None, verify: str = "endpoints",
+           convert_scheduler: bool = False):
+    """Make ``pipe(...)`` sample with SDSV: ``pipe.transformer`` is the target, ``draft`` the draft.
+
+    ``draft``: a transformer of the same class and input/output contract as ``pipe.transformer``
+    (fewer blocks, quantized, distilled...; checked here). May be None only for plans that do not
+    use it (``StagePlan.target_only``). ``plan``: a :class:`~sdsv.StagePlan` or a function
+    ``num_inference_steps -> StagePlan``; default ``StagePlan.paper_default``. ``accept``: the
+    :class:`~sdsv.AcceptanceTest` (default ``x0_rms <= 0.05``). ``verify``: ``"endpoints"`` (the
+    paper's speculative verification) or ``"full"``. ``convert_scheduler``: when the pipeline's
+    scheduler is a multistep flow solver (UniPC, as shipped with Wan2.1), sample with
+    ``FlowMatchEulerDiscreteScheduler(shift=flow_shift)`` instead of refusing.
+
+    After each call ``pipe.sdsv_stats`` holds the run's :class:`~sdsv.SampleStats`. Returns ``pipe``.
+    """
+    import sdsv_kernels
+
+    family = family_of(pipe)
+    family.check_pipeline(pipe)
+    if draft is not None:
+        family.check_draft(pipe.transformer, draft)
+    plan = plan if plan is not None else StagePlan.paper_default
+    if not isinstance(plan, StagePlan) and not callable(plan):
+        raise TypeError(f"plan must be a StagePlan or a function num_inference_steps -> StagePlan, got {type(plan).__name__}")
+    if isinstance(plan, StagePlan) and plan.uses_draft and draft is None:
+        raise ValueError(f"plan {plan.name!r} uses the draft: pass draft=...")
+    accept = accept if accept is not None else AcceptanceTest()
+    if not isinstance(accept, AcceptanceTest):
+        raise TypeError(f"accept must be a sdsv.AcceptanceTest, got {type(accept).__name__}")
+    if verify not in sdsv_kernels.VERIFY_MODES:
+        raise ValueError(f"verify must be one of {sdsv_kernels.VERIFY_MODES}, got {verify!r}")
+    _scheduler_for_call(pipe, convert_scheduler)  # refuse a wrong scheduler now, not at the first call
+
+    config = SDSVConfig(draft=draft, plan=plan, accept=accept, verify=verify, convert_scheduler=convert_scheduler)
+    state = pipe.__dict__.get(_STATE)
+    if state is not None:  # enabled already: new settings, same original class
+        state.family, state.config = family, config
+        return pipe
+    original = type(pipe)
+    object.__setattr__(pipe, _STATE, _State(original, family, config))
+    pipe.__class__ = _sdsv_subclass(original)
+    return pipe
+
+
+def disable(pipe):
+    """Undo :func:`enable`: the original class back, ``sdsv_stats`` and the SDSV settings removed."""
+    state = pipe.__dict__.get(_STATE)
+    if state is None:
+        return pipe
+    pipe.__class__ = state.original_class
+    pipe.__dict__.pop(_STATE, None)
+    pipe.__dict__.pop("sdsv_stats", None)
+    return pipe
+
+
+def is_enabled(pipe) -> bool:
+    return _STATE in pipe.__dict__
+
+
+def _sdsv_subclass(cls: type) -> type:
+    sub = _SUBCLASSES.get(cls)
+    if sub is None:
+        original_call = cls.__call__
+
+        @functools.wraps(original_call)
+        def __call__(self, *args, **kwargs):
+            return _run(self, original_call, args, kwargs)
+
+        # same name, so messages, reprs and saved configs name the user's pipeline class
+        sub = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,
+                                          "__qualname__": cls.__qualname__, "_sdsv_enabled_class": True})
+        _SUBCLASSES[cls] = sub
+    return sub
+
+
+# ---- one call -------------------------------------------------------------------------------
+class _Hooks:
+    """Replace ``transformer.forward`` and ``scheduler.step`` on the instances, put back exactly."""
+
+    def __init__(self, pipe, scheduler):
+        self.pipe, self.scheduler = pipe, scheduler
+        self.calls: list[dict] = []
+        self.swapped_scheduler = False
+
+    def _forward(self, *args, **kwargs):
+        if args:
+            raise RefusedError("the pipeline called its transformer with positional arguments; the SDSV adapter "
+                               "expects keyword arguments (an unsupported pipeline variant)")
+        # shallow-copy dicts: pipelines mutate their attention kwargs between the cond/uncond calls
+        self.calls.append({k: (dict(v) if isinstance(v, dict) else v) for k, v in kwargs.items()})
+        return (torch.zeros_like(kwargs["hidden_states"]),)
+
+    def _step(self, model_output, timestep, sample, *args, **kwargs):
+        raise _Captured(sample, timestep)
+
+    def __enter__(self):
+        pipe, tr, sch = self.pipe, self.pipe.transformer, self.scheduler
+        self.saved = [(obj, name, obj.__dict__.get(name, _MISSING))
+                      for obj, name in ((tr, "forward"), (sch, "step"), (pipe, "_progress_bar_config"))]
+        bar = dict(getattr(pipe, "_progress_bar_config", None) or {})
+        tr.__dict__["forward"] = self._forward
+        sch.__dict__["step"] = self._step
+        pipe.__dict__["_progress_bar_config"] = {**bar, "disable": True}  # the SDSV bar replaces it
+        self.swapped_scheduler = pipe.__dict__.get("scheduler") is not sch
+        if self.swapped_scheduler:
+            self.saved_scheduler = pipe.__dict__.get("scheduler", _MISSING)
+            pipe.__dict__["scheduler"] = sch  # not via setattr: the pipeline's config stays untouched
+        return self
+
+    def __exit__(self, *exc):
+        for obj, name, old in reversed(self.saved):
+            if old is _MISSING:
+                obj.__dict__.pop(name, None)
+            else:
+                obj.__dict__[name] = old
+        return False
+
+    def restore_scheduler(self):
+        if self.swapped_scheduler:
+            self.pipe.__dict__["scheduler"] = self.saved_scheduler
+
+
+_MISSING = object()
+
+
+def _progress_option(pipe):
+    cfg = dict(getattr(pipe, "_progress_bar_config", None) or {})
+    if cfg.pop("disable", False):
+        return False
+    for k in ("total", "unit", "iterable"):
+        cfg.pop(k, None)
+    cfg.setdefault("desc", "sdsv")
+    return cfg
+
+
+def _resolve_plan(plan, n: int) -> StagePlan:
+    p = plan(n) if not isinstance(plan, StagePlan) else plan
+    if not isinstance(p, StagePlan):
+        raise TypeError(f"the plan function returned {type(p).__name__}, expected a StagePlan")
+    if p.num_steps != n:
+        raise ValueError(f"plan {p.name!r} has {p.num_steps} steps but the pipeline runs {n}: pass "
+                         "num_inference_steps to match, or a function num_inference_steps -> StagePlan as plan")
+    return p
+
+
+def _run(pipe, original_call, args, kwargs):
+    state: _State = pipe.__dict__[_STATE]
+    family, cfg = state.family, state.config
+    bound = inspect.signature(original_call).bind(pipe, *args, **kwargs)
+    bound.apply_defaults()
+    call_args = dict(bound.arguments)
+    call_args.pop("self", None)
+    pipe.__dict__.pop("sdsv_stats", None)  # a refused or failed call leaves no stale statistics
+    family.check_pipeline(pipe)
+    family.refuse_call(pipe, call_args)
+    scheduler = _scheduler_for_call(pipe, cfg.convert_scheduler)
+
+    hooks = _Hooks(pipe, scheduler)
+    try:
+        return _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args, scheduler, hooks)
+    finally:
+        hooks.restore_scheduler()
+
+
+@torch.no_grad()
+def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args, scheduler, hooks):
+    with hooks:
+        try:
+            out = original_call(pipe, *args, **kwargs)
+        except _Captured as cap:
+            captured = cap
+        else:  # the loop never stepped (0 steps or an interrupt): the pipeline's result stands
+            pipe.__dict__["sdsv_stats"] = SampleStats()
+            return out
+    pipe._current_timestep = None
+    latents = captured.latents
+    sigmas = scheduler.sigmas.to(latents.device)
+    n = sigmas.numel() - 1
+    ntt = int(scheduler.config.num_train_timesteps)
+    timesteps = scheduler.timesteps.to(latents.device)
+    if timesteps.numel() != n or not torch.equal(timesteps, sigmas[:-1] * ntt):
+        raise RefusedError("the scheduler's timesteps are not sigmas * num_train_timesteps (custom timesteps?); "
+                           "SDSV derives each row's timestep from its sigma")
+    if not torch.equal(torch.as_tensor(captured.timestep, device=latents.device).float().reshape(()), timesteps[0]):
+        raise RefusedError("the pipeline did not start at the schedule's first step (img2img strength?); "
+                           "only full text-to-image/video sampling is supported")
+    plan = _resolve_plan(cfg.plan, n)
+    if plan.uses_draft and cfg.draft is None:
+        raise ValueError(f"plan {plan.name!r} uses the draft, but sdsv.enable was given no draft")
+
+    make, cond = family.conditioning(pipe, call_args, hooks.calls, latents, ntt)
+    target = make(pipe.transformer)
+    family.check_timestep(hooks.calls[0], target.timestep(sigmas[:1].expand(hooks.calls[0]["timestep"].shape[0]),
+                                                          hooks.calls[0]["hidden_states"]))
+    draft = make(cfg.draft) if cfg.draft is not None else None
+    result = sample(target, draft, latents, sigmas, plan, verify=cfg.verify, accept=cfg.accept,
+                    progress=_progress_option(pipe), **cond)
+    pipe.__dict__["sdsv_stats"] = result.stats
+    output = family.decode(pipe, result.latents, call_args)
+    pipe.maybe_free_model_hooks()
+    return output
