@@ -14,9 +14,16 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="SDSV vs target-only and the draft baselines on the shipped tiny models",
                        description=demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_arguments(d)
+    from .evaluation import cli as evaluation
+
+    e = sub.add_parser("eval", help="the paper's tables and figures, measured on the shipped tiny models",
+                       description=evaluation.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluation.add_arguments(e)
     args = p.parse_args(argv)
     if args.command == "demo":
         return demo.main(args)
+    if args.command == "eval":
+        return evaluation.main(args)
     return 2
 
 

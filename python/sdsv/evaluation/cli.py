@@ -1,0 +1,74 @@
+"""``sdsv eval``: reproduce the paper's Table 1, Table 2, Figure 2 and a speed/quality sweep on
+the shipped tiny models, measured on this machine, into markdown tables and PNG figures.
+
+    sdsv eval --experiment all              # the committed results (benchmarks/results/)
+    sdsv eval --experiment pareto --quick   # CI-sized smoke run (seconds)
+
+Every method is sampled once per run over a fixed set of prompts and seeds and shared by the
+experiments that use it; reference-based metrics compare with the target-only images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ..acceptance import AcceptanceTest
+from .experiments import EXPERIMENTS, RUNNERS, EvalConfig
+from .runner import Runner
+
+# chosen with benchmarks/sweep_tau.py, as the demo's (sdsv.demo.DEFAULT_METRIC / DEFAULT_TAU)
+from ..demo import DEFAULT_METRIC, DEFAULT_TAU
+
+FULL = dict(images=256, steps=50, batch=64, latency_images=8, taus=(0.02, 0.1), k2s=(5, 15))
+QUICK = dict(images=4, steps=8, batch=4, latency_images=1, taus=(0.1,), k2s=(5,))
+FEWER_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)  # of the full schedule: 10, 15, 20, 25, 30 of 50
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", default="all", choices=list(EXPERIMENTS) + ["all"])
+    p.add_argument("--quick", action="store_true",
+                   help=f"CI-sized smoke run: {QUICK['images']} images, {QUICK['steps']} steps (numbers meaningless)")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/results, or sdsv_eval_quick with --quick)")
+    p.add_argument("--weights", default=None, help="folder of tiny-model weights incl. classifier (default: shipped)")
+    p.add_argument("--images", type=int, default=None, help=f"evaluation-set size (default {FULL['images']})")
+    p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default {FULL['steps']})")
+    p.add_argument("--batch", type=int, default=None, help=f"sampling batch for the quality metrics (default {FULL['batch']})")
+    p.add_argument("--latency-images", type=int, default=None,
+                   help=f"images timed at batch 1 per method (default {FULL['latency_images']})")
+    p.add_argument("--draft", default="svd", choices=["lite", "svd"], help="draft of table2 and warmup")
+    p.add_argument("--metric", default=DEFAULT_METRIC, choices=["x0_rms", "state_rel_l2", "rel_l2", "cosine"])
+    p.add_argument("--tau", type=float, default=DEFAULT_TAU, help="acceptance threshold of every SDSV method")
+    p.add_argument("--taus", type=float, nargs="+", default=None, help="pareto: further taus (K2 = 9)")
+    p.add_argument("--k2", type=int, nargs="+", default=None, help="pareto: further Stage-2 window sizes (at --tau)")
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def main(args) -> int:
+    torch.set_num_threads(args.threads)
+    base = QUICK if args.quick else FULL
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else base[name]
+    steps = pick("steps")
+    out = Path(args.out or ("sdsv_eval_quick" if args.quick else "benchmarks/results"))
+    cfg = EvalConfig(
+        accept=AcceptanceTest(args.metric, args.tau), draft=args.draft,
+        taus=tuple(args.taus if args.taus is not None else base["taus"]),
+        k2s=tuple(args.k2 if args.k2 is not None else base["k2s"]),
+        fewer_steps=tuple(sorted({max(1, round(f * steps)) for f in FEWER_STEP_FRACTIONS})),
+    )
+    runner = Runner(args.weights, images=pick("images"), steps=steps, batch=pick("batch"),
+                    latency_images=pick("latency_images"), guidance=args.guidance, progress=not args.quiet)
+    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    t0 = time.perf_counter()
+    for name in names:
+        res = RUNNERS[name](runner, cfg, out)
+        print(res.markdown, flush=True)
+        print("files: " + ", ".join(str(f) for f in res.files) + "\n", flush=True)
+    print(f"sdsv eval {args.experiment}{' --quick' if args.quick else ''}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return 0

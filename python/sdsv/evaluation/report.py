@@ -1,0 +1,138 @@
+"""Markdown tables, provenance headers and figures of the evaluation."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+
+def _fmt(value, spec) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if callable(spec):
+        return spec(value)
+    return format(value, spec)
+
+
+def md_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str | Callable]]) -> str:
+    """``columns``: (row key, header, format spec or function); None/NaN print as an em dash."""
+    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
+    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"
+    body = ["| " + " | ".join(_fmt(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def _git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[3]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        if out.returncode == 0:
+            return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def provenance(weights_dir: str | Path | None) -> dict:
+    from ..tiny.weights import MODEL_NAMES, shipped_path
+
+    try:
+        import matplotlib
+        mpl = matplotlib.__version__
+    except ImportError:
+        mpl = "not installed"
+    return {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, {platform.platform()}",
+        "threads": torch.get_num_threads(),
+        "versions": f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, matplotlib {mpl}",
+        "sdsv_commit": _git_commit(),
+        "weights": {n: _sha(shipped_path(n, weights_dir)) for n in MODEL_NAMES + ("classifier",)},
+    }
+
+
+def header(title: str, setup: str, prov: dict) -> str:
+    w = ", ".join(f"{k} {v}" for k, v in prov["weights"].items())
+    return (f"## {title}\n\n{setup}\n\n"
+            f"machine: {prov['machine']}; torch threads {prov['threads']}  \n"
+            f"versions: {prov['versions']}; sdsv {prov['sdsv_commit']}  \n"
+            f"weights (sha256): {w}; run {prov['date_utc']}\n")
+
+
+# ---- figures -------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def image_strip(images: dict[str, torch.Tensor], captions: Sequence[str], path: Path, title: str) -> Path:
+    """Rows = methods (``{label: [k, 3, h, w]}``), columns = prompts, like the paper's Figure 2."""
+    plt = _pyplot()
+    rows, cols = len(images), len(captions)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1.6, 1.3 * rows + 0.5), squeeze=False)
+    for r, (label, imgs) in enumerate(images.items()):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.imshow(imgs[c].clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(captions[c], fontsize=7)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def pareto_plot(series: dict[str, list[dict]], points: dict[str, dict], fewer: list[dict], path: Path,
+                title: str, x: str = "speedup", xlabel: str = "speedup over target-only (latency, batch 1)") -> Path:
+    """Two panels (PSNR, FD-tiny) against speedup. ``series``: SDSV sweeps (lines, sorted by x);
+    ``points``: single baselines; ``fewer``: target alone with fewer steps (a labelled line)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, (key, ylabel) in zip(axes, (("psnr", "PSNR vs target-only, dB (higher is better)"),
+                                        ("fd", "FD-tiny vs target-only (lower is better)"))):
+        for name, rows in series.items():
+            rows = sorted((r for r in rows if r.get(key) is not None), key=lambda r: r[x])
+            ax.plot([r[x] for r in rows], [r[key] for r in rows], "o-", ms=4, lw=1.2, label=name)
+        fr = [r for r in fewer if r.get(key) is not None]
+        ax.plot([r[x] for r in fr], [r[key] for r in fr], "s--", color="black", ms=5, lw=1.5,
+                label="target alone, fewer steps")
+        for r in fr:
+            ax.annotate(f"{r['steps']}", (r[x], r[key]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        markers = iter("^vD*Pxh")
+        for name, r in points.items():
+            if r.get(key) is not None:
+                ax.plot([r[x]], [r[key]], next(markers), ms=8, ls="none", label=name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
