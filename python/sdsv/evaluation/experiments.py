@@ -204,7 +204,7 @@ def pareto(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
     for d, verify, tau, k2, m in sweep:
         rows.append({**measured[m.label], "draft": d, "verify": verify, "tau": tau, "k2": k2})
     fewer_rows = [{**measured[m.label], "steps": m.plan.num_steps} for m in fewer]
-    base_rows = [measured[m.label] for m in base]
+    base_rows = [measured[ref.label]] + [measured[m.label] for m in base]
     if fewer_rows:
         for x in ("speedup", "flops_speedup"):
             _vs_fewer(rows, fewer_rows, x)
@@ -213,7 +213,7 @@ def pareto(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
     for row in rows:
         series.setdefault(f"SDSV {row['draft']}/{row['verify']} (tau sweep, K2 = 9)" if row["k2"] == 9 else
                           f"SDSV {row['draft']}/{row['verify']} (K2 sweep, tau {default_tau:g})", []).append(row)
-    points = {row["method"]: row for row in base_rows}
+    points = {row["method"]: row for row in base_rows[1:]}
     points["target-only (reference)"] = {**measured[ref.label], "fd": 0.0}
     title = f"SDSV on the tiny models: speed vs quality ({r.n} images, {n} steps, metric {cfg.accept.metric})"
     files.append(pareto_plot(series, points, fewer_rows, out / "pareto.png", title))

@@ -79,7 +79,7 @@ class MethodRun:
 
 def balanced_prompts(n: int) -> list[str]:
     """Prompt ``i``: colour ``i % 8``, shape ``(i // 8 + i % 8) % 6`` — every 48 consecutive
-    prompts cover all classes once, and neighbours differ in colour and shape."""
+    prompts cover all classes once, neighbours differ in colour, the first 6 also in shape."""
     c, s = len(COLOR_NAMES), len(SHAPES)
     return [prompt_of(i % c, (i // c + i % c) % s) for i in range(n)]
 

@@ -1,0 +1,218 @@
+"""`sdsv eval`: the classifier-space metrics, FLOP counting, the pareto comparison, and a
+--quick smoke run of every experiment (outputs well-formed; the numbers are not checked)."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from sdsv import AcceptanceTest, StagePlan
+from sdsv.cli import main as cli_main
+from sdsv.evaluation import (
+    ClassifierFeatures, CountingPipeline, FlopTable, balanced_prompts, frechet_distance, frechet_distance_from_stats,
+    inception_score, perceptual_distance, prompt_alignment,
+)
+from sdsv.evaluation.experiments import _vs_fewer
+from sdsv.tiny.classifier import ShapeClassifier
+from sdsv.tiny.data import class_index, make_batch, num_classes, parse_prompt
+from sdsv.tiny.model import TinyDiT, TinyDiTConfig
+from sdsv.tiny.weights import load_model, shipped_path
+
+from conftest import random_dit
+
+
+# ---- FD-tiny -------------------------------------------------------------------------------------
+def test_fd_of_identical_sets_is_zero():
+    f = torch.randn(400, 16, generator=torch.Generator().manual_seed(0)) @ torch.randn(16, 16)
+    assert frechet_distance(f, f) < 1e-8
+
+
+def test_fd_of_a_shift_is_its_squared_length_and_grows():
+    f = torch.randn(300, 8, generator=torch.Generator().manual_seed(1))
+    shift = torch.zeros(8)
+    values = []
+    for d in (0.5, 1.0, 2.0):
+        shift[0] = d
+        values.append(frechet_distance(f, f + shift))
+        assert values[-1] == pytest.approx(d * d, rel=1e-6)  # same covariance: only the means differ
+    assert values == sorted(values)
+
+
+def test_fd_from_stats_matches_the_closed_form_for_commuting_covariances():
+    g = torch.Generator().manual_seed(2)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    s1, s2 = torch.rand(6, generator=g, dtype=torch.float64) + 0.1, torch.rand(6, generator=g, dtype=torch.float64) + 0.1
+    mu1, mu2 = torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    c1, c2 = q @ torch.diag(s1) @ q.T, q @ torch.diag(s2) @ q.T
+    expect = float((mu1 - mu2).pow(2).sum() + (s1.sqrt() - s2.sqrt()).pow(2).sum())
+    assert frechet_distance_from_stats(mu1, c1, mu2, c2) == pytest.approx(expect, rel=1e-9)
+    assert frechet_distance_from_stats(mu2, c2, mu1, c1) == pytest.approx(expect, rel=1e-9)
+
+
+def test_fd_needs_two_samples():
+    with pytest.raises(ValueError, match="n >= 2"):
+        frechet_distance(torch.zeros(1, 4), torch.zeros(5, 4))
+
+
+# ---- IS-tiny and alignment ------------------------------------------------------------------------
+def test_inception_score_bounds():
+    c = 12
+    confident_spread = torch.eye(c).repeat(3, 1) * 50.0  # every class equally often, confidently
+    assert inception_score(confident_spread) == pytest.approx(c, rel=1e-6)
+    one_answer = torch.zeros(30, c)
+    one_answer[:, 4] = 50.0
+    assert inception_score(one_answer) == pytest.approx(1.0, abs=1e-9)
+    rnd = inception_score(torch.randn(200, c, generator=torch.Generator().manual_seed(3)) * 2)
+    assert 1.0 < rnd < c
+
+
+def test_prompt_alignment_counts_matches():
+    logits = torch.tensor([[3.0, 0.0], [0.0, 1.0], [2.0, 5.0], [1.0, 0.0]])
+    assert prompt_alignment(logits, torch.tensor([0, 1, 0, 1])) == 0.5
+    with pytest.raises(ValueError):
+        prompt_alignment(logits, torch.tensor([0, 1]))
+
+
+def test_alignment_is_high_on_real_data_and_low_on_wrong_prompts():
+    feats = ClassifierFeatures(load_model(shipped_path("classifier")))
+    x, c, s = make_batch(192, torch.Generator().manual_seed(99))
+    f = feats((x + 1) / 2)
+    truth = class_index(c, s)
+    assert prompt_alignment(f.logits, truth) > 0.95
+    assert prompt_alignment(f.logits, (truth + 1) % num_classes()) < 0.1
+    assert inception_score(f.logits) > 0.7 * num_classes()  # real data of all classes: confident and diverse
+
+
+# ---- LPIPS-tiny --------------------------------------------------------------------------------
+def test_perceptual_distance_properties():
+    torch.manual_seed(0)
+    feats = ClassifierFeatures(ShapeClassifier())  # random weights suffice for the properties
+    x, _, _ = make_batch(6, torch.Generator().manual_seed(4))
+    a = (x + 1) / 2
+    g = torch.Generator().manual_seed(5)
+    noise = torch.randn(a.shape, generator=g)
+    near, far = (a + 0.05 * noise).clamp(0, 1), (a + 0.3 * noise).clamp(0, 1)
+    assert torch.allclose(perceptual_distance(feats, a, a), torch.zeros(6, dtype=torch.float64), atol=1e-10)
+    d_near, d_far = perceptual_distance(feats, a, near), perceptual_distance(feats, a, far)
+    assert (d_near > 0).all() and (d_far > d_near).all() and (d_far <= 4).all()
+    torch.testing.assert_close(perceptual_distance(feats, near, a), d_near)
+    torch.testing.assert_close(perceptual_distance(feats, a, near, chunk=4), d_near)  # chunking changes nothing
+    with pytest.raises(ValueError):
+        perceptual_distance(feats, a, a[:3])
+
+
+# ---- FLOPs ------------------------------------------------------------------------------------
+def _models():
+    t = random_dit(dim=32, depth=2, seed=0)
+    d = TinyDiT(TinyDiTConfig(dim=32, depth=1, heads=2, guidance_embed=True)).eval().requires_grad_(False)
+    return {"target": t, "svd": d}
+
+
+def test_flop_table_counts_per_call_with_attention_and_guidance():
+    models = _models()
+    table = FlopTable(models)
+    f1, f3 = table.per_call("target", 1, 3.0), table.per_call("target", 3, 3.0)
+    assert f1 > 0 and f3 == 3 * f1
+    assert table.per_call("target", 2, 1.0) == f1  # CFG runs 2 rows per row; guidance 1 skips the uncond half
+    # the meta-device count = the count on real tensors + the attention matmuls that the fused CPU kernel hides
+    x, sig, lab = torch.randn(2, 3, 32, 32), torch.rand(2), torch.zeros(2, 2, dtype=torch.long)
+    with FlopCounterMode(display=False) as fc:
+        models["target"](x, sig, lab)
+    cfg, tokens = models["target"].cfg, models["target"].tokens
+    attention = cfg.depth * 2 * (2 * 2 * tokens * tokens * cfg.dim)  # QK^T and AV, 2 rows, 2 flops per MAC
+    assert table.per_call("target", 1, 3.0) == fc.get_total_flops() + attention
+
+
+def test_counted_calls_times_table_equal_the_sampler_counts():
+    pipe = CountingPipeline(_models())
+    out = pipe(["a red circle", "a blue ring", "a white cross"], plan=StagePlan.paper_default(12), draft="svd",
+               accept=AcceptanceTest("x0_rms", 0.5), seed=[1, 2, 3])
+    calls = pipe.reset_calls()
+    assert sum(b * n for b, n in calls["target"].items()) == out.stats.target_evals
+    assert sum(calls["target"].values()) == out.stats.target_calls
+    assert sum(b * n for b, n in calls["svd"].items()) == out.stats.draft_evals
+    table = FlopTable(pipe.models)
+    flops = table.total(calls, 3.0)
+    assert flops["target"] == out.stats.target_evals * table.per_call("target", 1, 3.0)
+    assert flops["svd"] == out.stats.draft_evals * table.per_call("svd", 1, 3.0)
+    assert pipe.calls == {}
+
+
+# ---- evaluation set and the pareto comparison -----------------------------------------------------
+def test_balanced_prompts_cover_every_class_once_per_48():
+    prompts = balanced_prompts(96)
+    classes = [parse_prompt(p) for p in prompts]
+    assert len(set(classes[:48])) == 48 and classes[48:] == classes[:48]
+    assert all(a[0] != b[0] for a, b in zip(classes, classes[1:]))
+    assert len({c[1] for c in classes[:6]}) == 6  # the image strip's columns show six shapes
+
+
+def test_vs_fewer_steps_interpolates_and_finds_dominance():
+    fewer = [dict(speedup=1.5, psnr=30.0, fd=0.1), dict(speedup=3.0, psnr=20.0, fd=0.4)]
+    rows = [dict(speedup=2.25, psnr=26.0, fd=0.2), dict(speedup=2.25, psnr=24.0, fd=0.3),
+            dict(speedup=1.2, psnr=35.0, fd=0.05), dict(speedup=1.4, psnr=29.0, fd=0.2)]
+    _vs_fewer(rows, fewer, "speedup")
+    assert rows[0]["dpsnr_speedup"] == pytest.approx(1.0) and rows[0]["dfd_speedup"] == pytest.approx(-0.05)
+    assert not rows[0]["dominated_speedup"]
+    assert rows[1]["dpsnr_speedup"] == pytest.approx(-1.0)
+    assert rows[2]["dpsnr_speedup"] is None and not rows[2]["dominated_speedup"]
+    assert rows[3]["dpsnr_speedup"] is None and rows[3]["dominated_speedup"]  # 1.5x at 30 dB is faster and better
+
+
+# ---- end to end ---------------------------------------------------------------------------------
+EXPECTED = {
+    "table1": ["target-only", "draft lite alone", "draft svd alone", "SDSV w/ lite", "SDSV w/ svd"],
+    "table2": ["target-only", "Improved-Draft (svd)", "SDSV-fast (svd)", "SDSV-slow (svd)"],
+    "warmup": ["(a) minimal warm-up", "(b) vanilla (target)", "(c) conservative warm-up", "(d) multi-stage"],
+}
+
+
+def _table_rows(md: str) -> list[list[str]]:
+    lines = [l for l in md.splitlines() if l.startswith("|")]
+    return [[c.strip() for c in l.strip("|").split("|")] for l in lines]
+
+
+@pytest.mark.slow
+def test_eval_quick_runs_every_experiment(tmp_path, capsys):
+    assert cli_main(["eval", "--quick", "--out", str(tmp_path), "--threads", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("table1", "table2", "warmup", "pareto"):
+        md = (tmp_path / f"{name}.md").read_text()
+        assert md in printed  # the files are what the command printed
+        assert "machine:" in md and f"torch {torch.__version__}" in md and "weights (sha256)" in md
+        data = json.loads((tmp_path / f"{name}.json").read_text())
+        assert data["experiment"] == name and data["images"] == 4 and data["steps"] == 8
+        rows = data["rows"]
+        if name in EXPECTED:
+            assert [r["method"] for r in rows] == EXPECTED[name]
+            table = _table_rows(md)
+            assert len(table) == 2 + len(rows) and all(len(t) == len(table[0]) for t in table)
+        ref = next(r for r in rows if r["plan"].startswith("target_only[0-8"))
+        assert ref["speedup"] == 1.0 and ref["psnr"] is None and ref["fd"] is None
+        for r in rows:
+            assert r["latency_ms"] > 0 and r["gflops"] > 0 and 0 <= r["align"] <= 1
+            assert 1 - 1e-9 <= r["is_tiny"] <= num_classes()
+            assert r["target_evals"] + r["draft_evals"] >= r.get("steps", 8) - 1e-9  # a step costs at least one eval
+            if r is not ref:
+                assert math.isfinite(r["psnr"]) or r["psnr"] == math.inf
+                assert r["fd"] >= 0 and 0 <= r["lpips"] <= 4 and -1 <= r["ssim"] <= 1
+    pareto = json.loads((tmp_path / "pareto.json").read_text())["rows"]
+    sweep = [r for r in pareto if "tau" in r]
+    assert {(r["draft"], r["verify"]) for r in sweep} == {(d, v) for d in ("lite", "svd") for v in ("endpoints", "full")}
+    assert sorted(r["steps"] for r in pareto if "steps" in r) == [2, 3, 4, 5]  # 0.2..0.6 of 8 steps
+    assert all(isinstance(r["dominated_speedup"], bool) for r in sweep)
+    assert "SDSV vs the target alone with fewer steps" in (tmp_path / "pareto.md").read_text()
+    for png in ("warmup_strip.png", "pareto.png", "pareto_flops.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+@pytest.mark.slow
+def test_eval_single_experiment_writes_only_its_outputs(tmp_path):
+    assert cli_main(["eval", "--quick", "--experiment", "table2", "--out", str(tmp_path), "--threads", "1", "--quiet",
+                     "--images", "3", "--batch", "2"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table2.json", "table2.md"]
+    rows = json.loads((tmp_path / "table2.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == EXPECTED["table2"]
