@@ -161,6 +161,23 @@ def test_vs_fewer_steps_interpolates_and_finds_dominance():
     assert rows[3]["dpsnr_speedup"] is None and rows[3]["dominated_speedup"]  # 1.5x at 30 dB is faster and better
 
 
+@pytest.mark.slow
+def test_runner_reuses_batches_for_subsets():
+    from sdsv.evaluation import Method, Runner
+
+    r = Runner(images=4, steps=6, batch=2, latency_images=1, progress=False)
+    m = Method("sdsv", StagePlan.paper_default(6), "lite", "endpoints", AcceptanceTest("x0_rms", 0.05))
+    head = r.run(m, 2)
+    full = r.run(m)
+    assert full.n == 4 and head.n == 2 and torch.equal(full.images[:2], head.images)
+    assert r.run(m, 2).target_evals == head.target_evals < full.target_evals
+    assert full.target_evals == sum(b * c for b, c in full.calls["target"].items())
+    alone = r.pipe(r.prompts[2:3], plan=m.plan, draft="lite", accept=m.accept, seed=r.seeds[2:3]).images
+    torch.testing.assert_close(full.images[2:3], alone, atol=2e-4, rtol=0)  # batch mates do not matter
+    with pytest.raises(ValueError, match="multiple of the batch"):
+        r.run(m, 3)
+
+
 # ---- end to end ---------------------------------------------------------------------------------
 EXPECTED = {
     "table1": ["target-only", "draft lite alone", "draft svd alone", "SDSV w/ lite", "SDSV w/ svd"],
@@ -183,7 +200,7 @@ def test_eval_quick_runs_every_experiment(tmp_path, capsys):
         assert md in printed  # the files are what the command printed
         assert "machine:" in md and f"torch {torch.__version__}" in md and "weights (sha256)" in md
         data = json.loads((tmp_path / f"{name}.json").read_text())
-        assert data["experiment"] == name and data["images"] == 4 and data["steps"] == 8
+        assert data["experiment"] == name and data["images"] == (2 if name == "pareto" else 4) and data["steps"] == 8
         rows = data["rows"]
         if name in EXPECTED:
             assert [r["method"] for r in rows] == EXPECTED[name]

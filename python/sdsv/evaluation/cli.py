@@ -24,8 +24,8 @@ from .runner import Runner
 # chosen with benchmarks/sweep_tau.py, as the demo's (sdsv.demo.DEFAULT_METRIC / DEFAULT_TAU)
 from ..demo import DEFAULT_METRIC, DEFAULT_TAU
 
-FULL = dict(images=256, steps=50, batch=64, latency_images=8, taus=(0.02, 0.1), k2s=(5, 15))
-QUICK = dict(images=4, steps=8, batch=4, latency_images=1, taus=(0.1,), k2s=(5,))
+FULL = dict(images=256, steps=50, batch=64, latency_images=6, pareto_images=64, taus=(0.02, 0.1), k2s=(5, 15))
+QUICK = dict(images=4, steps=8, batch=2, latency_images=1, pareto_images=2, taus=(0.1,), k2s=(5,))
 FEWER_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)  # of the full schedule: 10, 15, 20, 25, 30 of 50
 
 
@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=None, help=f"sampling batch for the quality metrics (default {FULL['batch']})")
     p.add_argument("--latency-images", type=int, default=None,
                    help=f"images timed at batch 1 per method (default {FULL['latency_images']})")
+    p.add_argument("--pareto-images", type=int, default=None,
+                   help=f"pareto: the first this many images (default {FULL['pareto_images']}; a multiple of --batch)")
     p.add_argument("--draft", default="svd", choices=["lite", "svd"], help="draft of table2 and warmup")
     p.add_argument("--metric", default=DEFAULT_METRIC, choices=["x0_rms", "state_rel_l2", "rel_l2", "cosine"])
     p.add_argument("--tau", type=float, default=DEFAULT_TAU, help="acceptance threshold of every SDSV method")
@@ -60,6 +62,7 @@ def main(args) -> int:
         accept=AcceptanceTest(args.metric, args.tau), draft=args.draft,
         taus=tuple(args.taus if args.taus is not None else base["taus"]),
         k2s=tuple(args.k2 if args.k2 is not None else base["k2s"]),
+        pareto_images=pick("pareto_images"),
         fewer_steps=tuple(sorted({max(1, round(f * steps)) for f in FEWER_STEP_FRACTIONS})),
     )
     runner = Runner(args.weights, images=pick("images"), steps=steps, batch=pick("batch"),

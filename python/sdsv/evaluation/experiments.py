@@ -30,6 +30,7 @@ class EvalConfig:
     k2s: tuple = (5, 15)                # pareto: other Stage-2 window sizes, at the default tau
     fewer_steps: tuple = (10, 15, 20, 25, 30)  # pareto: the target alone with fewer steps
     strip_images: int = 6               # warmup: columns of the image strip
+    pareto_images: int | None = None    # pareto: the first this many images of the set (None: all)
 
 
 @dataclass
@@ -40,8 +41,9 @@ class ExperimentResult:
     files: list[Path]
 
 
-def _setup(r: Runner, cfg: EvalConfig, extra: str = "") -> str:
-    return (f"{r.n} images ({len(set(r.prompts))} prompts 'a <color> <shape>', seeds {r.seeds[0]}..{r.seeds[-1]}), "
+def _setup(r: Runner, cfg: EvalConfig, extra: str = "", n: int | None = None) -> str:
+    n = n or r.n
+    return (f"{n} images ({len(set(r.prompts[:n]))} prompts 'a <color> <shape>', seeds {r.seeds[0]}..{r.seeds[n - 1]}), "
             f"{r.steps} Euler steps, guidance {r.guidance:g}, acceptance test {cfg.accept}, sampled in batches of "
             f"{r.batch}; latency = mean time per image at batch 1 over the first {r.latency_n} images, all methods "
             f"interleaved; speedup = target-only latency / latency, measured in this run. FLOPs counted per model call "
@@ -53,16 +55,16 @@ def _target(r: Runner) -> Method:
     return Method("target-only", StagePlan.target_only(r.steps))
 
 
-def _measure(r: Runner, methods: list[Method], ref: Method) -> list[dict]:
+def _measure(r: Runner, methods: list[Method], ref: Method, n: int | None = None) -> list[dict]:
     for m in methods:
-        r.run(m)
+        r.run(m, n)
     lat = r.latency(methods)
     rows = []
     for m in methods:
         row = {"method": m.label, "plan": m.plan.describe(), "draft": m.draft if m.plan.uses_draft else None,
                "verify": m.verify if m.speculates else None, "accept_test": str(m.accept) if m.speculates else None}
-        row.update(r.efficiency(m, lat[m.key], lat[ref.key], ref))
-        row.update(r.quality(m, ref))
+        row.update(r.efficiency(m, lat[m.key], lat[ref.key], ref, n))
+        row.update(r.quality(m, ref, n))
         rows.append(row)
     return rows
 
@@ -78,8 +80,8 @@ def _write(out: Path, name: str, md: str, rows: list[dict], setup: dict, files: 
     return ExperimentResult(name, md, rows, [out / f"{name}.md", out / f"{name}.json", *files])
 
 
-def _setup_dict(r: Runner, cfg: EvalConfig) -> dict:
-    return {"images": r.n, "steps": r.steps, "batch": r.batch, "latency_images": r.latency_n, "guidance": r.guidance,
+def _setup_dict(r: Runner, cfg: EvalConfig, n: int | None = None) -> dict:
+    return {"images": n or r.n, "steps": r.steps, "batch": r.batch, "latency_images": r.latency_n, "guidance": r.guidance,
             "accept": str(cfg.accept), "provenance": provenance(r.weights_dir)}
 
 
@@ -179,7 +181,7 @@ def _verdict(rows: list[dict], fewer: list[dict], x: str, what: str) -> str:
 
 def pareto(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
     t0 = time.perf_counter()
-    n = r.steps
+    n, n_img = r.steps, cfg.pareto_images or r.n
     ref = _target(r)
     default_tau = cfg.accept.tau
     sweep = []
@@ -197,8 +199,8 @@ def pareto(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
     base = [Method(f"draft {d} alone", StagePlan.draft_only(n), d) for d in ("lite", "svd")]
     base += [Method(f"Improved-Draft ({d})", StagePlan.improved_draft(n), d) for d in ("lite", "svd")]
     methods = [ref] + [s[-1] for s in sweep] + fewer + base
-    r.begin("pareto", methods, methods)
-    measured = {row["method"]: row for row in _measure(r, methods, ref)}
+    r.begin("pareto", methods, methods, n_img)
+    measured = {row["method"]: row for row in _measure(r, methods, ref, n_img)}
     r.end()
     rows = []
     for d, verify, tau, k2, m in sweep:
@@ -215,7 +217,7 @@ def pareto(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
                           f"SDSV {row['draft']}/{row['verify']} (K2 sweep, tau {default_tau:g})", []).append(row)
     points = {row["method"]: row for row in base_rows[1:]}
     points["target-only (reference)"] = {**measured[ref.label], "fd": 0.0}
-    title = f"SDSV on the tiny models: speed vs quality ({r.n} images, {n} steps, metric {cfg.accept.metric})"
+    title = f"SDSV on the tiny models: speed vs quality ({n_img} images, {n} steps, metric {cfg.accept.metric})"
     files.append(pareto_plot(series, points, fewer_rows, out / "pareto.png", title))
     files.append(pareto_plot(series, points, fewer_rows, out / "pareto_flops.png", title, x="flops_speedup",
                              xlabel="speedup over target-only (counted FLOPs)"))
@@ -231,10 +233,13 @@ def pareto(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
                    + _verdict(rows, fewer_rows, "flops_speedup", "counted-FLOPs speedup") + "\n")
     md = (header("Pareto (tiny): speedup vs quality, sweeping tau and K2 for both verifications and both drafts",
                  _setup(r, cfg, f"Sweep: plan {StagePlan.paper_default(n).describe()} with K2 replaced where stated; "
-                                f"tau of {cfg.accept.metric}."), provenance(r.weights_dir))
+                                f"tau of {cfg.accept.metric}." + ("" if n_img == r.n else f" The sweep is the most expensive "
+                                f"experiment, so it uses the first {n_img} of the {r.n} images: FD-tiny at {n_img} "
+                                "images is biased upwards, compare its values within this experiment only."),
+                        n_img), provenance(r.weights_dir))
           + "\n" + md_table(rows, cols) + "\n\nBaselines:\n\n" + md_table(fewer_rows + base_rows, cols[:-1]) + "\n"
           + verdict + "\nPlots: `pareto.png` (measured speedup), `pareto_flops.png` (counted-FLOPs speedup)\n")
-    return _write(out, "pareto", md, rows + fewer_rows + base_rows, _setup_dict(r, cfg), files, t0)
+    return _write(out, "pareto", md, rows + fewer_rows + base_rows, _setup_dict(r, cfg, n_img), files, t0)
 
 
 RUNNERS = {"table1": table1, "table2": table2, "warmup": warmup, "pareto": pareto}

@@ -50,8 +50,18 @@ class Method:
 
 
 @dataclass
+class Batch:
+    """One sampled batch of a method: its images and what it cost."""
+
+    images: torch.Tensor
+    counts: Counter               # target_calls, target_evals, draft_evals, proposed, accepted
+    calls: dict                   # {model: Counter(batch size -> calls)}
+    wall_s: float
+
+
+@dataclass
 class MethodRun:
-    """One method sampled over the evaluation set (quality) and timed at batch 1 (latency)."""
+    """One method sampled over the first ``n`` images of the evaluation set."""
 
     method: Method
     images: torch.Tensor          # [n, 3, 32, 32] in [0, 1]
@@ -61,8 +71,8 @@ class MethodRun:
     draft_evals: int
     proposed: int
     accepted: int
-    flops: dict                   # {model: FLOPs} over the whole set
-    batched_s: float              # wall time of the batched sampling of the whole set
+    flops: dict                   # {model: FLOPs} over the n images
+    batched_s: float              # wall time of the batched sampling of the n images
 
     @property
     def n(self) -> int:
@@ -110,17 +120,18 @@ class Runner:
         self.seeds = [seed + i for i in range(images)]
         labels = self.pipe.encode(self.prompts)
         self.classes = class_index(labels[:, 0], labels[:, 1])
-        self._runs: dict[tuple, MethodRun] = {}
+        self._runs: dict[tuple, list[Batch]] = {}
         self._feats: dict[tuple, object] = {}
         self._data_feats = None
         self._bar = None
         self._warm = False
 
     # ---- progress ------------------------------------------------------------------------
-    def begin(self, desc: str, sample: list[Method], timed: list[Method]) -> None:
+    def begin(self, desc: str, sample: list[Method], timed: list[Method], n: int | None = None) -> None:
         """Open the progress bar of one experiment (images to sample + images to time)."""
-        todo = {m.key for m in sample if m.key not in self._runs}
-        total = len(todo) * self.n + len({m.key for m in timed}) * self.latency_n
+        n = self._check_n(n)
+        todo = {m.key: max(0, n - sum(b.images.shape[0] for b in self._runs.get(m.key, []))) for m in sample}
+        total = sum(todo.values()) + len({m.key for m in timed}) * self.latency_n
         self._bar = tqdm(total=total, desc=desc, unit="img", disable=not self.progress, dynamic_ncols=True)
 
     def end(self) -> None:
@@ -138,28 +149,44 @@ class Runner:
         return self.pipe(prompts, plan=m.plan, draft=m.draft or "svd", verify=m.verify, accept=m.accept,
                          guidance=self.guidance, seed=list(seeds))
 
-    def run(self, m: Method) -> MethodRun:
-        """Sample the whole set with ``m`` in batches (once per run; later calls reuse it)."""
+    def _check_n(self, n: int | None) -> int:
+        n = self.n if n is None else n
+        if not 2 <= n <= self.n or (n != self.n and n % self.batch):
+            raise ValueError(f"a subset must hold 2..{self.n} images and be a multiple of the batch {self.batch}, got {n}")
+        return n
+
+    def run(self, m: Method, n: int | None = None) -> MethodRun:
+        """``m`` over the first ``n`` images (default all), sampled in batches; batches sampled
+        earlier in the run are reused, missing ones are sampled now."""
+        n = self._check_n(n)
         if m.plan.num_steps > self.steps:
             raise ValueError(f"{m.label}: {m.plan.num_steps} steps, more than the evaluation's {self.steps}")
-        if m.key in self._runs:
-            return self._runs[m.key]
-        self.pipe.reset_calls()
-        imgs, tot = [], Counter()
-        t0 = time.perf_counter()
-        for i in range(0, self.n, self.batch):
+        batches = self._runs.setdefault(m.key, [])
+        done = sum(b.images.shape[0] for b in batches)
+        for i in range(done, n, self.batch):
+            self.pipe.reset_calls()
+            t0 = time.perf_counter()
             out = self._call(m, self.prompts[i : i + self.batch], self.seeds[i : i + self.batch])
-            imgs.append(out.images)
+            wall = time.perf_counter() - t0
             s = out.stats
-            tot.update(target_calls=s.target_calls, target_evals=s.target_evals, draft_evals=s.draft_evals,
-                       proposed=s.proposed_steps, accepted=s.accepted_steps)
+            counts = Counter(target_calls=s.target_calls, target_evals=s.target_evals, draft_evals=s.draft_evals,
+                             proposed=s.proposed_steps, accepted=s.accepted_steps)
+            batches.append(Batch(out.images, counts, self.pipe.reset_calls(), wall))
             self._tick(out.images.shape[0], m.label)
-        wall = time.perf_counter() - t0
-        calls = self.pipe.reset_calls()
-        run = MethodRun(m, torch.cat(imgs), calls, tot["target_calls"], tot["target_evals"], tot["draft_evals"],
-                        tot["proposed"], tot["accepted"], self.flop_table.total(calls, self.guidance), wall)
-        self._runs[m.key] = run
-        return run
+        used, total = [], 0
+        for b in batches:
+            if total >= n:
+                break
+            used.append(b)
+            total += b.images.shape[0]
+        counts, calls = Counter(), {}
+        for b in used:
+            counts.update(b.counts)
+            for name, hist in b.calls.items():
+                calls.setdefault(name, Counter()).update(hist)
+        return MethodRun(m, torch.cat([b.images for b in used]), calls, counts["target_calls"], counts["target_evals"],
+                         counts["draft_evals"], counts["proposed"], counts["accepted"],
+                         self.flop_table.total(calls, self.guidance), sum(b.wall_s for b in used))
 
     def _warm_up(self) -> None:
         """First calls pay for allocations and thread-pool start-up: one forward of each model."""
@@ -189,41 +216,46 @@ class Runner:
         return {k: v / self.latency_n for k, v in total.items()}
 
     # ---- quality ---------------------------------------------------------------------------
-    def feats(self, m: Method):
-        if m.key not in self._feats:
-            self._feats[m.key] = self.features(self.run(m).images)
-        return self._feats[m.key]
+    def feats(self, m: Method, n: int | None = None):
+        n = self._check_n(n)
+        if (m.key, n) not in self._feats:
+            self._feats[(m.key, n)] = self.features(self.run(m, n).images)
+        return self._feats[(m.key, n)]
 
-    def data_feats(self):
+    def data_feats(self, n: int | None = None):
         """Classifier features of real procedural images of the same prompts (not the same pixels)."""
+        n = self._check_n(n)
         if self._data_feats is None:
             labels = self.pipe.encode(self.prompts)
             x, _, _ = make_batch(self.n, torch.Generator().manual_seed(12345), color=labels[:, 0], shape=labels[:, 1])
             self._data_feats = self.features((x + 1) / 2)
-        return self._data_feats
+        f = self._data_feats
+        return type(f)(f.embedding[:n], f.logits[:n])
 
-    def quality(self, m: Method, ref: Method) -> dict:
-        """Reference-free metrics of ``m`` and reference-based ones against ``ref`` (None for ``ref`` itself)."""
-        run, f = self.run(m), self.feats(m)
+    def quality(self, m: Method, ref: Method, n: int | None = None) -> dict:
+        """Reference-free metrics of ``m`` and reference-based ones against ``ref`` (None for ``ref``
+        itself), over the first ``n`` images."""
+        n = self._check_n(n)
+        run, f = self.run(m, n), self.feats(m, n)
         out = {
-            "align": prompt_alignment(f.logits, self.classes),
+            "align": prompt_alignment(f.logits, self.classes[:n]),
             "is_tiny": inception_score(f.logits),
-            "fd_data": frechet_distance(f.embedding, self.data_feats().embedding),
+            "fd_data": frechet_distance(f.embedding, self.data_feats(n).embedding),
         }
         if m.key == ref.key:
             out.update(fd=None, lpips=None, psnr=None, ssim=None)
         else:
-            r = self.run(ref)
+            r = self.run(ref, n)
             out.update(
-                fd=frechet_distance(f.embedding, self.feats(ref).embedding),
+                fd=frechet_distance(f.embedding, self.feats(ref, n).embedding),
                 lpips=float(perceptual_distance(self.features, run.images, r.images).mean()),
                 psnr=float(psnr(run.images, r.images).mean()),
                 ssim=float(ssim(run.images, r.images).mean()),
             )
         return out
 
-    def efficiency(self, m: Method, latency_s: float, ref_latency_s: float, ref: Method) -> dict:
-        run, r = self.run(m), self.run(ref)
+    def efficiency(self, m: Method, latency_s: float, ref_latency_s: float, ref: Method, n: int | None = None) -> dict:
+        run, r = self.run(m, n), self.run(ref, n)
         return {
             "target_calls": run.target_calls / run.n,
             "target_evals": run.target_evals / run.n,
