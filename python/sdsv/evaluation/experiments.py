@@ -45,7 +45,7 @@ def _setup(r: Runner, cfg: EvalConfig, extra: str = "", n: int | None = None) ->
     n = n or r.n
     return (f"{n} images ({len(set(r.prompts[:n]))} prompts 'a <color> <shape>', seeds {r.seeds[0]}..{r.seeds[n - 1]}), "
             f"{r.steps} Euler steps, guidance {r.guidance:g}, acceptance test {cfg.accept}, sampled in batches of "
-            f"{r.batch}; latency = mean time per image at batch 1 over the first {r.latency_n} images, all methods "
+            f"{r.batch}; latency = median time per image at batch 1 over the first {r.latency_n} images, all methods "
             f"interleaved; speedup = target-only latency / latency, measured in this run. FLOPs counted per model call "
             f"(torch FlopCounterMode, attention included, CFG = 2 rows). FD-tiny, IS-tiny, LPIPS-tiny and alignment "
             f"use the shipped tiny classifier, not Inception/CLIP/AlexNet: compare them only within this table. {extra}").strip()

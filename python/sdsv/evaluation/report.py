@@ -76,7 +76,11 @@ def header(title: str, setup: str, prov: dict) -> str:
 
 # ---- figures -------------------------------------------------------------------------------
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("sdsv eval draws its figures with matplotlib: pip install matplotlib "
+                          "(or the extra: pip install 'sdsv[eval]')") from e
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -111,7 +115,7 @@ def pareto_plot(series: dict[str, list[dict]], points: dict[str, dict], fewer: l
     """Two panels (PSNR, FD-tiny) against speedup. ``series``: SDSV sweeps (lines, sorted by x);
     ``points``: single baselines; ``fewer``: target alone with fewer steps (a labelled line)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.8))
     for ax, (key, ylabel) in zip(axes, (("psnr", "PSNR vs target-only, dB (higher is better)"),
                                         ("fd", "FD-tiny vs target-only (lower is better)"))):
         for name, rows in series.items():
@@ -129,9 +133,10 @@ def pareto_plot(series: dict[str, list[dict]], points: dict[str, dict], fewer: l
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -3,7 +3,8 @@
 An evaluation set is ``n`` (prompt, seed) pairs: prompt ``i`` cycles through all 48
 (colour, shape) classes, seed ``i`` is ``seed0 + i``. Quality is measured on images sampled
 in batches (an image does not depend on its batch mates: per-image noise generators,
-per-sample windows in the sampler); latency is measured at batch 1 on the first few pairs,
+per-sample windows in the sampler); latency is measured at batch 1 on the first few pairs
+(median per image),
 the latency-bound setting speculative sampling is for, with all methods of an experiment
 interleaved image by image so that machine noise hits them alike. Each method is sampled
 once per run and shared by the experiments that use it.
@@ -11,6 +12,7 @@ once per run and shared by the experiments that use it.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -201,19 +203,20 @@ class Runner:
         self._warm = True
 
     def latency(self, methods: list[Method]) -> dict[tuple, float]:
-        """Mean seconds per image at batch 1 over the first ``latency_images`` pairs, methods
-        interleaved image by image; ``{method key: seconds}``."""
+        """Median seconds per image at batch 1 over the first ``latency_images`` pairs, methods
+        interleaved image by image; ``{method key: seconds}``. The median (not the mean) so that
+        one image slowed down by another process does not move a method's number."""
         self._warm_up()
         uniq = list({m.key: m for m in methods}.values())
-        total = {m.key: 0.0 for m in uniq}
+        times = {m.key: [] for m in uniq}
         for i in range(self.latency_n):
             for m in uniq:
                 t0 = time.perf_counter()
                 self._call(m, [self.prompts[i]], [self.seeds[i]])
-                total[m.key] += time.perf_counter() - t0
+                times[m.key].append(time.perf_counter() - t0)
                 self._tick(1, f"latency {m.label}")
         self.pipe.reset_calls()
-        return {k: v / self.latency_n for k, v in total.items()}
+        return {k: statistics.median(v) for k, v in times.items()}
 
     # ---- quality ---------------------------------------------------------------------------
     def feats(self, m: Method, n: int | None = None):
