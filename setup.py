@@ -26,6 +26,10 @@ setup(
     install_requires=["torch>=2.1", "numpy", "safetensors", "tqdm", "pillow"],
     # diffusers integration (sdsv.enable): tested with diffusers 0.42.1; a changed timestep
     # convention in another version is detected and refused at the first call
-    extras_require={"test": ["pytest"], "diffusers": ["diffusers>=0.42.1", "transformers"]},
+    extras_require={
+        # what the test suite needs (CI installs it); pinned so CI sees what we tested
+        "test": ["pytest", "diffusers==0.42.1", "transformers==5.24.0"],
+        "diffusers": ["diffusers>=0.42.1", "transformers"],
+    },
     entry_points={"console_scripts": ["sdsv=sdsv.cli:main"]},
 )

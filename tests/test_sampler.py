@@ -145,3 +145,23 @@ def test_guidance_wrapper_one_forward():
     c, u = model(x, s, lab), model(x, s, torch.zeros_like(lab))
     torch.testing.assert_close(v, u + 4.0 * (c - u))
     assert calls[0] == 6
+
+
+def test_explicit_per_sample_conditioning():
+    """A shared tensor whose length happens to equal the batch is left alone when named so."""
+    seen = []
+
+    def model(x, sigma, labels, shared):
+        seen.append(shared.shape[0])
+        return x * 0.1 + labels[:, :1].float()
+
+    noise, lab, shared = torch.randn(2, 4), labels_for(2), torch.arange(2.0)
+    sample(model, model, noise, flow_match_sigmas(10), StagePlan.paper_default(10), labels=lab, shared=shared,
+           per_sample=["labels"])
+    assert set(seen) == {2}
+    seen.clear()  # the heuristic would have taken `shared` for per-sample and gathered it per row
+    sample(model, model, noise, flow_match_sigmas(10), StagePlan.paper_default(10), labels=lab, shared=shared)
+    assert max(seen) > 2
+    with pytest.raises(ValueError, match="per-sample conditioning 'shared'"):
+        sample(model, None, noise, flow_match_sigmas(3), StagePlan.target_only(3), labels=lab, shared=torch.ones(3),
+               per_sample=["labels", "shared"])

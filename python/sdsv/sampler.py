@@ -59,11 +59,23 @@ def _scatter(buf: torch.Tensor, rows: Sequence[int], src: torch.Tensor) -> None:
 
 
 class _Conditioning:
-    """Per-row views of the conditioning kwargs (tensors whose first dim is the batch size)."""
+    """Per-row views of the per-sample conditioning kwargs.
 
-    def __init__(self, cond: dict, batch: int):
+    Per-sample kwargs are the ones named in ``per_sample``; when that is None, every tensor whose
+    first dimension equals the batch size (a heuristic: name them when a shared tensor could
+    have that length by accident)."""
+
+    def __init__(self, cond: dict, batch: int, per_sample=None):
         self.cond, self.batch = cond, batch
-        self.per_sample = {k for k, v in cond.items() if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == batch}
+        if per_sample is None:
+            per_sample = {k for k, v in cond.items() if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == batch}
+        per_sample = set(per_sample)
+        for k in per_sample:
+            v = cond.get(k)
+            if not isinstance(v, torch.Tensor) or v.dim() == 0 or v.shape[0] != batch:
+                shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+                raise ValueError(f"per-sample conditioning {k!r} must be a tensor with first dim {batch} (the batch), got {shape}")
+        self.per_sample = per_sample
 
     def rows(self, samples: Sequence[int]) -> dict:
         if not self.per_sample:
@@ -155,13 +167,15 @@ def sample(
     accept: AcceptanceTest | None = None,
     *,
     progress: bool | dict = False,
+    per_sample: Sequence[str] | None = None,
     **cond,
 ) -> SampleResult:
     """Sample from ``noise`` along ``sigmas`` with the target, the draft and the plan.
 
     ``target``/``draft``: ``(x[b, ...], sigma[b], **cond) -> v[b, ...]``, one call = one
-    batched forward, one sigma per row. ``cond`` tensors whose first dimension is the batch
-    size are per-sample and gathered for each row; anything else is passed unchanged.
+    batched forward, one sigma per row. ``cond`` kwargs named in ``per_sample`` (default: the
+    tensors whose first dimension is the batch size) are per-sample and gathered for each row
+    (expanded without a copy when the rows belong to one sample); the rest pass unchanged.
     ``progress``: show a tqdm bar (a dict is passed to tqdm as options).
     """
     accept = accept if accept is not None else AcceptanceTest()
@@ -172,7 +186,7 @@ def sample(
     sig_host = [float(s) for s in sigmas.double().tolist()]
     stats = SampleStats()
     models = _Models(target, draft, stats, noise)
-    conds = _Conditioning(cond, batch)
+    conds = _Conditioning(cond, batch, per_sample)
     endpoints = verify == "endpoints"
     numel = noise[0].numel()
     # sigmas and step sizes travel in fp32 (fp64 for fp64 latents), as the ops compute

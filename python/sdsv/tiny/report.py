@@ -28,10 +28,10 @@ def forward_ms(fn, batch: int, reps: int = 30) -> float:
     labels = torch.zeros(batch, 2, dtype=torch.long)
     with torch.inference_mode():
         for _ in range(3):
-            fn(x, s, labels)
+            fn(x, s, labels=labels)
         t0 = time.perf_counter()
         for _ in range(reps):
-            fn(x, s, labels)
+            fn(x, s, labels=labels)
     return (time.perf_counter() - t0) / reps * 1000
 
 

@@ -188,6 +188,35 @@ def write_log(out: Path, stage: str, result: dict) -> None:
         path.write_text(json.dumps(log, indent=1))
 
 
+def write_markdown(out: Path) -> None:
+    """train_log.md: the training log's key numbers for people (train_log.json has everything)."""
+    log = json.loads((out / "train_log.json").read_text())
+    m, lines = log.get("_machine", {}), ["# Tiny models: training log", ""]
+    lines.append(f"machine: {m.get('processor')} x{m.get('cpus')} cpus, {m.get('platform')}, torch {m.get('torch')}")
+    lines += ["", "| stage | params | steps x batch | threads | minutes | final loss |", "|---|---|---|---|---|---|"]
+    for st in ("target", "lite", "svd", "classifier"):
+        r = log.get(st)
+        if r:
+            loss = [h for h in r.get("loss", []) if "loss" in h]
+            lines.append(f"| {st} | {r.get('params', '-')} | {r['steps']} x {r.get('batch', '-')} | {r.get('threads', '-')} | "
+                         f"{r['seconds'] / 60:.1f} | {loss[-1]['loss']:.4f} |" if loss else f"| {st} | - | - | - | - | - |")
+    rep = log.get("report")
+    if rep:
+        lines += ["", f"Measured on {rep['images']} generated images (every prompt, {rep['images'] // 48} seeds), "
+                  f"guidance {rep['guidance']:g}, 50 Euler steps unless said:", ""]
+        lines.append(f"- classifier accuracy on held-out procedural data: {log.get('classifier', {}).get('heldout_accuracy', float('nan')):.1%}")
+        lines.append(f"- target samples classified as their prompt: {rep['target_50_alignment']:.1%} "
+                     f"(without guidance: {rep['target_50_alignment_no_cfg']:.1%})")
+        for n, v in rep["target_steps_psnr_vs_50"].items():
+            lines.append(f"- target-only with {n} steps vs 50 steps: PSNR {v:.2f} dB")
+        for d in ("lite", "svd"):
+            lines.append(f"- draft-only `{d}`: PSNR vs target {rep[f'{d}_draft_only_psnr']:.2f} dB, "
+                         f"classified as prompt {rep[f'{d}_draft_only_alignment']:.1%}")
+        ft = rep["forward_ms"]
+        lines.append("- one forward (ms, batch 1, guided): " + ", ".join(f"{k} {v:.2f}" for k, v in ft.items()))
+    (out / "train_log.md").write_text("\n".join(lines) + "\n")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", default="all", choices=["all", "target", "classifier", "lite", "svd", "report"])
@@ -222,6 +251,8 @@ def main(argv=None) -> None:
 
             result = report(out)
         write_log(out, stage, result)
+        if stage == "report":
+            write_markdown(out)
         print(f"[{stage}] done: " + json.dumps({k: v for k, v in result.items() if k != "loss"})[:400], flush=True)
 
 
