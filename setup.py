@@ -28,8 +28,10 @@ setup(
     # convention in another version is detected and refused at the first call
     extras_require={
         # what the test suite needs (CI installs it); pinned so CI sees what we tested
-        "test": ["pytest", "diffusers==0.42.1", "transformers==5.24.0"],
+        "test": ["pytest", "diffusers==0.42.1", "transformers==5.24.0", "matplotlib==3.11.2"],
         "diffusers": ["diffusers>=0.42.1", "transformers"],
+        # `sdsv eval` draws its figures with matplotlib
+        "eval": ["matplotlib"],
     },
     entry_points={"console_scripts": ["sdsv=sdsv.cli:main"]},
 )
