@@ -97,7 +97,8 @@ def table1(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
     r.end()
     cols = [("method", "model", "s"), ("fd", "FD-tiny ↓", ".3f"), ("align", "Align ↑", ".3f"),
             ("lpips", "LPIPS-tiny ↓", ".4f"), ("is_tiny", "IS-tiny ↑", ".2f"), ("psnr", "PSNR ↑", ".2f"),
-            ("fd_data", "FD-tiny vs data ↓", ".3f"), ("speedup", "speedup", ".2f"), ("acceptance", "accept", ".0%")]
+            ("fd_data", "FD-tiny vs data ↓", ".3f"), ("speedup", "speedup", lambda v: f"{v:.2f}x"),
+            ("gflops", "GFLOPs/img", ".2f"), ("acceptance", "accept", ".0%")]
     md = (header("Table 1 (tiny): SDSV with different draft models", _setup(
         r, cfg, f"SDSV plan: {StagePlan.paper_default(r.steps).describe()}, verification 'endpoints'. "
                 "FD-tiny vs data compares with real procedural images of the same prompts."), provenance(r.weights_dir))
