@@ -24,7 +24,7 @@ from .runner import Runner
 # chosen with benchmarks/sweep_tau.py, as the demo's (sdsv.demo.DEFAULT_METRIC / DEFAULT_TAU)
 from ..demo import DEFAULT_METRIC, DEFAULT_TAU
 
-FULL = dict(images=256, steps=50, batch=64, latency_images=6, pareto_images=64, taus=(0.02, 0.1), k2s=(5, 15))
+FULL = dict(images=256, steps=50, batch=32, latency_images=5, pareto_images=32, taus=(0.02, 0.1), k2s=(5, 15))
 QUICK = dict(images=4, steps=8, batch=2, latency_images=1, pareto_images=2, taus=(0.1,), k2s=(5,))
 FEWER_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)  # of the full schedule: 10, 15, 20, 25, 30 of 50
 
@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau", type=float, default=DEFAULT_TAU, help="acceptance threshold of every SDSV method")
     p.add_argument("--taus", type=float, nargs="+", default=None, help="pareto: further taus (K2 = 9)")
     p.add_argument("--k2", type=int, nargs="+", default=None, help="pareto: further Stage-2 window sizes (at --tau)")
+    p.add_argument("--k2-verify", nargs="+", default=["endpoints"], choices=["endpoints", "full"],
+                   help="pareto: the verification modes that get the K2 sweep (default endpoints: 'full' costs more "
+                        "than the target alone on a compute-bound machine, its K2 points are the slowest of the run)")
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -62,7 +65,7 @@ def main(args) -> int:
         accept=AcceptanceTest(args.metric, args.tau), draft=args.draft,
         taus=tuple(args.taus if args.taus is not None else base["taus"]),
         k2s=tuple(args.k2 if args.k2 is not None else base["k2s"]),
-        pareto_images=pick("pareto_images"),
+        pareto_images=pick("pareto_images"), k2_verify=tuple(args.k2_verify),
         fewer_steps=tuple(sorted({max(1, round(f * steps)) for f in FEWER_STEP_FRACTIONS})),
     )
     runner = Runner(args.weights, images=pick("images"), steps=steps, batch=pick("batch"),
