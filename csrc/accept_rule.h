@@ -32,6 +32,17 @@ SDSV_HD float metric_value(const float* s, float h, float sigma, float numel, in
 // NaN compares false both ways, so a broken row never passes
 SDSV_HD bool passes(float value, int64_t metric, float tau) { return metric == 0 ? value >= tau : value <= tau; }
 
+// reference.accept_commit also requires all five statistics to be finite (NaN/inf in y, t or d)
+SDSV_HD bool finite5(const float* s) {
+  bool ok = true;
+  for (int c = 0; c < 5; ++c) ok = ok && (fabsf(s[c]) <= 3.402823466e+38f);  // false for NaN and inf
+  return ok;
+}
+
+SDSV_HD bool row_passes(const float* s, float h, float sigma, float numel, int64_t metric, float tau) {
+  return finite5(s) && passes(metric_value(s, h, sigma, numel, metric), metric, tau);
+}
+
 SDSV_HD int64_t rows_of(int64_t k, bool full) { return full ? k + 1 : (k > 0 ? 2 : 1); }
 
 // Decide one sample whose n = rows_of(k) rows start at `start`. Writes the accepted draft steps
@@ -44,7 +55,7 @@ SDSV_HD void decide(const float* stats, int64_t stats_stride, const float* h, co
     int64_t a = k;
     for (int64_t j = 0; j < k; ++j) {
       const int64_t r = start + j;
-      if (!passes(metric_value(stats + r * stats_stride, h[r], sigma[r], numel, metric), metric, tau)) {
+      if (!row_passes(stats + r * stats_stride, h[r], sigma[r], numel, metric, tau)) {
         a = j;
         break;
       }
@@ -56,7 +67,7 @@ SDSV_HD void decide(const float* stats, int64_t stats_stride, const float* h, co
   bool ok = k > 0;
   for (int64_t j = 0; j < n && ok; ++j) {
     const int64_t r = start + j;
-    ok = passes(metric_value(stats + r * stats_stride, h[r], sigma[r], numel, metric), metric, tau);
+    ok = row_passes(stats + r * stats_stride, h[r], sigma[r], numel, metric, tau);
   }
   *accepted = ok ? k : 0;
   *commit_row = start + (ok ? n - 1 : 0);

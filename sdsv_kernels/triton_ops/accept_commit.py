@@ -52,28 +52,30 @@ def _accept_commit_kernel(
     rm = j < n
     r = start + j
     sp = stats_ptr + r * stride_stats
+    dot = tl.load(sp + 0, mask=rm, other=0.0)
+    tt = tl.load(sp + 1, mask=rm, other=0.0)
+    dd = tl.load(sp + 2, mask=rm, other=0.0)
+    df = tl.load(sp + 3, mask=rm, other=0.0)
+    nx = tl.load(sp + 4, mask=rm, other=0.0)
     if METRIC == 0:
-        dot = tl.load(sp + 0, mask=rm, other=0.0)
-        tt = tl.load(sp + 1, mask=rm, other=0.0)
-        dd = tl.load(sp + 2, mask=rm, other=0.0)
         val = tl.div_rn(dot, _clamp_min(tl.sqrt_rn(tt * dd), eps))
         passed = val >= tau
     elif METRIC == 1:
-        tt = tl.load(sp + 1, mask=rm, other=0.0)
-        df = tl.load(sp + 3, mask=rm, other=0.0)
         val = tl.div_rn(tl.sqrt_rn(df), _clamp_min(tl.sqrt_rn(tt), eps))
         passed = val <= tau
     elif METRIC == 2:
-        df = tl.load(sp + 3, mask=rm, other=0.0)
-        nx = tl.load(sp + 4, mask=rm, other=0.0)
         hr = tl.load(h_ptr + r, mask=rm, other=0.0)
         val = tl.div_rn(tl.abs(hr) * tl.sqrt_rn(df), _clamp_min(tl.sqrt_rn(nx), eps))
         passed = val <= tau
     else:
-        df = tl.load(sp + 3, mask=rm, other=0.0)
         sg = tl.load(sigma_ptr + r, mask=rm, other=0.0)
         val = sg * tl.sqrt_rn(tl.div_rn(df, numel_f))
         passed = val <= tau
+    # all five statistics finite (|x| <= FLT_MAX is False for NaN and inf), as the reference
+    fin = (tl.abs(dot) <= 3.4028234663852886e38) & (tl.abs(tt) <= 3.4028234663852886e38)
+    fin = fin & (tl.abs(dd) <= 3.4028234663852886e38) & (tl.abs(df) <= 3.4028234663852886e38)
+    fin = fin & (tl.abs(nx) <= 3.4028234663852886e38)
+    passed = passed & fin
     # NaN compares False above, so a broken row never passes
     if FULL:
         failing = tl.where(rm & (j < k) & (passed == 0), j, k)
