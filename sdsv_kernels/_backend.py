@@ -123,21 +123,18 @@ def dispatch(op: str, like) -> Callable:
 # ---- the optional backends -------------------------------------------------------------------
 
 def _load_triton():
-    from .triton_ops._common import interpreting
+    import importlib.util
 
-    try:
-        import triton  # noqa: F401
-    except ImportError as exc:
-        return None, f"triton is not installed ({exc})", ()
     import torch
 
+    interpreting = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if importlib.util.find_spec("triton") is None:
+        return None, "triton is not installed (pip install triton)", ()
+    if not interpreting and not torch.cuda.is_available():  # answer without importing triton
+        return None, "no CUDA device (set TRITON_INTERPRET=1 before importing to run the kernels on CPU)", ()
     from .triton_ops import OPS
 
-    if interpreting():
-        return OPS, True, ("cpu", "cuda")
-    if torch.cuda.is_available():
-        return OPS, True, ("cuda",)
-    return None, "no CUDA device (set TRITON_INTERPRET=1 before importing to run the kernels on CPU)", ()
+    return OPS, True, (("cpu", "cuda") if interpreting else ("cuda",))
 
 
 def _load_ext(device: str):
