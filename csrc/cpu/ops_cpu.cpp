@@ -28,6 +28,9 @@ namespace {
 
 constexpr int64_t kChunk = 1 << 15;  // elements per work item
 constexpr int kLanes = 16;           // independent fp32 accumulators (vectorisable, fixed order)
+// work items (chunks) per thread at least: a parallel region costs a fork/join, and on a loaded
+// machine a wake-up of the other threads; ~256K elements per thread keep that negligible
+constexpr int64_t kGrain = 8;
 
 // ---- element loads, upcast to fp32 right away ------------------------------------------------
 SDSV_INLINE float ld(const float* p) { return *p; }
@@ -226,7 +229,7 @@ at::Tensor pair_stats_cpu(const at::Tensor& t, const at::Tensor& d, const at::Te
     const scalar_t* dp = d2.data_ptr<scalar_t>();
     const scalar_t* yp = y2.data_ptr<scalar_t>();
     const int64_t st_t = t2.stride(0), st_d = d2.stride(0), st_y = y2.stride(0);
-    at::parallel_for(0, n_rows * chunks, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, n_rows * chunks, kGrain, [&](int64_t begin, int64_t end) {
       for (int64_t w = begin; w < end; ++w) {
         const int64_t r = w / chunks, c = w % chunks;
         const int64_t lo = c * kChunk, n = std::min(numel, lo + kChunk) - lo;
@@ -292,7 +295,7 @@ std::tuple<at::Tensor, at::Tensor> accept_commit_cpu(const at::Tensor& stats, co
     const scalar_t* tp = t2.data_ptr<scalar_t>();
     scalar_t* op = dest.rows.data_ptr<scalar_t>();
     const int64_t st_y = y2.stride(0), st_t = t2.stride(0), st_o = dest.rows.stride(0);
-    at::parallel_for(0, n_samples * chunks, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, n_samples * chunks, kGrain, [&](int64_t begin, int64_t end) {
       for (int64_t w = begin; w < end; ++w) {
         const int64_t b = w / chunks, c = w % chunks, r = commit[b];
         const int64_t lo = c * kChunk, n = std::min(numel, lo + kChunk) - lo;
@@ -347,7 +350,7 @@ at::Tensor rollout_step_cpu(const at::Tensor& x, const at::Tensor& v, const at::
       const scalar_t* up = guided ? u2.data_ptr<scalar_t>() : nullptr;
       scalar_t* op = dest.rows.data_ptr<scalar_t>();
       const int64_t st_x = x2.stride(0), st_v = v2.stride(0), st_u = guided ? u2.stride(0) : 0, st_o = dest.rows.stride(0);
-      at::parallel_for(0, n_rows * chunks, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, n_rows * chunks, kGrain, [&](int64_t begin, int64_t end) {
         for (int64_t w = begin; w < end; ++w) {
           const int64_t r = w / chunks, c = w % chunks;
           const int64_t lo = c * kChunk, n = std::min(numel, lo + kChunk) - lo;
