@@ -7,8 +7,10 @@ a warm-up, the two backends interleaved so background load hits both alike; the 
 the process CPU time (all threads) per call are recorded too, being less sensitive to a busy
 machine than the wall-clock median. Memory: the peak
 resident memory a call adds on top of what was resident before it (Linux ``VmHWM`` after
-resetting it through ``/proc/self/clear_refs``), with glibc told to ``mmap`` every allocation
-above 64 KiB so freed memory is really returned and each call's allocations show.
+resetting it through ``/proc/self/clear_refs``), measured in a child process in which glibc is
+told to ``mmap`` every allocation above 64 KiB (so freed memory is really returned and each
+call's allocations show). Timing runs with the default allocator: forcing mmap there would bill
+the reference's many temporaries with page faults it does not pay in normal use.
 
     PYTHONPATH=python:. python benchmarks/bench_kernels_cpu.py [--quick] [--repeats N]
 
@@ -25,9 +27,7 @@ import statistics
 import sys
 import time
 
-if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # must be set before the process starts
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    os.execv(sys.executable, [sys.executable, *sys.argv])
+import subprocess  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="Flux size only, 3 repeats (a smoke run)")
     ap.add_argument("--out", default=RESULTS)
+    ap.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)  # the child of main()
     ap.add_argument("--threads", type=int, default=None,
                     help="torch/OpenMP threads for both backends (default: torch's). On a small machine that "
                          "is busy with other work, 1 avoids measuring thread wake-up delays instead of kernels")
@@ -90,6 +91,15 @@ def main() -> None:
     sizes = {"flux-1024": SIZES["flux-1024"]} if args.quick else SIZES
     repeats = 3 if args.quick else args.repeats
     env = environment()
+    memory = {}
+    if args.memory_only:
+        repeats = 0
+    else:  # peak memory first, in a child with mmap for every allocation > 64 KiB
+        child = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-only", *sys.argv[1:]],
+                               env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}, capture_output=True, text=True)
+        if child.returncode != 0:
+            sys.exit(f"memory child failed:\n{child.stderr}")
+        memory = {r.pop("key"): r for r in json.loads(child.stdout.strip().splitlines()[-1])}
     print(f"# {env['cpu']}, {env['torch_threads']} torch threads, torch {env['torch']}, load {env['loadavg_at_start']}")
     rows_out = []
     for size_name, shape in sizes.items():
@@ -108,7 +118,12 @@ def main() -> None:
                         with sdsv_kernels.use_backend(be):
                             fns[be] = build_ops(t, d, y, h, sigma, window_k, verify)[op]
                             fns[be]()  # warm-up
-                            mem[be] = peak_extra_bytes(fns[be])
+                            if args.memory_only:
+                                mem[be] = peak_extra_bytes(fns[be])
+                    if args.memory_only:
+                        rows_out.append({"key": f"{size_name}/{n_rows}/{dname}/{op}", **{f"{b}_peak_extra_MB": round(m / 1e6, 1) for b, m in mem.items()}})
+                        continue
+                    mem = memory.get(f"{size_name}/{n_rows}/{dname}/{op}", {})
                     for _ in range(repeats):
                         for be in times:
                             with sdsv_kernels.use_backend(be):
@@ -126,15 +141,18 @@ def main() -> None:
                         "speedup_min": round(min(times["reference"]) / min(times["cpp"]), 2),
                         "reference_cpu_ms": round(statistics.median(cpu_times["reference"]) * 1e3, 3),
                         "cpp_cpu_ms": round(statistics.median(cpu_times["cpp"]) * 1e3, 3),
-                        "reference_peak_extra_MB": round(mem["reference"] / 1e6, 1), "cpp_peak_extra_MB": round(mem["cpp"] / 1e6, 1),
+                        "reference_peak_extra_MB": mem.get("reference_peak_extra_MB"), "cpp_peak_extra_MB": mem.get("cpp_peak_extra_MB"),
                         "cpp_GBps": round(input_bytes / med["cpp"] / 1e9, 2) if op == "pair_stats" else None,
                         "repeats": repeats,
                     }
                     rows_out.append(row)
                     print(f"{size_name:13s} R={n_rows:<2d} {dname} {op:13s} ref {row['reference_ms']:9.2f} ms  "
                           f"cpp {row['cpp_ms']:8.2f} ms  x{row['speedup']:<5.2f} (min x{row['speedup_min']:<5.2f})  peak extra MB ref "
-                          f"{row['reference_peak_extra_MB']:7.1f} cpp {row['cpp_peak_extra_MB']:6.1f}", flush=True)
+                          f"{row['reference_peak_extra_MB']} cpp {row['cpp_peak_extra_MB']}", flush=True)
                 del inputs, t, d, y, h, sigma
+    if args.memory_only:
+        print(json.dumps(rows_out))
+        return
     env["loadavg_at_end"] = os.getloadavg()
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"cpu-{env['date_utc'][:10]}-t{env['torch_threads']}" + ("-quick" if args.quick else ""))
