@@ -96,10 +96,17 @@ def _require(name: str) -> dict[str, Callable]:
     return ops
 
 
+# the native kernels accumulate in fp32 by design; other dtypes (fp64 latents) always take the
+# reference, which computes fp64 updates in fp64 — even when a native backend is forced
+NATIVE_DTYPES = ("float32", "float16", "bfloat16")
+
+
 def resolve(like) -> str:
-    """The backend that serves a call whose tensors live on ``like.device``."""
+    """The backend that serves a call whose tensors live on ``like.device`` with ``like.dtype``."""
     name = current_backend()
     dev = like.device.type
+    if str(like.dtype).replace("torch.", "") not in NATIVE_DTYPES:
+        return "reference"
     if name != "auto":
         _require(name)
         devices = _entry(name)[2]

@@ -26,6 +26,11 @@ VERIFY_MODES = ("endpoints", "full")
 _EPS = 1e-20  # guards 0/0 for all-zero rows; far below any real latent norm
 
 
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Latent updates are computed in fp32, or fp64 when the latents are fp64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).float()
 
@@ -149,10 +154,9 @@ def accept_commit(
     counts = rows_per_sample(window_k.to(stats.device).long(), verify)
     row = (torch.cumsum(counts, 0) - counts) + commit_local
     ys, ts, hs = y.index_select(0, row), t.index_select(0, row), h.reshape(-1).index_select(0, row)
-    # h stays fp32 (as in rollout_step): rounding it to a bf16 latent's dtype first would bend
-    # the sigma schedule by up to 0.4% on every committed step
-    hs = hs.float().reshape(-1, *([1] * (y.dim() - 1)))
-    nxt = (ys.float() + hs * ts.float()).to(y.dtype)
+    acc = _acc_dtype(y.dtype)
+    hs = hs.reshape(-1, *([1] * (y.dim() - 1))).to(acc)
+    nxt = (ys.to(acc) + hs * ts.to(acc)).to(y.dtype)
     if out is not None:
         out.copy_(nxt)
         nxt = out
@@ -169,16 +173,17 @@ def rollout_step(
 ) -> torch.Tensor:
     """One Euler step per row, ``x + h * v`` — or with guidance ``x + h * (u + g (v - u))``
     when ``uncond`` (= ``u``) and ``scale`` (= ``g``) are given. ``h`` is a scalar or one value
-    per row. Computed in fp32, written (in ``x``'s dtype) into ``out`` when given, e.g. the next
+    per row. Computed in fp32 (fp64 for fp64 latents), written (in ``x``'s dtype) into ``out`` when given, e.g. the next
     row of the window buffer, so the verification batch needs no ``torch.cat``."""
-    hf = torch.as_tensor(h, device=x.device).float().reshape(-1, *([1] * (x.dim() - 1)))
-    vf = v.float()
+    acc = _acc_dtype(x.dtype)
+    hf = torch.as_tensor(h, device=x.device).to(acc).reshape(-1, *([1] * (x.dim() - 1)))
+    vf = v.to(acc)
     if uncond is not None:
         if scale is None:
             raise ValueError("rollout_step: uncond given without a guidance scale")
-        g = torch.as_tensor(scale, device=x.device).float().reshape(-1, *([1] * (x.dim() - 1)))
-        vf = uncond.float() + g * (vf - uncond.float())
-    res = (x.float() + hf * vf).to(x.dtype)
+        g = torch.as_tensor(scale, device=x.device).to(acc).reshape(-1, *([1] * (x.dim() - 1)))
+        vf = uncond.to(acc) + g * (vf - uncond.to(acc))
+    res = (x.to(acc) + hf * vf).to(x.dtype)
     if out is None:
         return res
     out.copy_(res)

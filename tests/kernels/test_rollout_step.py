@@ -80,3 +80,16 @@ def test_uncond_without_scale_is_an_error(backend):
     x, v, u, h = _inputs(2, (10,), torch.float32, dev)
     with pytest.raises(ValueError, match="guidance scale"):
         sdsv_kernels.rollout_step(x, v, h, uncond=u)
+
+
+def test_float64_takes_the_reference(backend):
+    """fp64 latents are served by the reference (fp64 updates) even under a forced native backend."""
+    _, dev = backend
+    x, v, _, h = _inputs(3, (4, 5), torch.float64, dev, seed=8)
+    assert sdsv_kernels.resolve(x) == "reference"
+    got = sdsv_kernels.rollout_step(x, v, h)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got.cpu(), x.cpu() + h.cpu().double().view(-1, 1, 1) * v.cpu(), rtol=0, atol=1e-15)
+    stats = sdsv_kernels.pair_stats(x, v, x, h)
+    xn, a = sdsv_kernels.accept_commit(stats, x, v, h, torch.ones(3, device=dev), torch.tensor([1, 0], device=dev), "cosine", -1.0, "endpoints")
+    assert a.tolist() == [1, 0] and xn.dtype == torch.float64
