@@ -19,8 +19,13 @@ from . import _library  # registers the torch.library ops sdsv::*
 import torch as _torch
 
 
-def _as_f32(x, like: _torch.Tensor) -> _torch.Tensor:
-    return _torch.as_tensor(x, device=like.device).to(_torch.float32)
+def _as_acc(x, like: _torch.Tensor) -> _torch.Tensor:
+    """A step size / guidance scale as a tensor in the update's precision: fp32, or fp64 for fp64
+    latents (a Python float must not be rounded to fp32 on its way to an fp64 update)."""
+    acc = _torch.promote_types(like.dtype, _torch.float32)
+    if isinstance(x, _torch.Tensor):
+        return x.to(device=like.device, dtype=acc)
+    return _torch.as_tensor(x, device=like.device, dtype=acc)
 
 
 def pair_stats(t, d, y, h):
@@ -42,8 +47,8 @@ def rollout_step(x, v, h, out=None, uncond=None, scale=None):
     ``h``/``scale`` may be Python numbers or tensors (one value, or one per row)."""
     if uncond is not None and scale is None:
         raise ValueError("rollout_step: uncond given without a guidance scale")
-    hf = _as_f32(h, x)
-    g = _as_f32(scale, x) if uncond is not None else None
+    hf = _as_acc(h, x)
+    g = _as_acc(scale, x) if uncond is not None else None
     if out is None:
         return _torch.ops.sdsv.rollout_step(x, v, hf, uncond, g)
     _torch.ops.sdsv.rollout_step_out(x, v, hf, out, uncond, g)

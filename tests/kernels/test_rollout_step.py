@@ -90,6 +90,9 @@ def test_float64_takes_the_reference(backend):
     got = sdsv_kernels.rollout_step(x, v, h)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got.cpu(), x.cpu() + h.cpu().double().view(-1, 1, 1) * v.cpu(), rtol=0, atol=1e-15)
+    # a Python-float step keeps fp64 precision on its way to an fp64 update
+    got = sdsv_kernels.rollout_step(x, v, 0.1)
+    torch.testing.assert_close(got.cpu(), x.cpu() + 0.1 * v.cpu(), rtol=0, atol=1e-15)
     stats = sdsv_kernels.pair_stats(x, v, x, h)
     xn, a = sdsv_kernels.accept_commit(stats, x, v, h, torch.ones(3, device=dev), torch.tensor([1, 0], device=dev), "cosine", -1.0, "endpoints")
     assert a.tolist() == [1, 0] and xn.dtype == torch.float64
