@@ -24,10 +24,10 @@ from sdsv.metrics import psnr, ssim
 from sdsv.tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline
 
 GRIDS = {
-    "x0_rms": [0.01, 0.02, 0.03, 0.05, 0.08, 0.12],
-    "state_rel_l2": [0.0005, 0.001, 0.002, 0.004, 0.008],
-    "rel_l2": [0.02, 0.05, 0.1, 0.2],
-    "cosine": [0.9999, 0.999, 0.995, 0.99],
+    "x0_rms": [0.05, 0.1, 0.2, 0.3],
+    "state_rel_l2": [0.002, 0.005, 0.01, 0.02],
+    "rel_l2": [0.05, 0.1, 0.2, 0.4],
+    "cosine": [0.999, 0.99, 0.98, 0.95],
 }
 
 

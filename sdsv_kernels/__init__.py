@@ -12,27 +12,50 @@ behind the same signatures through :func:`use_backend`, chosen per call by the r
 
 from __future__ import annotations
 
-from ._backend import backends, current_backend, use_backend
+from ._backend import backends, current_backend, resolve, use_backend
 from .reference import METRICS, STAT_COLUMNS, VERIFY_MODES, accept_mask, metric_values, rows_per_sample
-from ._backend import dispatch as _dispatch
+from . import _library  # registers the torch.library ops sdsv::*
+
+import torch as _torch
+
+
+def _as_acc(x, like: _torch.Tensor) -> _torch.Tensor:
+    """A step size / guidance scale as a tensor in the update's precision: fp32, or fp64 for fp64
+    latents (a Python float must not be rounded to fp32 on its way to an fp64 update)."""
+    acc = _torch.promote_types(like.dtype, _torch.float32)
+    if isinstance(x, _torch.Tensor):
+        return x.to(device=like.device, dtype=acc)
+    return _torch.as_tensor(x, device=like.device, dtype=acc)
 
 
 def pair_stats(t, d, y, h):
-    """See :func:`sdsv_kernels.reference.pair_stats`."""
-    return _dispatch("pair_stats", t)(t, d, y, h)
+    """``[R, 5]`` fp32 per-row statistics; see :func:`sdsv_kernels.reference.pair_stats`."""
+    return _torch.ops.sdsv.pair_stats(t, d, y, h)
 
 
 def accept_commit(stats, y, t, h, sigma, window_k, metric, tau, verify, out=None):
-    """See :func:`sdsv_kernels.reference.accept_commit`."""
-    return _dispatch("accept_commit", y)(stats, y, t, h, sigma, window_k, metric, tau, verify, out)
+    """``(x_next, accepted)``; see :func:`sdsv_kernels.reference.accept_commit`. With ``out``
+    the next states are written there and ``out`` is returned as ``x_next``."""
+    if out is None:
+        return _torch.ops.sdsv.accept_commit(stats, y, t, h, sigma, window_k, metric, float(tau), verify)
+    accepted = _torch.ops.sdsv.accept_commit_out(stats, y, t, h, sigma, window_k, metric, float(tau), verify, out)
+    return out, accepted
 
 
 def rollout_step(x, v, h, out=None, uncond=None, scale=None):
-    """See :func:`sdsv_kernels.reference.rollout_step`."""
-    return _dispatch("rollout_step", x)(x, v, h, out, uncond, scale)
+    """``x + h v`` (guided: ``x + h (u + g (v - u))``); see :func:`sdsv_kernels.reference.rollout_step`.
+    ``h``/``scale`` may be Python numbers or tensors (one value, or one per row)."""
+    if uncond is not None and scale is None:
+        raise ValueError("rollout_step: uncond given without a guidance scale")
+    hf = _as_acc(h, x)
+    g = _as_acc(scale, x) if uncond is not None else None
+    if out is None:
+        return _torch.ops.sdsv.rollout_step(x, v, hf, uncond, g)
+    _torch.ops.sdsv.rollout_step_out(x, v, hf, out, uncond, g)
+    return out
 
 
 __all__ = [
     "pair_stats", "accept_commit", "rollout_step", "metric_values", "accept_mask", "rows_per_sample",
-    "backends", "use_backend", "current_backend", "METRICS", "STAT_COLUMNS", "VERIFY_MODES",
+    "backends", "use_backend", "current_backend", "resolve", "METRICS", "STAT_COLUMNS", "VERIFY_MODES",
 ]

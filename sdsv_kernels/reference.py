@@ -51,19 +51,29 @@ def pair_stats(t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, h: torch.Tenso
     )
 
 
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    # correctly rounded fp32 sqrt (IEEE, as sqrtf / tl.sqrt_rn in the kernels): torch's CPU fp32
+    # sqrt is 1 ulp off for ~17% of inputs (torch 2.13, AVX-512), which made accept decisions at
+    # tau ties depend on the backend. sqrt in fp64 rounded once to fp32 is exact for fp32 inputs.
+    return torch.sqrt(x.double()).float()
+
+
 def metric_values(stats: torch.Tensor, h: torch.Tensor, sigma: torch.Tensor, numel: int, metric: str) -> torch.Tensor:
-    """The acceptance metric of each row from its statistics (METHOD.md section 3.4), fp32 ``[R]``."""
+    """The acceptance metric of each row from its statistics (METHOD.md section 3.4), fp32 ``[R]``.
+
+    Computed in fp32 with IEEE (correctly rounded) sqrt and division in the order written below;
+    every backend follows the same order, so decisions agree exactly, ties included."""
     s = stats.float()
     h = h.reshape(-1).float()
     sigma = sigma.reshape(-1).float()
     if metric == "cosine":
-        return s[:, DOT] / torch.sqrt(s[:, TT] * s[:, DD]).clamp_min(_EPS)
+        return s[:, DOT] / _sqrt(s[:, TT] * s[:, DD]).clamp_min(_EPS)
     if metric == "rel_l2":
-        return torch.sqrt(s[:, DIFF]) / torch.sqrt(s[:, TT]).clamp_min(_EPS)
+        return _sqrt(s[:, DIFF]) / _sqrt(s[:, TT]).clamp_min(_EPS)
     if metric == "state_rel_l2":
-        return h.abs() * torch.sqrt(s[:, DIFF]) / torch.sqrt(s[:, NEXT]).clamp_min(_EPS)
+        return h.abs() * _sqrt(s[:, DIFF]) / _sqrt(s[:, NEXT]).clamp_min(_EPS)
     if metric == "x0_rms":
-        return sigma * torch.sqrt(s[:, DIFF] / numel)
+        return sigma * _sqrt(s[:, DIFF] / numel)
     raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
 
 
@@ -130,10 +140,16 @@ def accept_commit(
     ``x_next[b] = y[r] + h[r] * t[r]`` for the sample's commit row ``r`` (the target step that
     ends every window) and ``accepted[b]`` the number of draft steps kept, so the sample
     advances ``accepted + 1`` steps. No host synchronisation happens here.
+
+    A row passes iff its metric passes (``accept_mask``) AND all five statistics are finite, so
+    NaN/inf anywhere in ``t``, ``d`` or ``y`` of a tested row rejects it (``x_next`` may then be
+    non-finite; the sampler raises on non-finite statistics).
     """
     numel = y[0].numel()
     values = metric_values(stats, h, sigma, numel, metric)
-    passed = accept_mask(values, metric, tau)
+    # a row passes only if all five statistics are finite: a metric may ignore the column that
+    # carries the NaN (cosine never reads |y + h t|^2), and a broken state must not be accepted
+    passed = accept_mask(values, metric, tau) & torch.isfinite(stats.float()).all(dim=1)
     a, commit_local = accepted_steps(passed, window_k.to(stats.device), verify)
     counts = rows_per_sample(window_k.to(stats.device).long(), verify)
     row = (torch.cumsum(counts, 0) - counts) + commit_local

@@ -5,7 +5,7 @@ import torch
 
 from sdsv import AcceptanceTest, NonFiniteOutputError, StagePlan, flow_match_sigmas, sample
 
-from conftest import RowwiseDenoiser
+from toy_models import RowwiseDenoiser
 
 T = RowwiseDenoiser()
 

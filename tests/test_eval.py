@@ -20,7 +20,7 @@ from sdsv.tiny.data import class_index, make_batch, num_classes, parse_prompt
 from sdsv.tiny.model import TinyDiT, TinyDiTConfig
 from sdsv.tiny.weights import load_model, shipped_path
 
-from conftest import random_dit
+from toy_models import random_dit
 
 
 # ---- FD-tiny -------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import torch
 import sdsv
 from sdsv import AcceptanceTest, StagePlan, flow_match_sigmas, sample
 
-from conftest import RowwiseDenoiser, random_dit
+from toy_models import RowwiseDenoiser, random_dit
 
 EXACT = AcceptanceTest("rel_l2", 0.0)         # impossible for any draft that differs at all
 LOOSE = AcceptanceTest("rel_l2", 1e-3)        # passes a draft identical to the target

@@ -24,7 +24,7 @@ class TinyDiTConfig:
     image_size: int = 32
     channels: int = 3
     patch: int = 4
-    dim: int = 256
+    dim: int = 192
     depth: int = 8
     heads: int = 4
     mlp_ratio: int = 4
@@ -101,6 +101,21 @@ class Block(nn.Module):
         return x + g2[:, None] * self.fc2(F.gelu(self.fc1(h), approximate="tanh"))
 
 
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """``[grid*grid, dim]`` 2-D sin/cos position embedding (half the channels per axis)."""
+    quarter = dim // 4
+    freqs = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
+    parts = []
+    for coord in (ys.reshape(-1), xs.reshape(-1)):
+        ang = coord[:, None] * freqs[None]
+        parts += [torch.sin(ang), torch.cos(ang)]
+    emb = torch.cat(parts, dim=1)
+    if emb.shape[1] < dim:
+        emb = torch.cat([emb, torch.zeros(emb.shape[0], dim - emb.shape[1], dtype=emb.dtype)], dim=1)
+    return emb.float()
+
+
 def timestep_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of ``1000 * sigma`` (the diffusers timestep convention)."""
     half = dim // 2
@@ -118,7 +133,9 @@ class TinyDiT(nn.Module):
         d, p, c = cfg.dim, cfg.patch, cfg.channels
         self.tokens = (cfg.image_size // p) ** 2
         self.patch_in = nn.Linear(c * p * p, d)
-        self.pos = nn.Parameter(torch.randn(1, self.tokens, d) * 0.02)
+        # trainable, but started from fixed 2-D sin/cos positions (as DiT uses): a learned
+        # embedding started from noise left the first ~1000 CPU steps with blocky patch artefacts
+        self.pos = nn.Parameter(sincos_2d(cfg.image_size // p, d)[None])
         self.t_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         # index num_colors / num_shapes is the "null" word used for classifier-free guidance
         self.color_emb = nn.Embedding(cfg.num_colors + 1, d)

@@ -68,7 +68,7 @@ def noisy_batch(batch: int, g: torch.Generator):
     return xt, sigma, labels, noise - x0
 
 
-def _optimise(model, steps, batch, lr, seed, loss_fn, desc, ema_decay=0.999, log_every=100, checkpoint=None):
+def _optimise(model, steps, batch, lr, seed, loss_fn, desc, ema_decay=0.995, log_every=100, checkpoint=None):
     """AdamW + warm-up/cosine LR + EMA. With ``checkpoint`` (a path) the state is saved every
     ``log_every`` steps and a run that finds one resumes from it (same seed stream order is
     not reproduced across a resume; the log says where it resumed)."""
@@ -85,13 +85,14 @@ def _optimise(model, steps, batch, lr, seed, loss_fn, desc, ema_decay=0.999, log
     t0 = time.time()
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup=min(200, steps // 10 + 1))
+            group["lr"] = lr_at(step, steps, lr, warmup=min(100, steps // 10 + 1))
         loss = loss_fn(model, g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        ema_update(ema, model, ema_decay if step > steps // 10 else 0.0)
+        # EMA horizon ~1/(1-decay) steps; copy the weights until 20% (early weights are useless)
+        ema_update(ema, model, ema_decay if step > steps // 5 else 0.0)
         running += loss.item()
         if (step + 1) % log_every == 0 or step + 1 == steps:
             n = (step % log_every) + 1
@@ -228,11 +229,11 @@ def main(argv=None) -> None:
     p.add_argument("--depth", type=int, default=8)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--patch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--distill-lr", type=float, default=3e-4)
     p.add_argument("--label-dropout", type=float, default=0.1)
-    p.add_argument("--target-steps", type=int, default=1500)
-    p.add_argument("--distill-steps", type=int, default=600)
+    p.add_argument("--target-steps", type=int, default=1200)
+    p.add_argument("--distill-steps", type=int, default=300)
     p.add_argument("--classifier-steps", type=int, default=600)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

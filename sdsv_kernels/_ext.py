@@ -1,0 +1,48 @@
+"""The optional native extension ``sdsv_kernels._C`` (C++ CPU kernels, plus CUDA kernels when
+it was built against a CUDA torch with nvcc). Absent -> ``C is None`` and ``REASON`` says why;
+the package then runs on the reference (and Triton) backends."""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    from . import _C as C  # type: ignore[attr-defined]
+
+    REASON: str | bool = True
+except ImportError as exc:  # not built (SDSV_BUILD_EXT=0, no compiler, sdist) or ABI mismatch
+    C = None
+    REASON = f"the C++ extension sdsv_kernels._C is not built ({exc}); see docs/kernels.md"
+
+HAS_CUDA = bool(C is not None and C.has_cuda())
+METRIC_IDS = {"cosine": 0, "rel_l2": 1, "state_rel_l2": 2, "x0_rms": 3}
+
+
+def _f32(x, device) -> torch.Tensor:
+    return torch.as_tensor(x, device=device).reshape(-1).to(torch.float32).contiguous()
+
+
+def pair_stats(t, d, y, h):
+    return C.pair_stats(t, d, y, _f32(h, t.device))
+
+
+def accept_commit(stats, y, t, h, sigma, window_k, metric, tau, verify, out=None):
+    if metric not in METRIC_IDS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {tuple(METRIC_IDS)}")
+    if verify not in ("endpoints", "full"):
+        raise ValueError(f"unknown verify mode {verify!r}; choose from ('endpoints', 'full')")
+    dev = y.device
+    kk = window_k.to(device=dev, dtype=torch.int64).reshape(-1).contiguous()
+    st = stats.to(device=dev, dtype=torch.float32).contiguous()
+    x, a = C.accept_commit(st, y, t, _f32(h, dev), _f32(sigma, dev), kk, METRIC_IDS[metric], float(tau), verify == "full", out)
+    return x, a
+
+
+def rollout_step(x, v, h, out=None, uncond=None, scale=None):
+    if uncond is not None and scale is None:
+        raise ValueError("rollout_step: uncond given without a guidance scale")
+    g = _f32(scale, x.device) if uncond is not None else None
+    return C.rollout_step(x, v, _f32(h, x.device), out, uncond, g)
+
+
+CPU_OPS = CUDA_OPS = {"pair_stats": pair_stats, "accept_commit": accept_commit, "rollout_step": rollout_step}
