@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from .reference import METRIC_IDS, check_accept_args
+
 try:
     from . import _C as C  # type: ignore[attr-defined]
 
@@ -15,7 +17,6 @@ except ImportError as exc:  # not built (SDSV_BUILD_EXT=0, no compiler, sdist) o
     REASON = f"the C++ extension sdsv_kernels._C is not built ({exc}); see docs/kernels.md"
 
 HAS_CUDA = bool(C is not None and C.has_cuda())
-METRIC_IDS = {"cosine": 0, "rel_l2": 1, "state_rel_l2": 2, "x0_rms": 3}
 
 
 def _f32(x, device) -> torch.Tensor:
@@ -27,10 +28,7 @@ def pair_stats(t, d, y, h):
 
 
 def accept_commit(stats, y, t, h, sigma, window_k, metric, tau, verify, out=None):
-    if metric not in METRIC_IDS:
-        raise ValueError(f"unknown metric {metric!r}; choose from {tuple(METRIC_IDS)}")
-    if verify not in ("endpoints", "full"):
-        raise ValueError(f"unknown verify mode {verify!r}; choose from ('endpoints', 'full')")
+    check_accept_args(metric, verify)
     dev = y.device
     kk = window_k.to(device=dev, dtype=torch.int64).reshape(-1).contiguous()
     st = stats.to(device=dev, dtype=torch.float32).contiguous()

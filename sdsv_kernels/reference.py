@@ -23,6 +23,8 @@ DOT, TT, DD, DIFF, NEXT = range(5)
 
 METRICS = ("cosine", "rel_l2", "state_rel_l2", "x0_rms")
 VERIFY_MODES = ("endpoints", "full")
+# integer ids of the metrics, shared by the native kernels (csrc/accept_rule.h uses the same order)
+METRIC_IDS = {m: i for i, m in enumerate(METRICS)}
 _EPS = 1e-20  # guards 0/0 for all-zero rows; far below any real latent norm
 
 
@@ -83,6 +85,14 @@ def accept_mask(values: torch.Tensor, metric: str, tau: float) -> torch.Tensor:
     NaN never passes (both comparisons are False), so a broken row is rejected, not accepted.
     """
     return values >= tau if metric == "cosine" else values <= tau
+
+
+def check_accept_args(metric: str, verify: str) -> None:
+    """The argument check every ``accept_commit`` backend runs before launching anything."""
+    if metric not in METRIC_IDS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"unknown verify mode {verify!r}; choose from {VERIFY_MODES}")
 
 
 def rows_per_sample(window_k: torch.Tensor, verify: str) -> torch.Tensor:

@@ -14,8 +14,8 @@ import triton
 import triton.language as tl
 
 from ._common import block_size, num_warps, rows, split_rows
+from ..reference import METRIC_IDS, check_accept_args
 
-METRIC_IDS = {"cosine": 0, "rel_l2": 1, "state_rel_l2": 2, "x0_rms": 3}
 _EPS = 1e-20  # same guard as the reference
 
 
@@ -103,10 +103,7 @@ def _accept_commit_kernel(
 
 def accept_commit_forward(stats, y, t, h, sigma, window_k, metric, tau, verify, out=None):
     """Launcher: ``(x_next [B, ...], accepted [B] int64)``; ``x_next`` is ``out`` when given."""
-    if metric not in METRIC_IDS:
-        raise ValueError(f"unknown metric {metric!r}; choose from {tuple(METRIC_IDS)}")
-    if verify not in ("endpoints", "full"):
-        raise ValueError(f"unknown verify mode {verify!r}; choose from ('endpoints', 'full')")
+    check_accept_args(metric, verify)
     dev = y.device
     y2, t2 = rows(y), rows(t)
     numel = y2.shape[1]
