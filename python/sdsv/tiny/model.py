@@ -3,7 +3,11 @@
 It predicts the rectified-flow velocity ``v = noise - x0`` of 32x32 RGB images from
 patchified tokens, a per-sample noise level ``sigma`` (one per row, so rows at different
 sigmas batch together, exactly what speculative verification needs) and a class-style
-prompt embedding (colour word + shape word). Blocks use adaLN-Zero modulation as in DiT.
+prompt embedding (colour word + shape word). Blocks use adaLN-Zero modulation as in DiT; the
+two prompt words also enter as two extra tokens (in-context conditioning, as U-ViT does), so
+every image token can attend to "triangle" directly instead of reading it from a channel-wise
+modulation shared by all blocks, and a 3x3 convolution on the output (U-ViT's last layer)
+smooths the 4x4 patch seams.
 
 The two drafts are built from a trained target by :mod:`sdsv.tiny.compress`:
 ``lite`` keeps a subset of the blocks, ``svd`` factorises every linear layer.
@@ -36,13 +40,19 @@ class TinyDiTConfig:
     # rank of the low-rank factorisation of each block linear; 0 = dense
     # (a dict so that every layer type can get its own rank: "attn", "mlp")
     low_rank: dict = field(default_factory=dict)
+    # the prompt words as two extra tokens (see the module docstring); False = the first
+    # shipped architecture, kept so its weights still load
+    cond_tokens: bool = True
+    # residual 3x3 conv on the unpatchified output, zero-initialised
+    out_conv: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TinyDiTConfig":
-        return cls(**d)
+        # configs written before these fields existed describe the first architecture
+        return cls(**{"cond_tokens": False, "out_conv": False, **d})
 
 
 class LowRankLinear(nn.Module):
@@ -148,11 +158,18 @@ class TinyDiT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.final_ada = nn.Linear(d, 2 * d)
         self.patch_out = nn.Linear(d, c * p * p)
+        if cfg.cond_tokens:
+            self.color_tok = nn.Embedding(cfg.num_colors + 1, d)
+            self.shape_tok = nn.Embedding(cfg.num_shapes + 1, d)
+            nn.init.normal_(self.color_tok.weight, std=0.02)
+            nn.init.normal_(self.shape_tok.weight, std=0.02)
+        if cfg.out_conv:
+            self.out_conv = nn.Conv2d(c, c, 3, padding=1)
         self._zero_init()
 
     def _zero_init(self) -> None:
         # adaLN-Zero: every block starts as the identity, the output as zero
-        for m in (self.ada, self.final_ada, self.patch_out):
+        for m in (self.ada, self.final_ada, self.patch_out) + ((self.out_conv,) if self.cfg.out_conv else ()):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -182,6 +199,9 @@ class TinyDiT(nn.Module):
     ) -> torch.Tensor:
         cfg = self.cfg
         h = self.patch_in(self.patchify(x)) + self.pos
+        if cfg.cond_tokens:
+            words = torch.stack([self.color_tok(labels[:, 0]), self.shape_tok(labels[:, 1])], 1)
+            h = torch.cat([words.to(h.dtype), h], dim=1)
         cond = self.t_mlp(timestep_embedding(sigma, cfg.dim))
         cond = cond + self.color_emb(labels[:, 0]) + self.shape_emb(labels[:, 1])
         if cfg.guidance_embed:
@@ -194,19 +214,24 @@ class TinyDiT(nn.Module):
         for blk in self.blocks:
             h = blk(h, mod)
         shift, scale = self.final_ada(cond).chunk(2, dim=-1)
+        if cfg.cond_tokens:
+            h = h[:, 2:]
         h = F.layer_norm(h, (cfg.dim,)) * (1 + scale[:, None]) + shift[:, None]
-        return self.unpatchify(self.patch_out(h))
+        out = self.unpatchify(self.patch_out(h))
+        return out + self.out_conv(out) if cfg.out_conv else out
 
 
 def count_linear_macs(model: TinyDiT) -> int:
     """Multiply-accumulates of all linear layers for one sample (attention scores excluded)."""
     tokens = model.tokens
+    # the two condition tokens ride through the blocks too
+    block_tokens = tokens + (2 if model.cfg.cond_tokens else 0)
     total = 0
     for m in model.modules():
         if isinstance(m, nn.Linear):
             per_row = m.in_features * m.out_features
             # the conditioning layers run once per sample, the rest once per token
-            once = not any(m is x for b in model.blocks for x in b.modules()) and m not in (
-                model.patch_in, model.patch_out)
-            total += per_row * (1 if once else tokens)
+            in_block = any(m is x for b in model.blocks for x in b.modules())
+            once = not in_block and m not in (model.patch_in, model.patch_out)
+            total += per_row * (1 if once else block_tokens if in_block else tokens)
     return total

@@ -58,14 +58,35 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             pe.lerp_(pm, 1 - decay)
 
 
-def noisy_batch(batch: int, g: torch.Generator):
-    x0, color, shape = make_batch(batch, g)
+def noisy_batch(batch: int, g: torch.Generator, with_weights: bool = False):
+    x0, color, shape, mask = make_batch(batch, g, return_mask=True)
     noise = torch.randn(x0.shape, generator=g)
     sigma = sample_sigmas(batch, g)
     s = sigma[:, None, None, None]
     xt = (1 - s) * x0 + s * noise
     labels = torch.stack([color, shape], 1)
+    if with_weights:
+        return xt, sigma, labels, noise - x0, shape_weights(mask)
     return xt, sigma, labels, noise - x0
+
+
+SHAPE_WEIGHT = 4.0
+
+
+def shape_weights(mask: torch.Tensor) -> torch.Tensor:
+    """Per-pixel loss weights: 1 + SHAPE_WEIGHT on the shape and a one-pixel band around it.
+
+    The prompt's shape word decides only the outline pixels of a small object, a few percent of
+    a plain MSE (measured: a wrong shape word raised the loss of a trained target by ~4%, a
+    wrong colour word by ~45%), while the label-independent textured backgrounds dominate it.
+    Weighting the object region makes the outline worth learning within a CPU budget.
+    """
+    band = F.max_pool2d(mask, 3, stride=1, padding=1)
+    return 1.0 + SHAPE_WEIGHT * band
+
+
+def weighted_mse(pred: torch.Tensor, want: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return ((pred - want).square() * w).mean() / w.mean()
 
 
 def _optimise(model, steps, batch, lr, seed, loss_fn, desc, ema_decay=0.995, log_every=100, checkpoint=None):
@@ -110,19 +131,47 @@ def train_target(args) -> dict:
                         num_colors=len(COLORS), num_shapes=len(SHAPES))
     torch.manual_seed(args.seed)
     model = TinyDiT(cfg)
+    warm = None
+    if args.init_from:
+        warm = warm_start(model, args.init_from)
     null = torch.tensor(model.null_labels)
 
     def loss_fn(m, g):
-        xt, sigma, labels, v = noisy_batch(args.batch, g)
+        xt, sigma, labels, v, w = noisy_batch(args.batch, g, with_weights=True)
         drop = torch.rand(labels.shape[0], generator=g) < args.label_dropout
         labels = torch.where(drop[:, None], null[None], labels)
-        return F.mse_loss(m(xt, sigma, labels), v)
+        return weighted_mse(m(xt, sigma, labels), v, w)
 
     ema, hist, secs = _optimise(model, args.target_steps, args.batch, args.lr, args.seed, loss_fn, "target",
-                                checkpoint=Path(args.out) / "target.ckpt")
+                                checkpoint=Path(args.target_ckpt or Path(args.out) / "target.ckpt"))
     save_model(ema, Path(args.out) / "target.safetensors")
     return {"params": sum(p.numel() for p in ema.parameters()), "config": cfg.to_dict(),
-            "steps": args.target_steps, "batch": args.batch, "seconds": round(secs), "loss": hist}
+            "steps": args.target_steps, "batch": args.batch, "seconds": round(secs), "loss": hist,
+            **({"warm_start": warm} if warm else {})}
+
+
+def warm_start(model: TinyDiT, path: str) -> dict:
+    """Start from an earlier target's weights (a ``.safetensors`` file or a training ``.ckpt``).
+
+    Parameters the earlier model lacks (e.g. the condition tokens and output conv added after
+    the first shipped target) keep their fresh initialisation — both are no-ops at init, so the
+    warm-started model starts out computing (nearly) what the earlier one did.
+    """
+    from safetensors.torch import load_file
+
+    if str(path).endswith(".ckpt"):
+        ck = torch.load(path, weights_only=False)
+        state, note = ck["ema"], f"EMA weights of {path} after {ck['step']} steps"
+    else:
+        state, note = load_file(str(path)), f"weights of {path}"
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"--init-from {path}: parameters that do not fit this architecture: {bad[:5]}")
+    missing = [k for k in own if k not in state]
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    print(f"[target] warm start from {note}; freshly initialised: {missing}", flush=True)
+    return {"from": note, "fresh_parameters": missing}
 
 
 def guided_teacher_velocity(teacher: TinyDiT, xt, sigma, labels, scale) -> torch.Tensor:
@@ -140,11 +189,11 @@ def distill(args, name: str) -> dict:
     lo, hi = GUIDANCE_RANGE
 
     def loss_fn(m, g):
-        xt, sigma, labels, _ = noisy_batch(args.batch, g)
+        xt, sigma, labels, _, w = noisy_batch(args.batch, g, with_weights=True)
         scale = lo + (hi - lo) * torch.rand(labels.shape[0], generator=g)
         with torch.no_grad():
             want = guided_teacher_velocity(teacher, xt, sigma, labels, scale)
-        return F.mse_loss(m(xt, sigma, labels, guidance=scale), want)
+        return weighted_mse(m(xt, sigma, labels, guidance=scale), want, w)
 
     seed = args.seed + (1 if name == "lite" else 2)
     ema, hist, secs = _optimise(draft, args.distill_steps, args.batch, args.distill_lr, seed, loss_fn, f"distill {name}")
@@ -201,6 +250,13 @@ def write_markdown(out: Path) -> None:
             loss = [h for h in r.get("loss", []) if "loss" in h]
             lines.append(f"| {st} | {r.get('params', '-')} | {r['steps']} x {r.get('batch', '-')} | {r.get('threads', '-')} | "
                          f"{r['seconds'] / 60:.1f} | {loss[-1]['loss']:.4f} |" if loss else f"| {st} | - | - | - | - | - |")
+    lineage = log.get("target", {}).get("lineage")
+    if lineage:
+        lines += ["", "The shipped target was trained in stages, each warm-started from the previous one's EMA "
+                  "weights (parameters new in a stage start as no-ops):", ""]
+        for i, st in enumerate(lineage, 1):
+            lines.append(f"{i}. {st['steps']} steps x {st['batch']}, peak lr {st['lr']:g}, {st['minutes']:.0f} min: "
+                         f"{st['what']} (final loss {st['final_loss']:.4f})")
     rep = log.get("report")
     if rep:
         lines += ["", f"Measured on {rep['images']} generated images (every prompt, {rep['images'] // 48} seeds), "
@@ -233,6 +289,10 @@ def main(argv=None) -> None:
     p.add_argument("--distill-lr", type=float, default=3e-4)
     p.add_argument("--label-dropout", type=float, default=0.1)
     p.add_argument("--target-steps", type=int, default=1200)
+    p.add_argument("--init-from", default=None,
+                   help="warm-start the target from an earlier target (.safetensors or .ckpt)")
+    p.add_argument("--target-ckpt", default=None,
+                   help="where the target's resumable checkpoint lives (default <out>/target.ckpt)")
     p.add_argument("--distill-steps", type=int, default=300)
     p.add_argument("--classifier-steps", type=int, default=600)
     args = p.parse_args(argv)
