@@ -24,7 +24,7 @@ from .runner import Runner
 # chosen with benchmarks/sweep_tau.py, as the demo's (sdsv.demo.DEFAULT_METRIC / DEFAULT_TAU)
 from ..demo import DEFAULT_METRIC, DEFAULT_TAU
 
-FULL = dict(images=256, steps=50, batch=32, latency_images=5, pareto_images=32, taus=(0.02, 0.1), k2s=(5, 15))
+FULL = dict(images=256, steps=50, batch=32, latency_images=5, pareto_images=32, taus=(0.1, 0.3), k2s=(5, 15))
 QUICK = dict(images=4, steps=8, batch=2, latency_images=1, pareto_images=2, taus=(0.1,), k2s=(5,))
 FEWER_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)  # of the full schedule: 10, 15, 20, 25, 30 of 50
 
