@@ -120,8 +120,9 @@ def test_flop_table_counts_per_call_with_attention_and_guidance():
     x, sig, lab = torch.randn(2, 3, 32, 32), torch.rand(2), torch.zeros(2, 2, dtype=torch.long)
     with FlopCounterMode(display=False) as fc:
         models["target"](x, sig, lab)
-    cfg, tokens = models["target"].cfg, models["target"].tokens
-    attention = cfg.depth * 2 * (2 * 2 * tokens * tokens * cfg.dim)  # QK^T and AV, 2 rows, 2 flops per MAC
+    cfg = models["target"].cfg
+    seq = models["target"].tokens + (2 if cfg.cond_tokens else 0)  # image tokens + the two prompt-word tokens
+    attention = cfg.depth * 2 * (2 * 2 * seq * seq * cfg.dim)  # QK^T and AV, 2 rows, 2 flops per MAC
     assert table.per_call("target", 1, 3.0) == fc.get_total_flops() + attention
 
 
