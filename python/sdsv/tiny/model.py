@@ -219,19 +219,3 @@ class TinyDiT(nn.Module):
         h = F.layer_norm(h, (cfg.dim,)) * (1 + scale[:, None]) + shift[:, None]
         out = self.unpatchify(self.patch_out(h))
         return out + self.out_conv(out) if cfg.out_conv else out
-
-
-def count_linear_macs(model: TinyDiT) -> int:
-    """Multiply-accumulates of all linear layers for one sample (attention scores excluded)."""
-    tokens = model.tokens
-    # the two condition tokens ride through the blocks too
-    block_tokens = tokens + (2 if model.cfg.cond_tokens else 0)
-    total = 0
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            per_row = m.in_features * m.out_features
-            # the conditioning layers run once per sample, the rest once per token
-            in_block = any(m is x for b in model.blocks for x in b.modules())
-            once = not in_block and m not in (model.patch_in, model.patch_out)
-            total += per_row * (1 if once else block_tokens if in_block else tokens)
-    return total
