@@ -58,16 +58,15 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             pe.lerp_(pm, 1 - decay)
 
 
-def noisy_batch(batch: int, g: torch.Generator, with_weights: bool = False):
+def noisy_batch(batch: int, g: torch.Generator):
+    """``(x_t, sigma, labels, velocity, per-pixel loss weights)`` of one fresh training batch."""
     x0, color, shape, mask = make_batch(batch, g, return_mask=True)
     noise = torch.randn(x0.shape, generator=g)
     sigma = sample_sigmas(batch, g)
     s = sigma[:, None, None, None]
     xt = (1 - s) * x0 + s * noise
     labels = torch.stack([color, shape], 1)
-    if with_weights:
-        return xt, sigma, labels, noise - x0, shape_weights(mask)
-    return xt, sigma, labels, noise - x0
+    return xt, sigma, labels, noise - x0, shape_weights(mask)
 
 
 SHAPE_WEIGHT = 4.0
@@ -137,13 +136,13 @@ def train_target(args) -> dict:
     null = torch.tensor(model.null_labels)
 
     def loss_fn(m, g):
-        xt, sigma, labels, v, w = noisy_batch(args.batch, g, with_weights=True)
+        xt, sigma, labels, v, w = noisy_batch(args.batch, g)
         drop = torch.rand(labels.shape[0], generator=g) < args.label_dropout
         labels = torch.where(drop[:, None], null[None], labels)
         return weighted_mse(m(xt, sigma, labels), v, w)
 
     ema, hist, secs = _optimise(model, args.target_steps, args.batch, args.lr, args.seed, loss_fn, "target",
-                                checkpoint=Path(args.target_ckpt or Path(args.out) / "target.ckpt"))
+                                checkpoint=Path(args.out) / "target.ckpt")
     save_model(ema, Path(args.out) / "target.safetensors")
     return {"params": sum(p.numel() for p in ema.parameters()), "config": cfg.to_dict(),
             "steps": args.target_steps, "batch": args.batch, "seconds": round(secs), "loss": hist,
@@ -189,7 +188,7 @@ def distill(args, name: str) -> dict:
     lo, hi = GUIDANCE_RANGE
 
     def loss_fn(m, g):
-        xt, sigma, labels, _, w = noisy_batch(args.batch, g, with_weights=True)
+        xt, sigma, labels, _, w = noisy_batch(args.batch, g)
         scale = lo + (hi - lo) * torch.rand(labels.shape[0], generator=g)
         with torch.no_grad():
             want = guided_teacher_velocity(teacher, xt, sigma, labels, scale)
@@ -291,8 +290,6 @@ def main(argv=None) -> None:
     p.add_argument("--target-steps", type=int, default=1200)
     p.add_argument("--init-from", default=None,
                    help="warm-start the target from an earlier target (.safetensors or .ckpt)")
-    p.add_argument("--target-ckpt", default=None,
-                   help="where the target's resumable checkpoint lives (default <out>/target.ckpt)")
     p.add_argument("--distill-steps", type=int, default=300)
     p.add_argument("--classifier-steps", type=int, default=600)
     args = p.parse_args(argv)
