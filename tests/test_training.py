@@ -87,3 +87,33 @@ def test_shape_weights_cover_the_shape_and_a_band_around_it():
     pred, want = torch.zeros(8, 3, 32, 32), torch.ones(8, 3, 32, 32)
     # a uniform error gives the same weighted and plain MSE: the weights only redistribute
     torch.testing.assert_close(train.weighted_mse(pred, want, w), torch.tensor(1.0))
+
+
+def test_a_draft_continues_from_an_earlier_draft_of_the_same_architecture(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    train.main(["--stage", "target", "--target-steps", "2", "--out", str(first), *TOY])
+    train.main(["--stage", "svd", "--distill-steps", "2", "--out", str(first), *TOY])
+    earlier = load_model(first / "svd.safetensors")
+    with torch.no_grad():  # make the earlier draft unmistakable
+        for p in earlier.parameters():
+            p.add_(0.1)
+    save_model(earlier, first / "svd.safetensors")
+    second.mkdir()
+    (second / "target.safetensors").write_bytes((first / "target.safetensors").read_bytes())
+    train.main(["--stage", "svd", "--distill-steps", "1", "--draft-init-from", str(first), "--out", str(second), *TOY])
+    log = json.loads((second / "train_log.json").read_text())["svd"]
+    assert log["warm_start"]["from"].endswith("svd.safetensors")
+    # one distillation step moves each weight by about the learning rate: the result stays by
+    # the earlier draft, far from the fresh truncated SVD of the target
+    cont = load_model(second / "svd.safetensors")
+    fresh = train.make_svd(load_model(first / "target.safetensors"))
+    gap = lambda a, b: sum((a.state_dict()[k] - b.state_dict()[k]).abs().sum().item() for k in a.state_dict())
+    assert gap(cont, earlier) < 0.1 * gap(fresh, earlier)
+
+
+def test_a_draft_of_another_architecture_is_refused(tmp_path):
+    train.main(["--stage", "target", "--target-steps", "1", "--out", str(tmp_path), *TOY])
+    train.main(["--stage", "lite", "--distill-steps", "1", "--out", str(tmp_path), *TOY])
+    (tmp_path / "svd.safetensors").write_bytes((tmp_path / "lite.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="draft-init-from"):
+        train.main(["--stage", "svd", "--distill-steps", "1", "--draft-init-from", str(tmp_path), "--out", str(tmp_path), *TOY])

@@ -69,7 +69,7 @@ def noisy_batch(batch: int, g: torch.Generator):
     return xt, sigma, labels, noise - x0, shape_weights(mask)
 
 
-SHAPE_WEIGHT = 4.0
+SHAPE_WEIGHT = 8.0
 
 
 def shape_weights(mask: torch.Tensor) -> torch.Tensor:
@@ -184,6 +184,7 @@ def guided_teacher_velocity(teacher: TinyDiT, xt, sigma, labels, scale) -> torch
 def distill(args, name: str) -> dict:
     teacher = load_model(Path(args.out) / "target.safetensors")
     draft = make_lite(teacher) if name == "lite" else make_svd(teacher)
+    warm = warm_start_draft(draft, Path(args.draft_init_from) / f"{name}.safetensors") if args.draft_init_from else None
     draft.train().requires_grad_(True)
     lo, hi = GUIDANCE_RANGE
 
@@ -200,7 +201,24 @@ def distill(args, name: str) -> dict:
     return {"params": sum(p.numel() for p in ema.parameters()), "config": ema.cfg.to_dict(),
             "block_linear_macs_per_token": block_linear_macs(ema),
             "target_block_linear_macs_per_token": block_linear_macs(teacher),
-            "steps": args.distill_steps, "batch": args.batch, "seconds": round(secs), "loss": hist}
+            "steps": args.distill_steps, "batch": args.batch, "seconds": round(secs), "loss": hist,
+            **({"warm_start": warm} if warm else {})}
+
+
+def warm_start_draft(draft: TinyDiT, path: Path) -> dict:
+    """Continue distilling an earlier draft instead of compressing the target anew.
+
+    After the target is fine-tuned, the previously distilled draft is much closer to it than a
+    fresh pruning / truncated SVD of the new weights, so the distillation budget goes further.
+    The earlier draft must have exactly the architecture the compression would produce.
+    """
+    earlier = load_model(path)
+    if earlier.cfg != draft.cfg:
+        raise ValueError(f"--draft-init-from {path}: its config {earlier.cfg.to_dict()} is not the one compressing "
+                         f"this target gives ({draft.cfg.to_dict()})")
+    draft.load_state_dict(earlier.state_dict())
+    print(f"[{path.stem}] warm start from {path}", flush=True)
+    return {"from": str(path)}
 
 
 def train_classifier(args) -> dict:
@@ -256,6 +274,12 @@ def write_markdown(out: Path) -> None:
         for i, st in enumerate(lineage, 1):
             lines.append(f"{i}. {st['steps']} steps x {st['batch']}, peak lr {st['lr']:g}, {st['minutes']:.0f} min: "
                          f"{st['what']} (final loss {st['final_loss']:.4f})")
+    for d in ("lite", "svd"):
+        stages = log.get(d, {}).get("lineage")
+        if stages:
+            lines += ["", f"The `{d}` draft was distilled in stages (`--draft-init-from`):", ""]
+            lines += [f"{i}. {st['steps']} steps x {st['batch']}, {st['minutes']:.0f} min: {st['what']}"
+                      for i, st in enumerate(stages, 1)]
     rep = log.get("report")
     if rep:
         lines += ["", f"Measured on {rep['images']} generated images (every prompt, {rep['images'] // 48} seeds), "
@@ -291,6 +315,8 @@ def main(argv=None) -> None:
     p.add_argument("--init-from", default=None,
                    help="warm-start the target from an earlier target (.safetensors or .ckpt)")
     p.add_argument("--distill-steps", type=int, default=300)
+    p.add_argument("--draft-init-from", default=None,
+                   help="folder with earlier lite/svd drafts of the same architecture to continue distilling")
     p.add_argument("--classifier-steps", type=int, default=600)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
