@@ -23,8 +23,9 @@ from .runner import Runner
 
 # chosen with benchmarks/sweep_tau.py, as the demo's (sdsv.demo.DEFAULT_METRIC / DEFAULT_TAU)
 from ..demo import DEFAULT_METRIC, DEFAULT_TAU
+from ..tiny.pipeline import DEFAULT_GUIDANCE
 
-FULL = dict(images=256, steps=50, batch=32, latency_images=5, pareto_images=32, taus=(0.1, 0.3), k2s=(5, 15))
+FULL = dict(images=256, steps=50, batch=32, latency_images=5, pareto_images=32, taus=(0.2, 0.4), k2s=(5, 15))
 QUICK = dict(images=4, steps=8, batch=2, latency_images=1, pareto_images=2, taus=(0.1,), k2s=(5,))
 FEWER_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)  # of the full schedule: 10, 15, 20, 25, 30 of 50
 
@@ -50,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k2-verify", nargs="+", default=["endpoints"], choices=["endpoints", "full"],
                    help="pareto: the verification modes that get the K2 sweep (default endpoints: 'full' costs more "
                         "than the target alone on a compute-bound machine, its K2 points are the slowest of the run)")
-    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
