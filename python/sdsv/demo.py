@@ -6,7 +6,7 @@ time, speedup over target-only, acceptance, and PSNR/SSIM against the target-onl
 Each method runs over all prompts in one block, after a warm-up call of its own, as a user
 generating images with it would run it: interleaving the methods prompt by prompt (target,
 then two drafts, then SDSV) measured SDSV up to ~30% slower on 2 CPU cores, a cost of switching
-among three models' weights and buffers that a real SDSV run does not pay (README, "The demo").
+among three models' weights and buffers, most likely, that a real SDSV run does not pay (README, "What `sdsv demo` shows").
 """
 
 from __future__ import annotations
