@@ -194,12 +194,13 @@ def _table_rows(md: str) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_eval_quick_runs_every_experiment(tmp_path, capsys):
-    assert cli_main(["eval", "--quick", "--out", str(tmp_path), "--threads", "1", "--quiet"]) == 0
+    assert cli_main(["eval", "--quick", "--out", str(tmp_path), "--threads", "1", "--quiet", "--no-compile"]) == 0
     printed = capsys.readouterr().out
     for name in ("table1", "table2", "warmup", "pareto"):
         md = (tmp_path / f"{name}.md").read_text()
         assert md in printed  # the files are what the command printed
         assert "machine:" in md and f"torch {torch.__version__}" in md and "weights (sha256)" in md
+        assert "models eager" in md  # --no-compile, said in every header
         data = json.loads((tmp_path / f"{name}.json").read_text())
         assert data["experiment"] == name and data["images"] == (2 if name == "pareto" else 4) and data["steps"] == 8
         rows = data["rows"]
@@ -229,7 +230,7 @@ def test_eval_quick_runs_every_experiment(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_eval_single_experiment_writes_only_its_outputs(tmp_path):
-    assert cli_main(["eval", "--quick", "--experiment", "table2", "--out", str(tmp_path), "--threads", "1", "--quiet",
+    assert cli_main(["eval", "--quick", "--experiment", "table2", "--out", str(tmp_path), "--threads", "1", "--quiet", "--no-compile",
                      "--images", "3", "--batch", "2"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table2.json", "table2.md"]
     rows = json.loads((tmp_path / "table2.json").read_text())["rows"]

@@ -78,7 +78,7 @@ def test_identical_draft_on_the_real_target(pipe):
 def test_demo_end_to_end(tmp_path, capsys):
     out_json = tmp_path / "demo.json"
     rc = cli_main(["demo", "--steps", "12", "--prompts", "a red circle", "an orange diamond", "--out", str(tmp_path),
-                   "--json", str(out_json), "--quiet", "--threads", "1"])
+                   "--json", str(out_json), "--quiet", "--threads", "1", "--no-compile", "--repeats", "1"])
     assert rc == 0
     rows = json.loads(out_json.read_text())
     assert [r["method"] for r in rows] == ["target-only", "draft-only (lite)", "draft-only (svd)", "improved-draft (lite)",
@@ -90,4 +90,4 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert all(r["psnr"] > 10 for r in rows[1:])
     assert (tmp_path / "demo_grid.png").stat().st_size > 1000
     text = capsys.readouterr().out
-    assert "sdsv (svd)" in text and "speedup" in text and "machine:" in text
+    assert "sdsv (svd)" in text and "speedup" in text and "machine:" in text and "models eager (--no-compile)" in text

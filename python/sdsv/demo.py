@@ -7,6 +7,10 @@ Each method runs over all prompts in one block, after a warm-up call of its own,
 generating images with it would run it: interleaving the methods prompt by prompt (target,
 then two drafts, then SDSV) measured SDSV up to ~30% slower on 2 CPU cores, a cost of switching
 among three models' weights and buffers, most likely, that a real SDSV run does not pay (README, "What `sdsv demo` shows").
+Timing repeats in rounds (``--repeats``, each round runs every method once) and reports the
+median round, because wall time on a shared 2-core machine drifts by tens of percent between
+seconds. The models run through ``torch.compile`` unless ``--no-compile``
+(:meth:`sdsv.tiny.pipeline.TinyPipeline.compile` says why).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +31,7 @@ from tqdm.auto import tqdm
 from .acceptance import AcceptanceTest
 from .metrics import psnr, ssim
 from .plan import StagePlan
-from .tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline
+from .tiny.pipeline import DEFAULT_GUIDANCE, CompileUnavailable, TinyPipeline
 
 DEFAULT_PROMPTS = (
     "a red circle", "a blue triangle", "a green square", "a yellow ring",
@@ -52,56 +58,81 @@ def methods_for(num_steps: int, drafts: list[str], plan_name: str) -> list[Metho
     return ms
 
 
-def run(args) -> list[dict]:
-    torch.set_num_threads(args.threads)
+def load_pipeline(args) -> tuple[TinyPipeline, str]:
+    """The shipped models, compiled unless ``--no-compile``; also says how they run."""
     pipe = TinyPipeline.from_pretrained(args.weights)
+    if not args.compile:
+        return pipe, "eager (--no-compile)"
+    if not args.quiet:
+        print("compiling the models with torch.compile (one-time, about a minute on 2 cores; "
+              "--no-compile skips it)", file=sys.stderr, flush=True)
+    try:
+        pipe.compile(guidance=args.guidance)
+    except CompileUnavailable as e:
+        print(f"warning: {e}", file=sys.stderr)
+        return pipe, "eager (torch.compile unavailable)"
+    return pipe, "torch.compile (inductor)"
+
+
+def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
+    """The table rows (wall time: median over the rounds), how the models ran (compiled or
+    eager), and each method's speedup over target-only in each round."""
+    torch.set_num_threads(args.threads)
+    pipe, backend = load_pipeline(args)
     accept = AcceptanceTest(args.metric, args.tau)
     methods = methods_for(args.steps, args.drafts, args.plan)
     prompts = list(args.prompts)
     seeds = [args.seed + i for i in range(len(prompts))]
 
     images = {m.name: [None] * len(prompts) for m in methods}
-    wall = {m.name: 0.0 for m in methods}
+    # wall[name][r]: seconds of round r; a round runs every method once over all prompts, so a
+    # slow spell of a shared machine hits one round of every method, and the median drops it
+    wall = {m.name: [0.0] * args.repeats for m in methods}
     totals = {m.name: dict(target_calls=0, target_evals=0, draft_evals=0, proposed=0, accepted=0) for m in methods}
-    with torch.inference_mode(), tqdm(total=len(methods) * len(prompts), desc="sampling", unit="image",
+    with torch.inference_mode(), tqdm(total=args.repeats * len(methods) * len(prompts), desc="sampling", unit="image",
                                       disable=args.quiet) as bar:
-        for m in methods:
-            kw = dict(plan=m.plan, draft=m.draft or "svd", verify=args.verify, accept=accept, guidance=args.guidance)
-            # warm-up: the first calls of a model pay for allocations and thread-pool start-up
-            pipe(prompts[0], seed=seeds[0], **kw)
-            for p, (prompt, seed) in enumerate(zip(prompts, seeds)):
-                bar.set_postfix_str(f"{m.name}: {prompt}")
-                t0 = time.perf_counter()
-                out = pipe(prompt, seed=seed, **kw)
-                wall[m.name] += time.perf_counter() - t0
-                images[m.name][p] = out.images[0]
-                s, tot = out.stats, totals[m.name]
-                tot["target_calls"] += s.target_calls
-                tot["target_evals"] += s.target_evals
-                tot["draft_evals"] += s.draft_evals
-                tot["proposed"] += s.proposed_steps
-                tot["accepted"] += s.accepted_steps
-                bar.update(1)
+        for r in range(args.repeats):
+            for m in methods:
+                kw = dict(plan=m.plan, draft=m.draft or "svd", verify=args.verify, accept=accept, guidance=args.guidance)
+                # warm-up: the first calls of a model pay for allocations and thread-pool start-up
+                # and, compiled, for a recompilation at each new batch size (the verification batch)
+                pipe(prompts[0], seed=seeds[0], **kw)
+                for p, (prompt, seed) in enumerate(zip(prompts, seeds)):
+                    bar.set_postfix_str(f"round {r + 1}/{args.repeats}, {m.name}: {prompt}")
+                    t0 = time.perf_counter()
+                    out = pipe(prompt, seed=seed, **kw)
+                    wall[m.name][r] += time.perf_counter() - t0
+                    bar.update(1)
+                    if r:  # every round samples the same images with the same counts
+                        continue
+                    images[m.name][p] = out.images[0]
+                    s, tot = out.stats, totals[m.name]
+                    tot["target_calls"] += s.target_calls
+                    tot["target_evals"] += s.target_evals
+                    tot["draft_evals"] += s.draft_evals
+                    tot["proposed"] += s.proposed_steps
+                    tot["accepted"] += s.accepted_steps
 
     ref = torch.stack(images["target-only"])
-    rows = []
+    rows, ref_wall = [], statistics.median(wall["target-only"])
     for m in methods:
         img = torch.stack(images[m.name])
-        tot = totals[m.name]
+        tot, med = totals[m.name], statistics.median(wall[m.name])
         rows.append({
             "method": m.name,
             "target_calls": tot["target_calls"],
             "target_evals": tot["target_evals"],
             "draft_evals": tot["draft_evals"],
-            "wall_s": round(wall[m.name], 4),
-            "speedup": round(wall["target-only"] / wall[m.name], 3),
+            "wall_s": round(med, 4),
+            "speedup": round(ref_wall / med, 3),
             "acceptance": round(tot["accepted"] / tot["proposed"], 4) if tot["proposed"] else None,
             "psnr": None if m.name == "target-only" else round(psnr(img, ref).mean().item(), 2),
             "ssim": None if m.name == "target-only" else round(ssim(img, ref).mean().item(), 4),
         })
     if args.out:
         save_grid(images, prompts, Path(args.out) / "demo_grid.png")
-    return rows
+    rounds = {m.name: [wall["target-only"][r] / wall[m.name][r] for r in range(args.repeats)] for m in methods}
+    return rows, backend, rounds
 
 
 def format_table(rows: list[dict]) -> str:
@@ -146,6 +177,13 @@ def machine() -> str:
             f"{torch.get_num_threads()} threads, python {platform.python_version()}")
 
 
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS), help="'a <color> <shape>' prompts")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
@@ -160,15 +198,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="also write the table as JSON to this file")
     p.add_argument("--weights", default=None, help="folder of tiny-model weights (default: shipped)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
+    p.add_argument("--repeats", type=_positive, default=3,
+                   help="rounds of timing (each runs every method over all prompts); wall time is the median (default 3)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="run every model through torch.compile first (default; falls back to eager with a "
+                        "warning where inductor cannot build); --no-compile measures eager PyTorch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def main(args) -> int:
-    rows = run(args)
+    rows, backend, rounds = run(args)
     print(f"\nSDSV demo: {len(args.prompts)} prompts x {args.steps} steps, plan {args.plan}, verify {args.verify}, "
           f"accept {AcceptanceTest(args.metric, args.tau)}, guidance {args.guidance:g}")
-    print(f"machine: {machine()}\n")
+    print(f"machine: {machine()}; models {backend}")
+    print(f"wall s: median of {args.repeats} round(s), each running every method over all prompts after a warm-up\n")
     print(format_table(rows))
+    if args.repeats > 1:
+        print("\nspeedup over target-only in each round:")
+        for name, sp in rounds.items():
+            if name != "target-only":
+                print(f"  {name:<22} " + "  ".join(f"{x:.2f}x" for x in sp))
     if args.out:
         print(f"\nimage grid (rows = methods, columns = prompts): {Path(args.out) / 'demo_grid.png'}")
     if args.json:

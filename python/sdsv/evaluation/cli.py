@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "than the target alone on a compute-bound machine, its K2 points are the slowest of the run)")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the models through torch.compile first, as `sdsv demo` does (default; eager with a "
+                        "warning where inductor cannot build)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -70,7 +73,8 @@ def main(args) -> int:
         fewer_steps=tuple(sorted({max(1, round(f * steps)) for f in FEWER_STEP_FRACTIONS})),
     )
     runner = Runner(args.weights, images=pick("images"), steps=steps, batch=pick("batch"),
-                    latency_images=pick("latency_images"), guidance=args.guidance, progress=not args.quiet)
+                    latency_images=pick("latency_images"), guidance=args.guidance, progress=not args.quiet,
+                    compile=args.compile)
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     t0 = time.perf_counter()
     for name in names:

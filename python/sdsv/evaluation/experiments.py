@@ -83,7 +83,7 @@ def _write(out: Path, name: str, md: str, rows: list[dict], setup: dict, files: 
 
 def _setup_dict(r: Runner, cfg: EvalConfig, n: int | None = None) -> dict:
     return {"images": n or r.n, "steps": r.steps, "batch": r.batch, "latency_images": r.latency_n, "guidance": r.guidance,
-            "accept": str(cfg.accept), "provenance": provenance(r.weights_dir)}
+            "accept": str(cfg.accept), "provenance": provenance(r.weights_dir, r.backend)}
 
 
 # ---- Table 1: draft models ---------------------------------------------------------------------
@@ -102,7 +102,7 @@ def table1(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
             ("gflops", "GFLOPs/img", ".2f"), ("acceptance", "accept", ".0%")]
     md = (header("Table 1 (tiny): SDSV with different draft models", _setup(
         r, cfg, f"SDSV plan: {StagePlan.paper_default(r.steps).describe()}, verification 'endpoints'. "
-                "FD-tiny vs data compares with real procedural images of the same prompts."), provenance(r.weights_dir))
+                "FD-tiny vs data compares with real procedural images of the same prompts."), provenance(r.weights_dir, r.backend))
           + "\n" + md_table(rows, cols) + "\n")
     return _write(out, "table1", md, rows, _setup_dict(r, cfg), [], t0)
 
@@ -124,7 +124,7 @@ def table2(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
             ("acceptance", "accept", ".0%")]
     plans = "; ".join(f"{m.label}: {m.plan.describe()}" for m in methods[1:])
     md = (header("Table 2 (tiny): efficiency and quality of SDSV vs the Improved-Draft baseline",
-                 _setup(r, cfg, f"Plans — {plans}."), provenance(r.weights_dir)) + "\n" + md_table(rows, cols) + "\n")
+                 _setup(r, cfg, f"Plans — {plans}."), provenance(r.weights_dir, r.backend)) + "\n" + md_table(rows, cols) + "\n")
     return _write(out, "table2", md, rows, _setup_dict(r, cfg), [], t0)
 
 
@@ -147,7 +147,7 @@ def warmup(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
             ("draft_evals", "draft evals/img", ".1f"), ("gflops", "GFLOPs/img", ".2f"), ("latency_ms", "latency ms", ".1f"),
             ("speedup", "speedup", lambda v: f"{v:.2f}x"), ("acceptance", "accept", ".0%"), ("psnr", "PSNR ↑", ".2f"),
             ("ssim", "SSIM ↑", ".3f"), ("lpips", "LPIPS-tiny ↓", ".4f"), ("fd", "FD-tiny ↓", ".3f")]
-    md = (header("Figure 2 (tiny): warm-up and stage strategies", _setup(r, cfg, f"Draft {d}."), provenance(r.weights_dir))
+    md = (header("Figure 2 (tiny): warm-up and stage strategies", _setup(r, cfg, f"Draft {d}."), provenance(r.weights_dir, r.backend))
           + "\n" + md_table(rows, cols) + f"\n\nImage strip: `{strip.name}`\n")
     return _write(out, "warmup", md, rows, _setup_dict(r, cfg), [strip], t0)
 
@@ -238,7 +238,7 @@ def pareto(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
                                 f"tau of {cfg.accept.metric}." + ("" if n_img == r.n else f" The sweep is the most expensive "
                                 f"experiment, so it uses the first {n_img} of the {r.n} images: FD-tiny at {n_img} "
                                 "images is biased upwards, compare its values within this experiment only."),
-                        n_img), provenance(r.weights_dir))
+                        n_img), provenance(r.weights_dir, r.backend))
           + "\n" + md_table(rows, cols) + "\n\nBaselines:\n\n" + md_table(fewer_rows + base_rows, cols[:-1]) + "\n"
           + verdict + "\nPlots: `pareto.png` (measured speedup), `pareto_flops.png` (counted-FLOPs speedup)\n")
     return _write(out, "pareto", md, rows + fewer_rows + base_rows, _setup_dict(r, cfg, n_img), files, t0)

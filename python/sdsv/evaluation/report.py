@@ -48,7 +48,7 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def provenance(weights_dir: str | Path | None) -> dict:
+def provenance(weights_dir: str | Path | None, backend: str = "eager") -> dict:
     from ..tiny.weights import MODEL_NAMES, shipped_path
 
     try:
@@ -60,6 +60,7 @@ def provenance(weights_dir: str | Path | None) -> dict:
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, {platform.platform()}",
         "threads": torch.get_num_threads(),
+        "models": backend,
         "versions": f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, matplotlib {mpl}",
         "sdsv_commit": _git_commit(),
         "weights": {n: _sha(shipped_path(n, weights_dir)) for n in MODEL_NAMES + ("classifier",)},
@@ -69,7 +70,7 @@ def provenance(weights_dir: str | Path | None) -> dict:
 def header(title: str, setup: str, prov: dict) -> str:
     w = ", ".join(f"{k} {v}" for k, v in prov["weights"].items())
     return (f"## {title}\n\n{setup}\n\n"
-            f"machine: {prov['machine']}; torch threads {prov['threads']}  \n"
+            f"machine: {prov['machine']}; torch threads {prov['threads']}; models {prov.get('models', 'eager')}  \n"
             f"versions: {prov['versions']}; sdsv {prov['sdsv_commit']}  \n"
             f"weights (sha256): {w}; run {prov['date_utc']}\n")
 
