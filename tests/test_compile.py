@@ -72,7 +72,7 @@ def test_demo_falls_back_to_eager_when_compile_is_unavailable(tmp_path, capsys, 
     out, err = capsys.readouterr()
     assert "warning: torch.compile failed" in err
     assert "models eager (torch.compile unavailable)" in out
-    assert "median of 2 round(s)" in out
+    assert "mean of 2" in out
     per_round = out.split("speedup over target-only in each round:")[1].split("\n")
     assert per_round[1].split()[:2] == ["draft-only", "(svd)"] and per_round[1].count("x") == 2
 

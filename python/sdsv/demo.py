@@ -3,13 +3,12 @@
 For each prompt (own seed, batch 1 — the latency-bound setting speculative sampling is for)
 every method samples the same noise; the table reports counted model calls, measured wall
 time, speedup over target-only, acceptance, and PSNR/SSIM against the target-only images.
-Each method runs over all prompts in one block, after a warm-up call of its own, as a user
-generating images with it would run it: interleaving the methods prompt by prompt (target,
-then two drafts, then SDSV) measured SDSV up to ~30% slower on 2 CPU cores, a cost of switching
-among three models' weights and buffers, most likely, that a real SDSV run does not pay (README, "What `sdsv demo` shows").
-Timing repeats in rounds (``--repeats``, each round runs every method once) and reports the
-median round, because wall time on a shared 2-core machine drifts by tens of percent between
-seconds. The models run through ``torch.compile`` unless ``--no-compile``
+After one warm-up call per method, the methods take turns image by image (``--repeats`` rounds
+over all prompts; wall time is the mean round). On this project's shared 2-core VM a process's
+speed drifts by up to ~30% over seconds (it also runs ~30% faster for about a second after being
+idle); timing each method in a block of its own put the same configuration anywhere between
+1.2x and 2.0x, while taking turns image by image agrees within a few percent between rounds.
+The models run through ``torch.compile`` unless ``--no-compile``
 (:meth:`sdsv.tiny.pipeline.TinyPipeline.compile` says why).
 """
 
@@ -75,8 +74,8 @@ def load_pipeline(args) -> tuple[TinyPipeline, str]:
 
 
 def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
-    """The table rows (wall time: median over the rounds), how the models ran (compiled or
-    eager), and each method's speedup over target-only in each round."""
+    """The table rows (wall time: seconds per round, averaged over the rounds), how the models
+    ran (compiled or eager), and each method's speedup over target-only in each round."""
     torch.set_num_threads(args.threads)
     pipe, backend = load_pipeline(args)
     accept = AcceptanceTest(args.metric, args.tau)
@@ -85,22 +84,27 @@ def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
     seeds = [args.seed + i for i in range(len(prompts))]
 
     images = {m.name: [None] * len(prompts) for m in methods}
-    # wall[name][r]: seconds of round r; a round runs every method once over all prompts, so a
-    # slow spell of a shared machine hits one round of every method, and the median drops it
-    wall = {m.name: [0.0] * args.repeats for m in methods}
+    wall = {m.name: [0.0] * args.repeats for m in methods}  # wall[name][r]: seconds in round r
     totals = {m.name: dict(target_calls=0, target_evals=0, draft_evals=0, proposed=0, accepted=0) for m in methods}
-    with torch.inference_mode(), tqdm(total=args.repeats * len(methods) * len(prompts), desc="sampling", unit="image",
-                                      disable=args.quiet) as bar:
+    kw = {m.name: dict(plan=m.plan, draft=m.draft or "svd", verify=args.verify, accept=accept, guidance=args.guidance)
+          for m in methods}
+    with torch.inference_mode(), tqdm(total=(args.repeats * len(prompts) + 1) * len(methods), desc="sampling",
+                                      unit="image", disable=args.quiet) as bar:
+        # warm-up: the first calls of a model pay for allocations and thread-pool start-up and,
+        # compiled, for a recompilation at each new batch size (the verification batch)
+        for m in methods:
+            bar.set_postfix_str(f"warm-up, {m.name}")
+            pipe(prompts[0], seed=seeds[0], **kw[m.name])
+            bar.update(1)
+        # methods take turns image by image, so every method sees the same machine: on a shared
+        # 2-core VM a method's speed drifts by up to ~30% over seconds, which moved the speedup
+        # of one configuration between 1.2x and 2.0x when each method ran in a block of its own
         for r in range(args.repeats):
-            for m in methods:
-                kw = dict(plan=m.plan, draft=m.draft or "svd", verify=args.verify, accept=accept, guidance=args.guidance)
-                # warm-up: the first calls of a model pay for allocations and thread-pool start-up
-                # and, compiled, for a recompilation at each new batch size (the verification batch)
-                pipe(prompts[0], seed=seeds[0], **kw)
-                for p, (prompt, seed) in enumerate(zip(prompts, seeds)):
+            for p, (prompt, seed) in enumerate(zip(prompts, seeds)):
+                for m in methods:
                     bar.set_postfix_str(f"round {r + 1}/{args.repeats}, {m.name}: {prompt}")
                     t0 = time.perf_counter()
-                    out = pipe(prompt, seed=seed, **kw)
+                    out = pipe(prompt, seed=seed, **kw[m.name])
                     wall[m.name][r] += time.perf_counter() - t0
                     bar.update(1)
                     if r:  # every round samples the same images with the same counts
@@ -114,17 +118,17 @@ def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
                     tot["accepted"] += s.accepted_steps
 
     ref = torch.stack(images["target-only"])
-    rows, ref_wall = [], statistics.median(wall["target-only"])
+    rows, ref_wall = [], statistics.fmean(wall["target-only"])
     for m in methods:
         img = torch.stack(images[m.name])
-        tot, med = totals[m.name], statistics.median(wall[m.name])
+        tot, mean = totals[m.name], statistics.fmean(wall[m.name])
         rows.append({
             "method": m.name,
             "target_calls": tot["target_calls"],
             "target_evals": tot["target_evals"],
             "draft_evals": tot["draft_evals"],
-            "wall_s": round(med, 4),
-            "speedup": round(ref_wall / med, 3),
+            "wall_s": round(mean, 4),
+            "speedup": round(ref_wall / mean, 3),
             "acceptance": round(tot["accepted"] / tot["proposed"], 4) if tot["proposed"] else None,
             "psnr": None if m.name == "target-only" else round(psnr(img, ref).mean().item(), 2),
             "ssim": None if m.name == "target-only" else round(ssim(img, ref).mean().item(), 4),
@@ -199,7 +203,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="folder of tiny-model weights (default: shipped)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
     p.add_argument("--repeats", type=_positive, default=3,
-                   help="rounds of timing (each runs every method over all prompts); wall time is the median (default 3)")
+                   help="rounds of timing (each runs every method over all prompts, taking turns image by image); "
+                        "wall time is the mean round (default 3)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="run every model through torch.compile first (default; falls back to eager with a "
                         "warning where inductor cannot build); --no-compile measures eager PyTorch")
@@ -211,7 +216,8 @@ def main(args) -> int:
     print(f"\nSDSV demo: {len(args.prompts)} prompts x {args.steps} steps, plan {args.plan}, verify {args.verify}, "
           f"accept {AcceptanceTest(args.metric, args.tau)}, guidance {args.guidance:g}")
     print(f"machine: {machine()}; models {backend}")
-    print(f"wall s: median of {args.repeats} round(s), each running every method over all prompts after a warm-up\n")
+    print(f"wall s: one round (all prompts), mean of {args.repeats}; methods take turns image by image, after a "
+          f"warm-up each\n")
     print(format_table(rows))
     if args.repeats > 1:
         print("\nspeedup over target-only in each round:")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -43,6 +44,22 @@ class GuidanceEmbedded:
     def __call__(self, x, sigma, labels):
         g = torch.full((x.shape[0],), self.scale, device=x.device, dtype=torch.float32)
         return self.model(x, sigma, labels, guidance=g)
+
+
+def _own_code(model: TinyDiT, name: str):
+    """``model``'s forward behind a function with a code object of its own.
+
+    Dynamo keeps its compiled graphs per code object. Compiled directly, the three models would
+    share ``TinyDiT.forward``'s cache: one list of (by default at most 8) graphs whose guards are
+    checked in turn on every call, where one model's new batch size also turns the batch
+    dimension dynamic for the others. A code object per model keeps each model's graphs apart.
+    """
+
+    def forward(x, sigma, labels, guidance=None):
+        return model(x, sigma, labels, guidance)
+
+    code = forward.__code__.replace(co_name=f"forward_{name}")
+    return types.FunctionType(code, forward.__globals__, code.co_name, forward.__defaults__, forward.__closure__)
 
 
 def _plain(model):
@@ -98,14 +115,14 @@ class TinyPipeline:
         batch. Raises :class:`CompileUnavailable` (models left eager) when inductor cannot
         build on this machine.
         """
-        compiled = {n: torch.compile(m, **options) for n, m in self.models.items()}
+        compiled = {n: torch.compile(_own_code(m, n), **options) for n, m in self.models.items()}
         old, self.compiled = self.compiled, compiled
         cfg = self.target.cfg
-        x = torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size)
-        sigma = torch.full((1,), 0.5)
-        labels = self.encode(["a red circle"])
         try:
-            with torch.inference_mode():
+            with torch.inference_mode():  # the mode __call__ samples in (dynamo guards on it)
+                x = torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size)
+                sigma = torch.full((1,), 0.5)
+                labels = self.encode(["a red circle"])
                 for name in self.models:
                     self.denoiser(name, guidance)(x, sigma, labels=labels)
         except Exception as e:  # inductor raises several types (no compiler, unsupported platform)
