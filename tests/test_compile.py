@@ -82,3 +82,17 @@ def test_demo_rejects_zero_repeats(capsys):
     with pytest.raises(SystemExit):
         cli_main(["demo", "--repeats", "0"])
     assert "must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_runner_says_how_its_models_run(monkeypatch, capsys):
+    from sdsv.evaluation.runner import Runner
+
+    def unavailable(self, **kw):
+        raise CompileUnavailable("torch.compile failed, models stay eager: test")
+
+    monkeypatch.setattr(TinyPipeline, "compile", unavailable)
+    kw = dict(images=2, steps=2, batch=2, latency_images=1, progress=False)
+    assert Runner(**kw).backend == "eager"
+    assert Runner(**kw, compile=True).backend == "eager (torch.compile unavailable)"
+    assert "warning: torch.compile failed" in capsys.readouterr().err
