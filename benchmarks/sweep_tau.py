@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from sdsv import AcceptanceTest, StagePlan
 from sdsv.demo import DEFAULT_PROMPTS, machine
 from sdsv.metrics import psnr, ssim
-from sdsv.tiny.pipeline import DEFAULT_GUIDANCE, CompileUnavailable, TinyPipeline
+from sdsv.tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline
 
 GRIDS = {
     "x0_rms": [0.05, 0.1, 0.2, 0.25, 0.3, 0.4],
@@ -65,14 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = TinyPipeline.from_pretrained()
-    backend = "eager"
-    if args.compile:
-        try:
-            pipe.compile(guidance=DEFAULT_GUIDANCE)
-            backend = "torch.compile (inductor)"
-        except CompileUnavailable as e:
-            print(f"warning: {e}")
-            backend = "eager (torch.compile unavailable)"
+    backend = pipe.compile_or_warn(DEFAULT_GUIDANCE) if args.compile else "eager"
     prompts = [DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)] for i in range(args.prompts)]
     common = dict(guidance=DEFAULT_GUIDANCE)
     pipe(prompts[0], plan=StagePlan.target_only(args.steps), **common)  # warm-up

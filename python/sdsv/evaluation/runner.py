@@ -13,7 +13,6 @@ once per run and shared by the experiments that use it.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from tqdm.auto import tqdm
 from ..acceptance import AcceptanceTest
 from ..metrics import psnr, ssim
 from ..plan import StagePlan
-from ..tiny.pipeline import CompileUnavailable
 from ..tiny.data import COLOR_NAMES, SHAPES, class_index, make_batch, prompt_of
 from ..tiny.weights import MODEL_NAMES, load_model, shipped_path
 from .cost import CountingPipeline, FlopTable
@@ -117,15 +115,8 @@ class Runner:
         self.weights_dir = weights_dir
         self.pipe = CountingPipeline({n: load_model(shipped_path(n, weights_dir)) for n in MODEL_NAMES})
         # how the models run, for the result headers (TinyPipeline.compile says why compile)
-        self.backend = "eager"
-        if compile:
-            try:
-                self.pipe.compile(guidance=guidance)
-                self.pipe.reset_calls()  # compile's own forwards are not part of any method
-                self.backend = "torch.compile (inductor)"
-            except CompileUnavailable as e:
-                print(f"warning: {e}", file=sys.stderr)
-                self.backend = "eager (torch.compile unavailable)"
+        self.backend = self.pipe.compile_or_warn(guidance) if compile else "eager"
+        self.pipe.reset_calls()  # compile's own forwards are not part of any method
         self.classifier = load_model(shipped_path("classifier", weights_dir))
         self.features = ClassifierFeatures(self.classifier)
         self.flop_table = FlopTable(self.pipe.models)

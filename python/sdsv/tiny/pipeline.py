@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -77,7 +78,7 @@ class TinyPipeline:
             raise ValueError("a TinyPipeline needs at least the target model")
         self.models = models
         # name -> torch.compile'd forward of that model, filled by compile()
-        self.compiled: dict[str, torch.nn.Module] = {}
+        self.compiled: dict[str, Callable] = {}
 
     @classmethod
     def from_pretrained(cls, weights_dir: str | Path | None = None, names: Sequence[str] = MODEL_NAMES) -> "TinyPipeline":
@@ -130,6 +131,16 @@ class TinyPipeline:
             why = " ".join(str(e).split())[:300]  # inductor's messages span many lines
             raise CompileUnavailable(f"torch.compile failed, models stay eager: {type(e).__name__}: {why}") from e
         return self
+
+    def compile_or_warn(self, guidance: float = DEFAULT_GUIDANCE) -> str:
+        """:meth:`compile`, or a warning on stderr and eager models where it cannot build; returns
+        how the models run, for result headers."""
+        try:
+            self.compile(guidance=guidance)
+        except CompileUnavailable as e:
+            print(f"warning: {e}", file=sys.stderr)
+            return "eager (torch.compile unavailable)"
+        return "torch.compile (inductor)"
 
     @staticmethod
     def noise(num: int, seed: int | Sequence[int]) -> torch.Tensor:
