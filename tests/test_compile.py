@@ -23,6 +23,11 @@ def small_pipeline() -> TinyPipeline:
     return TinyPipeline({"target": target, "svd": draft})
 
 
+def unavailable(self, **kw):
+    """Stands in for TinyPipeline.compile on a machine where inductor cannot build."""
+    raise CompileUnavailable("torch.compile failed, models stay eager: test")
+
+
 def failing_backend(gm, example_inputs):
     raise RuntimeError("no C++ compiler on this machine")
 
@@ -62,9 +67,6 @@ def test_compile_failure_is_reported_and_leaves_the_models_eager():
 
 @pytest.mark.slow
 def test_demo_falls_back_to_eager_when_compile_is_unavailable(tmp_path, capsys, monkeypatch):
-    def unavailable(self, **kw):
-        raise CompileUnavailable("torch.compile failed, models stay eager: test")
-
     monkeypatch.setattr(TinyPipeline, "compile", unavailable)
     rc = cli_main(["demo", "--steps", "4", "--prompts", "a red circle", "--drafts", "svd", "--out", "", "--threads", "1",
                    "--repeats", "2"])
@@ -87,9 +89,6 @@ def test_demo_rejects_zero_repeats(capsys):
 @pytest.mark.slow
 def test_eval_runner_says_how_its_models_run(monkeypatch, capsys):
     from sdsv.evaluation.runner import Runner
-
-    def unavailable(self, **kw):
-        raise CompileUnavailable("torch.compile failed, models stay eager: test")
 
     monkeypatch.setattr(TinyPipeline, "compile", unavailable)
     kw = dict(images=2, steps=2, batch=2, latency_images=1, progress=False)
