@@ -1,0 +1,172 @@
+"""Target-only DPM-Solver++(2M) on flow-matching sigmas: the baseline any speculative or caching
+schedule must beat (METHOD.md section 8).
+
+Flow matching is the schedule ``x = alpha x0 + sigma eps`` with ``alpha = 1 - sigma``; the model's
+velocity ``v`` gives the data prediction ``D = x - sigma v``. With ``lambda = log(alpha / sigma)``
+and ``h_n = lambda_{n+1} - lambda_n``, step ``n`` from ``s_n`` to ``s_{n+1}`` is::
+
+    x_{n+1} = (s_{n+1} / s_n) x_n - (1 - s_{n+1}) expm1(-h_n) D'_n
+    D'_n    = D_n                                      first order (DPM-Solver++ 1 = DDIM)
+    D'_n    = (1 + 1/(2 r)) D_n - 1/(2 r) D_{n-1}      second order, r = h_{n-1} / h_n
+
+The first step and the step to ``sigma = 0`` are first order; the latter is ``x_N = D_{N-1}``
+(``lambda = inf``). A schedule starting at ``sigma = 1`` (``lambda = -inf``) makes the first step
+exactly Euler and, since ``r = inf`` there, the second step first order too. This is diffusers'
+``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2,
+prediction_type="flow_prediction", use_flow_sigmas=True)`` with its default
+``final_sigmas_type="zero"``, which forces the first-order final step whatever
+``lower_order_final`` and ``euler_at_final`` say; ``lower_order_final``'s other effect (for fewer
+than 15 steps) only concerns third order. Only the sigmas differ: diffusers spaces
+``0.999 * linspace(1, 0)`` before the shift, :func:`sdsv.schedule.flow_match_sigmas` spaces
+``linspace(1, 0)``; given the same sigmas, the two agree to fp32 rounding.
+
+Coefficients are computed on the host in float64 (:func:`dpm_solver_2m_coefficients`); one
+pure-torch op applies them (:func:`dpm_solver_2m_step`), accumulating in fp32 (fp64 for fp64
+latents). The update is ``x c0 + D c1 + D_prev c2``, the shape of ``sdsv_kernels.gather_combine``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .result import SampleResult, SampleStats
+from .sampler import Denoiser, NonFiniteOutputError, _Conditioning
+from .schedule import check_sigmas
+
+Coefficients = tuple[float, float, float]  # (c_x, c_d, c_prev): x_next = c_x x + c_d D + c_prev D_prev
+
+
+def _flow_lambda(sigma: float) -> float:
+    """``log((1 - sigma) / sigma)``, with its limits ``+inf`` at 0 and ``-inf`` at 1."""
+    if sigma == 0.0:
+        return math.inf
+    if sigma == 1.0:
+        return -math.inf
+    return math.log1p(-sigma) - math.log(sigma)
+
+
+def dpm_solver_2m_coefficients(sigmas: Sequence[float]) -> list[Coefficients]:
+    """Per step ``n``, the float64 coefficients ``(c_x, c_d, c_prev)`` of
+    ``x_{n+1} = c_x x_n + c_d D_n + c_prev D_{n-1}`` along ``sigmas`` (flow-matching, in [0, 1],
+    strictly decreasing, ending in 0). Steps 0 and ``N - 1`` are first order (``c_prev = 0``)."""
+    lam = [_flow_lambda(float(s)) for s in sigmas]
+    n_steps = len(lam) - 1
+    out = []
+    for n in range(n_steps):
+        s, s_next = float(sigmas[n]), float(sigmas[n + 1])
+        h = lam[n + 1] - lam[n]  # > 0; inf when sigma_n = 1 or sigma_{n+1} = 0
+        phi = -(1.0 - s_next) * math.expm1(-h)
+        if n == 0 or n == n_steps - 1:
+            out.append((s_next / s, phi, 0.0))
+        else:
+            k = h / (2.0 * (lam[n] - lam[n - 1]))  # 1 / (2 r); 0 after a step from sigma = 1
+            out.append((s_next / s, phi * (1.0 + k), -phi * k))
+    return out
+
+
+def dpm_solver_2m_step(
+    x: torch.Tensor, v: torch.Tensor, sigma: float, coeffs: Coefficients, d_prev: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DPM-Solver++(2M) step: ``D = x - sigma v`` and ``x_next = c_x x + c_d D + c_prev d_prev``.
+
+    Computed in fp32 (fp64 for fp64 latents); returns ``x_next`` in ``x``'s dtype and ``D`` in the
+    accumulation dtype (the next step's ``d_prev``). ``d_prev`` may be None when ``c_prev == 0``."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    c_x, c_d, c_prev = coeffs
+    xf = x.to(acc)
+    d = xf - sigma * v.to(acc)
+    out = c_x * xf + c_d * d
+    if c_prev != 0.0:
+        out = out + c_prev * d_prev
+    return out.to(x.dtype), d
+
+
+def _check_inputs(target, noise, sigmas) -> None:
+    if not callable(target):
+        raise TypeError(f"target must be callable, got {type(target).__name__}")
+    if not isinstance(noise, torch.Tensor) or not noise.is_floating_point() or noise.dim() < 2:
+        raise ValueError("noise must be a floating-point tensor [batch, ...latent dims]")
+    if noise.shape[0] < 1 or noise[0].numel() == 0:
+        raise ValueError(f"noise has an empty batch or latent: shape {tuple(noise.shape)}")
+    if not torch.isfinite(noise).all():
+        raise ValueError("noise contains NaN or inf")
+    check_sigmas(sigmas)
+    if float(sigmas[0]) > 1.0:
+        raise ValueError(
+            f"flow-matching sigmas must lie in [0, 1] (alpha = 1 - sigma), got sigmas[0]={float(sigmas[0]):g}"
+        )
+
+
+def _call_target(target, x, sigma, cond, stats: SampleStats, step: int, sigma_host: float) -> torch.Tensor:
+    """One timed, counted target call; its output checked as :func:`sdsv.sample` checks it."""
+    sync = x.device.type == "cuda"
+    if sync:
+        torch.cuda.synchronize(x.device)
+    t0 = time.perf_counter()
+    v = target(x, sigma, **cond)
+    if sync:
+        torch.cuda.synchronize(x.device)
+    stats.target_s += time.perf_counter() - t0
+    stats.target_calls += 1
+    stats.target_evals += x.shape[0]
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"the target model returned {type(v).__name__}, expected a tensor of shape {tuple(x.shape)}")
+    if v.shape != x.shape:
+        raise ValueError(f"the target model returned shape {tuple(v.shape)} for input of shape {tuple(x.shape)}")
+    if v.dtype != x.dtype or v.device != x.device:
+        raise TypeError(
+            f"the target model returned {v.dtype} on {v.device}, but the latents are {x.dtype} on {x.device}: "
+            "cast the model or the noise so they agree"
+        )
+    if not torch.isfinite(v).all():
+        b = int((~torch.isfinite(v.reshape(v.shape[0], -1))).any(1).nonzero()[0])
+        raise NonFiniteOutputError(f"the target model returned NaN/inf at step {step} (sigma={sigma_host:.4g}) for sample {b}")
+    return v
+
+
+def sample_dpm_solver_2m(
+    target: Denoiser,
+    noise: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    progress: bool | dict = False,
+    per_sample: Sequence[str] | None = None,
+    **cond,
+) -> SampleResult:
+    """Sample from ``noise`` along ``sigmas`` with the target alone and DPM-Solver++(2M).
+
+    ``target``: ``(x[b, ...], sigma[b], **cond) -> v[b, ...]`` as for :func:`sdsv.sample`, called
+    once per step on the whole batch (one sigma for all rows). ``cond`` passes unchanged (every
+    row is its sample, in order); ``per_sample`` is only checked, as :func:`sdsv.sample` checks
+    it. ``progress``: show a tqdm bar (a dict is passed to tqdm as options). The stats count the
+    target's calls and rows and split the wall time; there are no windows.
+    """
+    _check_inputs(target, noise, sigmas)
+    t_start = time.perf_counter()
+    batch, dev = noise.shape[0], noise.device
+    _Conditioning(cond, batch, per_sample)  # validates the per-sample kwargs; they need no gathering
+    sig_host = [float(s) for s in sigmas.double().tolist()]
+    coeffs = dpm_solver_2m_coefficients(sig_host)
+    n_steps = len(coeffs)
+    sdt = torch.promote_types(noise.dtype, torch.float32)  # the sigmas the model sees, as sdsv.sample
+    stats = SampleStats()
+
+    opts = {"desc": "dpm++2m", "unit": "step", **(progress if isinstance(progress, dict) else {})}
+    opts.pop("total", None)
+    opts["disable"] = bool(opts.get("disable", False)) or not progress and not isinstance(progress, dict)
+    x, d_prev = noise, None
+    with tqdm(total=n_steps * batch, **opts) as bar:
+        for n in range(n_steps):
+            sig = torch.full((batch,), sig_host[n], dtype=sdt, device=dev)
+            v = _call_target(target, x, sig, cond, stats, n, sig_host[n])
+            x, d_prev = dpm_solver_2m_step(x, v, sig_host[n], coeffs[n], d_prev)
+            bar.update(batch)
+    if not torch.isfinite(x).all():
+        raise NonFiniteOutputError("the solver's latents are not finite although the target's outputs are (overflow?)")
+    stats.sampler_s = max(0.0, time.perf_counter() - t_start - stats.target_s)
+    return SampleResult(latents=x, stats=stats)
