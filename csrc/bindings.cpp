@@ -55,6 +55,18 @@ at::Tensor rollout_step(const at::Tensor& x, const at::Tensor& v, const at::Tens
   return sdsv::rollout_step_cpu(x, v, h, out, uncond, scale);
 }
 
+at::Tensor gather_combine(const at::Tensor& base, const at::Tensor& bank, const at::Tensor& index,
+                          const at::Tensor& coeffs, const std::optional<at::Tensor>& out) {
+  if (base.is_cuda()) {
+#ifdef SDSV_WITH_CUDA
+    return sdsv::gather_combine_cuda(base, bank, index, coeffs, out);
+#else
+    no_cuda("gather_combine");
+#endif
+  }
+  return sdsv::gather_combine_cpu(base, bank, index, coeffs, out);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -66,4 +78,6 @@ PYBIND11_MODULE(_C, m) {
         py::arg("out") = py::none());
   m.def("rollout_step", &rollout_step, py::arg("x"), py::arg("v"), py::arg("h"), py::arg("out") = py::none(),
         py::arg("uncond") = py::none(), py::arg("scale") = py::none());
+  m.def("gather_combine", &gather_combine, py::arg("base"), py::arg("bank"), py::arg("index"), py::arg("coeffs"),
+        py::arg("out") = py::none());
 }

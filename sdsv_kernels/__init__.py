@@ -7,6 +7,7 @@ behind the same signatures through :func:`use_backend`, chosen per call by the r
 * :func:`pair_stats`   — per-row ``dot(t,d), |t|^2, |d|^2, |t-d|^2, |y+ht|^2`` in fp32
 * :func:`accept_commit` — accepted prefix per sample + the window's closing target step
 * :func:`rollout_step` — ``x + h v`` (optionally guided) into a preallocated buffer row
+* :func:`gather_combine` — ``c0 base + sum_a c_a bank[index_a]`` per row (forecast, multistep)
 * :func:`metric_values` — the acceptance metric of each row from its statistics
 """
 
@@ -55,7 +56,21 @@ def rollout_step(x, v, h, out=None, uncond=None, scale=None):
     return out
 
 
+def gather_combine(base, bank, index, coeffs, out=None):
+    """``out[r] = coeffs[r,0] base[r] + sum_a coeffs[r,a+1] bank[index[r,a]]``, accumulated in
+    fp32 (fp64 for fp64 data); see :func:`sdsv_kernels.reference.gather_combine`. Floating
+    ``coeffs`` of another dtype are converted to the accumulation dtype (not moved: every tensor
+    must already be on base's device). With ``out`` (which may be ``base``) the result is
+    written there and ``out`` is returned."""
+    if isinstance(coeffs, _torch.Tensor) and coeffs.is_floating_point() and isinstance(base, _torch.Tensor):
+        coeffs = coeffs.to(_torch.promote_types(base.dtype, _torch.float32))
+    if out is None:
+        return _torch.ops.sdsv.gather_combine(base, bank, index, coeffs)
+    _torch.ops.sdsv.gather_combine_out(base, bank, index, coeffs, out)
+    return out
+
+
 __all__ = [
-    "pair_stats", "accept_commit", "rollout_step", "metric_values", "accept_mask", "rows_per_sample",
+    "pair_stats", "accept_commit", "rollout_step", "gather_combine", "metric_values", "accept_mask", "rows_per_sample",
     "backends", "use_backend", "current_backend", "resolve", "METRICS", "STAT_COLUMNS", "VERIFY_MODES",
 ]

@@ -24,7 +24,7 @@ from typing import Callable
 
 from . import reference
 
-_OPS = ("pair_stats", "accept_commit", "rollout_step")
+_OPS = ("pair_stats", "accept_commit", "rollout_step", "gather_combine")
 # name -> (ops or None, True or the reason it is unusable, device types it serves)
 _REGISTRY: dict[str, tuple[dict[str, Callable] | None, bool | str, tuple[str, ...]]] = {
     "reference": ({op: getattr(reference, op) for op in _OPS}, True, ("cpu", "cuda", "mps", "xpu", "meta")),
@@ -99,13 +99,17 @@ def _require(name: str) -> dict[str, Callable]:
 # the native kernels accumulate in fp32 by design; other dtypes (fp64 latents) always take the
 # reference, which computes fp64 updates in fp64 — even when a native backend is forced
 NATIVE_DTYPES = ("float32", "float16", "bfloat16")
+# ops whose native kernels also take fp64 (accumulating in fp64): the forecast's residual
+# combinations cancel heavily, and fp64 is how their exactness is tested
+OP_DTYPES = {"gather_combine": NATIVE_DTYPES + ("float64",)}
 
 
-def resolve(like) -> str:
-    """The backend that serves a call whose tensors live on ``like.device`` with ``like.dtype``."""
+def resolve(like, op: str | None = None) -> str:
+    """The backend that serves a call (of ``op``, when given) whose tensors live on
+    ``like.device`` with ``like.dtype``."""
     name = current_backend()
     dev = like.device.type
-    if str(like.dtype).replace("torch.", "") not in NATIVE_DTYPES:
+    if str(like.dtype).replace("torch.", "") not in OP_DTYPES.get(op, NATIVE_DTYPES):
         return "reference"
     if name != "auto":
         _require(name)
@@ -124,7 +128,7 @@ def resolve(like) -> str:
 
 
 def dispatch(op: str, like) -> Callable:
-    return _entry(resolve(like))[0][op]
+    return _entry(resolve(like, op))[0][op]
 
 
 # ---- the optional backends -------------------------------------------------------------------

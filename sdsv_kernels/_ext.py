@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .reference import METRIC_IDS, check_accept_args
+from .reference import METRIC_IDS, check_accept_args, check_gather_combine_args
 
 try:
     from . import _C as C  # type: ignore[attr-defined]
@@ -43,4 +43,12 @@ def rollout_step(x, v, h, out=None, uncond=None, scale=None):
     return C.rollout_step(x, v, _f32(h, x.device), out, uncond, g)
 
 
-CPU_OPS = CUDA_OPS = {"pair_stats": pair_stats, "accept_commit": accept_commit, "rollout_step": rollout_step}
+def gather_combine(base, bank, index, coeffs, out=None):
+    check_gather_combine_args(base, bank, index, coeffs, out)
+    return C.gather_combine(base, bank, index, coeffs, out)
+
+
+CPU_OPS = CUDA_OPS = {
+    "pair_stats": pair_stats, "accept_commit": accept_commit, "rollout_step": rollout_step,
+    "gather_combine": gather_combine,
+}

@@ -4,7 +4,8 @@ with a fake (meta) implementation for tracing. The real implementation picks the
 steer compiled code.
 
 A custom op may not return an alias of an input, so the ``out=`` forms are separate ops that
-mutate ``out`` (``accept_commit_out`` returns only the counts, ``rollout_step_out`` nothing).
+mutate ``out`` (``accept_commit_out`` returns only the counts, ``rollout_step_out`` and
+``gather_combine_out`` nothing).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ._backend import dispatch
+from .reference import check_gather_combine_args
 
 
 @torch.library.custom_op("sdsv::pair_stats", mutates_args=())
@@ -74,4 +76,28 @@ def rollout_step_out_op(
 
 @rollout_step_out_op.register_fake
 def _(x, v, h, out, uncond, scale):
+    return None
+
+
+@torch.library.custom_op("sdsv::gather_combine", mutates_args=())
+def gather_combine_op(base: Tensor, bank: Tensor, index: Tensor, coeffs: Tensor) -> Tensor:
+    return dispatch("gather_combine", base)(base, bank, index, coeffs, None).contiguous()
+
+
+@gather_combine_op.register_fake
+def _(base, bank, index, coeffs):
+    # the layout check at trace time too; it also stops a call that mixes meta tensors with real
+    # ones, which the dispatcher routes here, from returning an uninitialised tensor
+    check_gather_combine_args(base, bank, index, coeffs, check_range=False)
+    return base.new_empty(base.shape)
+
+
+@torch.library.custom_op("sdsv::gather_combine_out", mutates_args=("out",))
+def gather_combine_out_op(base: Tensor, bank: Tensor, index: Tensor, coeffs: Tensor, out: Tensor) -> None:
+    dispatch("gather_combine", base)(base, bank, index, coeffs, out)
+
+
+@gather_combine_out_op.register_fake
+def _(base, bank, index, coeffs, out):
+    check_gather_combine_args(base, bank, index, coeffs, out, check_range=False)
     return None

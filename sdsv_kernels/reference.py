@@ -7,6 +7,8 @@ Conventions shared by all ops
   every op reduces over everything else (the latent of one row, any shape, any float dtype,
   any strides).
 * Statistics are accumulated and returned in fp32 whatever the input dtype.
+* ``gather_combine`` is the one op whose native kernels also take fp64 (accumulating in fp64);
+  the others are served by this reference for fp64 latents.
 * Rows of one sample are contiguous and in step order; ``window_k[b]`` says how many draft
   steps sample ``b`` proposed, and the verification mode fixes how many rows it owns:
   ``endpoints`` -> 2 rows (``y_0``, ``y_k``), or 1 row when ``k == 0`` (a plain target step);
@@ -194,6 +196,106 @@ def rollout_step(
         g = torch.as_tensor(scale, device=x.device).to(acc).reshape(-1, *([1] * (x.dim() - 1)))
         vf = uncond.to(acc) + g * (vf - uncond.to(acc))
     res = (x.to(acc) + hf * vf).to(x.dtype)
+    if out is None:
+        return res
+    out.copy_(res)
+    return out
+
+
+def check_gather_combine_args(
+    base: torch.Tensor,
+    bank: torch.Tensor,
+    index: torch.Tensor,
+    coeffs: torch.Tensor,
+    out: torch.Tensor | None = None,
+    check_range: bool = True,
+) -> None:
+    """The argument check every ``gather_combine`` backend runs before launching anything, and
+    the fake (tracing) implementation too, with ``check_range=False`` (no values there). See
+    :func:`gather_combine` for the contract. Raises ``TypeError`` for a wrong dtype and
+    ``ValueError`` for a wrong shape, device or index."""
+    given = {"base": base, "bank": bank, "index": index, "coeffs": coeffs, **({"out": out} if out is not None else {})}
+    for name, x in given.items():
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"gather_combine: {name} must be a tensor, got {type(x).__name__}")
+    if not base.is_floating_point():
+        raise TypeError(f"gather_combine: base must be a floating tensor, got {base.dtype}")
+    if base.dim() < 1 or base.shape[0] < 1:
+        raise ValueError(f"gather_combine: base must be [R, *F] with R >= 1, got shape {tuple(base.shape)}")
+    n_rows, feat = base.shape[0], tuple(base.shape[1:])
+    if bank.dtype != base.dtype:
+        raise TypeError(f"gather_combine: bank has dtype {bank.dtype}, base has {base.dtype}; they must match")
+    if bank.dim() != base.dim() or tuple(bank.shape[1:]) != feat:
+        want = ", ".join(["S", *map(str, feat)])
+        raise ValueError(f"gather_combine: bank must be [{want}] like base's rows, got shape {tuple(bank.shape)}")
+    if index.dtype != torch.int64:
+        raise TypeError(f"gather_combine: index must be int64, got {index.dtype}")
+    if index.dim() != 2 or index.shape[0] != n_rows:
+        raise ValueError(f"gather_combine: index must be [R={n_rows}, A], got shape {tuple(index.shape)}")
+    n_terms = index.shape[1]
+    acc = _acc_dtype(base.dtype)
+    if coeffs.dtype != acc:
+        raise TypeError(f"gather_combine: coeffs must be {acc} for {base.dtype} data, got {coeffs.dtype}")
+    if tuple(coeffs.shape) != (n_rows, n_terms + 1):
+        raise ValueError(
+            f"gather_combine: coeffs must be [R, A+1] = [{n_rows}, {n_terms + 1}], got shape {tuple(coeffs.shape)}"
+        )
+    if out is not None:
+        if out.dtype != base.dtype:
+            raise TypeError(f"gather_combine: out has dtype {out.dtype}, base has {base.dtype}; they must match")
+        if out.shape != base.shape:
+            raise ValueError(f"gather_combine: out must have base's shape {tuple(base.shape)}, got {tuple(out.shape)}")
+    for name, x in given.items():
+        if x.device != base.device:
+            raise ValueError(f"gather_combine: {name} is on {x.device}, base on {base.device}; all must be on one device")
+    # The range is checked on the host only when index lives there: for a GPU index, min/max
+    # would sync the device on every draft call. There the native kernels never read outside
+    # bank (a row with an out-of-range index comes out NaN) and the reference's gather asserts.
+    if check_range and n_terms and index.device.type == "cpu":
+        n_slots = bank.shape[0]
+        bad = (index < 0) | (index >= n_slots)
+        if bad.any():
+            r, a = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(
+                f"gather_combine: index[{r}, {a}] = {int(index[r, a])} is out of range for a bank of {n_slots} slots"
+            )
+
+
+def gather_combine(
+    base: torch.Tensor,
+    bank: torch.Tensor,
+    index: torch.Tensor,
+    coeffs: torch.Tensor,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per row, a linear combination of ``base`` and rows gathered from ``bank``::
+
+        gather_combine(base, bank, index, coeffs, out=None) -> out
+          base:   [R, *F] floating tensor (any strides), R >= 1
+          bank:   [S, *F] same dtype and device as base (any strides; contiguous in practice)
+          index:  [R, A] int64, 0 <= index < S (A >= 0; A == 0 means out = coeffs[:,0] * base)
+          coeffs: [R, A+1] fp32 (fp64 when base is fp64), same device
+          out[r] = coeffs[r,0] * base[r] + sum_a coeffs[r,a+1] * bank[index[r,a]]
+          accumulated in fp32 (fp64 for fp64 data), stored in base's dtype.
+
+    The terms are added in that order (``base`` first, then ``a = 0, 1, ...``). ``out`` (base's
+    shape and dtype) may be ``base`` itself; it must not overlap ``bank``. Indices may repeat.
+
+    Why it exists: (1) the forecast self-draft. A draft call adds to the cheap part's hidden
+    state ``base`` the forecast of the deep blocks' residual, a per-row linear combination
+    (Taylor / finite differences in sigma) of residuals recorded at earlier target evaluations.
+    Those live in a bank of slots (a ring of a few anchors per sample and guidance branch);
+    gathering by index inside the kernel avoids copying anchor rows that are tens of MB each at
+    Flux size. (2) Linear multistep solver updates ``x c0 + sum_i v_i c_i`` with per-row
+    coefficients (Euler is ``(1, h)``) are the same op.
+    """
+    check_gather_combine_args(base, bank, index, coeffs, out)
+    acc = _acc_dtype(base.dtype)
+    col = (-1,) + (1,) * (base.dim() - 1)  # one coefficient per row, broadcast over the row
+    res = coeffs[:, 0].reshape(col) * base.to(acc)
+    for a in range(index.shape[1]):
+        res = res + coeffs[:, a + 1].reshape(col) * bank.index_select(0, index[:, a]).to(acc)
+    res = res.to(base.dtype)
     if out is None:
         return res
     out.copy_(res)

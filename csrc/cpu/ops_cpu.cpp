@@ -1,14 +1,18 @@
-// C++ CPU kernels of the three ops. One pass over the inputs, fp32 accumulation, OpenMP over
+// C++ CPU kernels of the ops. One pass over the inputs, fp32 accumulation, OpenMP over
 // (row, chunk) work items through at::parallel_for. Chunk boundaries are fixed (kChunk elements)
 // and partial sums are combined in chunk order, so results do not depend on the thread count.
 //
 // Inputs: any float dtype (fp32/fp16/bf16; d, y, v, uncond are cast to the first input's dtype
-// if they differ — one documented copy). Rows may have any stride; the elements inside a row
-// must be contiguous, otherwise the row block is made contiguous once (documented copy).
+// if they differ — one documented copy; gather_combine also takes fp64, accumulating in fp64).
+// Rows may have any stride; the elements inside a row must be contiguous, otherwise the row
+// block is made contiguous once (documented copy).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <c10/util/accumulate.h>
+
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../accept_rule.h"
@@ -48,9 +52,14 @@ SDSV_INLINE float ld(const c10::Half* p) { return float(*reinterpret_cast<const 
 #else
 SDSV_INLINE float ld(const c10::Half* p) { return static_cast<float>(*p); }
 #endif
+SDSV_INLINE double ld(const double* p) { return *p; }
 
+// the accumulation type: fp32, or fp64 for fp64 data
 template <typename T>
-SDSV_INLINE T st(float v) { return static_cast<T>(v); }  // round-to-nearest-even, as torch's .to()
+using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+template <typename T, typename A>
+SDSV_INLINE T st(A v) { return static_cast<T>(v); }  // round-to-nearest-even, as torch's .to()
 
 // ---- pair statistics of one chunk ------------------------------------------------------------
 template <typename T>
@@ -144,21 +153,60 @@ SDSV_INLINE void axpy_chunk_any(const c10::BFloat16* x, const c10::BFloat16* v, 
   axpy_chunk_bf16(x, v, u, h, g, o, n);
 }
 
+// ---- out = c0 base + sum_a c_a bank[idx_a] over one chunk --------------------------------------
+// One term at a time into a small tile, in the reference's order; every pass over the tile
+// vectorises. base/bank/out point at the chunk's first column; out may be base (same element
+// read, then written), never bank.
+template <typename T>
+SDSV_INLINE void combine_chunk(const T* base, const T* bank, int64_t st_bank, const int64_t* idx, const acc_t<T>* c,
+                               int64_t n_terms, T* out, int64_t n) {
+  using A = acc_t<T>;
+  constexpr int64_t kTile = 256;
+  A tile[kTile];
+  for (int64_t lo = 0; lo < n; lo += kTile) {
+    const int64_t m = std::min(kTile, n - lo);
+    for (int64_t i = 0; i < m; ++i) tile[i] = c[0] * ld(base + lo + i);
+    for (int64_t a = 0; a < n_terms; ++a) {
+      const T* src = bank + idx[a] * st_bank + lo;
+      const A ca = c[a + 1];
+      for (int64_t i = 0; i < m; ++i) tile[i] += ca * ld(src + i);
+    }
+    for (int64_t i = 0; i < m; ++i) out[lo + i] = st<T>(tile[i]);
+  }
+}
+SDSV_CLONES void combine_chunk_k(const float* b, const float* k, int64_t sk, const int64_t* j, const float* c,
+                                 int64_t na, float* o, int64_t n) {
+  combine_chunk(b, k, sk, j, c, na, o, n);
+}
+SDSV_CLONES void combine_chunk_k(const c10::Half* b, const c10::Half* k, int64_t sk, const int64_t* j, const float* c,
+                                 int64_t na, c10::Half* o, int64_t n) {
+  combine_chunk(b, k, sk, j, c, na, o, n);
+}
+SDSV_CLONES void combine_chunk_k(const c10::BFloat16* b, const c10::BFloat16* k, int64_t sk, const int64_t* j,
+                                 const float* c, int64_t na, c10::BFloat16* o, int64_t n) {
+  combine_chunk(b, k, sk, j, c, na, o, n);
+}
+SDSV_CLONES void combine_chunk_k(const double* b, const double* k, int64_t sk, const int64_t* j, const double* c,
+                                 int64_t na, double* o, int64_t n) {
+  combine_chunk(b, k, sk, j, c, na, o, n);
+}
+
 // ---- layout helpers ----------------------------------------------------------------------------
 // [R, D] with unit stride inside a row: a view when possible, else one copy
 at::Tensor as_rows(const at::Tensor& x, int64_t n_rows) {
-  auto x2 = x.reshape({n_rows, -1});
+  // D spelled out, not -1 (ambiguous for a tensor with no elements)
+  auto x2 = x.reshape({n_rows, c10::multiply_integers(x.sizes().slice(1))});
   if (x2.size(1) > 1 && x2.stride(1) != 1) x2 = x2.contiguous();
   return x2;
 }
 
 at::Tensor like_dtype(const at::Tensor& x, at::ScalarType dt) { return x.scalar_type() == dt ? x : x.to(dt); }
 
-void check_float(const at::Tensor& x, const char* op, const char* name) {
+void check_float(const at::Tensor& x, const char* op, const char* name, bool allow_f64 = false) {
   TORCH_CHECK(x.device().is_cpu(), "sdsv cpp ", op, ": ", name, " must be a CPU tensor");
   const auto dt = x.scalar_type();
-  TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, "sdsv cpp ", op, ": ", name,
-              " must be float32, float16 or bfloat16, got ", dt);
+  TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || (allow_f64 && dt == at::kDouble), "sdsv cpp ",
+              op, ": ", name, " must be float32, float16 or bfloat16", allow_f64 ? " or float64" : "", ", got ", dt);
 }
 
 // A [rows, D] destination: `out` itself when its rows are unit-stride inside and its dtype is
@@ -191,13 +239,34 @@ Dest destination_safe(const std::optional<at::Tensor>& out, at::IntArrayRef shap
   }
 }
 
-// fp32 / fp16 / bf16 only (check_float rejects the rest): calls f with a value of the C++ type
+// Calls f(row, chunk, lo, n) for every (row, chunk) work item of `rows` rows of `numel` elements
+// (chunk `chunk` covers elements [lo, lo + n)), in parallel; the chunking never depends on threads
 template <typename F>
+void for_each_chunk(int64_t rows, int64_t numel, F&& f) {
+  const int64_t chunks = std::max<int64_t>(1, (numel + kChunk - 1) / kChunk);
+  at::parallel_for(0, rows * chunks, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) {
+      const int64_t r = w / chunks, c = w % chunks;
+      const int64_t lo = c * kChunk, n = std::min(numel, lo + kChunk) - lo;
+      if (n > 0) f(r, c, lo, n);
+    }
+  });
+}
+
+// fp32 / fp16 / bf16, and fp64 for the ops that take it (check_float rejects the rest): calls f
+// with a value of the C++ type
+template <bool kWithF64 = false, typename F>
 void dispatch_float(at::ScalarType dt, const char* op, F&& f) {
   switch (dt) {
     case at::kFloat: f(float{}); break;
     case at::kHalf: f(c10::Half{}); break;
     case at::kBFloat16: f(c10::BFloat16{}); break;
+    case at::kDouble:
+      if constexpr (kWithF64) {
+        f(double{});
+        break;
+      }
+      [[fallthrough]];
     default: TORCH_CHECK(false, "sdsv cpp ", op, ": unsupported dtype ", dt);
   }
 }
@@ -229,13 +298,8 @@ at::Tensor pair_stats_cpu(const at::Tensor& t, const at::Tensor& d, const at::Te
     const scalar_t* dp = d2.data_ptr<scalar_t>();
     const scalar_t* yp = y2.data_ptr<scalar_t>();
     const int64_t st_t = t2.stride(0), st_d = d2.stride(0), st_y = y2.stride(0);
-    at::parallel_for(0, n_rows * chunks, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t w = begin; w < end; ++w) {
-        const int64_t r = w / chunks, c = w % chunks;
-        const int64_t lo = c * kChunk, n = std::min(numel, lo + kChunk) - lo;
-        if (n <= 0) continue;
-        stats_chunk_any(tp + r * st_t + lo, dp + r * st_d + lo, yp + r * st_y + lo, hp[r], n, &part[w * 5]);
-      }
+    for_each_chunk(n_rows, numel, [&](int64_t r, int64_t c, int64_t lo, int64_t n) {
+      stats_chunk_any(tp + r * st_t + lo, dp + r * st_d + lo, yp + r * st_y + lo, hp[r], n, &part[(r * chunks + c) * 5]);
     });
   });
   float* o = out.data_ptr<float>();
@@ -287,7 +351,6 @@ std::tuple<at::Tensor, at::Tensor> accept_commit_cpu(const at::Tensor& stats, co
   std::vector<int64_t> shape(y.sizes().begin(), y.sizes().end());
   shape[0] = n_samples;
   auto dest = destination_safe(out, shape, n_samples, numel, y.options(), "accept_commit");
-  const int64_t chunks = std::max<int64_t>(1, (numel + kChunk - 1) / kChunk);
   const float* hp = hf.data_ptr<float>();
   dispatch_float(dt, "sdsv_accept_commit_cpu", [&](auto tag) {
     using scalar_t = decltype(tag);
@@ -295,14 +358,10 @@ std::tuple<at::Tensor, at::Tensor> accept_commit_cpu(const at::Tensor& stats, co
     const scalar_t* tp = t2.data_ptr<scalar_t>();
     scalar_t* op = dest.rows.data_ptr<scalar_t>();
     const int64_t st_y = y2.stride(0), st_t = t2.stride(0), st_o = dest.rows.stride(0);
-    at::parallel_for(0, n_samples * chunks, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t w = begin; w < end; ++w) {
-        const int64_t b = w / chunks, c = w % chunks, r = commit[b];
-        const int64_t lo = c * kChunk, n = std::min(numel, lo + kChunk) - lo;
-        if (n <= 0) continue;
-        axpy_chunk_any(yp + r * st_y + lo, tp + r * st_t + lo, static_cast<const scalar_t*>(nullptr), hp[r], 0.f,
-                       op + b * st_o + lo, n);
-      }
+    for_each_chunk(n_samples, numel, [&](int64_t b, int64_t, int64_t lo, int64_t n) {
+      const int64_t r = commit[b];
+      axpy_chunk_any(yp + r * st_y + lo, tp + r * st_t + lo, static_cast<const scalar_t*>(nullptr), hp[r], 0.f,
+                     op + b * st_o + lo, n);
     });
   });
   if (out.has_value()) {
@@ -337,7 +396,6 @@ at::Tensor rollout_step_cpu(const at::Tensor& x, const at::Tensor& v, const at::
                 " values for ", n_rows, " rows");
   }
   auto dest = destination_safe(out, x.sizes(), n_rows, numel, x.options(), "rollout_step");
-  const int64_t chunks = std::max<int64_t>(1, (numel + kChunk - 1) / kChunk);
   const float* hp = hf.data_ptr<float>();
   const int64_t h_step = hf.numel() > 1 ? 1 : 0;
   const float* gp = guided ? gf.data_ptr<float>() : nullptr;
@@ -350,14 +408,9 @@ at::Tensor rollout_step_cpu(const at::Tensor& x, const at::Tensor& v, const at::
       const scalar_t* up = guided ? u2.data_ptr<scalar_t>() : nullptr;
       scalar_t* op = dest.rows.data_ptr<scalar_t>();
       const int64_t st_x = x2.stride(0), st_v = v2.stride(0), st_u = guided ? u2.stride(0) : 0, st_o = dest.rows.stride(0);
-      at::parallel_for(0, n_rows * chunks, kGrain, [&](int64_t begin, int64_t end) {
-        for (int64_t w = begin; w < end; ++w) {
-          const int64_t r = w / chunks, c = w % chunks;
-          const int64_t lo = c * kChunk, n = std::min(numel, lo + kChunk) - lo;
-          if (n <= 0) continue;
-          axpy_chunk_any(xp + r * st_x + lo, vp + r * st_v + lo, up ? up + r * st_u + lo : nullptr, hp[r * h_step],
-                         gp ? gp[r * g_step] : 0.f, op + r * st_o + lo, n);
-        }
+      for_each_chunk(n_rows, numel, [&](int64_t r, int64_t, int64_t lo, int64_t n) {
+        axpy_chunk_any(xp + r * st_x + lo, vp + r * st_v + lo, up ? up + r * st_u + lo : nullptr, hp[r * h_step],
+                       gp ? gp[r * g_step] : 0.f, op + r * st_o + lo, n);
       });
     });
   }
@@ -366,6 +419,43 @@ at::Tensor rollout_step_cpu(const at::Tensor& x, const at::Tensor& v, const at::
     return *out;
   }
   return dest.rows.view(x.sizes());
+}
+
+// ================================================================================================
+at::Tensor gather_combine_cpu(const at::Tensor& base, const at::Tensor& bank, const at::Tensor& index,
+                              const at::Tensor& coeffs, const std::optional<at::Tensor>& out) {
+  check_float(base, "gather_combine", "base", /*allow_f64=*/true);
+  check_gather_combine(base, bank, index, coeffs, "cpp");
+  const auto dt = base.scalar_type();
+  const int64_t n_rows = base.size(0), n_slots = bank.size(0), n_terms = index.size(1);
+  auto idx = index.contiguous(), cf = coeffs.contiguous();
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  for (int64_t k = 0; k < n_rows * n_terms; ++k)  // host memory: checking costs no sync here
+    TORCH_CHECK(ip[k] >= 0 && ip[k] < n_slots, "sdsv cpp gather_combine: index[", k / n_terms, ", ", k % n_terms,
+                "] = ", ip[k], " is out of range for a bank of ", n_slots, " slots");
+  auto base2 = as_rows(base, n_rows);
+  const int64_t numel = base2.size(1);
+  auto bank2 = n_terms > 0 ? as_rows(bank, n_slots) : base2;  // no terms: the bank is never read
+  auto dest = destination_safe(out, base.sizes(), n_rows, numel, base.options(), "gather_combine");
+  if (numel > 0) {
+    dispatch_float<true>(dt, "sdsv_gather_combine_cpu", [&](auto tag) {
+      using scalar_t = decltype(tag);
+      const scalar_t* bp = base2.data_ptr<scalar_t>();
+      const scalar_t* kp = bank2.data_ptr<scalar_t>();
+      const acc_t<scalar_t>* cp = cf.data_ptr<acc_t<scalar_t>>();
+      scalar_t* op = dest.rows.data_ptr<scalar_t>();
+      const int64_t st_b = base2.stride(0), st_k = bank2.stride(0), st_o = dest.rows.stride(0);
+      for_each_chunk(n_rows, numel, [&](int64_t r, int64_t, int64_t lo, int64_t n) {
+        combine_chunk_k(bp + r * st_b + lo, kp + lo, st_k, ip + r * n_terms, cp + r * (n_terms + 1), n_terms,
+                        op + r * st_o + lo, n);
+      });
+    });
+  }
+  if (out.has_value()) {
+    if (dest.staged) out->copy_(dest.rows.view(out->sizes()));
+    return *out;
+  }
+  return dest.rows.view(base.sizes());
 }
 
 }  // namespace sdsv

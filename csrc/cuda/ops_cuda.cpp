@@ -4,6 +4,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <c10/util/accumulate.h>
 
 #include "../sdsv_ops.h"
 #include "sdsv_cuda.h"
@@ -11,17 +12,23 @@
 namespace sdsv {
 namespace {
 
-cuda::DType dtype_of(const at::Tensor& x, const char* op) {
+cuda::DType dtype_of(const at::Tensor& x, const char* op, bool allow_f64 = false) {
   switch (x.scalar_type()) {
     case at::kFloat: return cuda::DType::kF32;
     case at::kHalf: return cuda::DType::kF16;
     case at::kBFloat16: return cuda::DType::kBF16;
-    default: TORCH_CHECK(false, "sdsv cuda ", op, ": float32, float16 or bfloat16 expected, got ", x.scalar_type());
+    case at::kDouble:
+      if (allow_f64) return cuda::DType::kF64;
+      [[fallthrough]];
+    default:
+      TORCH_CHECK(false, "sdsv cuda ", op, ": float32, float16 or bfloat16", allow_f64 ? " or float64" : "",
+                  " expected, got ", x.scalar_type());
   }
 }
 
 at::Tensor as_rows(const at::Tensor& x, int64_t n_rows) {
-  auto x2 = x.reshape({n_rows, -1});
+  // D spelled out, not -1 (ambiguous for a tensor with no elements)
+  auto x2 = x.reshape({n_rows, c10::multiply_integers(x.sizes().slice(1))});
   if (x2.size(1) > 1 && x2.stride(1) != 1) x2 = x2.contiguous();
   return x2;
 }
@@ -148,6 +155,33 @@ at::Tensor rollout_step_cuda(const at::Tensor& x, const at::Tensor& v, const at:
     return *out;
   }
   return dest.view(x.sizes());
+}
+
+at::Tensor gather_combine_cuda(const at::Tensor& base, const at::Tensor& bank, const at::Tensor& index,
+                               const at::Tensor& coeffs, const std::optional<at::Tensor>& out) {
+  TORCH_CHECK(base.is_cuda(), "sdsv cuda gather_combine: base must be a CUDA tensor");
+  check_gather_combine(base, bank, index, coeffs, "cuda");
+  const auto dt = dtype_of(base, "gather_combine", /*allow_f64=*/true);
+  const int64_t n_rows = base.size(0), n_slots = bank.size(0), n_terms = index.size(1);
+  TORCH_CHECK(n_terms <= cuda::kMaxTerms, "sdsv cuda gather_combine: at most ", cuda::kMaxTerms, " terms, got ", n_terms);
+  const c10::cuda::CUDAGuard guard(base.device());
+  auto base2 = as_rows(base, n_rows);
+  const int64_t numel = base2.size(1);
+  // no terms: the bank is never read; an empty bank (all indices out of range): never read either
+  auto bank2 = n_terms > 0 && n_slots > 0 ? as_rows(bank, n_slots) : base2;
+  auto idx = index.contiguous(), cf = coeffs.contiguous();
+  auto [dest, staged] = destination(out, n_rows, numel, base.options());
+  int64_t splits = 1, chunk = 1;
+  cuda::plan_splits(n_rows, numel, sm_count(base), &splits, &chunk);
+  // no host sync: the index range is checked in the kernel (an out-of-range slot gives a NaN row)
+  C10_CUDA_CHECK(cuda::gather_combine(dt, base2.data_ptr(), base2.stride(0), bank2.data_ptr(), bank2.stride(0), n_slots,
+                                      idx.data_ptr<int64_t>(), cf.data_ptr(), n_terms, dest.data_ptr(), dest.stride(0),
+                                      n_rows, numel, splits, chunk, c10::cuda::getCurrentCUDAStream().stream()));
+  if (out.has_value()) {
+    if (staged) out->copy_(dest.view(out->sizes()));
+    return *out;
+  }
+  return dest.view(base.sizes());
 }
 
 }  // namespace sdsv

@@ -15,9 +15,10 @@
 namespace sdsv {
 namespace cuda {
 
-enum class DType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+enum class DType : int { kF32 = 0, kF16 = 1, kBF16 = 2, kF64 = 3 };  // kF64: gather_combine only
 
 constexpr int kThreads = 256;
+constexpr int64_t kMaxTerms = 1024;  // gather_combine: A per launch (shared memory holds the row's terms)
 
 // Chunking for R rows of D elements on a GPU with `sm_count` SMs (about 4 blocks per SM).
 void plan_splits(int64_t rows, int64_t numel, int sm_count, int64_t* splits, int64_t* chunk);
@@ -39,6 +40,15 @@ cudaError_t rollout_step(DType dt, const void* x, int64_t stride_x, const void* 
                          int64_t stride_u, const float* h, int64_t h_step, const float* g, int64_t g_step, void* out,
                          int64_t stride_out, int64_t rows, int64_t numel, int64_t splits, int64_t chunk,
                          cudaStream_t stream);
+
+// out[r] = c[r,0] base[r] + sum_a c[r,a+1] bank[index[r,a]] for r < rows; index: int64 [rows, terms]
+// contiguous; coeffs: [rows, terms + 1] contiguous, float (double for kF64); terms <= kMaxTerms.
+// The index range is not checked on the host (that would sync): an out-of-range slot is never
+// read and its row comes out NaN. out may be base (same element read, then written), not bank.
+cudaError_t gather_combine(DType dt, const void* base, int64_t stride_base, const void* bank, int64_t stride_bank,
+                           int64_t slots, const int64_t* index, const void* coeffs, int64_t terms, void* out,
+                           int64_t stride_out, int64_t rows, int64_t numel, int64_t splits, int64_t chunk,
+                           cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace sdsv

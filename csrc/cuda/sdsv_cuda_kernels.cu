@@ -17,6 +17,19 @@ template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ double to_f(double v) { return v; }
+
+// accumulation type of T (fp32; fp64 for fp64 data) and the rounding store back to T
+template <typename T>
+struct Io {
+  using acc = float;
+  static __device__ __forceinline__ T store(float v) { return from_f<T>(v); }
+};
+template <>
+struct Io<double> {
+  using acc = double;
+  static __device__ __forceinline__ double store(double v) { return v; }
+};
 
 // 16-byte vector of T: 4 floats or 8 halves
 template <typename T>
@@ -170,12 +183,56 @@ __global__ void __launch_bounds__(kThreads) rollout_kernel(const T* __restrict__
   }
 }
 
-template <typename F>
+// grid (splits, rows). The row's gathered slot pointers and coefficients are staged in shared
+// memory once; each thread then streams base and every gathered bank row through its elements.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) gather_combine_kernel(const T* base, int64_t st_base,
+                                                                  const T* __restrict__ bank, int64_t st_bank,
+                                                                  int64_t slots, const int64_t* __restrict__ index,
+                                                                  const typename Io<T>::acc* __restrict__ coeffs,
+                                                                  int64_t terms, T* out, int64_t st_out,
+                                                                  int64_t numel, int64_t chunk) {
+  using A = typename Io<T>::acc;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const T** src = reinterpret_cast<const T**>(smem);  // [terms], then the coefficients [terms + 1]
+  A* c = reinterpret_cast<A*>(src + terms);
+  __shared__ int bad;
+  const int64_t split = blockIdx.x, row = blockIdx.y;
+  if (threadIdx.x == 0) bad = 0;
+  __syncthreads();
+  for (int64_t a = threadIdx.x; a < terms; a += kThreads) {
+    const int64_t j = index[row * terms + a];
+    const bool ok = j >= 0 && j < slots;
+    if (!ok) bad = 1;  // unchecked on the host (a GPU index would sync): never read, NaN row
+    src[a] = ok ? bank + j * st_bank : bank;
+  }
+  for (int64_t a = threadIdx.x; a <= terms; a += kThreads) c[a] = coeffs[row * (terms + 1) + a];
+  __syncthreads();
+  const T* br = base + row * st_base;
+  T* orow = out + row * st_out;
+  const int64_t lo = split * chunk;
+  const int64_t hi = lo + chunk < numel ? lo + chunk : numel;
+  if (bad) {
+    for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) orow[i] = Io<T>::store(A(NAN));
+    return;
+  }
+  for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) {
+    A acc = c[0] * to_f(br[i]);  // the reference's order: base first, then the terms in order
+    for (int64_t a = 0; a < terms; ++a) acc += c[a + 1] * to_f(src[a][i]);
+    orow[i] = Io<T>::store(acc);
+  }
+}
+
+// fp32 / fp16 / bf16, and fp64 for the ops that take it
+template <bool kWithF64 = false, typename F>
 cudaError_t by_dtype(DType dt, F&& f) {
   switch (dt) {
     case DType::kF32: return f(float{});
     case DType::kF16: return f(__half{});
     case DType::kBF16: return f(__nv_bfloat16{});
+    case DType::kF64:
+      if constexpr (kWithF64) return f(double{});
+      break;
   }
   return cudaErrorInvalidValue;
 }
@@ -241,6 +298,23 @@ cudaError_t rollout_step(DType dt, const void* x, int64_t stride_x, const void* 
     rollout_kernel<T><<<dim3((unsigned)splits, (unsigned)rows), kThreads, 0, stream>>>(
         static_cast<const T*>(x), stride_x, static_cast<const T*>(v), stride_v, static_cast<const T*>(u), stride_u, h,
         h_step, g, g_step, static_cast<T*>(out), stride_out, numel, chunk);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t gather_combine(DType dt, const void* base, int64_t stride_base, const void* bank, int64_t stride_bank,
+                           int64_t slots, const int64_t* index, const void* coeffs, int64_t terms, void* out,
+                           int64_t stride_out, int64_t rows, int64_t numel, int64_t splits, int64_t chunk,
+                           cudaStream_t stream) {
+  if (rows == 0 || numel == 0) return cudaSuccess;
+  if (rows > 65535 || terms < 0 || terms > kMaxTerms) return cudaErrorInvalidConfiguration;
+  return by_dtype<true>(dt, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename Io<T>::acc;
+    const size_t shared = (size_t)terms * sizeof(const T*) + (size_t)(terms + 1) * sizeof(A);
+    gather_combine_kernel<T><<<dim3((unsigned)splits, (unsigned)rows), kThreads, shared, stream>>>(
+        static_cast<const T*>(base), stride_base, static_cast<const T*>(bank), stride_bank, slots, index,
+        static_cast<const A*>(coeffs), terms, static_cast<T*>(out), stride_out, numel, chunk);
     return cudaGetLastError();
   });
 }

@@ -8,6 +8,7 @@ view and copies (once, documented) only when the latent dims themselves are not 
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import torch
@@ -51,10 +52,20 @@ def split_rows(numel: int, n_rows: int, block: int, device: torch.device) -> tup
 
 def rows(x: torch.Tensor) -> torch.Tensor:
     """``x`` as ``[R, D]`` with unit stride inside a row (a view when possible, else one copy)."""
-    x2 = x.reshape(x.shape[0], -1)
+    x2 = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: ambiguous for empty rows
     if x2.shape[1] > 1 and x2.stride(1) != 1:
         x2 = x2.contiguous()
     return x2
+
+
+def row_view_ok(t: torch.Tensor) -> bool:
+    """Whether ``t.view(R, D)`` exists with unit inner stride, so a kernel's writes reach ``t``
+    (else the launcher writes a temporary and copies it into ``t``)."""
+    try:
+        v = t.view(t.shape[0], math.prod(t.shape[1:]))
+    except RuntimeError:
+        return False
+    return v.shape[1] <= 1 or v.stride(1) == 1
 
 
 def num_warps() -> int:

@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import block_size, num_warps, rows, split_rows
+from ._common import block_size, num_warps, row_view_ok, rows, split_rows
 
 
 @triton.heuristics({"GUIDED": lambda args: args["u_ptr"] is not None})
@@ -54,7 +54,7 @@ def rollout_step_forward(x, v, h, out=None, uncond=None, scale=None) -> torch.Te
     else:
         u2, gf = None, hf
     target = out if out is not None else torch.empty(x.shape, device=x.device, dtype=x.dtype)
-    o2 = target.reshape(n_rows, -1) if target.is_contiguous() or _row_view_ok(target) else None
+    o2 = target.view(n_rows, numel) if row_view_ok(target) else None
     staging = o2 is None
     if staging:
         o2 = torch.empty((n_rows, numel), device=x.device, dtype=target.dtype)
@@ -70,12 +70,3 @@ def rollout_step_forward(x, v, h, out=None, uncond=None, scale=None) -> torch.Te
     if staging:
         target.copy_(o2.view(target.shape))
     return target
-
-
-def _row_view_ok(t: torch.Tensor) -> bool:
-    """Whether ``t.reshape(R, -1)`` is a view with unit inner stride (so writes reach ``t``)."""
-    try:
-        v = t.view(t.shape[0], -1)
-    except RuntimeError:
-        return False
-    return v.shape[1] <= 1 or v.stride(1) == 1
