@@ -95,3 +95,18 @@ def test_eval_runner_says_how_its_models_run(monkeypatch, capsys):
     assert Runner(**kw).backend == "eager"
     assert Runner(**kw, compile=True).backend == "eager (torch.compile unavailable)"
     assert "warning: torch.compile failed" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="inductor needs a C++ compiler")
+def test_compiled_self_draft_gives_the_eager_numbers():
+    """The self-draft's two graphs (target with residual, draft with forecast) are compiled too."""
+    from sdsv import ErrorControlled
+
+    eager = small_pipeline()
+    compiled = small_pipeline().compile()
+    assert compiled.compiled_split is not None
+    for plan in (ErrorControlled(12, tol=0.05, k_max=3), StagePlan.slow(12)):
+        kw = dict(plan=plan, draft="self", accept=AcceptanceTest("x0_rms", 0.3), seed=0)
+        a, b = eager(["a red circle", "a blue square"], **kw), compiled(["a red circle", "a blue square"], **kw)
+        assert [(w.start, w.k, w.accepted) for w in a.stats.windows] == [(w.start, w.k, w.accepted) for w in b.stats.windows]
+        torch.testing.assert_close(b.latents, a.latents, atol=1e-3, rtol=1e-3)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from sdsv import AcceptanceTest, StagePlan
+from sdsv import AcceptanceTest, ErrorControlled, FixedInterval, StagePlan
 from sdsv.cli import main as cli_main
 from sdsv.metrics import psnr
 from sdsv.tiny.compress import block_linear_macs
@@ -77,17 +77,60 @@ def test_identical_draft_on_the_real_target(pipe):
 
 def test_demo_end_to_end(tmp_path, capsys):
     out_json = tmp_path / "demo.json"
-    rc = cli_main(["demo", "--steps", "12", "--prompts", "a red circle", "an orange diamond", "--out", str(tmp_path),
+    rc = cli_main(["demo", "--steps", "24", "--prompts", "a red circle", "an orange diamond", "--out", str(tmp_path),
                    "--json", str(out_json), "--quiet", "--threads", "1", "--no-compile", "--repeats", "1"])
     assert rc == 0
     rows = json.loads(out_json.read_text())
-    assert [r["method"] for r in rows] == ["target-only", "draft-only (lite)", "draft-only (svd)", "improved-draft (lite)",
-                                          "improved-draft (svd)", "sdsv (lite)", "sdsv (svd)"]
-    keys = {"method", "target_calls", "target_evals", "draft_evals", "wall_s", "speedup", "acceptance", "psnr", "ssim"}
+    assert [r["method"] for r in rows] == [
+        "target-only", "target-only (20 steps)", "target-only (15 steps, dpm++2m)", "target-only (20 steps, dpm++2m)",
+        "draft-only (lite)", "draft-only (svd)", "improved-draft (lite)", "improved-draft (svd)", "sdsv (lite)",
+        "sdsv (svd)", "cache (every 3)", "cache (every 4)", "sdsv (self)", "error-ctrl (self)",
+        "error-ctrl (self, tol 0.5)"]
+    keys = {"method", "target_calls", "target_evals", "draft_evals", "wall_s", "speedup", "acceptance", "psnr",
+            "psnr_min", "ssim", "sampler_share"}
     assert all(set(r) == keys for r in rows)
-    assert rows[0]["target_calls"] == 24 and rows[0]["speedup"] == 1.0
-    assert rows[1]["target_calls"] == 0 and rows[1]["draft_evals"] == 24
-    assert all(r["psnr"] > 10 for r in rows[1:])
+    by = {r["method"]: r for r in rows}
+    assert rows[0]["target_calls"] == 48 and rows[0]["speedup"] == 1.0
+    assert by["draft-only (lite)"]["target_calls"] == 0 and by["draft-only (lite)"]["draft_evals"] == 48
+    assert by["target-only (15 steps, dpm++2m)"]["target_calls"] == 30
+    # the cache: 2 warm-up target steps, then one target step every 3 (22 steps: 7 windows + 1 step)
+    assert by["cache (every 3)"]["target_calls"] == 2 * (2 + 8)
+    assert all(r["psnr"] > 10 and r["psnr_min"] <= r["psnr"] for r in rows[1:])
+    assert all(0 <= r["sampler_share"] < 1 for r in rows)
     assert (tmp_path / "demo_grid.png").stat().st_size > 1000
+    assert (tmp_path / "demo_speed_psnr.png").stat().st_size > 1000
     text = capsys.readouterr().out
+    assert "best verified self-draft configuration: " in text and "worst PSNR" in text
     assert "sdsv (svd)" in text and "speedup" in text and "machine:" in text and "models eager (--no-compile)" in text
+
+
+@pytest.mark.parametrize("plan", [
+    StagePlan.paper_default(16), StagePlan.fast(16), StagePlan.slow(16), StagePlan.minimal_warmup(16),
+    StagePlan.conservative_warmup(16), FixedInterval(16, every=3),
+    ErrorControlled(16), ErrorControlled(16, order=2, warmup=3),
+], ids=lambda p: p.name + ("" if not isinstance(p, ErrorControlled) else f"-o{p.order}"))
+def test_self_draft_works_with_every_plan(pipe, plan):
+    order = getattr(plan, "order", 1)
+    ref = pipe(["a red circle", "a blue ring"], num_steps=16, plan=StagePlan.target_only(16))
+    out = pipe(["a red circle", "a blue ring"], plan=plan, draft="self", forecast_order=order,
+               accept=AcceptanceTest("x0_rms", 0.05))
+    assert out.stats.target_calls < ref.stats.target_calls
+    assert psnr(out.images, ref.images).min() > 20, psnr(out.images, ref.images)
+
+
+def test_self_draft_needs_a_target_step_first(pipe):
+    # Improved-Draft with the self-draft: 5 target steps, then forecasts from their anchors alone
+    out = pipe("a red circle", plan=StagePlan.improved_draft(16), draft="self")
+    assert (out.stats.target_calls, out.stats.draft_evals) == (5, 11)
+    with pytest.raises(RuntimeError, match="at least one target step"):
+        pipe("a red circle", plan=StagePlan.draft_only(8), draft="self")
+
+
+def test_dpm_solver_baseline_through_the_pipeline(pipe):
+    ref = pipe("a red circle", plan=StagePlan.target_only(50))
+    out = pipe("a red circle", plan=StagePlan.target_only(20), solver="dpm++2m")
+    euler = pipe("a red circle", plan=StagePlan.target_only(20))
+    assert out.stats.target_calls == 20
+    assert psnr(out.images, ref.images).item() > psnr(euler.images, ref.images).item()
+    with pytest.raises(ValueError, match="runs target-only"):
+        pipe("a red circle", plan=StagePlan.paper_default(20), solver="dpm++2m")

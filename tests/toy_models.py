@@ -34,3 +34,33 @@ class RowwiseDenoiser:
             gate = 1.0 if self.bad_below is None else (s < self.bad_below).to(x.dtype)
             v = v + self.bias * gate
         return v
+
+
+class RowwiseSplit:
+    """A split model (``sdsv.forecast.SplitModel``) whose rows are independent, bit for bit.
+
+    embed ``h = x``; deep residual ``r(h, sigma) = deep(h, sigma)``; head ``v = 0.5 h_out - 0.3 x``
+    (+ 0.05 label). ``deep`` is a callable of (h, sigma[b, 1, ...]); the default is smooth in both.
+    """
+
+    def __init__(self, deep=None):
+        self.deep = deep or (lambda h, s: torch.tanh(h) * (0.5 + s) - 0.2 * h)
+        self.residual_calls, self.forecast_calls = [], []
+
+    def _head(self, x, h_out, labels):
+        v = 0.5 * h_out - 0.3 * x
+        if labels is not None:
+            v = v + 0.05 * labels[:, :1].view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+        return v
+
+    def forward_with_residual(self, x, sigma, labels=None):
+        self.residual_calls.append(x.shape[0])
+        s = sigma.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+        r = self.deep(x, s)
+        return self._head(x, x + r, labels), r
+
+    def forward_with_forecast(self, x, sigma, bank, index, coeffs, labels=None):
+        import sdsv_kernels
+
+        self.forecast_calls.append(x.shape[0])
+        return self._head(x, sdsv_kernels.gather_combine(x, bank, index, coeffs), labels)

@@ -2,7 +2,9 @@
 
 from .acceptance import AcceptanceTest
 from .guidance import ClassifierFreeGuidance
+from .forecast import SelfDraft
 from .plan import Segment, StagePlan
+from .policy import ErrorControlled, FixedInterval, WindowPolicy, next_window_length
 from .result import SampleResult, SampleStats, WindowRecord
 from .sampler import NonFiniteOutputError, sample
 from .schedule import check_sigmas, flow_match_sigmas
@@ -21,6 +23,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "AcceptanceTest", "ClassifierFreeGuidance", "NonFiniteOutputError", "SampleResult", "SampleStats",
-    "Segment", "StagePlan", "WindowRecord", "check_sigmas", "disable", "enable", "flow_match_sigmas", "sample",
+    "AcceptanceTest", "ClassifierFreeGuidance", "ErrorControlled", "FixedInterval", "NonFiniteOutputError",
+    "SampleResult", "SampleStats", "Segment", "SelfDraft", "StagePlan", "WindowPolicy", "WindowRecord",
+    "next_window_length", "check_sigmas", "disable", "enable", "flow_match_sigmas", "sample",
 ]

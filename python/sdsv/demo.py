@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from .acceptance import AcceptanceTest
 from .metrics import psnr, ssim
 from .plan import StagePlan
+from .policy import ErrorControlled, FixedInterval, WindowPolicy
 from .tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline
 
 DEFAULT_PROMPTS = (
@@ -44,16 +45,38 @@ DEFAULT_TAU = 0.3
 @dataclass
 class Method:
     name: str
-    plan: StagePlan
-    draft: str | None
+    plan: WindowPolicy
+    draft: str | None = None          # "lite", "svd", "self" or None (target only)
+    solver: str = "euler"
+    accept: AcceptanceTest | None = None  # None: the demo's --metric/--tau
+    forecast_order: int = 1
+
+
+# the self-draft's configurations (benchmarks/results/self_draft_sweep.md): SDSV's verified windows
+# need a stricter test than the trained drafts' (the forecast is closer, its misses smaller)
+SELF_SDSV_ACCEPT = AcceptanceTest("x0_rms", 0.2)
+ERROR_CONTROLLED = {"error-ctrl (self)": dict(tol=0.3), "error-ctrl (self, tol 0.5)": dict(tol=0.5)}
 
 
 def methods_for(num_steps: int, drafts: list[str], plan_name: str) -> list[Method]:
+    """Target-only, the baselines a user would pick instead (fewer steps, a second-order solver,
+    an unverified forecast cache), the trained drafts and the self-draft, in one table."""
     sdsv_plan = getattr(StagePlan, plan_name)(num_steps)
-    ms = [Method("target-only", StagePlan.target_only(num_steps), None)]
-    ms += [Method(f"draft-only ({d})", StagePlan.draft_only(num_steps), d) for d in drafts]
-    ms += [Method(f"improved-draft ({d})", StagePlan.improved_draft(num_steps), d) for d in drafts]
-    ms += [Method(f"sdsv ({d})", sdsv_plan, d) for d in drafts]
+    ms = [Method("target-only", StagePlan.target_only(num_steps))]
+    for steps in (20, 25):
+        if steps < num_steps:
+            ms.append(Method(f"target-only ({steps} steps)", StagePlan.target_only(steps)))
+    for steps in (15, 20):
+        if steps < num_steps:
+            ms.append(Method(f"target-only ({steps} steps, dpm++2m)", StagePlan.target_only(steps), solver="dpm++2m"))
+    trained = [d for d in drafts if d != "self"]
+    ms += [Method(f"draft-only ({d})", StagePlan.draft_only(num_steps), d) for d in trained]
+    ms += [Method(f"improved-draft ({d})", StagePlan.improved_draft(num_steps), d) for d in trained]
+    ms += [Method(f"sdsv ({d})", sdsv_plan, d) for d in trained]
+    if "self" in drafts:
+        ms += [Method(f"cache (every {n})", FixedInterval(num_steps, every=n), "self") for n in (3, 4)]
+        ms.append(Method("sdsv (self)", StagePlan.slow(num_steps), "self", accept=SELF_SDSV_ACCEPT))
+        ms += [Method(name, ErrorControlled(num_steps, **kw), "self") for name, kw in ERROR_CONTROLLED.items()]
     return ms
 
 
@@ -80,8 +103,10 @@ def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
 
     images = {m.name: [None] * len(prompts) for m in methods}
     wall = {m.name: [0.0] * args.repeats for m in methods}  # wall[name][r]: seconds in round r
-    totals = {m.name: dict(target_calls=0, target_evals=0, draft_evals=0, proposed=0, accepted=0) for m in methods}
-    kw = {m.name: dict(plan=m.plan, draft=m.draft or "svd", verify=args.verify, accept=accept, guidance=args.guidance)
+    totals = {m.name: dict(target_calls=0, target_evals=0, draft_evals=0, proposed=0, accepted=0, sampler_s=0.0,
+                           model_s=0.0) for m in methods}
+    kw = {m.name: dict(plan=m.plan, draft=m.draft or "svd", verify=args.verify, accept=m.accept or accept,
+                       guidance=args.guidance, solver=m.solver, forecast_order=m.forecast_order)
           for m in methods}
     with torch.inference_mode(), tqdm(total=(args.repeats * len(prompts) + 1) * len(methods), desc="sampling",
                                       unit="image", disable=args.quiet) as bar:
@@ -102,10 +127,12 @@ def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
                     out = pipe(prompt, seed=seed, **kw[m.name])
                     wall[m.name][r] += time.perf_counter() - t0
                     bar.update(1)
+                    s, tot = out.stats, totals[m.name]
+                    tot["sampler_s"] += s.sampler_s
+                    tot["model_s"] += s.target_s + s.draft_s
                     if r:  # every round samples the same images with the same counts
                         continue
                     images[m.name][p] = out.images[0]
-                    s, tot = out.stats, totals[m.name]
                     tot["target_calls"] += s.target_calls
                     tot["target_evals"] += s.target_evals
                     tot["draft_evals"] += s.draft_evals
@@ -117,6 +144,7 @@ def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
     for m in methods:
         img = torch.stack(images[m.name])
         tot, mean = totals[m.name], statistics.fmean(wall[m.name])
+        p = None if m.name == "target-only" else psnr(img, ref)
         rows.append({
             "method": m.name,
             "target_calls": tot["target_calls"],
@@ -125,17 +153,22 @@ def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
             "wall_s": round(mean, 4),
             "speedup": round(ref_wall / mean, 3),
             "acceptance": round(tot["accepted"] / tot["proposed"], 4) if tot["proposed"] else None,
-            "psnr": None if m.name == "target-only" else round(psnr(img, ref).mean().item(), 2),
-            "ssim": None if m.name == "target-only" else round(ssim(img, ref).mean().item(), 4),
+            "psnr": None if p is None else round(p.mean().item(), 2),
+            "psnr_min": None if p is None else round(p.min().item(), 2),
+            "ssim": None if p is None else round(ssim(img, ref).mean().item(), 4),
+            # the sampler's own share of the time spent in sampling calls (ops, bookkeeping, checks)
+            "sampler_share": round(tot["sampler_s"] / (tot["sampler_s"] + tot["model_s"]), 4),
         })
     if args.out:
         save_grid(images, prompts, Path(args.out) / "demo_grid.png")
+        save_speed_quality_plot(rows, Path(args.out) / "demo_speed_psnr.png")
     rounds = {m.name: [wall["target-only"][r] / wall[m.name][r] for r in range(args.repeats)] for m in methods}
     return rows, backend, rounds
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ["method", "target calls", "target evals", "draft evals", "wall s", "speedup", "accept", "PSNR dB", "SSIM"]
+    head = ["method", "target calls", "target evals", "draft evals", "wall s", "speedup", "accept", "PSNR dB",
+            "worst PSNR", "SSIM", "sampler"]
     body = []
     for r in rows:
         body.append([
@@ -143,7 +176,9 @@ def format_table(rows: list[dict]) -> str:
             f"{r['wall_s']:.2f}", f"{r['speedup']:.2f}x",
             "-" if r["acceptance"] is None else f"{r['acceptance']:.0%}",
             "ref" if r["psnr"] is None else f"{r['psnr']:.2f}",
+            "ref" if r["psnr_min"] is None else f"{r['psnr_min']:.2f}",
             "ref" if r["ssim"] is None else f"{r['ssim']:.3f}",
+            f"{r['sampler_share']:.1%}",
         ])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -171,6 +206,60 @@ def save_grid(images: dict, prompts: list[str], path: Path, scale: int = 3) -> N
     grid.save(path)
 
 
+def dominated_by(rows: list[dict], row: dict) -> list[str]:
+    """The rows at least as fast AND at least as good on the worst prompt (one of them strictly)."""
+    out = []
+    for o in rows:
+        if o is row or o["psnr_min"] is None or row["psnr_min"] is None:
+            continue
+        if o["speedup"] >= row["speedup"] and o["psnr_min"] >= row["psnr_min"] and \
+                (o["speedup"] > row["speedup"] or o["psnr_min"] > row["psnr_min"]):
+            out.append(o["method"])
+    return out
+
+
+def save_speed_quality_plot(rows: list[dict], path: Path) -> None:
+    """Speedup vs PSNR of every method: mean (filled) and worst prompt (hollow), joined."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no speed/PSNR plot (pip install matplotlib)", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(9, 6))
+    families = [("(self", "tab:red"), ("cache", "tab:orange"), ("dpm++2m", "tab:blue"), ("steps)", "tab:cyan"),
+                ("", "tab:gray")]
+    # the trained drafts sit ~15-20 dB below everything else: listed under the plot, not drawn,
+    # so the frontier where the methods compete stays readable
+    floor = 30.0
+    below = [r for r in rows if r["psnr"] is not None and r["psnr_min"] < floor]
+    for r in rows:
+        if r["psnr"] is None or r in below:
+            continue
+        color = next(c for key, c in families if key in r["method"])
+        x = r["speedup"]
+        ax.plot([x, x], [r["psnr_min"], r["psnr"]], color=color, lw=1, alpha=0.6)
+        ax.scatter([x], [r["psnr"]], color=color, zorder=3)
+        ax.scatter([x], [r["psnr_min"]], facecolors="white", edgecolors=color, zorder=3)
+        ax.annotate(r["method"], (x, r["psnr"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xlabel("speedup over target-only (50 Euler steps), wall clock")
+    ax.set_ylabel("PSNR vs target-only, dB  (filled: mean, hollow: worst prompt)")
+    ax.set_title("sdsv demo: speed vs quality on the shipped tiny models")
+    ax.grid(alpha=0.3)
+    if below:
+        text = "below %g dB, not drawn: " % floor + "; ".join(
+            f"{r['method']} {r['speedup']:.2f}x {r['psnr']:.1f}/{r['psnr_min']:.1f} dB" for r in below)
+        fig.text(0.01, 0.005, text, fontsize=6, wrap=True, va="bottom")
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+    else:
+        fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def machine() -> str:
     return (f"{platform.processor() or platform.machine()} x{os.cpu_count()} cpus, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads, python {platform.python_version()}")
@@ -192,7 +281,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default=DEFAULT_METRIC, choices=["x0_rms", "state_rel_l2", "rel_l2", "cosine"])
     p.add_argument("--tau", type=float, default=DEFAULT_TAU)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale")
-    p.add_argument("--drafts", nargs="+", default=["lite", "svd"], choices=["lite", "svd"])
+    p.add_argument("--drafts", nargs="+", default=["lite", "svd", "self"], choices=["lite", "svd", "self"],
+                   help="drafts to compare: the trained lite/svd, and self (the target forecasting its own blocks, "
+                        "with the cache and error-controlled schedules)")
     p.add_argument("--out", default="sdsv_demo", help="folder for demo_grid.png ('' to skip)")
     p.add_argument("--json", default=None, help="also write the table as JSON to this file")
     p.add_argument("--weights", default=None, help="folder of tiny-model weights (default: shipped)")
@@ -204,6 +295,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run every model through torch.compile first (default; falls back to eager with a "
                         "warning where inductor cannot build); --no-compile measures eager PyTorch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def best_verified(rows: list[dict]) -> dict | None:
+    """The fastest self-draft row with verification — SDSV windows or error-controlled windows,
+    named ``(self...)``; the unverified cache rows are not — that reaches 38 dB mean and 35 dB on
+    the worst prompt (issue 11's bar), else the fastest of them."""
+    verified = [r for r in rows if "(self" in r["method"] and r["psnr"] is not None]
+    if not verified:
+        return None
+    return max(verified, key=lambda r: (r["psnr"] >= 38 and r["psnr_min"] >= 35, r["speedup"]))
 
 
 def main(args) -> int:
@@ -219,8 +320,16 @@ def main(args) -> int:
         for name, sp in rounds.items():
             if name != "target-only":
                 print(f"  {name:<22} " + "  ".join(f"{x:.2f}x" for x in sp))
+    best = best_verified(rows)
+    if best is not None:
+        beaten = dominated_by(rows, best)
+        print(f"\nbest verified self-draft configuration: {best['method']}, {best['speedup']:.2f}x at "
+              f"{best['psnr']:.2f} dB mean / {best['psnr_min']:.2f} dB worst prompt; "
+              + (f"dominated on (speedup, worst PSNR) by {', '.join(beaten)}" if beaten else
+                 "not dominated on (speedup, worst PSNR) by any other row"))
     if args.out:
         print(f"\nimage grid (rows = methods, columns = prompts): {Path(args.out) / 'demo_grid.png'}")
+        print(f"speed vs PSNR plot: {Path(args.out) / 'demo_speed_psnr.png'}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from .policy import PolicyRun, WindowPolicy, _Stateless
+
 SegmentKind = Literal["target", "speculate", "draft"]
 
 
@@ -21,7 +23,7 @@ class Segment:
 
 
 @dataclass(frozen=True)
-class StagePlan:
+class StagePlan(WindowPolicy):
     """Stage-0 (target only) for ``stage0_steps``, Stage-1 windows of ``k_warmup`` until step
     ``warmup_steps``, Stage-2 windows of ``k_main`` for the rest.
 
@@ -105,6 +107,9 @@ class StagePlan:
         return cls(num_steps, s0, s0, 0, 0, main="draft", name="improved_draft")
 
     # ---- queries -------------------------------------------------------------------
+    def start(self, batch: int) -> PolicyRun:
+        return _Stateless(self.window_at)
+
     @property
     def uses_draft(self) -> bool:
         return any(s.kind != "target" for s in self.segments())

@@ -15,7 +15,9 @@ class WindowRecord:
     start: int          # step index of the window's first state
     k: int              # draft steps proposed
     accepted: int       # draft steps kept; the window advanced accepted + 1 steps
-    metric: list[float]  # acceptance metric of each verified row (NaN where untested)
+    metric: list[float]  # acceptance metric of each verified row (NaN where untested); for an
+    #                      unverified window, its closing error (x0_rms of draft vs target at y_k)
+    kind: str = "speculate"  # or "unverified" (accepted = k if kept, 0 if its policy rejected it)
 
 
 @dataclass
@@ -34,27 +36,43 @@ class SampleStats:
         return self.target_s + self.draft_s + self.sampler_s
 
     @property
+    def verified_windows(self) -> list[WindowRecord]:
+        return [w for w in self.windows if w.kind == "speculate"]
+
+    @property
     def proposed_steps(self) -> int:
-        return sum(w.k for w in self.windows)
+        """Draft steps proposed in verified windows."""
+        return sum(w.k for w in self.verified_windows)
 
     @property
     def accepted_steps(self) -> int:
-        return sum(w.accepted for w in self.windows)
+        return sum(w.accepted for w in self.verified_windows)
 
     @property
     def acceptance_rate(self) -> float:
-        """Accepted / proposed draft steps over all speculative windows (NaN if there were none)."""
+        """Accepted / proposed draft steps over all verified windows (NaN if there were none)."""
         p = self.proposed_steps
         return self.accepted_steps / p if p else float("nan")
 
     @property
     def window_acceptance(self) -> float:
-        """Fraction of windows whose every proposed step was kept."""
-        return sum(w.accepted == w.k for w in self.windows) / len(self.windows) if self.windows else float("nan")
+        """Fraction of verified windows whose every proposed step was kept."""
+        ws = self.verified_windows
+        return sum(w.accepted == w.k for w in ws) / len(ws) if ws else float("nan")
+
+    @property
+    def unverified_windows(self) -> int:
+        return sum(w.kind == "unverified" for w in self.windows)
+
+    @property
+    def rejected_unverified(self) -> int:
+        """Unverified windows their policy rejected on the closing error (and redid shorter)."""
+        return sum(w.kind == "unverified" and w.accepted == 0 for w in self.windows)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(wall_s=self.wall_s, acceptance_rate=self.acceptance_rate, window_acceptance=self.window_acceptance)
+        d.update(wall_s=self.wall_s, acceptance_rate=self.acceptance_rate, window_acceptance=self.window_acceptance,
+                 rejected_unverified=self.rejected_unverified)
         return d
 
     def summary(self) -> str:

@@ -1,9 +1,12 @@
-"""``sdsv.sample``: speculative sampling of a flow-matching model (METHOD.md section 3).
+"""``sdsv.sample``: speculative sampling of a flow-matching model (METHOD.md sections 3 and 8).
 
-Every round, each unfinished sample takes one *window* at its own position: the draft
-proposes ``k`` Euler steps, the target verifies them in ONE batched forward call (rows of all
-samples together), and the window closes with one target step from the last accepted state.
-A rejected window costs one target step, never more.
+Every round, each unfinished sample takes one *window* at its own position, as its window
+policy (:mod:`sdsv.policy`) says: the draft proposes ``k`` Euler steps, the target verifies
+them in ONE batched forward call (rows of all samples together), and the window closes with
+one target step from the last accepted state; a rejected window costs one target step, never
+more. Unverified windows (the forecast-cache schedules) skip the test and close with the target
+at their last draft state. With a self-draft, the target evaluations on the committed
+trajectory become its forecast anchors.
 
 All arithmetic on latents goes through :mod:`sdsv_kernels` (rollout, pair statistics,
 accept+commit), so faster backends plug in without touching this file. The host synchronises
@@ -12,6 +15,7 @@ once per round, to learn how far each sample advanced.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable, Sequence
 
@@ -21,7 +25,8 @@ from tqdm.auto import tqdm
 import sdsv_kernels
 
 from .acceptance import AcceptanceTest
-from .plan import StagePlan
+from .forecast import SelfDraft
+from .policy import WINDOW_KINDS, WindowPolicy
 from .result import SampleResult, SampleStats, WindowRecord
 from .schedule import check_sigmas
 
@@ -96,15 +101,20 @@ class _Conditioning:
 
 
 class _Models:
-    """Calls the two denoisers, checks what they return, and keeps the counts and timings."""
+    """Calls the two denoisers, checks what they return, and keeps the counts and timings.
 
-    def __init__(self, target, draft, stats: SampleStats, like: torch.Tensor):
+    With a self-draft, every call first tells its anchor bank which sample and sigma each row has."""
+
+    def __init__(self, target, draft, stats: SampleStats, like: torch.Tensor, anchors=None):
         self.fns = {"target": target, "draft": draft}
-        self.stats, self.like = stats, like
+        self.stats, self.like, self.anchors = stats, like, anchors
         self.sync = like.device.type == "cuda"
 
-    def __call__(self, which: str, x: torch.Tensor, sigma: torch.Tensor, cond: dict) -> torch.Tensor:
+    def __call__(self, which: str, x: torch.Tensor, sigma: torch.Tensor, cond: dict,
+                 samples: Sequence[int], sig_rows: Sequence[float]) -> torch.Tensor:
         fn = self.fns[which]
+        if self.anchors is not None:
+            self.anchors.tag(samples, sig_rows)
         if self.sync:
             torch.cuda.synchronize(x.device)
         t0 = time.perf_counter()
@@ -133,13 +143,16 @@ class _Models:
         return out
 
 
-def _check_inputs(target, draft, noise, sigmas, plan, verify, accept) -> None:
-    if not isinstance(plan, StagePlan):
-        raise TypeError(f"plan must be a sdsv.StagePlan, got {type(plan).__name__}")
+def _check_inputs(target, draft, noise, sigmas, plan, verify, accept, self_draft) -> None:
+    if not isinstance(plan, WindowPolicy):
+        raise TypeError(f"plan must be a window policy (sdsv.StagePlan, FixedInterval, ErrorControlled), "
+                        f"got {type(plan).__name__}")
     if not isinstance(accept, AcceptanceTest):
         raise TypeError(f"accept must be a sdsv.AcceptanceTest, got {type(accept).__name__}")
     if verify not in sdsv_kernels.VERIFY_MODES:
         raise ValueError(f"verify must be one of {sdsv_kernels.VERIFY_MODES}, got {verify!r}")
+    if self_draft is not None and not isinstance(self_draft, SelfDraft):
+        raise TypeError(f"self_draft must be a sdsv.SelfDraft, got {type(self_draft).__name__}")
     if not isinstance(noise, torch.Tensor) or not noise.is_floating_point() or noise.dim() < 2:
         raise ValueError("noise must be a floating-point tensor [batch, ...latent dims]")
     if noise.shape[0] < 1 or noise[0].numel() == 0:
@@ -157,163 +170,257 @@ def _check_inputs(target, draft, noise, sigmas, plan, verify, accept) -> None:
         raise TypeError(f"plan {plan.name!r} uses the draft, but draft is not callable")
 
 
+def _draft_levels(kind: str, k: int, endpoints: bool, closing_error: bool) -> int:
+    """How many states of a window the draft evaluates (``y_0 .. y_{n-1}``): the k it rolls out
+    from, plus ``y_k`` where the window's closing row compares the draft with the target."""
+    if kind == "draft":
+        return 1
+    if kind == "speculate":
+        return k + (1 if endpoints else 0)
+    if kind == "unverified":
+        return k + (1 if closing_error else 0)
+    return 0
+
+
+def _verify_rows(kind: str, k: int, endpoints: bool) -> list[int]:
+    """The states of a window the target evaluates, in order (the last one closes the window)."""
+    if kind == "unverified":
+        return [k]
+    if k == 0:
+        return [0]
+    return [0, k] if endpoints else list(range(k + 1))
+
+
 def sample(
     target: Denoiser | None,
     draft: Denoiser | None,
     noise: torch.Tensor,
     sigmas: torch.Tensor,
-    plan: StagePlan,
+    plan: WindowPolicy,
     verify: str = "endpoints",
     accept: AcceptanceTest | None = None,
     *,
+    self_draft: SelfDraft | None = None,
     progress: bool | dict = False,
     per_sample: Sequence[str] | None = None,
     **cond,
 ) -> SampleResult:
-    """Sample from ``noise`` along ``sigmas`` with the target, the draft and the plan.
+    """Sample from ``noise`` along ``sigmas`` with the target, the draft and the window policy.
 
     ``target``/``draft``: ``(x[b, ...], sigma[b], **cond) -> v[b, ...]``, one call = one
-    batched forward, one sigma per row. ``cond`` kwargs named in ``per_sample`` (default: the
-    tensors whose first dimension is the batch size) are per-sample and gathered for each row
-    (expanded without a copy when the rows belong to one sample); the rest pass unchanged.
-    ``progress``: show a tqdm bar (a dict is passed to tqdm as options).
+    batched forward, one sigma per row. ``plan``: a :class:`~sdsv.plan.StagePlan` (the paper's
+    verified windows) or another window policy (:mod:`sdsv.policy`). ``self_draft``: the
+    :class:`~sdsv.forecast.SelfDraft` whose denoisers ``target``/``draft`` are built on (they
+    default to its own when None); the sampler keeps its anchors for this call and tells it
+    which target evaluations lie on the committed trajectory. ``cond`` kwargs named in
+    ``per_sample`` (default: the tensors whose first dimension is the batch size) are
+    per-sample and gathered for each row (expanded without a copy when the rows belong to one
+    sample); the rest pass unchanged. ``progress``: show a tqdm bar (a dict is passed to tqdm
+    as options).
     """
     accept = accept if accept is not None else AcceptanceTest()
-    _check_inputs(target, draft, noise, sigmas, plan, verify, accept)
+    if self_draft is not None and isinstance(self_draft, SelfDraft):
+        target = self_draft.target if target is None else target
+        draft = self_draft.draft if draft is None else draft
+    _check_inputs(target, draft, noise, sigmas, plan, verify, accept, self_draft)
     t_start = time.perf_counter()
-    n_steps, batch = plan.num_steps, noise.shape[0]
-    dev = noise.device
-    sig_host = [float(s) for s in sigmas.double().tolist()]
+    batch = noise.shape[0]
     stats = SampleStats()
-    models = _Models(target, draft, stats, noise)
-    conds = _Conditioning(cond, batch, per_sample)
-    endpoints = verify == "endpoints"
-    numel = noise[0].numel()
-    # sigmas and step sizes travel in fp32 (fp64 for fp64 latents), as the ops compute
-    sdt = torch.promote_types(noise.dtype, torch.float32)
-
-    x = noise.clone()
-    pos = [0] * batch
     # a dict is tqdm's options (e.g. a diffusers pipeline's progress-bar config, which may hold
     # "disable"); an empty dict still means "show the bar"; the total is always ours
     bar_opts = {"desc": "sdsv", "unit": "step", **(progress if isinstance(progress, dict) else {})}
     bar_opts.pop("total", None)
     bar_opts["disable"] = bool(bar_opts.get("disable", False)) or progress is False or progress is None
-    bar = tqdm(total=n_steps * batch, **bar_opts)
-
-    while True:
-        active = [b for b in range(batch) if pos[b] < n_steps]
-        if not active:
-            break
-        acts = [plan.window_at(pos[b]) for b in active]
-        offs, total = [], 0
-        for _, k in acts:
-            offs.append(total)
-            total += k + 1
-        states = x.new_empty((total, *x.shape[1:]))
-        drafted = torch.zeros_like(states)
-        _scatter(states, offs, _gather(x, active))
-
-        # ---- draft rollout: level j evaluates y_j of every window still drafting ----------
-        max_level = max(k + (1 if (kind == "speculate" and endpoints) else 0) for kind, k in acts)
-        for j in range(max_level + 1):
-            lvl = [i for i, (kind, k) in enumerate(acts)
-                   if (kind == "draft" and j == 0) or (kind == "speculate" and (j < k or (endpoints and j == k)))]
-            if not lvl:
-                continue
-            rows = [offs[i] + j for i in lvl]
-            y = _gather(states, rows)
-            sig = torch.tensor([sig_host[pos[active[i]] + j] for i in lvl], device=dev, dtype=sdt)
-            d = models("draft", y, sig, conds.rows([active[i] for i in lvl]))
-            _scatter(drafted, rows, d)
-            roll = [n for n, i in enumerate(lvl) if acts[i][0] == "speculate" and j < acts[i][1]]
-            if roll:
-                h = torch.tensor([sig_host[pos[active[lvl[n]]] + j + 1] - sig_host[pos[active[lvl[n]]] + j] for n in roll],
-                                 device=dev, dtype=sdt)
-                src_rows = [rows[n] for n in roll]
-                dst_rows = [r + 1 for r in src_rows]
-                dst = _rows_view(states, dst_rows)
-                y_src = y if len(roll) == len(lvl) else _gather(states, src_rows)
-                d_src = d if len(roll) == len(lvl) else d.index_select(0, torch.tensor(roll, device=dev))
-                if dst is not None:
-                    sdsv_kernels.rollout_step(y_src, d_src, h, out=dst)
-                else:
-                    _scatter(states, dst_rows, sdsv_kernels.rollout_step(y_src, d_src, h))
-
-        # ---- verification: one target call over every sample's rows ------------------------
-        ver = [i for i, (kind, _) in enumerate(acts) if kind != "draft"]
-        records: list[tuple[int, int]] = []  # (index into acts, first verification row)
-        if ver:
-            vrows, vsig, vh, vsamples, vk = [], [], [], [], []
-            for i in ver:
-                kind, k = acts[i]
-                b = active[i]
-                local = [0] if k == 0 else ([0, k] if endpoints else list(range(k + 1)))
-                records.append((i, len(vrows)))
-                for j in local:
-                    vrows.append(offs[i] + j)
-                    vsig.append(sig_host[pos[b] + j])
-                    vh.append(sig_host[pos[b] + j + 1] - sig_host[pos[b] + j])
-                    vsamples.append(b)
-                vk.append(k)
-            vindex = torch.tensor(vrows, device=dev)
-            yv = _gather(states, vrows, vindex)
-            dv = _gather(drafted, vrows, vindex)
-            sig_v = torch.tensor(vsig, device=dev, dtype=sdt)
-            h_v = torch.tensor(vh, device=dev, dtype=sdt)
-            t = models("target", yv, sig_v, conds.rows(vsamples))
-            pstats = sdsv_kernels.pair_stats(t, dv, yv, h_v)
-            x_next, acc = sdsv_kernels.accept_commit(
-                pstats, yv, t, h_v, sig_v, torch.tensor(vk, device=dev), accept.metric, accept.tau, verify
-            )
-            acc_host = acc.tolist()  # the one host sync of the round
-            pstats_host = pstats.cpu()
-            if not torch.isfinite(pstats_host).all():
-                _raise_non_finite(drafted, t, acts, offs, active, pos, sig_host, vrows, endpoints)
-            values = sdsv_kernels.metric_values(pstats_host, h_v.cpu(), sig_v.cpu(), numel, accept.metric).tolist()
-            _scatter(x, [active[i] for i in ver], x_next)
-            for (i, first), a in zip(records, acc_host):
-                kind, k = acts[i]
-                b = active[i]
-                if kind == "speculate":
-                    n_rows = 2 if endpoints else k + 1
-                    vals = values[first : first + n_rows]
-                    if not endpoints:
-                        vals[k] = float("nan")  # row k closes the window; it is not tested
-                    stats.windows.append(WindowRecord(b, pos[b], k, int(a), vals))
-                pos[b] += int(a) + 1
-                bar.update(int(a) + 1)
-
-        # ---- draft-only steps ----------------------------------------------------------------
-        dsteps = [i for i, (kind, _) in enumerate(acts) if kind == "draft"]
-        if dsteps:
-            rows = [offs[i] for i in dsteps]
-            h = torch.tensor([sig_host[pos[active[i]] + 1] - sig_host[pos[active[i]]] for i in dsteps],
-                             device=dev, dtype=sdt)
-            nxt = sdsv_kernels.rollout_step(_gather(states, rows), _gather(drafted, rows), h)
-            if not torch.isfinite(nxt).all():
-                _raise_non_finite(drafted, None, acts, offs, active, pos, sig_host, [], endpoints)
-            _scatter(x, [active[i] for i in dsteps], nxt)
-            for i in dsteps:
-                pos[active[i]] += 1
-            bar.update(len(dsteps))
-        if stats.windows:
-            bar.set_postfix(accept=f"{stats.acceptance_rate:.0%}", refresh=False)
-
-    bar.close()
+    session = self_draft.session(batch) if self_draft is not None else contextlib.nullcontext()
+    with tqdm(total=plan.num_steps * batch, **bar_opts) as bar, session as anchors:
+        loop = _Loop(plan, verify, accept, noise, sigmas, _Models(target, draft, stats, noise, anchors),
+                     _Conditioning(cond, batch, per_sample), anchors, bar)
+        x = loop.run()
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     stats.sampler_s = max(0.0, time.perf_counter() - t_start - stats.target_s - stats.draft_s)
     return SampleResult(latents=x, stats=stats)
 
 
-def _raise_non_finite(drafted, t, acts, offs, active, pos, sig_host, vrows, endpoints) -> None:
+class _Loop:
+    """One sampling call: rounds of windows until every sample reached the last step.
+
+    Every round, each unfinished sample takes the window its policy gives it at its own
+    position; the draft rolls all windows out level by level, the target evaluates every
+    window's verification rows in one batched call, and one fused op decides and commits."""
+
+    def __init__(self, plan, verify, accept, noise, sigmas, models, conds, anchors, bar):
+        self.plan, self.run_state = plan, plan.start(noise.shape[0])
+        self.accept, self.models, self.conds, self.anchors, self.bar = accept, models, conds, anchors, bar
+        self.endpoints = verify == "endpoints"
+        self.verify = verify
+        self.closing_error = bool(getattr(plan, "closing_error", False))
+        self.x = noise.clone()
+        self.dev = noise.device
+        self.numel = noise[0].numel()
+        self.batch = noise.shape[0]
+        self.sig = [float(s) for s in sigmas.double().tolist()]
+        # sigmas and step sizes travel in fp32 (fp64 for fp64 latents), as the ops compute
+        self.sdt = torch.promote_types(noise.dtype, torch.float32)
+        self.pos = [0] * self.batch
+        self.stats = models.stats
+
+    def run(self) -> torch.Tensor:
+        n = self.plan.num_steps
+        while True:
+            active = [b for b in range(self.batch) if self.pos[b] < n]
+            if not active:
+                return self.x
+            acts = [self.run_state.window(b, self.pos[b]) for b in active]
+            for (kind, k), b in zip(acts, active):
+                if kind not in WINDOW_KINDS or k < 0 or (kind in ("target", "draft") and k) or self.pos[b] + k >= n:
+                    raise ValueError(f"the policy gave sample {b} at step {self.pos[b]} the window {(kind, k)}, "
+                                     f"which is not one of {WINDOW_KINDS} with 0 <= k < {n - self.pos[b]}")
+            offs, total = [], 0
+            for _, k in acts:
+                offs.append(total)
+                total += k + 1
+            states = self.x.new_empty((total, *self.x.shape[1:]))
+            drafted = torch.zeros_like(states)
+            _scatter(states, offs, _gather(self.x, active))
+            self._rollout(active, acts, offs, states, drafted)
+            self._verify_and_commit(active, acts, offs, states, drafted)
+            self._draft_steps(active, acts, offs, states, drafted)
+            if self.stats.windows:
+                self.bar.set_postfix(accept=f"{self.stats.acceptance_rate:.0%}", refresh=False)
+
+    def _levels(self, acts) -> list[int]:
+        return [_draft_levels(kind, k, self.endpoints, self.closing_error) for kind, k in acts]
+
+    def _rollout(self, active, acts, offs, states, drafted) -> None:
+        """Level j evaluates the draft at y_j of every window still drafting, then steps y_{j+1}."""
+        levels, sig, pos, dev = self._levels(acts), self.sig, self.pos, self.dev
+        for j in range(max(levels, default=0)):
+            lvl = [i for i, n in enumerate(levels) if j < n]
+            rows = [offs[i] + j for i in lvl]
+            y = _gather(states, rows)
+            sig_rows = [sig[pos[active[i]] + j] for i in lvl]
+            samples = [active[i] for i in lvl]
+            d = self.models("draft", y, torch.tensor(sig_rows, device=dev, dtype=self.sdt),
+                            self.conds.rows(samples), samples, sig_rows)
+            _scatter(drafted, rows, d)
+            roll = [n for n, i in enumerate(lvl) if acts[i][0] in ("speculate", "unverified") and j < acts[i][1]]
+            if not roll:
+                continue
+            h = torch.tensor([sig[pos[active[lvl[n]]] + j + 1] - sig_rows[n] for n in roll], device=dev, dtype=self.sdt)
+            src_rows = [rows[n] for n in roll]
+            dst_rows = [r + 1 for r in src_rows]
+            dst = _rows_view(states, dst_rows)
+            y_src = y if len(roll) == len(lvl) else _gather(states, src_rows)
+            d_src = d if len(roll) == len(lvl) else d.index_select(0, torch.tensor(roll, device=dev))
+            if dst is not None:
+                sdsv_kernels.rollout_step(y_src, d_src, h, out=dst)
+            else:
+                _scatter(states, dst_rows, sdsv_kernels.rollout_step(y_src, d_src, h))
+
+    def _verify_and_commit(self, active, acts, offs, states, drafted) -> None:
+        """One target call over every window's verification rows; one fused decide+commit."""
+        ver = [i for i, (kind, _) in enumerate(acts) if kind != "draft"]
+        if not ver:
+            return
+        sig, pos, dev = self.sig, self.pos, self.dev
+        vrows, vsig, vh, vsamples, vk, firsts = [], [], [], [], [], []
+        for i in ver:
+            kind, k = acts[i]
+            b = active[i]
+            firsts.append(len(vrows))
+            for j in _verify_rows(kind, k, self.endpoints):
+                vrows.append(offs[i] + j)
+                vsig.append(sig[pos[b] + j])
+                vh.append(sig[pos[b] + j + 1] - sig[pos[b] + j])
+                vsamples.append(b)
+            # an unverified window closes like a plain target step at its last draft state
+            vk.append(k if kind == "speculate" else 0)
+        vindex = torch.tensor(vrows, device=dev)
+        yv = _gather(states, vrows, vindex)
+        dv = _gather(drafted, vrows, vindex)
+        sig_v = torch.tensor(vsig, device=dev, dtype=self.sdt)
+        h_v = torch.tensor(vh, device=dev, dtype=self.sdt)
+        t = self.models("target", yv, sig_v, self.conds.rows(vsamples), vsamples, vsig)
+        pstats = sdsv_kernels.pair_stats(t, dv, yv, h_v)
+        x_next, acc = sdsv_kernels.accept_commit(
+            pstats, yv, t, h_v, sig_v, torch.tensor(vk, device=dev), self.accept.metric, self.accept.tau, self.verify
+        )
+        acc_host = acc.tolist()  # the one host sync of the round
+        pstats_host = pstats.cpu()
+        if not torch.isfinite(pstats_host).all():
+            _raise_non_finite(drafted, t, acts, offs, active, pos, sig, vrows, self._levels(acts))
+        values = sdsv_kernels.metric_values(pstats_host, h_v.cpu(), sig_v.cpu(), self.numel, self.accept.metric).tolist()
+        errors = self._closing_errors(pstats_host, values, h_v, sig_v) if self.closing_error else values
+        kept, committed = [], []
+        for n, (i, first, a) in enumerate(zip(ver, firsts, acc_host)):
+            kind, k = acts[i]
+            b = active[i]
+            if kind == "speculate":
+                n_rows = 2 if self.endpoints else k + 1
+                vals = values[first: first + n_rows]
+                if not self.endpoints:
+                    vals[k] = float("nan")  # row k closes the window; it is not tested
+                self.stats.windows.append(WindowRecord(b, pos[b], k, int(a), vals))
+                self.run_state.observe(b, pos[b], kind, k, int(a), float("nan"))
+                # the target evaluations on the committed trajectory: the window's start and, for
+                # an accepted window, every verified state up to the last accepted one
+                if self.endpoints:
+                    on_path = [first, first + 1] if a == k else [first]
+                else:
+                    on_path = list(range(first, first + int(a) + 1))
+                advance = int(a) + 1
+            elif kind == "unverified":
+                err = errors[first] if self.closing_error else float("nan")
+                keep = self.run_state.observe(b, pos[b], kind, k, k, err)
+                self.stats.windows.append(WindowRecord(b, pos[b], k, k if keep else 0, [err], kind="unverified"))
+                on_path, advance = ([first], k + 1) if keep else ([], 0)
+            else:
+                self.run_state.observe(b, pos[b], kind, 0, 0, float("nan"))
+                on_path, advance = [first], 1
+            committed += on_path
+            if advance:
+                kept.append(n)
+            pos[b] += advance
+            self.bar.update(advance)
+        if self.anchors is not None:
+            self.anchors.commit(committed)
+        if len(kept) == len(ver):
+            _scatter(self.x, [active[i] for i in ver], x_next)
+        elif kept:
+            _scatter(self.x, [active[ver[n]] for n in kept], x_next.index_select(0, torch.tensor(kept, device=dev)))
+
+    def _closing_errors(self, pstats_host, values, h_v, sig_v) -> list[float]:
+        """Draft vs target at each row, in the policy's error measure: ``x0_rms`` = sigma rms(t - d)
+        (METHOD.md section 8) or ``v_rms`` = rms(t - d), the velocity error (an error per unit step)."""
+        measure = getattr(self.plan, "error_metric", "x0_rms")
+        if measure == "v_rms":
+            return torch.sqrt(pstats_host[:, sdsv_kernels.STAT_COLUMNS.index("diff")].double() / self.numel).tolist()
+        if measure == self.accept.metric:
+            return values
+        return sdsv_kernels.metric_values(pstats_host, h_v.cpu(), sig_v.cpu(), self.numel, measure).tolist()
+
+    def _draft_steps(self, active, acts, offs, states, drafted) -> None:
+        dsteps = [i for i, (kind, _) in enumerate(acts) if kind == "draft"]
+        if not dsteps:
+            return
+        sig, pos = self.sig, self.pos
+        rows = [offs[i] for i in dsteps]
+        h = torch.tensor([sig[pos[active[i]] + 1] - sig[pos[active[i]]] for i in dsteps], device=self.dev, dtype=self.sdt)
+        nxt = sdsv_kernels.rollout_step(_gather(states, rows), _gather(drafted, rows), h)
+        if not torch.isfinite(nxt).all():
+            _raise_non_finite(drafted, None, acts, offs, active, pos, sig, [], self._levels(acts))
+        _scatter(self.x, [active[i] for i in dsteps], nxt)
+        for i in dsteps:
+            pos[active[i]] += 1
+        self.bar.update(len(dsteps))
+
+
+def _raise_non_finite(drafted, t, acts, offs, active, pos, sig_host, vrows, levels) -> None:
     """Find the first model output that is NaN/inf and name it (called only on failure)."""
-    max_level = max(k + 1 for _, k in acts)
-    for j in range(max_level + 1):  # draft outputs in rollout order: the earliest culprit first
-        for i, (kind, k) in enumerate(acts):
-            wrote = (kind == "draft" and j == 0) or (kind == "speculate" and (j < k or (endpoints and j == k)))
-            if wrote and not torch.isfinite(drafted[offs[i] + j]).all():
+    for j in range(max(levels, default=0)):  # draft outputs in rollout order: the earliest culprit first
+        for i, n in enumerate(levels):
+            if j < n and not torch.isfinite(drafted[offs[i] + j]).all():
                 b, step = active[i], pos[active[i]] + j
                 raise NonFiniteOutputError(
                     f"the draft model returned NaN/inf at step {step} (sigma={sig_host[step]:.4g}) for sample {b}"

@@ -197,6 +197,15 @@ class TinyDiT(nn.Module):
         labels: torch.Tensor,
         guidance: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        h, cond, mod = self.embed(x, sigma, labels, guidance)
+        for blk in self.blocks:
+            h = blk(h, mod)
+        return self.head(h, cond)
+
+    # The forward in three parts, so the model can be its own draft (sdsv.tiny.self_draft):
+    # embed (cheap) -> blocks (expensive) -> head (cheap).
+    def embed(self, x, sigma, labels, guidance=None):
+        """Tokens entering the first block, the conditioning vector and the shared modulation."""
         cfg = self.cfg
         h = self.patch_in(self.patchify(x)) + self.pos
         if cfg.cond_tokens:
@@ -211,8 +220,11 @@ class TinyDiT(nn.Module):
             cond = cond + self.g_mlp(timestep_embedding(guidance / 10.0, cfg.dim))
         cond = F.silu(cond)
         mod = self.ada(cond).view(x.shape[0], 6, cfg.dim)
-        for blk in self.blocks:
-            h = blk(h, mod)
+        return h, cond, mod
+
+    def head(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The velocity from the last block's tokens."""
+        cfg = self.cfg
         shift, scale = self.final_ada(cond).chunk(2, dim=-1)
         if cfg.cond_tokens:
             h = h[:, 2:]

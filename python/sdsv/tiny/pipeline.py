@@ -11,13 +11,17 @@ from typing import Callable, Sequence
 import torch
 
 from ..acceptance import AcceptanceTest
+from ..forecast import SelfDraft
 from ..guidance import ClassifierFreeGuidance
+from ..multistep import sample_dpm_solver_2m
 from ..plan import StagePlan
+from ..policy import FixedInterval, WindowPolicy
 from ..result import SampleStats
 from ..sampler import sample
 from ..schedule import flow_match_sigmas
 from .data import parse_prompt
 from .model import TinyDiT
+from .self_draft import TinyDiTSplit
 from .weights import MODEL_NAMES, load_model, shipped_path
 
 DEFAULT_GUIDANCE = 3.0
@@ -32,6 +36,10 @@ class TinyOutput:
     images: torch.Tensor  # [b, 3, 32, 32] in [0, 1]
     latents: torch.Tensor  # [b, 3, 32, 32], the model's space ([-1, 1] nominal)
     stats: SampleStats
+
+    @classmethod
+    def of(cls, res) -> "TinyOutput":
+        return cls(images=((res.latents + 1) / 2).clamp(0, 1), latents=res.latents, stats=res.stats)
 
 
 class GuidanceEmbedded:
@@ -59,8 +67,29 @@ def _own_code(model: TinyDiT, name: str):
     def forward(x, sigma, labels, guidance=None):
         return model(x, sigma, labels, guidance)
 
-    code = forward.__code__.replace(co_name=f"forward_{name}")
-    return types.FunctionType(code, forward.__globals__, code.co_name, forward.__defaults__, forward.__closure__)
+    return _renamed(forward, name)
+
+
+class _CompiledSplit:
+    """A :class:`TinyDiTSplit` whose two forwards run through ``torch.compile``, each behind a
+    code object of its own (see :func:`_own_code`)."""
+
+    def __init__(self, split: TinyDiTSplit, **options):
+        self.split = split
+
+        def with_residual(x, sigma, labels, guidance=None):
+            return split.forward_with_residual(x, sigma, labels, guidance)
+
+        def with_forecast(x, sigma, bank, index, coeffs, labels, guidance=None):
+            return split.forward_with_forecast(x, sigma, bank, index, coeffs, labels, guidance)
+
+        self.forward_with_residual = torch.compile(_renamed(with_residual, "self_target"), **options)
+        self.forward_with_forecast = torch.compile(_renamed(with_forecast, "self_draft"), **options)
+
+
+def _renamed(fn, name: str):
+    code = fn.__code__.replace(co_name=f"forward_{name}")
+    return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
 
 
 def _plain(model):
@@ -71,7 +100,8 @@ def _plain(model):
 
 
 class TinyPipeline:
-    """The target and its drafts (``lite``, ``svd``) with the project's own trained weights."""
+    """The target and its drafts with the project's own trained weights: the trained ``lite``
+    and ``svd`` drafts, and ``"self"``, the target forecasting its own blocks (no weights)."""
 
     def __init__(self, models: dict[str, TinyDiT]):
         if "target" not in models:
@@ -79,6 +109,7 @@ class TinyPipeline:
         self.models = models
         # name -> torch.compile'd forward of that model, filled by compile()
         self.compiled: dict[str, Callable] = {}
+        self.compiled_split: _CompiledSplit | None = None
 
     @classmethod
     def from_pretrained(cls, weights_dir: str | Path | None = None, names: Sequence[str] = MODEL_NAMES) -> "TinyPipeline":
@@ -102,6 +133,19 @@ class TinyPipeline:
         null = torch.tensor(model.null_labels)
         return ClassifierFreeGuidance(_plain(forward), guidance, {"labels": null})
 
+    def self_draft(self, order: int = 1) -> SelfDraft:
+        """The target as its own draft: embedding, conditioning and output layer computed, the
+        eight blocks forecast from the last target evaluations (:mod:`sdsv.forecast`); compiled
+        when the pipeline is."""
+        split = self.compiled_split or TinyDiTSplit(self.target)
+        return SelfDraft(split, order=order)
+
+    def self_denoisers(self, self_draft: SelfDraft, guidance: float = DEFAULT_GUIDANCE):
+        """The sampler-facing ``(target, draft)`` of a self-draft at one guidance scale."""
+        null = {"labels": torch.tensor(self.target.null_labels)}
+        return (ClassifierFreeGuidance(self_draft.target, guidance, null),
+                ClassifierFreeGuidance(self_draft.draft, guidance, null))
+
     def compile(self, guidance: float = DEFAULT_GUIDANCE, **options) -> "TinyPipeline":
         """Run every model through ``torch.compile`` (inductor; ``options`` go to it).
 
@@ -117,7 +161,8 @@ class TinyPipeline:
         build on this machine.
         """
         compiled = {n: torch.compile(_own_code(m, n), **options) for n, m in self.models.items()}
-        old, self.compiled = self.compiled, compiled
+        old, self.compiled = (self.compiled, self.compiled_split), compiled
+        self.compiled_split = _CompiledSplit(TinyDiTSplit(self.target), **options)
         cfg = self.target.cfg
         try:
             with torch.inference_mode():  # the mode __call__ samples in (dynamo guards on it)
@@ -126,8 +171,10 @@ class TinyPipeline:
                 labels = self.encode(["a red circle"])
                 for name in self.models:
                     self.denoiser(name, guidance)(x, sigma, labels=labels)
+            # the self-draft's two graphs: a short cached run calls both
+            self("a red circle", plan=FixedInterval(4, every=2, warmup=2), draft="self", guidance=guidance)
         except Exception as e:  # inductor raises several types (no compiler, unsupported platform)
-            self.compiled = old
+            self.compiled, self.compiled_split = old
             why = " ".join(str(e).split())[:300]  # inductor's messages span many lines
             raise CompileUnavailable(f"torch.compile failed, models stay eager: {type(e).__name__}: {why}") from e
         return self
@@ -156,8 +203,10 @@ class TinyPipeline:
         prompts: Sequence[str] | str,
         *,
         num_steps: int = 50,
-        plan: StagePlan | None = None,
+        plan: WindowPolicy | None = None,
         draft: str = "svd",
+        forecast_order: int = 1,
+        solver: str = "euler",
         verify: str = "endpoints",
         accept: AcceptanceTest | None = None,
         guidance: float = DEFAULT_GUIDANCE,
@@ -165,13 +214,33 @@ class TinyPipeline:
         shift: float = 1.0,
         progress: bool | dict = False,
     ) -> TinyOutput:
+        """Images for ``prompts`` ('a <colour> <shape>'), one seed per image.
+
+        ``plan``: any window policy (default the paper's multi-stage plan). ``draft``: ``"lite"``,
+        ``"svd"`` (trained drafts) or ``"self"`` (the target forecasting its own blocks, of
+        ``forecast_order`` 0/1/2). ``solver``: ``"euler"``, or ``"dpm++2m"`` for target-only
+        DPM-Solver++(2M) (a baseline; speculation on it is not implemented yet).
+        """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         plan = plan or StagePlan.paper_default(num_steps)
         labels = self.encode(prompts)
         noise = self.noise(len(prompts), seed)
         sigmas = flow_match_sigmas(plan.num_steps, shift)
-        tgt = self.denoiser("target", guidance) if plan.uses_target else None
-        drf = self.denoiser(draft, guidance) if plan.uses_draft else None
-        res = sample(tgt, drf, noise, sigmas, plan, verify=verify, accept=accept, progress=progress, labels=labels)
-        images = ((res.latents + 1) / 2).clamp(0, 1)
-        return TinyOutput(images=images, latents=res.latents, stats=res.stats)
+        if solver not in ("euler", "dpm++2m"):
+            raise ValueError(f"solver must be 'euler' or 'dpm++2m', got {solver!r}")
+        if solver == "dpm++2m":
+            if plan.uses_draft:
+                raise ValueError("solver='dpm++2m' runs target-only (plan=StagePlan.target_only(n)); "
+                                 f"plan {plan.name!r} uses a draft")
+            res = sample_dpm_solver_2m(self.denoiser("target", guidance), noise, sigmas, progress=progress, labels=labels)
+            return TinyOutput(images=((res.latents + 1) / 2).clamp(0, 1), latents=res.latents, stats=res.stats)
+        self_draft = None
+        if draft == "self":
+            self_draft = self.self_draft(forecast_order)
+            tgt, drf = self.self_denoisers(self_draft, guidance)
+        else:
+            tgt = self.denoiser("target", guidance) if plan.uses_target else None
+            drf = self.denoiser(draft, guidance) if plan.uses_draft else None
+        res = sample(tgt, drf, noise, sigmas, plan, verify=verify, accept=accept, progress=progress,
+                     self_draft=self_draft, labels=labels)
+        return TinyOutput.of(res)

@@ -1,0 +1,96 @@
+"""The forecast self-draft: the target drafts for itself, no training (METHOD.md section 8).
+
+A model that can be *split* — cheap parts (input embedding, conditioning, optionally a few
+blocks, the output layer) around expensive deep blocks — gives two denoisers:
+
+* ``SelfDraft.target``: the full forward; it also returns the deep blocks' residual
+  ``r = h_out - h_in`` of every row, which the per-call :class:`~sdsv.forecast.anchors.AnchorBank`
+  keeps until the sampler says whether the row is on the committed trajectory.
+* ``SelfDraft.draft``: only the cheap parts, with the deep blocks replaced by the residual
+  forecast from the sample's anchors at the row's own sigma (order 0, 1 or 2 in sigma).
+
+Both run inside ``sdsv.sample(..., self_draft=sd)``, which opens a fresh bank per call (held in
+a :class:`contextvars.ContextVar`, so two calls — two threads, two pipelines, or a nested call —
+never share anchors) and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+from typing import Iterator, Protocol
+
+import torch
+
+from .anchors import AnchorBank
+
+_ids = itertools.count()
+
+
+class SplitModel(Protocol):
+    """What a model provides to be its own draft.
+
+    ``forward_with_residual(x, sigma, **cond) -> (v, residual)``: the full forward, plus the
+    deep blocks' ``h_out - h_in`` (``[rows, ...]``, any fixed shape).
+    ``forward_with_forecast(x, sigma, bank, index, coeffs, **cond) -> v``: the cheap parts only;
+    the hidden state entering the deep blocks, ``h``, is replaced by
+    ``sdsv_kernels.gather_combine(h, bank, index, coeffs)`` where the deep blocks' output would be.
+    """
+
+    def forward_with_residual(self, x: torch.Tensor, sigma: torch.Tensor, **cond): ...
+
+    def forward_with_forecast(self, x, sigma, bank, index, coeffs, **cond) -> torch.Tensor: ...
+
+
+class SelfDraft:
+    """A training-free draft made of ``model`` itself; see the module docstring.
+
+    ``order``: 0 reuses the last anchor's residual, 1 extrapolates linearly in sigma from the
+    last two, 2 quadratically from the last three (with fewer anchors a sample's forecast uses
+    what it has). ``slots``: anchors kept per sample and guidance branch (default ``order + 1``).
+    """
+
+    def __init__(self, model: SplitModel, order: int = 1, slots: int | None = None):
+        for name in ("forward_with_residual", "forward_with_forecast"):
+            if not callable(getattr(model, name, None)):
+                raise TypeError(f"a self-draft needs a split model with {name}(); got {type(model).__name__}")
+        if order not in (0, 1, 2):
+            raise ValueError(f"forecast order must be 0, 1 or 2, got {order!r}")
+        self.model, self.order = model, order
+        self.slots = order + 1 if slots is None else int(slots)
+        if self.slots < order + 1:
+            raise ValueError(f"an order-{order} forecast needs slots >= {order + 1}, got {self.slots}")
+        self._active: contextvars.ContextVar[AnchorBank | None] = contextvars.ContextVar(
+            f"sdsv_self_draft_{next(_ids)}", default=None)
+
+    @contextlib.contextmanager
+    def session(self, batch: int) -> Iterator[AnchorBank]:
+        """A fresh anchor bank for one sampling call of ``batch`` samples (the sampler opens it)."""
+        bank = AnchorBank(batch, self.order, self.slots)
+        token = self._active.set(bank)
+        try:
+            yield bank
+        finally:
+            self._active.reset(token)
+
+    def _bank(self, which: str) -> AnchorBank:
+        bank = self._active.get()
+        if bank is None:
+            raise RuntimeError(f"SelfDraft.{which} runs inside sdsv.sample(..., self_draft=<this SelfDraft>), "
+                               "which keeps the anchors of each call")
+        return bank
+
+    def target(self, x: torch.Tensor, sigma: torch.Tensor, **cond) -> torch.Tensor:
+        bank = self._bank("target")
+        v, residual = self.model.forward_with_residual(x, sigma, **cond)
+        bank.record(residual)
+        return v
+
+    def draft(self, x: torch.Tensor, sigma: torch.Tensor, **cond) -> torch.Tensor:
+        bank = self._bank("draft")
+        store, index, coeffs = bank.forecast_args(x.shape[0], x.device)
+        return self.model.forward_with_forecast(x, sigma, store, index, coeffs, **cond)
+
+    def __repr__(self) -> str:
+        return f"SelfDraft({type(self.model).__name__}, order={self.order}, slots={self.slots})"
