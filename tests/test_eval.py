@@ -1,5 +1,6 @@
-"""`sdsv eval`: the classifier-space metrics, FLOP counting, the pareto comparison, and a
---quick smoke run of every experiment (outputs well-formed; the numbers are not checked)."""
+"""`sdsv eval`: the classifier-space metrics, FLOP counting (the self-draft's too), the shared
+Method and the dominance verdicts, the pareto comparison, and a --quick smoke run of every
+experiment (outputs well-formed; the numbers are not checked)."""
 
 import json
 import math
@@ -8,13 +9,14 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sdsv import AcceptanceTest, StagePlan
+from sdsv import AcceptanceTest, ErrorControlled, FixedInterval, StagePlan
 from sdsv.cli import main as cli_main
 from sdsv.evaluation import (
     ClassifierFeatures, CountingPipeline, FlopTable, balanced_prompts, frechet_distance, frechet_distance_from_stats,
     inception_score, perceptual_distance, prompt_alignment,
 )
-from sdsv.evaluation.experiments import _vs_fewer
+from sdsv.evaluation.experiments import _vs_fewer, _who_wins
+from sdsv.methods import Method, dominated_by, fewer_steps, self_draft_methods
 from sdsv.tiny.classifier import ShapeClassifier
 from sdsv.tiny.data import class_index, make_batch, num_classes, parse_prompt
 from sdsv.tiny.model import TinyDiT, TinyDiTConfig
@@ -141,6 +143,102 @@ def test_counted_calls_times_table_equal_the_sampler_counts():
     assert pipe.calls == {}
 
 
+def test_self_draft_calls_and_flops_are_counted_around_the_actual_calls():
+    class Measured(CountingPipeline):
+        """Counts the FLOPs of every actual self-draft draft call on real tensors."""
+
+        draft_flops = 0
+
+        def self_denoisers(self, self_draft, guidance=3.0):
+            target, draft = super().self_denoisers(self_draft, guidance)
+
+            def measured(x, sigma, **cond):
+                with FlopCounterMode(display=False) as fc:
+                    out = draft(x, sigma, **cond)
+                self.draft_flops += fc.get_total_flops()
+                return out
+
+            return target, measured
+
+    pipe = Measured(_models())
+    out = pipe(["a red circle", "a blue ring"], plan=ErrorControlled(12, tol=0.3), draft="self", seed=[1, 2])
+    calls = pipe.reset_calls()
+    assert set(calls) == {"target", "self"}  # the self-draft's target calls are the target's
+    assert sum(b * n for b, n in calls["target"].items()) == out.stats.target_evals
+    assert sum(b * n for b, n in calls["self"].items()) == out.stats.draft_evals > 0
+    table = FlopTable(pipe.models)
+    flops = table.total(calls, 3.0)
+    assert flops["self"] == pipe.draft_flops  # the meta-device table = the actual calls on real tensors
+    assert flops["self"] == out.stats.draft_evals * table.per_call("self", 1, 3.0)
+    assert 0 < table.per_call("self", 1, 3.0) < 0.2 * table.per_call("target", 1, 3.0)  # only the cheap parts
+
+
+# ---- the shared Method and who wins --------------------------------------------------------------
+def test_demo_and_eval_share_one_method_type():
+    import sdsv.demo
+    import sdsv.evaluation
+
+    assert sdsv.demo.Method is sdsv.evaluation.Method is Method
+    rows = sdsv.demo.methods_for(50, ["lite", "svd", "self"], "paper_default", "full", AcceptanceTest("x0_rms", 0.3))
+    by = {m.label: m for m in rows}
+    assert by["sdsv (lite)"].verify == "full" and by["sdsv (lite)"].accept == AcceptanceTest("x0_rms", 0.3)
+    assert by["sdsv (self)"].accept == AcceptanceTest("x0_rms", 0.2) and by["sdsv (self)"].verify == "full"
+    assert [m.label for m in rows if m.draft == "self"] == [m.label for m in self_draft_methods(50)]
+    assert by["target-only (15 steps, dpm++2m)"] == fewer_steps(15, "dpm++2m")
+    assert {m.family for m in rows} == {"target", "draft", "SDSV", "cache", "error-controlled"}
+
+
+def test_method_key_holds_what_determines_the_images():
+    slow, acc = StagePlan.slow(20), AcceptanceTest("x0_rms", 0.2)
+    m = Method("a", slow, "self", "endpoints", acc)
+    assert Method("b", slow, "self", "endpoints", acc).key == m.key  # the label does not matter
+    assert Method("a", slow, "self", "endpoints", AcceptanceTest("x0_rms", 0.3)).key != m.key
+    assert Method("a", slow, "self", "endpoints", acc, forecast_order=2).key != m.key
+    assert Method("a", slow, "lite", "endpoints", acc, forecast_order=2).key == \
+        Method("a", slow, "lite", "endpoints", acc).key  # the forecast order is the self-draft's only
+    cached = Method("c", FixedInterval(20, every=3), "self")
+    assert not cached.speculates and cached.family == "cache"
+    assert Method("c", FixedInterval(20, every=3), "self", "full", acc).key == cached.key  # nothing verified
+    assert Method("c", ErrorControlled(20), "self").key != Method("c", ErrorControlled(20, tol=0.5), "self").key
+    assert fewer_steps(10).key != fewer_steps(10, "dpm++2m").key
+    assert fewer_steps(10).key == Method("x", StagePlan.target_only(10), "svd", "full").key  # no draft, no windows
+    kw = fewer_steps(10, "dpm++2m").pipeline_kwargs()
+    assert kw["solver"] == "dpm++2m" and "draft" not in kw
+    with pytest.raises(ValueError, match="solver"):
+        Method("x", StagePlan.target_only(10), solver="heun")
+    with pytest.raises(ValueError, match="draft"):
+        Method("x", StagePlan.target_only(10), draft="big")
+
+
+def test_dominated_by_on_speed_and_worst_image():
+    rows = [dict(method="ref", speedup=1.0, psnr_min=None), dict(method="a", speedup=2.0, psnr_min=30.0),
+            dict(method="b", speedup=3.0, psnr_min=30.0), dict(method="c", speedup=1.5, psnr_min=35.0),
+            dict(method="d", speedup=1.5, psnr_min=29.0), dict(method="e", speedup=3.0, psnr_min=30.0)]
+    by = {r["method"]: dominated_by(rows, r) for r in rows}
+    assert by == {"ref": [], "a": ["b", "e"], "b": [], "c": [], "d": ["a", "b", "c", "e"], "e": []}  # ties: both stay
+    for r, f in zip(rows, (1.0, 4.0, 3.0, 1.0, 1.0, 3.0)):
+        r["flops_speedup"] = f
+    assert dominated_by(rows, rows[1], x="flops_speedup") == [] and dominated_by(rows, rows[2], "flops_speedup") == ["a"]
+
+
+def test_who_wins_names_the_frontier_and_what_beats_each_row():
+    rows = [dict(method="target-only", family="target", speedup=1.0, psnr_min=None),
+            dict(method="euler 20", family="target", speedup=2.5, psnr_min=27.8),
+            dict(method="dpm 15", family="target", speedup=3.3, psnr_min=31.0),
+            dict(method="cache 3", family="cache", speedup=2.6, psnr_min=35.8),
+            dict(method="error-ctrl", family="error-controlled", speedup=2.3, psnr_min=36.0),
+            dict(method="sdsv self", family="SDSV", speedup=2.2, psnr_min=34.5)]
+    text = _who_wins(rows, "speedup", "measured speedup")
+    assert "slowest to fastest: error-ctrl 2.30x / 36.00 dB (error-controlled); cache 3 2.60x / 35.80 dB (cache); " \
+           "dpm 15 3.30x / 31.00 dB (target)." in text
+    assert "euler 20 2.50x / 27.80 dB by dpm 15, cache 3;" in text
+    assert "sdsv self 2.20x / 34.50 dB by cache 3, error-ctrl." in text
+    assert "SDSV (verified windows): nowhere (1 row, dominated)" in text
+    assert "unverified cache: at 2.60x (1 of 1 rows)" in text and "with fewer steps: at 3.30x (1 of 2 rows)" in text
+    assert rows[1]["dominated_by"] == ["dpm 15", "cache 3"] and rows[3]["dominated_by"] == []
+    assert "dominated_by" not in rows[0]  # the reference takes no part
+
+
 # ---- evaluation set and the pareto comparison -----------------------------------------------------
 def test_balanced_prompts_cover_every_class_once_per_48():
     prompts = balanced_prompts(96)
@@ -180,9 +278,12 @@ def test_runner_reuses_batches_for_subsets():
 
 
 # ---- end to end ---------------------------------------------------------------------------------
+SELF_ROWS = ["cache (every 3)", "cache (every 4)", "SDSV w/ self", "error-ctrl (self)", "error-ctrl (self, tol 0.5)"]
 EXPECTED = {
-    "table1": ["target-only", "draft lite alone", "draft svd alone", "SDSV w/ lite", "SDSV w/ svd"],
-    "table2": ["target-only", "Improved-Draft (svd)", "SDSV-fast (svd)", "SDSV-slow (svd)"],
+    "table1": ["target-only", "draft lite alone", "draft svd alone", "SDSV w/ lite", "SDSV w/ svd", *SELF_ROWS],
+    "table2": ["target-only", "Improved-Draft (svd)", "SDSV-fast (svd)", "SDSV-slow (svd)",
+               *[r.replace("SDSV w/ self", "SDSV-slow (self)") for r in SELF_ROWS],
+               "target-only (3 steps)", "target-only (2 steps, dpm++2m)", "target-only (3 steps, dpm++2m)"],
     "warmup": ["(a) minimal warm-up", "(b) vanilla (target)", "(c) conservative warm-up", "(d) multi-stage"],
 }
 
@@ -209,20 +310,34 @@ def test_eval_quick_runs_every_experiment(tmp_path, capsys):
             table = _table_rows(md)
             assert len(table) == 2 + len(rows) and all(len(t) == len(table[0]) for t in table)
         ref = next(r for r in rows if r["plan"].startswith("target_only[0-8"))
-        assert ref["speedup"] == 1.0 and ref["psnr"] is None and ref["fd"] is None
+        assert ref["speedup"] == 1.0 and ref["psnr"] is None and ref["psnr_min"] is None and ref["fd"] is None
+        assert "dominated_by" not in ref and "| PSNR min ↑ |" in md and "**Who wins on speed and the worst image**" in md
         for r in rows:
             assert r["latency_ms"] > 0 and r["gflops"] > 0 and 0 <= r["align"] <= 1
             assert 1 - 1e-9 <= r["is_tiny"] <= num_classes()
-            assert r["target_evals"] + r["draft_evals"] >= r.get("steps", 8) - 1e-9  # a step costs at least one eval
+            assert r["target_evals"] + r["draft_evals"] >= r["steps"] - 1e-9  # a step costs at least one eval
             if r is not ref:
                 assert math.isfinite(r["psnr"]) or r["psnr"] == math.inf
+                assert r["psnr_min"] <= r["psnr"] and isinstance(r["dominated_by"], list)
                 assert r["fd"] >= 0 and 0 <= r["lpips"] <= 4 and -1 <= r["ssim"] <= 1
+            if r["draft"] == "self":  # a self-draft eval runs the target's cheap parts: counted, < 5% of a target eval
+                per_target = ref["gflops"] / ref["target_evals"]
+                assert 0 < r["gflops"] - per_target * r["target_evals"] < 0.05 * per_target * r["draft_evals"]
+    by = {n: {r["method"]: r for r in json.loads((tmp_path / f"{n}.json").read_text())["rows"]} for n in ("table1", "table2")}
+    shared = by["table1"]["SDSV w/ self"], by["table2"]["SDSV-slow (self)"]  # one method, sampled once
+    assert shared[0]["psnr"] == shared[1]["psnr"] and shared[0]["target_evals"] == shared[1]["target_evals"]
     pareto = json.loads((tmp_path / "pareto.json").read_text())["rows"]
-    sweep = [r for r in pareto if "tau" in r]
+    sweep = [r for r in pareto if r["draft"] in ("lite", "svd") and "tau" in r]
     assert {(r["draft"], r["verify"]) for r in sweep} == {(d, v) for d in ("lite", "svd") for v in ("endpoints", "full")}
-    assert sorted(r["steps"] for r in pareto if "steps" in r) == [2, 3, 4, 5]  # 0.2..0.6 of 8 steps
-    assert all(isinstance(r["dominated_speedup"], bool) for r in sweep)
-    assert "SDSV vs the target alone with fewer steps" in (tmp_path / "pareto.md").read_text()
+    fewer = sorted((r["solver"], r["steps"]) for r in pareto if r["family"] == "target" and r["steps"] < 8)
+    assert fewer == [("dpm++2m", 2), ("dpm++2m", 3), ("dpm++2m", 4)] + [("euler", s) for s in (2, 3, 4, 5)]  # of 8 steps
+    own = [r for r in pareto if r["draft"] == "self"]
+    assert sorted(r["every"] for r in own if "every" in r) == [2, 3, 4, 5]
+    assert sorted(r["tol"] for r in own if "tol" in r) == [0.2, 0.3, 0.5, 0.8]
+    assert sorted(r["tau"] for r in own if "tau" in r) == [0.1, 0.2, 0.3]
+    assert all(isinstance(r["dominated_speedup"], bool) for r in sweep + own)
+    md = (tmp_path / "pareto.md").read_text()
+    assert "Against the target alone with fewer Euler steps" in md and "**By counted-FLOPs speedup.**" in md
     for png in ("warmup_strip.png", "pareto.png", "pareto_flops.png"):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -21,16 +21,15 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .acceptance import AcceptanceTest
+from .methods import Method, dominated_by, fewer_steps, self_draft_methods
 from .metrics import psnr, ssim
 from .plan import StagePlan
-from .policy import ErrorControlled, FixedInterval, WindowPolicy
 from .tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline
 
 DEFAULT_PROMPTS = (
@@ -42,41 +41,21 @@ DEFAULT_METRIC = "x0_rms"
 DEFAULT_TAU = 0.3
 
 
-@dataclass
-class Method:
-    name: str
-    plan: WindowPolicy
-    draft: str | None = None          # "lite", "svd", "self" or None (target only)
-    solver: str = "euler"
-    accept: AcceptanceTest | None = None  # None: the demo's --metric/--tau
-    forecast_order: int = 1
-
-
-# the self-draft's configurations (benchmarks/results/self_draft_sweep.md): SDSV's verified windows
-# need a stricter test than the trained drafts' (the forecast is closer, its misses smaller)
-SELF_SDSV_ACCEPT = AcceptanceTest("x0_rms", 0.2)
-ERROR_CONTROLLED = {"error-ctrl (self)": dict(tol=0.3), "error-ctrl (self, tol 0.5)": dict(tol=0.5)}
-
-
-def methods_for(num_steps: int, drafts: list[str], plan_name: str) -> list[Method]:
+def methods_for(num_steps: int, drafts: list[str], plan_name: str, verify: str = "endpoints",
+                accept: AcceptanceTest | None = None) -> list[Method]:
     """Target-only, the baselines a user would pick instead (fewer steps, a second-order solver,
-    an unverified forecast cache), the trained drafts and the self-draft, in one table."""
+    an unverified forecast cache), the trained drafts and the self-draft, in one table; the
+    trained drafts' SDSV rows use ``accept`` (the self-draft's has its own, stricter test)."""
     sdsv_plan = getattr(StagePlan, plan_name)(num_steps)
     ms = [Method("target-only", StagePlan.target_only(num_steps))]
-    for steps in (20, 25):
-        if steps < num_steps:
-            ms.append(Method(f"target-only ({steps} steps)", StagePlan.target_only(steps)))
-    for steps in (15, 20):
-        if steps < num_steps:
-            ms.append(Method(f"target-only ({steps} steps, dpm++2m)", StagePlan.target_only(steps), solver="dpm++2m"))
+    ms += [fewer_steps(steps) for steps in (20, 25) if steps < num_steps]
+    ms += [fewer_steps(steps, "dpm++2m") for steps in (15, 20) if steps < num_steps]
     trained = [d for d in drafts if d != "self"]
     ms += [Method(f"draft-only ({d})", StagePlan.draft_only(num_steps), d) for d in trained]
     ms += [Method(f"improved-draft ({d})", StagePlan.improved_draft(num_steps), d) for d in trained]
-    ms += [Method(f"sdsv ({d})", sdsv_plan, d) for d in trained]
+    ms += [Method(f"sdsv ({d})", sdsv_plan, d, verify, accept) for d in trained]
     if "self" in drafts:
-        ms += [Method(f"cache (every {n})", FixedInterval(num_steps, every=n), "self") for n in (3, 4)]
-        ms.append(Method("sdsv (self)", StagePlan.slow(num_steps), "self", accept=SELF_SDSV_ACCEPT))
-        ms += [Method(name, ErrorControlled(num_steps, **kw), "self") for name, kw in ERROR_CONTROLLED.items()]
+        ms += self_draft_methods(num_steps, verify)
     return ms
 
 
@@ -97,24 +76,22 @@ def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
     torch.set_num_threads(args.threads)
     pipe, backend = load_pipeline(args)
     accept = AcceptanceTest(args.metric, args.tau)
-    methods = methods_for(args.steps, args.drafts, args.plan)
+    methods = methods_for(args.steps, args.drafts, args.plan, args.verify, accept)
     prompts = list(args.prompts)
     seeds = [args.seed + i for i in range(len(prompts))]
 
-    images = {m.name: [None] * len(prompts) for m in methods}
-    wall = {m.name: [0.0] * args.repeats for m in methods}  # wall[name][r]: seconds in round r
-    totals = {m.name: dict(target_calls=0, target_evals=0, draft_evals=0, proposed=0, accepted=0, sampler_s=0.0,
-                           model_s=0.0) for m in methods}
-    kw = {m.name: dict(plan=m.plan, draft=m.draft or "svd", verify=args.verify, accept=m.accept or accept,
-                       guidance=args.guidance, solver=m.solver, forecast_order=m.forecast_order)
-          for m in methods}
+    images = {m.label: [None] * len(prompts) for m in methods}
+    wall = {m.label: [0.0] * args.repeats for m in methods}  # wall[name][r]: seconds in round r
+    totals = {m.label: dict(target_calls=0, target_evals=0, draft_evals=0, proposed=0, accepted=0, sampler_s=0.0,
+                            model_s=0.0) for m in methods}
+    kw = {m.label: dict(m.pipeline_kwargs(), guidance=args.guidance) for m in methods}
     with torch.inference_mode(), tqdm(total=(args.repeats * len(prompts) + 1) * len(methods), desc="sampling",
                                       unit="image", disable=args.quiet) as bar:
         # warm-up: the first calls of a model pay for allocations and thread-pool start-up and,
         # compiled, for a recompilation at each new batch size (the verification batch)
         for m in methods:
-            bar.set_postfix_str(f"warm-up, {m.name}")
-            pipe(prompts[0], seed=seeds[0], **kw[m.name])
+            bar.set_postfix_str(f"warm-up, {m.label}")
+            pipe(prompts[0], seed=seeds[0], **kw[m.label])
             bar.update(1)
         # methods take turns image by image, so every method sees the same machine: on a shared
         # 2-core VM a method's speed drifts by up to ~30% over seconds, which moved the speedup
@@ -122,17 +99,17 @@ def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
         for r in range(args.repeats):
             for p, (prompt, seed) in enumerate(zip(prompts, seeds)):
                 for m in methods:
-                    bar.set_postfix_str(f"round {r + 1}/{args.repeats}, {m.name}: {prompt}")
+                    bar.set_postfix_str(f"round {r + 1}/{args.repeats}, {m.label}: {prompt}")
                     t0 = time.perf_counter()
-                    out = pipe(prompt, seed=seed, **kw[m.name])
-                    wall[m.name][r] += time.perf_counter() - t0
+                    out = pipe(prompt, seed=seed, **kw[m.label])
+                    wall[m.label][r] += time.perf_counter() - t0
                     bar.update(1)
-                    s, tot = out.stats, totals[m.name]
+                    s, tot = out.stats, totals[m.label]
                     tot["sampler_s"] += s.sampler_s
                     tot["model_s"] += s.target_s + s.draft_s
                     if r:  # every round samples the same images with the same counts
                         continue
-                    images[m.name][p] = out.images[0]
+                    images[m.label][p] = out.images[0]
                     tot["target_calls"] += s.target_calls
                     tot["target_evals"] += s.target_evals
                     tot["draft_evals"] += s.draft_evals
@@ -142,11 +119,11 @@ def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
     ref = torch.stack(images["target-only"])
     rows, ref_wall = [], statistics.fmean(wall["target-only"])
     for m in methods:
-        img = torch.stack(images[m.name])
-        tot, mean = totals[m.name], statistics.fmean(wall[m.name])
-        p = None if m.name == "target-only" else psnr(img, ref)
+        img = torch.stack(images[m.label])
+        tot, mean = totals[m.label], statistics.fmean(wall[m.label])
+        p = None if m.label == "target-only" else psnr(img, ref)
         rows.append({
-            "method": m.name,
+            "method": m.label,
             "target_calls": tot["target_calls"],
             "target_evals": tot["target_evals"],
             "draft_evals": tot["draft_evals"],
@@ -162,7 +139,7 @@ def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
     if args.out:
         save_grid(images, prompts, Path(args.out) / "demo_grid.png")
         save_speed_quality_plot(rows, Path(args.out) / "demo_speed_psnr.png")
-    rounds = {m.name: [wall["target-only"][r] / wall[m.name][r] for r in range(args.repeats)] for m in methods}
+    rounds = {m.label: [wall["target-only"][r] / wall[m.label][r] for r in range(args.repeats)] for m in methods}
     return rows, backend, rounds
 
 
@@ -204,18 +181,6 @@ def save_grid(images: dict, prompts: list[str], path: Path, scale: int = 3) -> N
             grid.paste(tile, (label_w + c * cell, head_h + r * cell))
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
-
-
-def dominated_by(rows: list[dict], row: dict) -> list[str]:
-    """The rows at least as fast AND at least as good on the worst prompt (one of them strictly)."""
-    out = []
-    for o in rows:
-        if o is row or o["psnr_min"] is None or row["psnr_min"] is None:
-            continue
-        if o["speedup"] >= row["speedup"] and o["psnr_min"] >= row["psnr_min"] and \
-                (o["speedup"] > row["speedup"] or o["psnr_min"] > row["psnr_min"]):
-            out.append(o["method"])
-    return out
 
 
 def save_speed_quality_plot(rows: list[dict], path: Path) -> None:

@@ -6,7 +6,8 @@ from .features import (
     ClassifierFeatures, frechet_distance, frechet_distance_from_stats, inception_score, perceptual_distance,
     prompt_alignment,
 )
-from .runner import Method, MethodRun, Runner, balanced_prompts
+from ..methods import Method
+from .runner import MethodRun, Runner, balanced_prompts
 
 __all__ = [
     "EXPERIMENTS", "ClassifierFeatures", "CountingPipeline", "EvalConfig", "ExperimentResult", "FlopTable", "Method",

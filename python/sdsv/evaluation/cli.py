@@ -28,6 +28,9 @@ from ..tiny.pipeline import DEFAULT_GUIDANCE
 FULL = dict(images=256, steps=50, batch=32, latency_images=5, pareto_images=32, taus=(0.2, 0.4), k2s=(5, 15))
 QUICK = dict(images=4, steps=8, batch=2, latency_images=1, pareto_images=2, taus=(0.1,), k2s=(5,))
 FEWER_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)  # of the full schedule: 10, 15, 20, 25, 30 of 50
+DPM_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5)         # DPM-Solver++(2M): 10, 15, 20, 25 of 50
+# table2's baselines (the demo's picks): Euler 20 of 50, DPM-Solver++(2M) 15 and 20 of 50
+TABLE_FEWER = ((0.4, "euler"), (0.3, "dpm++2m"), (0.4, "dpm++2m"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,6 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _steps(fractions, steps: int) -> tuple:
+    return tuple(sorted({max(1, round(f * steps)) for f in fractions}))
+
+
 def main(args) -> int:
     torch.set_num_threads(args.threads)
     base = QUICK if args.quick else FULL
@@ -70,7 +77,8 @@ def main(args) -> int:
         taus=tuple(args.taus if args.taus is not None else base["taus"]),
         k2s=tuple(args.k2 if args.k2 is not None else base["k2s"]),
         pareto_images=pick("pareto_images"), k2_verify=tuple(args.k2_verify),
-        fewer_steps=tuple(sorted({max(1, round(f * steps)) for f in FEWER_STEP_FRACTIONS})),
+        fewer_steps=_steps(FEWER_STEP_FRACTIONS, steps), dpm_steps=_steps(DPM_STEP_FRACTIONS, steps),
+        table_fewer=tuple(dict.fromkeys((max(1, round(f * steps)), solver) for f, solver in TABLE_FEWER)),
     )
     runner = Runner(args.weights, images=pick("images"), steps=steps, batch=pick("batch"),
                     latency_images=pick("latency_images"), guidance=args.guidance, progress=not args.quiet,

@@ -6,6 +6,13 @@ arithmetic, so counting a batch of 640 rows is free — and then multiplied by h
 that batch size a run made. On the meta device ``scaled_dot_product_attention`` decomposes into
 the matmuls that the counter knows, so attention is counted too (the fused CPU attention kernel
 is invisible to the counter).
+
+The self-draft (``draft="self"``) is the target in two forms: its target calls are full forwards
+(they also keep the deep blocks' residual, an element-wise subtraction) and are counted as
+``"target"``; its draft calls run only the target's cheap parts plus the residual forecast and
+are counted as ``"self"``, with FLOPs counted around an actual :class:`~sdsv.forecast.SelfDraft`
+draft call on the meta copy (element-wise work — the forecast's combine, like every activation
+and residual add — counts nothing, as everywhere in this table).
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ from typing import Callable
 
 import torch
 
-from ..tiny.pipeline import TinyPipeline
+from ..tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline
+
+#: the name the self-draft's draft calls are counted under
+SELF = "self"
 
 
 class CountedDenoiser:
@@ -42,13 +52,18 @@ class CountingPipeline(TinyPipeline):
         old, self.calls = self.calls, {}
         return old
 
-    def denoiser(self, name: str, guidance: float = 3.0):
+    def denoiser(self, name: str, guidance: float = DEFAULT_GUIDANCE):
         return CountedDenoiser(super().denoiser(name, guidance), name, self.calls)
+
+    def self_denoisers(self, self_draft, guidance: float = DEFAULT_GUIDANCE):
+        target, draft = super().self_denoisers(self_draft, guidance)
+        return CountedDenoiser(target, "target", self.calls), CountedDenoiser(draft, SELF, self.calls)
 
 
 class FlopTable:
     """FLOPs of one denoiser call (guidance included: a CFG target runs 2b rows), counted once
-    per (model, guidance, batch size) and remembered."""
+    per (model, guidance, batch size) and remembered; model ``"self"`` is a self-draft draft call
+    of the target."""
 
     def __init__(self, models: dict[str, torch.nn.Module], image_shape=(3, 32, 32)):
         self._meta = TinyPipeline({n: copy.deepcopy(m).to("meta") for n, m in models.items()})
@@ -60,14 +75,33 @@ class FlopTable:
         if key not in self._flops:
             from torch.utils.flop_counter import FlopCounterMode
 
-            fn = self._meta.denoiser(name, guidance)
             x = torch.empty(batch, *self.image_shape, device="meta")
             sigma = torch.empty(batch, device="meta")
             labels = torch.zeros(batch, 2, dtype=torch.long, device="meta")
-            with FlopCounterMode(display=False) as counter:
-                fn(x, sigma, labels=labels)
-            self._flops[key] = int(counter.get_total_flops())
+            if name == SELF:
+                self._flops[key] = self._self_draft_call(x, sigma, labels, guidance)
+            else:
+                with FlopCounterMode(display=False) as counter:
+                    self._meta.denoiser(name, guidance)(x, sigma, labels=labels)
+                self._flops[key] = int(counter.get_total_flops())
         return self._flops[key]
+
+    def _self_draft_call(self, x, sigma, labels, guidance: float) -> int:
+        """FLOPs of one self-draft draft call: a target call records every row's anchor, the
+        sampler's side commits it, then the counted draft call forecasts from it."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self_draft = self._meta.self_draft()
+        target, draft = self._meta.self_denoisers(self_draft, guidance)
+        rows = list(range(x.shape[0]))
+        with self_draft.session(x.shape[0]) as bank:
+            bank.tag(rows, [1.0] * len(rows))
+            target(x, sigma, labels=labels)
+            bank.commit(rows)
+            bank.tag(rows, [0.5] * len(rows))
+            with FlopCounterMode(display=False) as counter:
+                draft(x, sigma, labels=labels)
+        return int(counter.get_total_flops())
 
     def total(self, calls: dict[str, Counter], guidance: float) -> dict[str, int]:
         """``{model name: FLOPs}`` of a tally of calls."""

@@ -111,26 +111,36 @@ def image_strip(images: dict[str, torch.Tensor], captions: Sequence[str], path: 
     return path
 
 
-def pareto_plot(series: dict[str, list[dict]], points: dict[str, dict], fewer: list[dict], path: Path,
+def pareto_plot(series: dict[str, list[dict]], points: dict[str, dict], lines: dict[str, list[dict]], path: Path,
                 title: str, x: str = "speedup", xlabel: str = "speedup over target-only (latency, batch 1)") -> Path:
-    """Two panels (PSNR, FD-tiny) against speedup. ``series``: SDSV sweeps (lines, sorted by x);
-    ``points``: single baselines; ``fewer``: target alone with fewer steps (a labelled line)."""
+    """Two panels against speedup: PSNR (filled markers: the mean over the images; hollow, joined
+    by a dotted line: the worst image) and FD-tiny. ``series``: sweeps (coloured lines, sorted by
+    x); ``points``: single baselines; ``lines``: the target alone with fewer steps, one dashed
+    line per solver with the step counts written next to its points."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.8))
-    for ax, (key, ylabel) in zip(axes, (("psnr", "PSNR vs target-only, dB (higher is better)"),
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.2))
+    styles = {**{name: dict(marker="o", ls="-") for name in series},
+              **{name: dict(marker="s", ls="--", color=c) for name, c in zip(lines, ("black", "dimgray", "silver"))}}
+    for ax, (key, ylabel) in zip(axes, (("psnr", "PSNR vs target-only, dB (filled: mean, hollow: worst image)"),
                                         ("fd", "FD-tiny vs target-only (lower is better)"))):
-        for name, rows in series.items():
+        for name, rows in {**series, **lines}.items():
             rows = sorted((r for r in rows if r.get(key) is not None), key=lambda r: r[x])
-            ax.plot([r[x] for r in rows], [r[key] for r in rows], "o-", ms=4, lw=1.2, label=name)
-        fr = [r for r in fewer if r.get(key) is not None]
-        ax.plot([r[x] for r in fr], [r[key] for r in fr], "s--", color="black", ms=5, lw=1.5,
-                label="target alone, fewer steps")
-        for r in fr:
-            ax.annotate(f"{r['steps']}", (r[x], r[key]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            if not rows:
+                continue
+            xs = [r[x] for r in rows]
+            (line,) = ax.plot(xs, [r[key] for r in rows], ms=4, lw=1.2, label=name, **styles[name])
+            if key == "psnr":
+                ax.plot(xs, [r["psnr_min"] for r in rows], marker=styles[name]["marker"], ls=":", ms=4, lw=0.8,
+                        color=line.get_color(), mfc="white")
+            if name in lines:
+                for r in rows:
+                    ax.annotate(f"{r['steps']}", (r[x], r[key]), textcoords="offset points", xytext=(4, 4), fontsize=7)
         markers = iter("^vD*Pxh")
         for name, r in points.items():
             if r.get(key) is not None:
-                ax.plot([r[x]], [r[key]], next(markers), ms=8, ls="none", label=name)
+                (pt,) = ax.plot([r[x]], [r[key]], next(markers), ms=8, ls="none", label=name)
+                if key == "psnr":
+                    ax.plot([r[x]], [r["psnr_min"]], pt.get_marker(), ms=8, ls="none", color=pt.get_color(), mfc="white")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -140,7 +150,7 @@ def pareto_plot(series: dict[str, list[dict]], points: dict[str, dict], fewer: l
             legend.setdefault(lab, h)
     fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -15,40 +15,18 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..acceptance import AcceptanceTest
+from ..methods import Method
 from ..metrics import psnr, ssim
-from ..plan import StagePlan
 from ..tiny.data import COLOR_NAMES, SHAPES, class_index, make_batch, prompt_of
 from ..tiny.weights import MODEL_NAMES, load_model, shipped_path
 from .cost import CountingPipeline, FlopTable
 from .features import ClassifierFeatures, frechet_distance, inception_score, perceptual_distance, prompt_alignment
-
-
-@dataclass(frozen=True)
-class Method:
-    """One way of sampling: a stage plan, the draft it uses, how windows are verified and accepted."""
-
-    label: str
-    plan: StagePlan
-    draft: str | None = None
-    verify: str = "endpoints"
-    accept: AcceptanceTest = field(default_factory=AcceptanceTest)
-
-    @property
-    def speculates(self) -> bool:
-        return any(s.kind == "speculate" for s in self.plan.segments())
-
-    @property
-    def key(self) -> tuple:
-        """What determines the images (the label does not; verify/accept only matter with windows)."""
-        return (self.plan, self.draft if self.plan.uses_draft else None,
-                self.verify if self.speculates else None, self.accept if self.speculates else None)
 
 
 @dataclass
@@ -152,8 +130,7 @@ class Runner:
 
     # ---- sampling ------------------------------------------------------------------------
     def _call(self, m: Method, prompts, seeds):
-        return self.pipe(prompts, plan=m.plan, draft=m.draft or "svd", verify=m.verify, accept=m.accept,
-                         guidance=self.guidance, seed=list(seeds))
+        return self.pipe(prompts, guidance=self.guidance, seed=list(seeds), **m.pipeline_kwargs())
 
     def _check_n(self, n: int | None) -> int:
         n = self.n if n is None else n
@@ -250,13 +227,15 @@ class Runner:
             "fd_data": frechet_distance(f.embedding, self.data_feats(n).embedding),
         }
         if m.key == ref.key:
-            out.update(fd=None, lpips=None, psnr=None, ssim=None)
+            out.update(fd=None, lpips=None, psnr=None, psnr_min=None, ssim=None)
         else:
             r = self.run(ref, n)
+            p = psnr(run.images, r.images)
             out.update(
                 fd=frechet_distance(f.embedding, self.feats(ref, n).embedding),
                 lpips=float(perceptual_distance(self.features, run.images, r.images).mean()),
-                psnr=float(psnr(run.images, r.images).mean()),
+                psnr=float(p.mean()),
+                psnr_min=float(p.min()),  # the worst image: a mean hides one broken prompt
                 ssim=float(ssim(run.images, r.images).mean()),
             )
         return out
