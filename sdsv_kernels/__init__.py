@@ -19,6 +19,16 @@ from . import _library  # registers the torch.library ops sdsv::*
 
 import torch as _torch
 
+from . import _library as _plain
+
+
+def _op(name: str):
+    """The custom op ``sdsv::name`` while ``torch.compile`` traces (one opaque graph node), else
+    the same implementation called directly (no dispatcher round trip; see ``_library``)."""
+    if _torch.compiler.is_compiling():
+        return getattr(_torch.ops.sdsv, name)
+    return getattr(_plain, name)
+
 
 def _as_acc(x, like: _torch.Tensor) -> _torch.Tensor:
     """A step size / guidance scale as a tensor in the update's precision: fp32, or fp64 for fp64
@@ -31,15 +41,15 @@ def _as_acc(x, like: _torch.Tensor) -> _torch.Tensor:
 
 def pair_stats(t, d, y, h):
     """``[R, 5]`` fp32 per-row statistics; see :func:`sdsv_kernels.reference.pair_stats`."""
-    return _torch.ops.sdsv.pair_stats(t, d, y, h)
+    return _op("pair_stats")(t, d, y, h)
 
 
 def accept_commit(stats, y, t, h, sigma, window_k, metric, tau, verify, out=None):
     """``(x_next, accepted)``; see :func:`sdsv_kernels.reference.accept_commit`. With ``out``
     the next states are written there and ``out`` is returned as ``x_next``."""
     if out is None:
-        return _torch.ops.sdsv.accept_commit(stats, y, t, h, sigma, window_k, metric, float(tau), verify)
-    accepted = _torch.ops.sdsv.accept_commit_out(stats, y, t, h, sigma, window_k, metric, float(tau), verify, out)
+        return _op("accept_commit")(stats, y, t, h, sigma, window_k, metric, float(tau), verify)
+    accepted = _op("accept_commit_out")(stats, y, t, h, sigma, window_k, metric, float(tau), verify, out)
     return out, accepted
 
 
@@ -51,8 +61,8 @@ def rollout_step(x, v, h, out=None, uncond=None, scale=None):
     hf = _as_acc(h, x)
     g = _as_acc(scale, x) if uncond is not None else None
     if out is None:
-        return _torch.ops.sdsv.rollout_step(x, v, hf, uncond, g)
-    _torch.ops.sdsv.rollout_step_out(x, v, hf, out, uncond, g)
+        return _op("rollout_step")(x, v, hf, uncond, g)
+    _op("rollout_step_out")(x, v, hf, out, uncond, g)
     return out
 
 
@@ -65,8 +75,8 @@ def gather_combine(base, bank, index, coeffs, out=None):
     if isinstance(coeffs, _torch.Tensor) and coeffs.is_floating_point() and isinstance(base, _torch.Tensor):
         coeffs = coeffs.to(_torch.promote_types(base.dtype, _torch.float32))
     if out is None:
-        return _torch.ops.sdsv.gather_combine(base, bank, index, coeffs)
-    _torch.ops.sdsv.gather_combine_out(base, bank, index, coeffs, out)
+        return _op("gather_combine")(base, bank, index, coeffs)
+    _op("gather_combine_out")(base, bank, index, coeffs, out)
     return out
 
 

@@ -6,6 +6,11 @@ steer compiled code.
 A custom op may not return an alias of an input, so the ``out=`` forms are separate ops that
 mutate ``out`` (``accept_commit_out`` returns only the counts, ``rollout_step_out`` and
 ``gather_combine_out`` nothing).
+
+Each op's implementation is also a plain function of this module, which the public wrappers call
+directly outside ``torch.compile`` (:func:`sdsv_kernels._op`): measured on a 2-core CPU right
+after a model forward, the dispatcher's trip through a custom op cost ~50 us a call, a sizeable
+share of the sampler's own time when a round makes half a dozen op calls around a cheap draft.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from ._backend import dispatch
 from .reference import check_gather_combine_args
 
 
-@torch.library.custom_op("sdsv::pair_stats", mutates_args=())
-def pair_stats_op(t: Tensor, d: Tensor, y: Tensor, h: Tensor) -> Tensor:
+def pair_stats(t: Tensor, d: Tensor, y: Tensor, h: Tensor) -> Tensor:
     return dispatch("pair_stats", t)(t, d, y, h).contiguous()
+
+
+pair_stats_op = torch.library.custom_op("sdsv::pair_stats", mutates_args=())(pair_stats)
 
 
 @pair_stats_op.register_fake
@@ -29,12 +36,14 @@ def _(t, d, y, h):
     return t.new_empty((t.shape[0], 5), dtype=torch.float32)
 
 
-@torch.library.custom_op("sdsv::accept_commit", mutates_args=())
-def accept_commit_op(
+def accept_commit(
     stats: Tensor, y: Tensor, t: Tensor, h: Tensor, sigma: Tensor, window_k: Tensor, metric: str, tau: float, verify: str
 ) -> tuple[Tensor, Tensor]:
     x, a = dispatch("accept_commit", y)(stats, y, t, h, sigma, window_k, metric, tau, verify, None)
     return x.contiguous(), a
+
+
+accept_commit_op = torch.library.custom_op("sdsv::accept_commit", mutates_args=())(accept_commit)
 
 
 @accept_commit_op.register_fake
@@ -43,8 +52,7 @@ def _(stats, y, t, h, sigma, window_k, metric, tau, verify):
     return y.new_empty((b, *y.shape[1:])), window_k.new_empty((b,), dtype=torch.int64)
 
 
-@torch.library.custom_op("sdsv::accept_commit_out", mutates_args=("out",))
-def accept_commit_out_op(
+def accept_commit_out(
     stats: Tensor, y: Tensor, t: Tensor, h: Tensor, sigma: Tensor, window_k: Tensor, metric: str, tau: float, verify: str,
     out: Tensor,
 ) -> Tensor:
@@ -52,14 +60,19 @@ def accept_commit_out_op(
     return a
 
 
+accept_commit_out_op = torch.library.custom_op("sdsv::accept_commit_out", mutates_args=("out",))(accept_commit_out)
+
+
 @accept_commit_out_op.register_fake
 def _(stats, y, t, h, sigma, window_k, metric, tau, verify, out):
     return window_k.new_empty((window_k.shape[0],), dtype=torch.int64)
 
 
-@torch.library.custom_op("sdsv::rollout_step", mutates_args=())
-def rollout_step_op(x: Tensor, v: Tensor, h: Tensor, uncond: Optional[Tensor], scale: Optional[Tensor]) -> Tensor:
+def rollout_step(x: Tensor, v: Tensor, h: Tensor, uncond: Optional[Tensor], scale: Optional[Tensor]) -> Tensor:
     return dispatch("rollout_step", x)(x, v, h, None, uncond, scale).contiguous()
+
+
+rollout_step_op = torch.library.custom_op("sdsv::rollout_step", mutates_args=())(rollout_step)
 
 
 @rollout_step_op.register_fake
@@ -67,11 +80,11 @@ def _(x, v, h, uncond, scale):
     return x.new_empty(x.shape)
 
 
-@torch.library.custom_op("sdsv::rollout_step_out", mutates_args=("out",))
-def rollout_step_out_op(
-    x: Tensor, v: Tensor, h: Tensor, out: Tensor, uncond: Optional[Tensor], scale: Optional[Tensor]
-) -> None:
+def rollout_step_out(x: Tensor, v: Tensor, h: Tensor, out: Tensor, uncond: Optional[Tensor], scale: Optional[Tensor]) -> None:
     dispatch("rollout_step", x)(x, v, h, out, uncond, scale)
+
+
+rollout_step_out_op = torch.library.custom_op("sdsv::rollout_step_out", mutates_args=("out",))(rollout_step_out)
 
 
 @rollout_step_out_op.register_fake
@@ -79,9 +92,11 @@ def _(x, v, h, out, uncond, scale):
     return None
 
 
-@torch.library.custom_op("sdsv::gather_combine", mutates_args=())
-def gather_combine_op(base: Tensor, bank: Tensor, index: Tensor, coeffs: Tensor) -> Tensor:
+def gather_combine(base: Tensor, bank: Tensor, index: Tensor, coeffs: Tensor) -> Tensor:
     return dispatch("gather_combine", base)(base, bank, index, coeffs, None).contiguous()
+
+
+gather_combine_op = torch.library.custom_op("sdsv::gather_combine", mutates_args=())(gather_combine)
 
 
 @gather_combine_op.register_fake
@@ -92,9 +107,11 @@ def _(base, bank, index, coeffs):
     return base.new_empty(base.shape)
 
 
-@torch.library.custom_op("sdsv::gather_combine_out", mutates_args=("out",))
-def gather_combine_out_op(base: Tensor, bank: Tensor, index: Tensor, coeffs: Tensor, out: Tensor) -> None:
+def gather_combine_out(base: Tensor, bank: Tensor, index: Tensor, coeffs: Tensor, out: Tensor) -> None:
     dispatch("gather_combine", base)(base, bank, index, coeffs, out)
+
+
+gather_combine_out_op = torch.library.custom_op("sdsv::gather_combine_out", mutates_args=("out",))(gather_combine_out)
 
 
 @gather_combine_out_op.register_fake

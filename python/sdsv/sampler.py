@@ -16,6 +16,7 @@ once per round, to learn how far each sample advanced.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Callable, Sequence
 
@@ -29,6 +30,8 @@ from .forecast import SelfDraft
 from .policy import WINDOW_KINDS, WindowPolicy
 from .result import SampleResult, SampleStats, WindowRecord
 from .schedule import check_sigmas
+
+_DIFF = sdsv_kernels.STAT_COLUMNS.index("diff")
 
 Denoiser = Callable[..., torch.Tensor]  # (x[b, ...], sigma[b], **cond) -> v[b, ...]
 
@@ -260,8 +263,12 @@ class _Loop:
         self.numel = noise[0].numel()
         self.batch = noise.shape[0]
         self.sig = [float(s) for s in sigmas.double().tolist()]
-        # sigmas and step sizes travel in fp32 (fp64 for fp64 latents), as the ops compute
+        # sigmas and step sizes travel in fp32 (fp64 for fp64 latents), as the ops compute; made
+        # once, and a call's rows are views of them where they can be (batch 1: always): on a
+        # 2-core CPU every small tensor made between two model calls costs ~10-20 us
         self.sdt = torch.promote_types(noise.dtype, torch.float32)
+        self.sig_t = torch.tensor(self.sig, device=noise.device, dtype=self.sdt)
+        self.h_t = torch.tensor([b - a for a, b in zip(self.sig, self.sig[1:])], device=noise.device, dtype=self.sdt)
         self.pos = [0] * self.batch
         self.stats = models.stats
 
@@ -299,15 +306,15 @@ class _Loop:
             lvl = [i for i, n in enumerate(levels) if j < n]
             rows = [offs[i] + j for i in lvl]
             y = _gather(states, rows)
-            sig_rows = [sig[pos[active[i]] + j] for i in lvl]
+            steps = [pos[active[i]] + j for i in lvl]
+            sig_rows = [sig[i] for i in steps]
             samples = [active[i] for i in lvl]
-            d = self.models("draft", y, torch.tensor(sig_rows, device=dev, dtype=self.sdt),
-                            self.conds.rows(samples), samples, sig_rows)
+            d = self.models("draft", y, _gather(self.sig_t, steps), self.conds.rows(samples), samples, sig_rows)
             _scatter(drafted, rows, d)
             roll = [n for n, i in enumerate(lvl) if acts[i][0] in ("speculate", "unverified") and j < acts[i][1]]
             if not roll:
                 continue
-            h = torch.tensor([sig[pos[active[lvl[n]]] + j + 1] - sig_rows[n] for n in roll], device=dev, dtype=self.sdt)
+            h = _gather(self.h_t, [steps[n] for n in roll])
             src_rows = [rows[n] for n in roll]
             dst_rows = [r + 1 for r in src_rows]
             dst = _rows_view(states, dst_rows)
@@ -324,34 +331,34 @@ class _Loop:
         if not ver:
             return
         sig, pos, dev = self.sig, self.pos, self.dev
-        vrows, vsig, vh, vsamples, vk, firsts = [], [], [], [], [], []
+        vrows, vsteps, vsamples, vk, firsts = [], [], [], [], []
         for i in ver:
             kind, k = acts[i]
             b = active[i]
             firsts.append(len(vrows))
             for j in _verify_rows(kind, k, self.endpoints):
                 vrows.append(offs[i] + j)
-                vsig.append(sig[pos[b] + j])
-                vh.append(sig[pos[b] + j + 1] - sig[pos[b] + j])
+                vsteps.append(pos[b] + j)
                 vsamples.append(b)
             # an unverified window closes like a plain target step at its last draft state
             vk.append(k if kind == "speculate" else 0)
-        vindex = torch.tensor(vrows, device=dev)
+        vindex = None if _rows_view(states, vrows) is not None else torch.tensor(vrows, device=dev)
         yv = _gather(states, vrows, vindex)
         dv = _gather(drafted, vrows, vindex)
-        sig_v = torch.tensor(vsig, device=dev, dtype=self.sdt)
-        h_v = torch.tensor(vh, device=dev, dtype=self.sdt)
-        t = self.models("target", yv, sig_v, self.conds.rows(vsamples), vsamples, vsig)
+        sindex = None if _rows_view(self.sig_t, vsteps) is not None else torch.tensor(vsteps, device=dev)
+        sig_v, h_v = _gather(self.sig_t, vsteps, sindex), _gather(self.h_t, vsteps, sindex)
+        t = self.models("target", yv, sig_v, self.conds.rows(vsamples), vsamples, [sig[i] for i in vsteps])
         pstats = sdsv_kernels.pair_stats(t, dv, yv, h_v)
         x_next, acc = sdsv_kernels.accept_commit(
             pstats, yv, t, h_v, sig_v, torch.tensor(vk, device=dev), self.accept.metric, self.accept.tau, self.verify
         )
         acc_host = acc.tolist()  # the one host sync of the round
         pstats_host = pstats.cpu()
-        if not torch.isfinite(pstats_host).all():
+        stat_rows = pstats_host.tolist()
+        if not all(math.isfinite(v) for row in stat_rows for v in row):
             _raise_non_finite(drafted, t, acts, offs, active, pos, sig, vrows, self._levels(acts))
         values = sdsv_kernels.metric_values(pstats_host, h_v.cpu(), sig_v.cpu(), self.numel, self.accept.metric).tolist()
-        errors = self._closing_errors(pstats_host, values, h_v, sig_v) if self.closing_error else values
+        errors = self._closing_errors(stat_rows, pstats_host, values, h_v, sig_v) if self.closing_error else values
         kept, committed = [], []
         for n, (i, first, a) in enumerate(zip(ver, firsts, acc_host)):
             kind, k = acts[i]
@@ -390,12 +397,12 @@ class _Loop:
         elif kept:
             _scatter(self.x, [active[ver[n]] for n in kept], x_next.index_select(0, torch.tensor(kept, device=dev)))
 
-    def _closing_errors(self, pstats_host, values, h_v, sig_v) -> list[float]:
+    def _closing_errors(self, stat_rows, pstats_host, values, h_v, sig_v) -> list[float]:
         """Draft vs target at each row, in the policy's error measure: ``x0_rms`` = sigma rms(t - d)
         (METHOD.md section 8) or ``v_rms`` = rms(t - d), the velocity error (an error per unit step)."""
         measure = getattr(self.plan, "error_metric", "x0_rms")
         if measure == "v_rms":
-            return torch.sqrt(pstats_host[:, sdsv_kernels.STAT_COLUMNS.index("diff")].double() / self.numel).tolist()
+            return [math.sqrt(row[_DIFF] / self.numel) for row in stat_rows]
         if measure == self.accept.metric:
             return values
         return sdsv_kernels.metric_values(pstats_host, h_v.cpu(), sig_v.cpu(), self.numel, measure).tolist()
@@ -406,7 +413,7 @@ class _Loop:
             return
         sig, pos = self.sig, self.pos
         rows = [offs[i] for i in dsteps]
-        h = torch.tensor([sig[pos[active[i]] + 1] - sig[pos[active[i]]] for i in dsteps], device=self.dev, dtype=self.sdt)
+        h = _gather(self.h_t, [pos[active[i]] for i in dsteps])
         nxt = sdsv_kernels.rollout_step(_gather(states, rows), _gather(drafted, rows), h)
         if not torch.isfinite(nxt).all():
             _raise_non_finite(drafted, None, acts, offs, active, pos, sig, [], self._levels(acts))
