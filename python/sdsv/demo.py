@@ -199,7 +199,7 @@ def save_speed_quality_plot(rows: list[dict], path: Path) -> None:
     # the trained drafts sit ~15-20 dB below everything else: listed under the plot, not drawn,
     # so the frontier where the methods compete stays readable
     floor = 30.0
-    below = [r for r in rows if r["psnr"] is not None and r["psnr_min"] < floor]
+    below = [r for r in rows if r["psnr"] is not None and r["psnr"] < floor]
     for r in rows:
         if r["psnr"] is None or r in below:
             continue
@@ -209,6 +209,12 @@ def save_speed_quality_plot(rows: list[dict], path: Path) -> None:
         ax.scatter([x], [r["psnr"]], color=color, zorder=3)
         ax.scatter([x], [r["psnr_min"]], facecolors="white", edgecolors=color, zorder=3)
         ax.annotate(r["method"], (x, r["psnr"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    from matplotlib.lines import Line2D
+
+    legend = [Line2D([], [], color=c, marker="o", lw=0, label=lbl) for lbl, c in (
+        ("self-draft, verified (sdsv / error-ctrl)", "tab:red"), ("unverified cache (self)", "tab:orange"),
+        ("target-only, DPM-Solver++(2M)", "tab:blue"), ("target-only, fewer Euler steps", "tab:cyan"))]
+    ax.legend(handles=legend, loc="upper left", fontsize=8)
     ax.set_xlabel("speedup over target-only (50 Euler steps), wall clock")
     ax.set_ylabel("PSNR vs target-only, dB  (filled: mean, hollow: worst prompt)")
     ax.set_title("sdsv demo: speed vs quality on the shipped tiny models")
