@@ -3,7 +3,7 @@
 For each draft, metric and tau: SDSV (paper default plan) on a fixed set of prompts and seeds,
 reporting acceptance, counted model calls, measured wall time, speedup over target-only (both
 measured in this run) and PSNR/SSIM against the target-only images. This is how the demo's
-default acceptance test was chosen (README, "Choosing the acceptance test").
+default acceptance test was chosen (docs/demo.md, "Choosing the acceptance test").
 
     python benchmarks/sweep_tau.py --out benchmarks/results/tau_sweep
 """

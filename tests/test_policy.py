@@ -95,3 +95,10 @@ def test_stage_plan_is_a_stateless_policy():
     run = p.start(3)
     assert run.window(2, 0) == p.window_at(0) and run.window(0, 12) == p.window_at(12)
     assert run.observe(0, 12, "speculate", 9, 0, float("nan")) is True
+
+
+def test_summary_names_unverified_windows():
+    target = RowwiseDenoiser()
+    r = sample(target, RowwiseDenoiser(bias=0.01), torch.randn(1, 4), flow_match_sigmas(12), FixedInterval(12, every=3))
+    text = r.stats.summary()
+    assert "unverified windows (0 rejected)" in text and "nan" not in text

@@ -26,7 +26,7 @@ class AcceptanceTest:
     * ``x0_rms``       — ``sigma * rms(t - d)``: RMS distance of the clean latents both models predict
 
     Velocity-space metrics are blunt on flow models (the velocity is mostly the noise, which both
-    models predict well); ``x0_rms`` separates good and bad windows best (README: "Choosing the acceptance test").
+    models predict well); ``x0_rms`` separates good and bad windows best (docs/demo.md: "Choosing the acceptance test").
     """
 
     metric: str = "x0_rms"

@@ -36,7 +36,7 @@ DEFAULT_PROMPTS = (
     "a red circle", "a blue triangle", "a green square", "a yellow ring",
     "a purple cross", "an orange diamond", "a cyan triangle", "a white square",
 )
-# chosen with benchmarks/sweep_tau.py (benchmarks/results/tau_sweep.md); README "Choosing the acceptance test"
+# chosen with benchmarks/sweep_tau.py (benchmarks/results/tau_sweep.md); docs/demo.md, "Choosing the acceptance test"
 DEFAULT_METRIC = "x0_rms"
 DEFAULT_TAU = 0.3
 

@@ -76,9 +76,15 @@ class SampleStats:
         return d
 
     def summary(self) -> str:
+        verified, unverified = len(self.verified_windows), self.unverified_windows
+        windows = []
+        if verified or not unverified:
+            windows.append(f"{verified} windows, acceptance {self.acceptance_rate:.0%}" if verified else "0 windows")
+        if unverified:
+            windows.append(f"{unverified} unverified windows ({self.rejected_unverified} rejected)")
         return (
             f"target {self.target_calls} calls/{self.target_evals} evals, draft {self.draft_evals} evals, "
-            f"{len(self.windows)} windows, acceptance {self.acceptance_rate:.0%}, "
+            f"{', '.join(windows)}, "
             f"{self.wall_s:.3f}s (target {self.target_s:.3f}, draft {self.draft_s:.3f}, sampler {self.sampler_s:.3f})"
         )
 

@@ -222,7 +222,7 @@ def sample(
     as options).
     """
     accept = accept if accept is not None else AcceptanceTest()
-    if self_draft is not None and isinstance(self_draft, SelfDraft):
+    if isinstance(self_draft, SelfDraft):
         target = self_draft.target if target is None else target
         draft = self_draft.draft if draft is None else draft
     _check_inputs(target, draft, noise, sigmas, plan, verify, accept, self_draft)
@@ -293,7 +293,7 @@ class _Loop:
             self._rollout(active, acts, offs, states, drafted)
             self._verify_and_commit(active, acts, offs, states, drafted)
             self._draft_steps(active, acts, offs, states, drafted)
-            if self.stats.windows:
+            if not self.bar.disable and self.stats.verified_windows:
                 self.bar.set_postfix(accept=f"{self.stats.acceptance_rate:.0%}", refresh=False)
 
     def _levels(self, acts) -> list[int]:
