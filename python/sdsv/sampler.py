@@ -28,6 +28,7 @@ import sdsv_kernels
 from .acceptance import AcceptanceTest
 from .forecast import SelfDraft
 from .policy import WINDOW_KINDS, WindowPolicy
+from ._rows import gather_rows as _gather, rows_view as _rows_view, scatter_rows as _scatter
 from .result import SampleResult, SampleStats, WindowRecord
 from .schedule import check_sigmas
 
@@ -38,32 +39,6 @@ Denoiser = Callable[..., torch.Tensor]  # (x[b, ...], sigma[b], **cond) -> v[b, 
 
 class NonFiniteOutputError(FloatingPointError):
     """A model returned NaN or inf; the message names the model, the step and the sample."""
-
-
-def _rows_view(buf: torch.Tensor, rows: Sequence[int]) -> torch.Tensor | None:
-    """``buf[rows]`` as a view when the rows are evenly spaced (the common case), else None."""
-    if len(rows) == 1:
-        return buf[rows[0] : rows[0] + 1]
-    step = rows[1] - rows[0]
-    if step > 0 and all(b - a == step for a, b in zip(rows, rows[1:])):
-        return buf[rows[0] : rows[-1] + 1 : step]
-    return None
-
-
-def _gather(buf: torch.Tensor, rows: Sequence[int], index: torch.Tensor | None = None) -> torch.Tensor:
-    view = _rows_view(buf, rows)
-    if view is not None:
-        return view
-    return buf.index_select(0, index if index is not None else torch.tensor(rows, device=buf.device))
-
-
-def _scatter(buf: torch.Tensor, rows: Sequence[int], src: torch.Tensor) -> None:
-    view = _rows_view(buf, rows)
-    if view is not None:
-        if view.data_ptr() != src.data_ptr():
-            view.copy_(src)
-    else:
-        buf.index_copy_(0, torch.tensor(rows, device=buf.device), src)
 
 
 class _Conditioning:
@@ -271,6 +246,7 @@ class _Loop:
         self.h_t = torch.tensor([b - a for a, b in zip(self.sig, self.sig[1:])], device=noise.device, dtype=self.sdt)
         self.pos = [0] * self.batch
         self.stats = models.stats
+        self._vk_cache: dict[tuple, torch.Tensor] = {}
 
     def run(self) -> torch.Tensor:
         n = self.plan.num_steps
@@ -350,14 +326,17 @@ class _Loop:
         t = self.models("target", yv, sig_v, self.conds.rows(vsamples), vsamples, [sig[i] for i in vsteps])
         pstats = sdsv_kernels.pair_stats(t, dv, yv, h_v)
         x_next, acc = sdsv_kernels.accept_commit(
-            pstats, yv, t, h_v, sig_v, torch.tensor(vk, device=dev), self.accept.metric, self.accept.tau, self.verify
+            pstats, yv, t, h_v, sig_v, self._window_k(vk), self.accept.metric, self.accept.tau, self.verify
         )
         acc_host = acc.tolist()  # the one host sync of the round
         pstats_host = pstats.cpu()
         stat_rows = pstats_host.tolist()
         if not all(math.isfinite(v) for row in stat_rows for v in row):
             _raise_non_finite(drafted, t, acts, offs, active, pos, sig, vrows, self._levels(acts))
-        values = sdsv_kernels.metric_values(pstats_host, h_v.cpu(), sig_v.cpu(), self.numel, self.accept.metric).tolist()
+        # the acceptance metric of each row, for the window records of verified windows only
+        verified = any(acts[i][0] == "speculate" for i in ver)
+        values = (sdsv_kernels.metric_values(pstats_host, h_v.cpu(), sig_v.cpu(), self.numel, self.accept.metric).tolist()
+                  if verified else None)
         errors = self._closing_errors(stat_rows, pstats_host, values, h_v, sig_v) if self.closing_error else values
         kept, committed = [], []
         for n, (i, first, a) in enumerate(zip(ver, firsts, acc_host)):
@@ -397,13 +376,21 @@ class _Loop:
         elif kept:
             _scatter(self.x, [active[ver[n]] for n in kept], x_next.index_select(0, torch.tensor(kept, device=dev)))
 
+    def _window_k(self, vk: list[int]) -> torch.Tensor:
+        """``vk`` as a device tensor, made once per distinct round layout (a call has few)."""
+        key = tuple(vk)
+        t = self._vk_cache.get(key)
+        if t is None:
+            t = self._vk_cache[key] = torch.tensor(vk, device=self.dev)
+        return t
+
     def _closing_errors(self, stat_rows, pstats_host, values, h_v, sig_v) -> list[float]:
         """Draft vs target at each row, in the policy's error measure: ``x0_rms`` = sigma rms(t - d)
         (METHOD.md section 8) or ``v_rms`` = rms(t - d), the velocity error (an error per unit step)."""
         measure = getattr(self.plan, "error_metric", "x0_rms")
         if measure == "v_rms":
             return [math.sqrt(row[_DIFF] / self.numel) for row in stat_rows]
-        if measure == self.accept.metric:
+        if measure == self.accept.metric and values is not None:
             return values
         return sdsv_kernels.metric_values(pstats_host, h_v.cpu(), sig_v.cpu(), self.numel, measure).tolist()
 

@@ -20,6 +20,8 @@ import torch
 
 import sdsv_kernels
 
+from .._rows import gather_rows, scatter_rows
+
 
 def lagrange_coefficients(sigmas: Sequence[float], at: float) -> list[float]:
     """Weights ``c_j`` with ``sum_j c_j f(s_j) = p(at)``, ``p`` the polynomial through the points
@@ -81,9 +83,8 @@ class AnchorBank:
                 ring.append((slot, s))
                 self.anchors[key] = ring
                 dst[slot] = v + branch * r
-        slots = torch.tensor(list(dst), device=self.bank.device)
-        src = torch.tensor(list(dst.values()), device=self.bank.device)
-        self.bank.index_copy_(0, slots, self.pending.index_select(0, src))
+        # one strided copy in the common case (one sample: its branches' slots and rows are evenly spaced)
+        scatter_rows(self.bank, list(dst), gather_rows(self.pending, list(dst.values())))
 
     def anchor_sigmas(self, sample: int, branch: int = 0) -> list[float]:
         return [s for _, s in self.anchors.get((sample, branch), [])]
