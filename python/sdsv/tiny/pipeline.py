@@ -75,8 +75,6 @@ class _CompiledSplit:
     code object of its own (see :func:`_own_code`)."""
 
     def __init__(self, split: TinyDiTSplit, **options):
-        self.split = split
-
         def with_residual(x, sigma, labels, guidance=None):
             return split.forward_with_residual(x, sigma, labels, guidance)
 
