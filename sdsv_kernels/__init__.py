@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from ._backend import backends, current_backend, resolve, use_backend
 from .reference import METRICS, STAT_COLUMNS, VERIFY_MODES, accept_mask, metric_values, rows_per_sample
-from . import _library  # registers the torch.library ops sdsv::*
 
 import torch as _torch
 
-from . import _library as _plain
+from . import _library as _plain  # registers the torch.library ops sdsv::*
 
 
 def _op(name: str):

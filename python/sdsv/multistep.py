@@ -35,8 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .result import SampleResult, SampleStats
-from .sampler import Denoiser, NonFiniteOutputError, _Conditioning
-from .schedule import check_sigmas
+from .sampler import Denoiser, NonFiniteOutputError, _Conditioning, check_noise_and_sigmas
 
 Coefficients = tuple[float, float, float]  # (c_x, c_d, c_prev): x_next = c_x x + c_d D + c_prev D_prev
 
@@ -89,13 +88,7 @@ def dpm_solver_2m_step(
 def _check_inputs(target, noise, sigmas) -> None:
     if not callable(target):
         raise TypeError(f"target must be callable, got {type(target).__name__}")
-    if not isinstance(noise, torch.Tensor) or not noise.is_floating_point() or noise.dim() < 2:
-        raise ValueError("noise must be a floating-point tensor [batch, ...latent dims]")
-    if noise.shape[0] < 1 or noise[0].numel() == 0:
-        raise ValueError(f"noise has an empty batch or latent: shape {tuple(noise.shape)}")
-    if not torch.isfinite(noise).all():
-        raise ValueError("noise contains NaN or inf")
-    check_sigmas(sigmas)
+    check_noise_and_sigmas(noise, sigmas)
     if float(sigmas[0]) > 1.0:
         raise ValueError(
             f"flow-matching sigmas must lie in [0, 1] (alpha = 1 - sigma), got sigmas[0]={float(sigmas[0]):g}"

@@ -121,6 +121,17 @@ class _Models:
         return out
 
 
+def check_noise_and_sigmas(noise, sigmas) -> None:
+    """The starting latents and the schedule every sampler here takes (clear errors, no NaN)."""
+    if not isinstance(noise, torch.Tensor) or not noise.is_floating_point() or noise.dim() < 2:
+        raise ValueError("noise must be a floating-point tensor [batch, ...latent dims]")
+    if noise.shape[0] < 1 or noise[0].numel() == 0:
+        raise ValueError(f"noise has an empty batch or latent: shape {tuple(noise.shape)}")
+    if not torch.isfinite(noise).all():
+        raise ValueError("noise contains NaN or inf")
+    check_sigmas(sigmas)
+
+
 def _check_inputs(target, draft, noise, sigmas, plan, verify, accept, self_draft) -> None:
     if not isinstance(plan, WindowPolicy):
         raise TypeError(f"plan must be a window policy (sdsv.StagePlan, FixedInterval, ErrorControlled), "
@@ -131,13 +142,7 @@ def _check_inputs(target, draft, noise, sigmas, plan, verify, accept, self_draft
         raise ValueError(f"verify must be one of {sdsv_kernels.VERIFY_MODES}, got {verify!r}")
     if self_draft is not None and not isinstance(self_draft, SelfDraft):
         raise TypeError(f"self_draft must be a sdsv.SelfDraft, got {type(self_draft).__name__}")
-    if not isinstance(noise, torch.Tensor) or not noise.is_floating_point() or noise.dim() < 2:
-        raise ValueError("noise must be a floating-point tensor [batch, ...latent dims]")
-    if noise.shape[0] < 1 or noise[0].numel() == 0:
-        raise ValueError(f"noise has an empty batch or latent: shape {tuple(noise.shape)}")
-    if not torch.isfinite(noise).all():
-        raise ValueError("noise contains NaN or inf")
-    check_sigmas(sigmas)
+    check_noise_and_sigmas(noise, sigmas)
     n = sigmas.numel() - 1
     if plan.num_steps != n:
         longer = "longer than" if plan.num_steps > n else "shorter than"

@@ -18,8 +18,6 @@ from typing import Sequence
 
 import torch
 
-import sdsv_kernels
-
 from .._rows import gather_rows, scatter_rows
 
 
