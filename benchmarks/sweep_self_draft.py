@@ -16,7 +16,6 @@ same prompts and seeds; PSNR is against those target-only images, mean and worst
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from sdsv import AcceptanceTest, ErrorControlled, FixedInterval, StagePlan
 from sdsv.demo import DEFAULT_PROMPTS, machine
 from sdsv.metrics import psnr
 from sdsv.tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline
-from sweep_tau import timed_against_target
+from sweep_tau import timed_against_target, write_sweep
 
 
 def configurations(n: int) -> list[tuple[str, dict]]:
@@ -96,9 +95,7 @@ def main() -> None:
         lines.append(f"| {r['config']} | {r['target_calls']} | {r['target_evals']} | {r['draft_evals']} | {r['rejected']} | "
                      f"{r['wall_s']:.2f} | {r['target_wall_s']:.2f} | {r['speedup']:.2f}x | {r['psnr']:.2f} | "
                      f"{r['psnr_min']:.2f} | {r['sampler_share']:.1%} |")
-    out.with_suffix(".md").write_text(header + "\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"machine": machine(), "models": backend, "rows": rows}, indent=1))
-    print(header + "\n".join(lines))
+    write_sweep(out, header, lines, backend, rows)
 
 
 if __name__ == "__main__":

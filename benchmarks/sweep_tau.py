@@ -102,6 +102,11 @@ def main() -> None:
         tau = "-" if r["tau"] is None else f"{r['tau']:g}"
         lines.append(f"| {r['draft']} | {r['metric']} | {tau} | {acc} | {r['target_calls']} | {r['draft_evals']} | "
                      f"{r['wall_s']:.2f} | {r['target_wall_s']:.2f} | {r['speedup']:.2f}x | {r['psnr']:.2f} | {r['ssim']:.3f} |")
+    write_sweep(out, header, lines, backend, rows)
+
+
+def write_sweep(out: Path, header: str, lines: list[str], backend: str, rows: list[dict]) -> None:
+    """``out``.md (the header and the table, also printed) and ``out``.json (every measured row)."""
     out.with_suffix(".md").write_text(header + "\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"machine": machine(), "models": backend, "rows": rows}, indent=1))
     print(header + "\n".join(lines))

@@ -84,9 +84,6 @@ class AnchorBank:
         # one strided copy in the common case (one sample: its branches' slots and rows are evenly spaced)
         scatter_rows(self.bank, list(dst), gather_rows(self.pending, list(dst.values())))
 
-    def anchor_sigmas(self, sample: int, branch: int = 0) -> list[float]:
-        return [s for _, s in self.anchors.get((sample, branch), [])]
-
     # ---- the models' side ---------------------------------------------------------------
     def rows_of(self, model_rows: int) -> tuple[list[int], list[float], int]:
         """Sample and sigma of each model row of a call, and the number of branches."""
