@@ -38,6 +38,8 @@ PEAK_GBPS = [
     ("L40S", 864.0), ("L4", 300.0), ("A10G", 600.0), ("RTX 4090", 1008.0),
 ]
 METRIC, TAU = "x0_rms", 0.05
+# the self-draft's order-1 forecast: two anchors per row, from a bank of 3 slots per row
+FORECAST_ANCHORS, BANK_SLOTS_PER_ROW = 2, 3
 
 
 def peak_gbps(name: str) -> float | None:
@@ -87,12 +89,24 @@ def op_bytes(op: str, t: torch.Tensor, n_samples: int) -> int:
         return op_bytes("pair_stats", t, n_samples) + op_bytes("accept_commit", t, n_samples)
     if op == "rollout_step":  # x, v read, out written
         return 3 * r * row * e
+    if op == "gather_combine":  # base read, two anchors gathered per row, out written
+        return (2 + FORECAST_ANCHORS) * r * row * e
     raise ValueError(op)
 
 
-def make_fns(provider: str, t, d, y, h, sigma, window_k, verify, buf, compiled):
+def forecast_inputs(t: torch.Tensor):
+    """A bank of 3 slots per row (filled from t) and each row's two anchors + order-1 weights."""
+    r = t.shape[0]
+    bank = t.repeat(BANK_SLOTS_PER_ROW, *([1] * (t.dim() - 1))).mul_(0.5)
+    index = torch.stack([torch.arange(r) * BANK_SLOTS_PER_ROW, torch.arange(r) * BANK_SLOTS_PER_ROW + 1], 1).to(t.device)
+    coeffs = torch.tensor([[1.0, 1.3, -0.3]] * r, device=t.device)
+    return bank, index, coeffs
+
+
+def make_fns(provider: str, t, d, y, h, sigma, window_k, verify, buf, compiled, forecast):
+    bank, index, coeffs = forecast
     if provider == "compile":
-        ps, ac, ro = compiled
+        ps, ac, ro, gc = compiled
 
         def pair_stats():
             return ps(t, d, y, h)
@@ -106,8 +120,12 @@ def make_fns(provider: str, t, d, y, h, sigma, window_k, verify, buf, compiled):
         def rollout():
             return ro(y, d, h)
 
+        def forecast_combine():
+            return gc(d, bank, index, coeffs)
+
         stats = reference.pair_stats(t, d, y, h)
-        return {"pair_stats": pair_stats, "accept_commit": accept_commit, "verify": verify_round, "rollout_step": rollout}
+        return {"pair_stats": pair_stats, "accept_commit": accept_commit, "verify": verify_round, "rollout_step": rollout,
+                "gather_combine": forecast_combine}
     stats = reference.pair_stats(t, d, y, h)
 
     def wrap(fn):
@@ -122,6 +140,7 @@ def make_fns(provider: str, t, d, y, h, sigma, window_k, verify, buf, compiled):
         "verify": wrap(lambda: sdsv_kernels.accept_commit(sdsv_kernels.pair_stats(t, d, y, h), y, t, h, sigma, window_k,
                                                           METRIC, TAU, verify)),
         "rollout_step": wrap(lambda: sdsv_kernels.rollout_step(y, d, h, out=buf)),
+        "gather_combine": wrap(lambda: sdsv_kernels.gather_combine(d, bank, index, coeffs)),
     }
 
 
@@ -140,6 +159,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on CPU (TRITON_INTERPRET=1): exercises the code paths")
     ap.add_argument("--rep-ms", type=int, default=100, help="do_bench measuring time per point")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile provider")
+    ap.add_argument("--compile-dtypes", default="bf16", help="dtypes that get the torch.compile provider (compiling is slow)")
     args = ap.parse_args()
     device = "cpu" if args.smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -165,20 +185,23 @@ def main() -> None:
                 t, d, y, h, sigma = make_inputs(shape, n_rows, dtype, device)
                 buf = torch.empty_like(y)
                 compiled = None
-                if "compile" in providers:
+                forecast = forecast_inputs(d)
+                dtype_providers = [p for p in providers if p != "compile" or dname in args.compile_dtypes.split(",")]
+                if "compile" in dtype_providers:
                     torch._dynamo.reset()
                     compiled = (
                         torch.compile(reference.pair_stats, dynamic=False),
                         torch.compile(lambda s, y_, t_, h_, sg, k: reference.accept_commit(s, y_, t_, h_, sg, k, METRIC, TAU, verify),
                                       dynamic=False),
                         torch.compile(lambda x, v, hh: reference.rollout_step(x, v, hh), dynamic=False),
+                        torch.compile(reference.gather_combine, dynamic=False),
                     )
-                ref_out = make_fns("reference", t, d, y, h, sigma, window_k, verify, buf, None)
+                ref_out = make_fns("reference", t, d, y, h, sigma, window_k, verify, buf, None, forecast)
                 want = {op: fn() for op, fn in ref_out.items()}
                 want["rollout_step"] = want["rollout_step"].clone()
                 eager_ms = {}
-                for provider in providers:
-                    fns = make_fns(provider, t, d, y, h, sigma, window_k, verify, buf, compiled)
+                for provider in dtype_providers:
+                    fns = make_fns(provider, t, d, y, h, sigma, window_k, verify, buf, compiled, forecast)
                     for op, fn in fns.items():
                         try:
                             got = fn()  # also compiles / autotunes
@@ -215,7 +238,7 @@ def main() -> None:
                         print(f"{size_name:13s} R={n_rows:<2d} {dname} {op:13s} {provider:9s} {ms:9.4f} ms "
                               f"{gbps:8.1f} GB/s  frac_peak {row['frac_peak']}  x{row['speedup_vs_eager']} vs eager  "
                               f"extra {row['peak_extra_MB']} MB  ok={ok}" + (f"  ERROR {err}" if err else ""), flush=True)
-                del t, d, y, h, sigma, buf, want, compiled
+                del t, d, y, h, sigma, buf, want, compiled, forecast
                 if device == "cuda":
                     torch.cuda.empty_cache()
     os.makedirs(args.out, exist_ok=True)

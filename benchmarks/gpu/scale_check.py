@@ -5,6 +5,10 @@ What it measures (per model, on one GPU, no download):
 * the target's forward time at batch 1, 2 and 10 — does the verification batch (2 rows for
   ``endpoints``) cost ~1x (latency-bound) or ~2x (compute-bound) a single row at this size?
 * a draft's forward time at batch 1: the same configuration with fewer blocks;
+* the forecast self-draft's cheap part at batch 1 (METHOD.md section 8): the target's own
+  forward with all deep blocks skipped (embedding, conditioning, output layer), and with the
+  first and last block kept — what one self-draft step costs before the residual forecast (a
+  ``gather_combine`` over the hidden state, see the kernel benchmark);
 * ``sdsv.sample`` with draft == target through the adapter: the sampler's own time per window
   (everything outside the two models' forward calls: rollout, statistics, accept/commit, the
   one host sync per round), next to a target-only run of the same steps.
@@ -122,6 +126,35 @@ def wan_inputs(cfg, batch, height, width, frames, txt_len, device, dtype):
     return x, {}, cond
 
 
+# where each class keeps its block stacks (the deep blocks a self-draft forecasts)
+BLOCK_LISTS = {"flux": ("transformer_blocks", "single_transformer_blocks"), "wan": ("blocks",)}
+
+
+class kept_blocks:
+    """Temporarily keep only the first and last ``keep`` blocks of the model's block stacks
+    (Flux: the first of the double-stream stack and the last of the single-stream stack), so a
+    forward runs exactly the cheap part a self-draft runs."""
+
+    def __init__(self, model, lists, keep):
+        self.model, self.lists, self.keep = model, lists, keep
+
+    def __enter__(self):
+        self.saved = {n: getattr(self.model, n) for n in self.lists}
+        stacks = [list(self.saved[n]) for n in self.lists]
+        keep_first, keep_last = set(), set()
+        if self.keep:
+            keep_first = {(0, i) for i in range(min(self.keep, len(stacks[0])))}
+            keep_last = {(len(stacks) - 1, len(stacks[-1]) - 1 - i) for i in range(min(self.keep, len(stacks[-1])))}
+        for j, n in enumerate(self.lists):
+            kept = [b for i, b in enumerate(stacks[j]) if (j, i) in keep_first | keep_last]
+            setattr(self.model, n, torch.nn.ModuleList(kept))
+        return self
+
+    def __exit__(self, *exc):
+        for n, mods in self.saved.items():
+            setattr(self.model, n, mods)
+
+
 def run_model(name, args, device, dtype, rows, results):
     from diffusers import FluxTransformer2DModel, WanTransformer3DModel
 
@@ -186,6 +219,17 @@ def run_model(name, args, device, dtype, rows, results):
         del draft, dden
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+        # ---- the self-draft's cheap part: the target with its deep blocks skipped -------------
+        sden = make_den(target, static)
+        for keep in (0, 1):
+            with kept_blocks(target, BLOCK_LISTS[name], keep):
+                t = time_call(lambda: sden(x, sigma, **cond), device, args.reps)
+            key = f"self_draft_keep{keep}_b1"
+            out["forward"][key] = t
+            if base:
+                t["ratio_to_target_b1"] = t["median_s"] / base
+            record(f"self{keep}", 1, t, {"kept_blocks_each_end": keep})
 
         # ---- sampler overhead: draft == target, every window accepted ------------------------
         den = make_den(target, static)

@@ -78,8 +78,8 @@ def backend(request):
 
 def stats_oracle(t, d, y, h) -> torch.Tensor:
     """The five statistics in float64 from the (upcast) inputs: the exact value the fp32 kernels approximate."""
-    tf, df, yf = (x.reshape(x.shape[0], -1).double() for x in (t, d, y))
-    hf = h.reshape(-1, 1).double()
+    tf, df, yf = (x.reshape(x.shape[0], -1).double().cpu() for x in (t, d, y))
+    hf = h.reshape(-1, 1).double().cpu()
     nxt = yf + hf * tf
     return torch.stack([(tf * df).sum(1), (tf * tf).sum(1), (df * df).sum(1), ((tf - df) ** 2).sum(1), (nxt * nxt).sum(1)], 1)
 
