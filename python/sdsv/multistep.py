@@ -36,36 +36,9 @@ from tqdm.auto import tqdm
 
 from .result import SampleResult, SampleStats
 from .sampler import Denoiser, NonFiniteOutputError, _Conditioning, check_noise_and_sigmas
+from .solvers import Coefficients, dpm_solver_2m_coefficients
 
-Coefficients = tuple[float, float, float]  # (c_x, c_d, c_prev): x_next = c_x x + c_d D + c_prev D_prev
-
-
-def _flow_lambda(sigma: float) -> float:
-    """``log((1 - sigma) / sigma)``, with its limits ``+inf`` at 0 and ``-inf`` at 1."""
-    if sigma == 0.0:
-        return math.inf
-    if sigma == 1.0:
-        return -math.inf
-    return math.log1p(-sigma) - math.log(sigma)
-
-
-def dpm_solver_2m_coefficients(sigmas: Sequence[float]) -> list[Coefficients]:
-    """Per step ``n``, the float64 coefficients ``(c_x, c_d, c_prev)`` of
-    ``x_{n+1} = c_x x_n + c_d D_n + c_prev D_{n-1}`` along ``sigmas`` (flow-matching, in [0, 1],
-    strictly decreasing, ending in 0). Steps 0 and ``N - 1`` are first order (``c_prev = 0``)."""
-    lam = [_flow_lambda(float(s)) for s in sigmas]
-    n_steps = len(lam) - 1
-    out = []
-    for n in range(n_steps):
-        s, s_next = float(sigmas[n]), float(sigmas[n + 1])
-        h = lam[n + 1] - lam[n]  # > 0; inf when sigma_n = 1 or sigma_{n+1} = 0
-        phi = -(1.0 - s_next) * math.expm1(-h)
-        if n == 0 or n == n_steps - 1:
-            out.append((s_next / s, phi, 0.0))
-        else:
-            k = h / (2.0 * (lam[n] - lam[n - 1]))  # 1 / (2 r); 0 after a step from sigma = 1
-            out.append((s_next / s, phi * (1.0 + k), -phi * k))
-    return out
+__all__ = ["Coefficients", "dpm_solver_2m_coefficients", "dpm_solver_2m_step", "sample_dpm_solver_2m"]
 
 
 def dpm_solver_2m_step(

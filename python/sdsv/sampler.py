@@ -31,6 +31,7 @@ from .policy import WINDOW_KINDS, WindowPolicy
 from ._rows import gather_rows as _gather, rows_view as _rows_view, scatter_rows as _scatter
 from .result import SampleResult, SampleStats, WindowRecord
 from .schedule import check_sigmas
+from .solvers import Euler, Solver, check_matrices, get_solver
 
 _DIFF = sdsv_kernels.STAT_COLUMNS.index("diff")
 
@@ -184,6 +185,7 @@ def sample(
     accept: AcceptanceTest | None = None,
     *,
     self_draft: SelfDraft | None = None,
+    solver: str | Solver = "euler",
     progress: bool | dict = False,
     per_sample: Sequence[str] | None = None,
     **cond,
@@ -198,10 +200,13 @@ def sample(
     which target evaluations lie on the committed trajectory. ``cond`` kwargs named in
     ``per_sample`` (default: the tensors whose first dimension is the batch size) are
     per-sample and gathered for each row (expanded without a copy when the rows belong to one
-    sample); the rest pass unchanged. ``progress``: show a tqdm bar (a dict is passed to tqdm
-    as options).
+    sample); the rest pass unchanged. ``solver``: the step rule of every step, drafted or not —
+    ``"euler"`` (the paper's) or ``"dpm++2m"`` (DPM-Solver++(2M); each sample carries its
+    multistep history through windows, see :mod:`sdsv.solvers`). ``progress``: show a tqdm bar
+    (a dict is passed to tqdm as options).
     """
     accept = accept if accept is not None else AcceptanceTest()
+    solver = get_solver(solver)
     if isinstance(self_draft, SelfDraft):
         target = self_draft.target if target is None else target
         draft = self_draft.draft if draft is None else draft
@@ -217,7 +222,7 @@ def sample(
     session = self_draft.session(batch) if self_draft is not None else contextlib.nullcontext()
     with tqdm(total=plan.num_steps * batch, **bar_opts) as bar, session as anchors:
         loop = _Loop(plan, verify, accept, noise, sigmas, _Models(target, draft, stats, noise, anchors),
-                     _Conditioning(cond, batch, per_sample), anchors, bar)
+                     _Conditioning(cond, batch, per_sample), anchors, bar, solver)
         x = loop.run()
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
@@ -232,7 +237,7 @@ class _Loop:
     position; the draft rolls all windows out level by level, the target evaluates every
     window's verification rows in one batched call, and one fused op decides and commits."""
 
-    def __init__(self, plan, verify, accept, noise, sigmas, models, conds, anchors, bar):
+    def __init__(self, plan, verify, accept, noise, sigmas, models, conds, anchors, bar, solver: Solver):
         self.plan, self.run_state = plan, plan.start(noise.shape[0])
         self.accept, self.models, self.conds, self.anchors, self.bar = accept, models, conds, anchors, bar
         self.endpoints = verify == "endpoints"
@@ -252,6 +257,16 @@ class _Loop:
         self.pos = [0] * self.batch
         self.stats = models.stats
         self._vk_cache: dict[tuple, torch.Tensor] = {}
+        # Euler keeps its fused ops; any other rule is applied row by row of its step matrices
+        # (one gather_combine each) over a round buffer that also holds the history rows
+        self.linear = not isinstance(solver, Euler)
+        if self.linear:
+            self.m = solver.history
+            mats = solver.step_matrices(self.sig)
+            check_matrices(solver, mats, len(self.sig) - 1)
+            table = torch.tensor(mats, dtype=self.sdt, device=noise.device)  # [steps, m + 1, m + 2]
+            self.mat_rows = [table[:, o].contiguous() for o in range(self.m + 1)]
+            self.hist = noise.new_zeros((self.m, *noise.shape))  # zeros: the first step's weight on it is 0
 
     def run(self) -> torch.Tensor:
         n = self.plan.num_steps
@@ -268,14 +283,45 @@ class _Loop:
             for _, k in acts:
                 offs.append(total)
                 total += k + 1
-            states = self.x.new_empty((total, *self.x.shape[1:]))
-            drafted = torch.zeros_like(states)
+            if self.linear:  # [states | draft outputs | history rows], one bank for gather_combine
+                self.buf = self.x.new_empty(((2 + self.m) * total, *self.x.shape[1:]))
+                self.total = total
+                states, drafted = self.buf[:total], self.buf[total: 2 * total]
+                drafted.zero_()
+                for h in range(self.m):
+                    _scatter(self._hist_rows(h), offs, _gather(self.hist[h], active))
+            else:
+                states = self.x.new_empty((total, *self.x.shape[1:]))
+                drafted = torch.zeros_like(states)
             _scatter(states, offs, _gather(self.x, active))
             self._rollout(active, acts, offs, states, drafted)
             self._verify_and_commit(active, acts, offs, states, drafted)
             self._draft_steps(active, acts, offs, states, drafted)
             if not self.bar.disable and self.stats.verified_windows:
                 self.bar.set_postfix(accept=f"{self.stats.acceptance_rate:.0%}", refresh=False)
+
+    def _hist_rows(self, h: int) -> torch.Tensor:
+        return self.buf[(2 + h) * self.total: (3 + h) * self.total]
+
+    def _linear_step(self, v: torch.Tensor, rows: Sequence[int], steps: Sequence[int], outs) -> list[torch.Tensor]:
+        """The solver's step from the round buffer's state ``rows`` (their history rows alongside)
+        with model outputs ``v``: ``[y_next, H_next_0, ...]``, written into ``outs`` (views or None)."""
+        total = self.total
+        index = torch.tensor([[r] + [(2 + h) * total + r for h in range(self.m)] for r in rows], device=self.dev)
+        res = []
+        for o, out in enumerate(outs):
+            coeffs = _gather(self.mat_rows[o], steps).contiguous()
+            res.append(sdsv_kernels.gather_combine(v, self.buf, index, coeffs, out=out))
+        return res
+
+    def _commit_linear(self, v, rows, steps, samples) -> None:
+        """Close steps from buffer ``rows`` with the target's ``v``: the samples' next states and history."""
+        dests = [self.x] + [self.hist[h] for h in range(self.m)]
+        views = [_rows_view(d, samples) for d in dests]
+        res = self._linear_step(v, rows, steps, views)
+        for d, view, r in zip(dests, views, res):
+            if view is None:
+                _scatter(d, samples, r)
 
     def _levels(self, acts) -> list[int]:
         return [_draft_levels(kind, k, self.endpoints, self.closing_error) for kind, k in acts]
@@ -301,7 +347,13 @@ class _Loop:
             dst = _rows_view(states, dst_rows)
             y_src = y if len(roll) == len(lvl) else _gather(states, src_rows)
             d_src = d if len(roll) == len(lvl) else d.index_select(0, torch.tensor(roll, device=dev))
-            if dst is not None:
+            if self.linear:  # the draft's step, its history alongside (rows never overlap: r -> r + 1)
+                dsts = [dst] + [_rows_view(self._hist_rows(h), dst_rows) for h in range(self.m)]
+                res = self._linear_step(d_src, src_rows, [steps[n] for n in roll], dsts)
+                for h, (view, r) in enumerate(zip(dsts, res)):
+                    if view is None:
+                        _scatter(states if h == 0 else self._hist_rows(h - 1), dst_rows, r)
+            elif dst is not None:
                 sdsv_kernels.rollout_step(y_src, d_src, h, out=dst)
             else:
                 _scatter(states, dst_rows, sdsv_kernels.rollout_step(y_src, d_src, h))
@@ -344,6 +396,7 @@ class _Loop:
                   if verified else None)
         errors = self._closing_errors(stat_rows, pstats_host, values, h_v, sig_v) if self.closing_error else values
         kept, committed = [], []
+        lin_rows, lin_t, lin_steps, lin_samples = [], [], [], []  # the closing steps, for a linear solver
         for n, (i, first, a) in enumerate(zip(ver, firsts, acc_host)):
             kind, k = acts[i]
             b = active[i]
@@ -372,11 +425,20 @@ class _Loop:
             committed += on_path
             if advance:
                 kept.append(n)
+                if self.linear:  # the target's step from the last accepted state y_{advance-1}
+                    lin_rows.append(offs[i] + advance - 1)
+                    lin_t.append(first if advance == 1 or kind == "unverified" else first + (1 if self.endpoints else advance - 1))
+                    lin_steps.append(pos[b] + advance - 1)
+                    lin_samples.append(b)
             pos[b] += advance
             self.bar.update(advance)
         if self.anchors is not None:
             self.anchors.commit(committed)
-        if len(kept) == len(ver):
+        if self.linear:
+            if lin_rows:
+                v = t if lin_t == list(range(t.shape[0])) else _gather(t, lin_t)
+                self._commit_linear(v, lin_rows, lin_steps, lin_samples)
+        elif len(kept) == len(ver):
             _scatter(self.x, [active[i] for i in ver], x_next)
         elif kept:
             _scatter(self.x, [active[ver[n]] for n in kept], x_next.index_select(0, torch.tensor(kept, device=dev)))
@@ -405,11 +467,17 @@ class _Loop:
             return
         sig, pos = self.sig, self.pos
         rows = [offs[i] for i in dsteps]
-        h = _gather(self.h_t, [pos[active[i]] for i in dsteps])
-        nxt = sdsv_kernels.rollout_step(_gather(states, rows), _gather(drafted, rows), h)
-        if not torch.isfinite(nxt).all():
-            _raise_non_finite(drafted, None, acts, offs, active, pos, sig, [], self._levels(acts))
-        _scatter(self.x, [active[i] for i in dsteps], nxt)
+        if self.linear:
+            v = _gather(drafted, rows)
+            if not torch.isfinite(v).all():
+                _raise_non_finite(drafted, None, acts, offs, active, pos, sig, [], self._levels(acts))
+            self._commit_linear(v, rows, [pos[active[i]] for i in dsteps], [active[i] for i in dsteps])
+        else:
+            h = _gather(self.h_t, [pos[active[i]] for i in dsteps])
+            nxt = sdsv_kernels.rollout_step(_gather(states, rows), _gather(drafted, rows), h)
+            if not torch.isfinite(nxt).all():
+                _raise_non_finite(drafted, None, acts, offs, active, pos, sig, [], self._levels(acts))
+            _scatter(self.x, [active[i] for i in dsteps], nxt)
         for i in dsteps:
             pos[active[i]] += 1
         self.bar.update(len(dsteps))

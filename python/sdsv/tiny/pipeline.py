@@ -216,8 +216,8 @@ class TinyPipeline:
 
         ``plan``: any window policy (default the paper's multi-stage plan). ``draft``: ``"lite"``,
         ``"svd"`` (trained drafts) or ``"self"`` (the target forecasting its own blocks, of
-        ``forecast_order`` 0/1/2). ``solver``: ``"euler"``, or ``"dpm++2m"`` for target-only
-        DPM-Solver++(2M) (a baseline; speculation on it is not implemented yet).
+        ``forecast_order`` 0/1/2). ``solver``: ``"euler"`` or ``"dpm++2m"`` (DPM-Solver++(2M), for
+        every plan; target-only runs the solver's own loop, :func:`sdsv.multistep.sample_dpm_solver_2m`).
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         plan = plan or StagePlan.paper_default(num_steps)
@@ -226,10 +226,7 @@ class TinyPipeline:
         sigmas = flow_match_sigmas(plan.num_steps, shift)
         if solver not in ("euler", "dpm++2m"):
             raise ValueError(f"solver must be 'euler' or 'dpm++2m', got {solver!r}")
-        if solver == "dpm++2m":
-            if plan.uses_draft:
-                raise ValueError("solver='dpm++2m' runs target-only (plan=StagePlan.target_only(n)); "
-                                 f"plan {plan.name!r} uses a draft")
+        if solver == "dpm++2m" and not plan.uses_draft:  # the baseline: the solver's own plain loop
             res = sample_dpm_solver_2m(self.denoiser("target", guidance), noise, sigmas, progress=progress, labels=labels)
             return TinyOutput(images=((res.latents + 1) / 2).clamp(0, 1), latents=res.latents, stats=res.stats)
         self_draft = None
@@ -240,5 +237,5 @@ class TinyPipeline:
             tgt = self.denoiser("target", guidance) if plan.uses_target else None
             drf = self.denoiser(draft, guidance) if plan.uses_draft else None
         res = sample(tgt, drf, noise, sigmas, plan, verify=verify, accept=accept, progress=progress,
-                     self_draft=self_draft, labels=labels)
+                     self_draft=self_draft, solver=solver, labels=labels)
         return TinyOutput.of(res)
