@@ -10,7 +10,12 @@ same prompts and seeds; PSNR is against those target-only images, mean and worst
   how the library's defaults were chosen;
 * SDSV's verified windows with the self-draft at several thresholds.
 
+With ``--solver dpm++2m`` the rows are the same schedules on DPM-Solver++(2M) (``sdsv.sample``'s
+``solver``), next to that solver alone at 15/20/25 steps: the cache every 2nd/3rd step and
+error-controlled windows of 1-3 forecast steps, at 20-40 solver steps.
+
     python benchmarks/sweep_self_draft.py --out benchmarks/results/self_draft_sweep
+    python benchmarks/sweep_self_draft.py --solver dpm++2m --out benchmarks/results/dpm_self_draft_sweep
 """
 
 from __future__ import annotations
@@ -56,6 +61,22 @@ def configurations(n: int) -> list[tuple[str, dict]]:
     return rows
 
 
+def dpm_configurations() -> list[tuple[str, dict]]:
+    """Baselines and the self-draft's schedules on DPM-Solver++(2M); each row names its step count."""
+    rows = [(f"DPM-Solver++(2M) alone, {n} steps", dict(plan=StagePlan.target_only(n))) for n in (15, 20, 25)]
+    for n in (20, 25, 30, 40):
+        for every in (2, 3):
+            rows.append((f"cache every {every}, {n} steps", dict(plan=FixedInterval(n, every=every))))
+    for n in (25, 30):
+        for tol, k_max in ((0.1, 2), (0.2, 2), (0.2, 3), (0.4, 3)):
+            rows.append((f"error-ctrl v_rms tol {tol:g}, k 1-{k_max}, {n} steps",
+                         dict(plan=ErrorControlled(n, tol=tol, k_min=1, k_init=1, k_max=k_max))))
+    rows.append(("error-ctrl v_rms tol 0.3, k 2-4 (the Euler default), 50 steps", dict(plan=ErrorControlled(50, tol=0.3))))
+    rows.append(("sdsv slow (K2=5), x0_rms <= 0.2, 25 steps",
+                 dict(plan=StagePlan.slow(25), accept=AcceptanceTest("x0_rms", 0.2))))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="benchmarks/results/self_draft_sweep")
@@ -63,13 +84,15 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=len(DEFAULT_PROMPTS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--solver", default="euler", choices=["euler", "dpm++2m"],
+                    help="the step rule of every configuration (the reference stays 50 Euler steps)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = TinyPipeline.from_pretrained(names=["target"])
     backend = pipe.compile_or_warn(DEFAULT_GUIDANCE) if args.compile else "eager"
     prompts = [DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)] for i in range(args.prompts)]
-    common = dict(guidance=DEFAULT_GUIDANCE, draft="self")
-    configs = configurations(args.steps)
+    common = dict(guidance=DEFAULT_GUIDANCE, draft="self", solver=args.solver)
+    configs = configurations(args.steps) if args.solver == "euler" else dpm_configurations()
     for _, kw in configs:  # compile every batch size (verification rows) before anything is timed
         pipe(prompts[0], **common, **kw)
     ref = torch.stack([pipe(p, seed=i, plan=StagePlan.target_only(args.steps), guidance=DEFAULT_GUIDANCE).images[0]
@@ -85,7 +108,8 @@ def main() -> None:
                          sampler_share=sum(s.sampler_s for s in stats) / sum(s.wall_s for s in stats)))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# Self-draft schedules: {args.steps} steps, {len(prompts)} prompts, guidance {DEFAULT_GUIDANCE:g}\n\n"
+    on = "" if args.solver == "euler" else f" on {args.solver} (reference: target-only, {args.steps} Euler steps)"
+    header = (f"# Self-draft schedules{on}: {args.steps} steps, {len(prompts)} prompts, guidance {DEFAULT_GUIDANCE:g}\n\n"
               f"machine: {machine()}; models {backend}; date {time.strftime('%Y-%m-%d')}; every row's speedup is "
               f"against target-only timed on the same prompts image by image in turn with it (`target s`); "
               f"PSNR against those target-only images, mean and worst prompt\n\n")

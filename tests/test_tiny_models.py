@@ -85,7 +85,7 @@ def test_demo_end_to_end(tmp_path, capsys):
         "target-only", "target-only (20 steps)", "target-only (15 steps, dpm++2m)", "target-only (20 steps, dpm++2m)",
         "draft-only (lite)", "draft-only (svd)", "improved-draft (lite)", "improved-draft (svd)", "sdsv (lite)",
         "sdsv (svd)", "cache (every 3)", "cache (every 4)", "sdsv (self)", "error-ctrl (self)",
-        "error-ctrl (self, tol 0.5)"]
+        "error-ctrl (self, tol 0.5)", "cache on dpm++2m (12 steps, every 2)", "error-ctrl on dpm++2m (self, 12 steps)"]
     keys = {"method", "target_calls", "target_evals", "draft_evals", "wall_s", "speedup", "acceptance", "psnr",
             "psnr_min", "ssim", "sampler_share"}
     assert all(set(r) == keys for r in rows)
@@ -95,12 +95,15 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert by["target-only (15 steps, dpm++2m)"]["target_calls"] == 30
     # the cache: 2 warm-up target steps, then one target step every 3 (22 steps: 7 windows + 1 step)
     assert by["cache (every 3)"]["target_calls"] == 2 * (2 + 8)
+    # on DPM-Solver++(2M) with 12 steps: 2 warm-up target steps, then the target every 2nd step
+    assert by["cache on dpm++2m (12 steps, every 2)"]["target_calls"] == 2 * (2 + 5)
     assert all(r["psnr"] > 10 and r["psnr_min"] <= r["psnr"] for r in rows[1:])
     assert all(0 <= r["sampler_share"] < 1 for r in rows)
     assert (tmp_path / "demo_grid.png").stat().st_size > 1000
     assert (tmp_path / "demo_speed_psnr.png").stat().st_size > 1000
     text = capsys.readouterr().out
     assert "best verified self-draft configuration: " in text and "worst PSNR" in text
+    assert "cache on dpm++2m (12 steps, every 2): " in text and "DPM-Solver++(2M) alone at 15/20 steps" in text
     assert "sdsv (svd)" in text and "speedup" in text and "machine:" in text and "models eager (--no-compile)" in text
 
 
@@ -132,5 +135,9 @@ def test_dpm_solver_baseline_through_the_pipeline(pipe):
     euler = pipe("a red circle", plan=StagePlan.target_only(20))
     assert out.stats.target_calls == 20
     assert psnr(out.images, ref.images).item() > psnr(euler.images, ref.images).item()
-    with pytest.raises(ValueError, match="runs target-only"):
-        pipe("a red circle", plan=StagePlan.paper_default(20), solver="dpm++2m")
+    # speculation on the solver: the self-draft's cache every 2nd step stays close to the solver alone
+    cached = pipe("a red circle", plan=FixedInterval(20, every=2), draft="self", solver="dpm++2m")
+    assert cached.stats.target_calls == 2 + 9 and cached.stats.unverified_windows == 9
+    assert psnr(cached.images, out.images).item() > 30
+    with pytest.raises(ValueError, match="solver must be 'euler' or 'dpm\\+\\+2m'"):
+        pipe("a red circle", plan=StagePlan.target_only(20), solver="heun")

@@ -115,6 +115,21 @@ def self_draft_methods(num_steps: int, verify: str = "endpoints") -> list[Method
     return ms
 
 
+# speculation on DPM-Solver++(2M) (issue 12): half the Euler reference's steps, the target every
+# other step (the cache) or error-controlled windows of 1-2 forecast steps; chosen in an
+# exploration on the demo prompts (docs/self_draft.md, "On DPM-Solver++(2M)")
+DPM_ERROR_CONTROLLED = dict(tol=0.2, k_min=1, k_init=1, k_max=2)
+
+
+def on_dpm_methods(num_steps: int) -> list[Method]:
+    """The self-draft's schedules on DPM-Solver++(2M) with ``num_steps // 2`` steps: the cache
+    every 2nd step and the error-controlled windows of :data:`DPM_ERROR_CONTROLLED`."""
+    n = max(2, num_steps // 2)
+    return [Method(f"cache on dpm++2m ({n} steps, every 2)", FixedInterval(n, every=2), "self", solver="dpm++2m"),
+            Method(f"error-ctrl on dpm++2m (self, {n} steps)", ErrorControlled(n, **DPM_ERROR_CONTROLLED), "self",
+                   solver="dpm++2m")]
+
+
 def dominated_by(rows: list[dict], row: dict, x: str = "speedup", y: str = "psnr_min") -> list[str]:
     """The rows at least as fast (``x``) AND at least as good on the worst image (``y``), one of
     them strictly; rows without ``y`` (the reference) neither dominate nor are dominated."""

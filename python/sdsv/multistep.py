@@ -27,7 +27,6 @@ latents). The update is ``x c0 + D c1 + D_prev c2``, the shape of ``sdsv_kernels
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Sequence
 

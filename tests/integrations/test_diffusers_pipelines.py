@@ -196,7 +196,7 @@ def test_unipc_refused_unless_converted_then_equals_euler_with_same_shift():
     pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     ref = _run(c, pipe, "latent", **kw)
     pipe.scheduler = unipc
-    with pytest.raises(RefusedError, match="UniPCMultistepScheduler is a multistep solver.*convert_scheduler=True"):
+    with pytest.raises(RefusedError, match="UniPCMultistepScheduler is a multistep solver.*UniPC.s corrector.*convert_scheduler=True"):
         sdsv.enable(pipe, draft=pipe.transformer)
     sdsv.enable(pipe, plan=StagePlan.target_only, convert_scheduler=True)
     try:
@@ -402,3 +402,56 @@ def test_timestep_convention_self_check(monkeypatch):
             pipe(**c.kwargs(steps=STEPS))
     finally:
         sdsv.disable(pipe)
+
+
+def _wan_dpm(pipe):
+    from diffusers import DPMSolverMultistepScheduler
+    pipe.scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2,
+                                                 prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return pipe
+
+
+@pytest.mark.parametrize("cfg", [False, True], ids=["no-cfg", "cfg"])
+def test_wan_with_its_dpm_solver_reproduces_the_pipeline_when_every_window_is_rejected(cfg):
+    """No convert_scheduler: the sampler runs DPM-Solver++(2M) itself, the model sees the
+    scheduler's integer timesteps; target-only and all-rejected windows give the pipeline's output."""
+    c = CASES["wan"]
+    pipe = _wan_dpm(c.build())
+    kw = c.kwargs(batch=1, cfg=cfg, steps=STEPS)
+    ref = _run(c, pipe, "latent", **kw)
+    draft = c.transformer(seed=1, **SMALLER_DRAFT["wan"])
+    for plan, accept in ((StagePlan.target_only, None), (SPEC_PLAN, AcceptanceTest("rel_l2", 0.0))):
+        sdsv.enable(pipe, draft=draft, plan=plan, accept=accept)
+        try:
+            out = _run(c, pipe, "latent", **kw)
+            stats = pipe.sdsv_stats
+        finally:
+            sdsv.disable(pipe)
+        assert stats.target_calls == STEPS
+        _close(out, ref)
+    assert stats.windows and all(w.accepted == 0 for w in stats.windows)
+
+
+def test_wan_dpm_with_draft_equal_to_target_accepts_every_window():
+    c = CASES["wan"]
+    pipe = _wan_dpm(c.build())
+    kw = c.kwargs(batch=2, cfg=True, steps=STEPS)
+    ref = _run(c, pipe, "latent", **kw)
+    sdsv.enable(pipe, draft=pipe.transformer, plan=SPEC_PLAN, accept=AcceptanceTest("rel_l2", 1e-3))
+    try:
+        out = _run(c, pipe, "latent", **kw)
+        stats = pipe.sdsv_stats
+    finally:
+        sdsv.disable(pipe)
+    assert stats.windows and all(w.accepted == w.k for w in stats.windows) and stats.target_calls < STEPS
+    _close(out, ref, tol=1e-4)
+
+
+def test_dpm_solver_configurations_without_a_rule_are_refused():
+    from diffusers import DPMSolverMultistepScheduler
+    c = CASES["wan"]
+    pipe = c.build()
+    pipe.scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=3,
+                                                 prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    with pytest.raises(RefusedError, match="this DPMSolverMultistepScheduler configuration is not one of the sampler"):
+        sdsv.enable(pipe, draft=pipe.transformer)

@@ -63,10 +63,25 @@ class TransformerDenoiser:
         self.negative_static = dict(negative_static or {})
         self.name = name
         self.dtype = getattr(transformer, "dtype", None)
+        self.timestep_table: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def use_timesteps(self, sigmas: torch.Tensor, timesteps: torch.Tensor) -> "TransformerDenoiser":
+        """Pass the scheduler's own ``timesteps[i]`` for a row at ``sigmas[i]`` instead of
+        ``sigma * timestep_scale``: the multistep schedulers (DPM-Solver, UniPC) store their
+        timesteps as integers (``int64(sigma * 1000)``), and the pipeline hands those to the model."""
+        if sigmas.dim() != 1 or sigmas.shape != timesteps.shape:
+            raise ValueError(f"sigmas and timesteps must be 1-D of one length, got {tuple(sigmas.shape)} and "
+                             f"{tuple(timesteps.shape)}")
+        self.timestep_table = (sigmas.to(torch.float64), timesteps)
+        return self
 
     # ---- pieces -----------------------------------------------------------------------------
     def timestep(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        t = sigma.to(torch.float32) * self.timestep_scale  # == scheduler.timesteps (same fp32 op)
+        if self.timestep_table is not None:  # the row's schedule step (the nearest sigma: rows are schedule points)
+            sig, ts = self.timestep_table
+            t = ts.to(sigma.device)[(sigma.to(torch.float64)[:, None] - sig.to(sigma.device)[None]).abs().argmin(1)]
+        else:
+            t = sigma.to(torch.float32) * self.timestep_scale  # == scheduler.timesteps (same fp32 op)
         if self.flux_timestep:
             return t.to(x.dtype) / 1000
         return t

@@ -104,21 +104,49 @@ def euler_scheduler_for(scheduler):
     )
 
 
+# DPMSolverMultistepScheduler settings under which its steps are sdsv's "dpm++2m" rule
+# (sdsv.solvers.DPMSolver2M): data prediction, second order, midpoint, flow sigmas ending in 0
+_DPM_2M = dict(algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint", prediction_type="flow_prediction",
+               use_flow_sigmas=True, final_sigmas_type="zero", thresholding=False, euler_at_final=False,
+               use_lu_lambdas=False, variance_type=None)
+
+
+def solver_for(scheduler) -> str | None:
+    """The sampler's step rule that IS ``scheduler``'s: ``"euler"`` for a deterministic
+    FlowMatchEulerDiscreteScheduler, ``"dpm++2m"`` for DPMSolverMultistepScheduler as DPM-Solver++(2M)
+    on flow sigmas (:data:`_DPM_2M`); None when the sampler has no such rule."""
+    kind = type(scheduler).__name__
+    cfg = scheduler.config
+    if kind == "FlowMatchEulerDiscreteScheduler":
+        euler_scheduler_for(scheduler)  # refuses stochastic / inverted
+        return "euler"
+    if kind == "DPMSolverMultistepScheduler" and all(cfg.get(k, v) == v for k, v in _DPM_2M.items()):
+        return "dpm++2m"
+    return None
+
+
 def _scheduler_for_call(pipe, convert: bool):
+    """(the scheduler the call runs its preamble with, the sampler's solver)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     s = pipe.scheduler
-    euler = euler_scheduler_for(s)
-    if euler is not s and not convert:
+    solver = solver_for(s)
+    if solver is not None:
+        return s, solver
+    euler = euler_scheduler_for(s)  # refuses what is not a flow-matching multistep solver either
+    if not convert:
+        kind = type(s).__name__
+        why = ("UniPC's corrector is not one of the sampler's step rules yet" if kind == "UniPCMultistepScheduler"
+               else f"this {kind} configuration is not one of the sampler's step rules (euler, dpm++2m)")
         raise RefusedError(
-            f"{type(s).__name__} is a multistep solver (flow_shift={s.config.get('flow_shift')}); SDSV's windows are "
-            "Euler steps, so it needs FlowMatchEulerDiscreteScheduler. Pass convert_scheduler=True to "
-            "sdsv.enable to sample with FlowMatchEulerDiscreteScheduler(shift=flow_shift) (the same shifted "
-            "flow schedule; outputs differ from UniPC's by the solver), or set "
-            "pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=...) yourself"
+            f"{kind} is a multistep solver (flow_shift={s.config.get('flow_shift')}) and {why}. Pass "
+            "convert_scheduler=True to sdsv.enable to sample with FlowMatchEulerDiscreteScheduler(shift=flow_shift) "
+            "(the same shifted flow schedule; outputs differ by the solver), or set pipe.scheduler = "
+            "DPMSolverMultistepScheduler(algorithm_type='dpmsolver++', solver_order=2, prediction_type="
+            "'flow_prediction', use_flow_sigmas=True, flow_shift=...) to speculate on DPM-Solver++(2M)"
         )
     assert isinstance(euler, FlowMatchEulerDiscreteScheduler)
-    return euler
+    return euler, "euler"
 
 
 # ---- enable / disable -----------------------------------------------------------------------
@@ -131,9 +159,12 @@ def enable(pipe, draft=None, *, plan=None, accept: AcceptanceTest | None = None,
     use it (``StagePlan.target_only``). ``plan``: a :class:`~sdsv.StagePlan` or a function
     ``num_inference_steps -> StagePlan``; default ``StagePlan.paper_default``. ``accept``: the
     :class:`~sdsv.AcceptanceTest` (default ``x0_rms <= 0.05``). ``verify``: ``"endpoints"`` (the
-    paper's speculative verification) or ``"full"``. ``convert_scheduler``: when the pipeline's
-    scheduler is a multistep flow solver (UniPC, as shipped with Wan2.1), sample with
-    ``FlowMatchEulerDiscreteScheduler(shift=flow_shift)`` instead of refusing.
+    paper's speculative verification) or ``"full"``. The pipeline's scheduler sets the step rule:
+    ``FlowMatchEulerDiscreteScheduler`` samples with Euler steps, ``DPMSolverMultistepScheduler``
+    configured as DPM-Solver++(2M) on flow sigmas with the sampler's ``"dpm++2m"`` (the same
+    steps, speculated on). ``convert_scheduler``: for another multistep flow solver (UniPC, as
+    shipped with Wan2.1), sample with ``FlowMatchEulerDiscreteScheduler(shift=flow_shift)``
+    instead of refusing.
 
     After each call ``pipe.sdsv_stats`` holds the run's :class:`~sdsv.SampleStats`. Returns ``pipe``.
     """
@@ -277,17 +308,17 @@ def _run(pipe, original_call, args, kwargs):
     pipe.__dict__.pop("sdsv_stats", None)  # a refused or failed call leaves no stale statistics
     family.check_pipeline(pipe)
     family.refuse_call(pipe, call_args)
-    scheduler = _scheduler_for_call(pipe, cfg.convert_scheduler)
+    scheduler, solver = _scheduler_for_call(pipe, cfg.convert_scheduler)
 
     hooks = _Hooks(pipe, scheduler)
     try:
-        return _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args, scheduler, hooks)
+        return _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args, scheduler, solver, hooks)
     finally:
         hooks.restore_scheduler()
 
 
 @torch.no_grad()
-def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args, scheduler, hooks):
+def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args, scheduler, solver, hooks):
     with hooks:
         try:
             out = original_call(pipe, *args, **kwargs)
@@ -302,7 +333,12 @@ def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args
     n = sigmas.numel() - 1
     ntt = int(scheduler.config.num_train_timesteps)
     timesteps = scheduler.timesteps.to(latents.device)
-    if timesteps.numel() != n or not torch.equal(timesteps, sigmas[:-1] * ntt):
+    # Euler's timesteps are sigma * num_train_timesteps; the multistep schedulers store them as
+    # integers (int64(sigma * 1000)): the denoisers then pass the scheduler's own per step
+    own_timesteps = solver != "euler"
+    expected = sigmas[:-1] * ntt
+    if timesteps.numel() != n or not (torch.equal(timesteps, expected) or own_timesteps and bool(
+            ((timesteps.to(torch.float64) - expected.to(torch.float64)).abs() < 1.0).all())):
         raise RefusedError("the scheduler's timesteps are not sigmas * num_train_timesteps (custom timesteps?); "
                            "SDSV derives each row's timestep from its sigma")
     if not torch.equal(torch.as_tensor(captured.timestep, device=latents.device).float().reshape(()), timesteps[0]):
@@ -314,10 +350,14 @@ def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args
 
     make, cond = family.conditioning(pipe, call_args, hooks.calls, latents, ntt)
     target = make(pipe.transformer)
+    if own_timesteps:
+        target.use_timesteps(sigmas[:-1], timesteps)
     family.check_timestep(hooks.calls[0], target.timestep(sigmas[:1].expand(hooks.calls[0]["timestep"].shape[0]),
                                                           hooks.calls[0]["hidden_states"]))
     draft = make(cfg.draft) if cfg.draft is not None else None
-    result = sample(target, draft, latents, sigmas, plan, verify=cfg.verify, accept=cfg.accept,
+    if draft is not None and own_timesteps:
+        draft.use_timesteps(sigmas[:-1], timesteps)
+    result = sample(target, draft, latents, sigmas, plan, verify=cfg.verify, accept=cfg.accept, solver=solver,
                     progress=_progress_option(pipe), **cond)
     pipe.__dict__["sdsv_stats"] = result.stats
     output = family.decode(pipe, result.latents, call_args)
