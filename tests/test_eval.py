@@ -283,7 +283,9 @@ EXPECTED = {
     "table1": ["target-only", "draft lite alone", "draft svd alone", "SDSV w/ lite", "SDSV w/ svd", *SELF_ROWS],
     "table2": ["target-only", "Improved-Draft (svd)", "SDSV-fast (svd)", "SDSV-slow (svd)",
                *[r.replace("SDSV w/ self", "SDSV-slow (self)") for r in SELF_ROWS],
-               "target-only (3 steps)", "target-only (2 steps, dpm++2m)", "target-only (3 steps, dpm++2m)"],
+               "cache on dpm++2m (4 steps, every 2)", "error-ctrl on dpm++2m (self, 4 steps)",
+               "target-only (3 steps)", "target-only (2 steps, dpm++2m)", "target-only (3 steps, dpm++2m)",
+               "target-only (4 steps, dpm++2m)"],
     "warmup": ["(a) minimal warm-up", "(b) vanilla (target)", "(c) conservative warm-up", "(d) multi-stage"],
 }
 

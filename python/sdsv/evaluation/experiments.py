@@ -20,7 +20,8 @@ import numpy as np
 
 from ..acceptance import AcceptanceTest
 from ..methods import (
-    SELF_SDSV_ACCEPT, Method, cache, dominated_by, error_controlled, fewer_steps, sdsv_self, self_draft_methods,
+    SELF_SDSV_ACCEPT, Method, cache, dominated_by, error_controlled, fewer_steps, on_dpm_methods, sdsv_self,
+    self_draft_methods,
 )
 from ..plan import StagePlan
 from .report import header, image_strip, md_table, pareto_plot, provenance
@@ -38,7 +39,7 @@ class EvalConfig:
     k2_verify: tuple = ("endpoints",)   # ... for these verification modes ('full' costs more than the target alone)
     fewer_steps: tuple = (10, 15, 20, 25, 30)  # pareto: the target alone with fewer Euler steps ...
     dpm_steps: tuple = (10, 15, 20, 25)        # ... and with fewer DPM-Solver++(2M) steps
-    table_fewer: tuple = ((20, "euler"), (15, "dpm++2m"), (20, "dpm++2m"))  # table2: (steps, solver)
+    table_fewer: tuple = ((20, "euler"), (15, "dpm++2m"), (20, "dpm++2m"), (25, "dpm++2m"))  # table2: (steps, solver)
     cache_every: tuple = (2, 3, 4, 5)   # pareto: the unverified self-draft cache, target every n-th step
     tols: tuple = (0.2, 0.3, 0.5, 0.8)  # pareto: error-controlled windows' tolerance
     self_taus: tuple = (0.1, 0.2, 0.3)  # pareto: SDSV with the self-draft, tau of its x0_rms test
@@ -57,7 +58,7 @@ class ExperimentResult:
 def _setup(r: Runner, cfg: EvalConfig, extra: str = "", n: int | None = None) -> str:
     n = n or r.n
     return (f"{n} images ({len(set(r.prompts[:n]))} prompts 'a <color> <shape>', seeds {r.seeds[0]}..{r.seeds[n - 1]}), "
-            f"{r.steps} Euler steps (rows marked dpm++2m: DPM-Solver++(2M), target alone), guidance {r.guidance:g}, "
+            f"{r.steps} Euler steps (rows marked dpm++2m: DPM-Solver++(2M), the target alone or with the self-draft), guidance {r.guidance:g}, "
             f"acceptance test {cfg.accept} (the self-draft's SDSV rows state their own), sampled in batches of "
             f"{r.batch}; latency = median time per image at batch 1 over the first {r.latency_n} images, all methods "
             f"interleaved; speedup = target-only latency / latency, measured in this run. FLOPs counted per model call "
@@ -201,6 +202,7 @@ def table2(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
     ref, d = _target(r), cfg.draft
     own = self_draft_methods(r.steps)
     own = [dataclasses.replace(m, label="SDSV-slow (self)") if m.family == "SDSV" else m for m in own]
+    own += on_dpm_methods(r.steps)  # speculation on DPM-Solver++(2M), next to that solver alone
     methods = [ref, Method(f"Improved-Draft ({d})", StagePlan.improved_draft(r.steps), d),
                Method(f"SDSV-fast ({d})", StagePlan.fast(r.steps), d, "endpoints", cfg.accept),
                Method(f"SDSV-slow ({d})", StagePlan.slow(r.steps), d, "endpoints", cfg.accept), *own]
