@@ -10,12 +10,13 @@ same prompts and seeds; PSNR is against those target-only images, mean and worst
   how the library's defaults were chosen;
 * SDSV's verified windows with the self-draft at several thresholds.
 
-With ``--solver dpm++2m`` the rows are the same schedules on DPM-Solver++(2M) (``sdsv.sample``'s
-``solver``), next to that solver alone at 15/20/25 steps: the cache every 2nd/3rd step and
-error-controlled windows of 1-3 forecast steps, at 20-40 solver steps.
+With ``--solver dpm++2m`` (or ``unipc``) the rows are the same schedules on that second-order
+solver (``sdsv.sample``'s ``solver``), next to the solver alone at 15/20/25 steps: the cache
+every 2nd/3rd step and error-controlled windows of 1-3 forecast steps, at 20-40 solver steps.
 
     python benchmarks/sweep_self_draft.py --out benchmarks/results/self_draft_sweep
     python benchmarks/sweep_self_draft.py --solver dpm++2m --out benchmarks/results/dpm_self_draft_sweep
+    python benchmarks/sweep_self_draft.py --solver unipc --out benchmarks/results/unipc_self_draft_sweep
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ def configurations(n: int) -> list[tuple[str, dict]]:
     return rows
 
 
-def dpm_configurations() -> list[tuple[str, dict]]:
-    """Baselines and the self-draft's schedules on DPM-Solver++(2M); each row names its step count."""
-    rows = [(f"DPM-Solver++(2M) alone, {n} steps", dict(plan=StagePlan.target_only(n))) for n in (15, 20, 25)]
+def multistep_configurations(solver: str) -> list[tuple[str, dict]]:
+    """Baselines and the self-draft's schedules on a second-order solver; each row names its step count."""
+    name = {"dpm++2m": "DPM-Solver++(2M)", "unipc": "UniPC"}[solver]
+    rows = [(f"{name} alone, {n} steps", dict(plan=StagePlan.target_only(n))) for n in (15, 20, 25)]
     for n in (20, 25, 30, 40):
         for every in (2, 3):
             rows.append((f"cache every {every}, {n} steps", dict(plan=FixedInterval(n, every=every))))
@@ -84,7 +86,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=len(DEFAULT_PROMPTS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--solver", default="euler", choices=["euler", "dpm++2m"],
+    ap.add_argument("--solver", default="euler", choices=["euler", "dpm++2m", "unipc"],
                     help="the step rule of every configuration (the reference stays 50 Euler steps)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -92,7 +94,7 @@ def main() -> None:
     backend = pipe.compile_or_warn(DEFAULT_GUIDANCE) if args.compile else "eager"
     prompts = [DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)] for i in range(args.prompts)]
     common = dict(guidance=DEFAULT_GUIDANCE, draft="self", solver=args.solver)
-    configs = configurations(args.steps) if args.solver == "euler" else dpm_configurations()
+    configs = configurations(args.steps) if args.solver == "euler" else multistep_configurations(args.solver)
     for _, kw in configs:  # compile every batch size (verification rows) before anything is timed
         pipe(prompts[0], **common, **kw)
     ref = torch.stack([pipe(p, seed=i, plan=StagePlan.target_only(args.steps), guidance=DEFAULT_GUIDANCE).images[0]

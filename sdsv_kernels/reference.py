@@ -279,7 +279,9 @@ def gather_combine(
           accumulated in fp32 (fp64 for fp64 data), stored in base's dtype.
 
     The terms are added in that order (``base`` first, then ``a = 0, 1, ...``). ``out`` (base's
-    shape and dtype) may be ``base`` itself; it must not overlap ``bank``. Indices may repeat.
+    shape and dtype) may be ``base`` itself, or rows of ``bank``'s own buffer that the call does not
+    read (the multistep sampler writes a window's next state and history rows into the round
+    buffer it gathers from); it must not overlap a row it reads. Indices may repeat.
 
     Why it exists: (1) the forecast self-draft. A draft call adds to the cheap part's hidden
     state ``base`` the forecast of the deep blocks' residual, a per-row linear combination

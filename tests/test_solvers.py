@@ -1,6 +1,6 @@
-"""Speculation on DPM-Solver++(2M) inside ``sdsv.sample`` (``solver=``): the sampler's invariants
-hold for every solver, target-only matches diffusers' scheduler, and the general linear-rule path
-agrees with Euler's fused ops."""
+"""Speculation on DPM-Solver++(2M) and UniPC inside ``sdsv.sample`` (``solver=``): the sampler's
+invariants hold for every solver, target-only matches diffusers' schedulers, and the general
+linear-rule path agrees with Euler's fused ops."""
 
 import pytest
 import torch
@@ -38,6 +38,46 @@ class EulerAsLinearRule(Solver):
         return Euler().step_matrices(sigmas)
 
 
+def diffusers_unipc(shift):
+    diffusers = pytest.importorskip("diffusers")
+    return diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift)
+
+
+@pytest.mark.parametrize("schedule", ["diffusers", "flow_match_sigmas"])
+@pytest.mark.parametrize("n,shift", [(6, 3.0), (15, 5.0), (20, 1.0)], ids=["n6-shift3", "n15-shift5", "n20-shift1"])
+def test_unipc_target_only_matches_diffusers_step_by_step(dit, schedule, n, shift):
+    """UniPC bh2 with its corrector (the Wan2.1 checkpoints' scheduler): every state the model sees."""
+    sch = diffusers_unipc(shift)
+    sch.set_timesteps(n)
+    sigmas = sch.sigmas.clone() if schedule == "diffusers" else flow_match_sigmas(n, shift)
+    f = Recording(dit_fn(dit))
+    noise, lab = torch.randn(2, 3, 32, 32), labels_for(2)
+    with torch.no_grad():
+        r = sample(f, None, noise, sigmas, StagePlan.target_only(n), solver="unipc", labels=lab)
+        states, ref = run_diffusers(sch, dit_fn(dit), noise, sigmas, lab)
+    assert len(f.states) == len(states) == n
+    for i, (ours, theirs) in enumerate(zip(f.states, states)):
+        torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-5, msg=lambda m: f"step {i}: {m}")
+    torch.testing.assert_close(r.latents, ref, atol=2e-5, rtol=1e-5)
+
+
+def test_unipc_is_second_order_and_differs_from_dpm():
+    """On an exact Gaussian flow, UniPC's error falls ~4x per halving of the step (its corrector
+    makes it no worse than DPM-Solver++(2M) here), and the two rules are different rules."""
+    from test_multistep import GaussianFlow
+    flow = GaussianFlow((3, 4))
+    noise = torch.randn(1, 3, 4, dtype=torch.float64)
+    exact = flow.endpoint(noise)
+    errs = {}
+    for solver in ("unipc", "dpm++2m"):
+        for n in (16, 32):
+            sig = flow_match_sigmas(n, shift=1.0, dtype=torch.float64)[0:]
+            r = sample(lambda x, s: flow(x, s), None, noise, sig, StagePlan.target_only(n), solver=solver)
+            errs[solver, n] = (r.latents - exact).abs().max().item()
+    assert errs["unipc", 32] < errs["unipc", 16] / 3
+    assert errs["unipc", 32] <= errs["dpm++2m", 32] * 1.5 and errs["unipc", 16] != errs["dpm++2m", 16]
+
+
 @pytest.mark.parametrize("schedule", ["diffusers", "flow_match_sigmas"])
 def test_target_only_matches_diffusers_and_the_plain_loop(dit, schedule):
     sch = diffusers_dpm_2m(3.0)
@@ -56,21 +96,22 @@ def test_target_only_matches_diffusers_and_the_plain_loop(dit, schedule):
     assert r.stats.target_calls == 15
 
 
+@pytest.mark.parametrize("solver", ["dpm++2m", "unipc"])
 @pytest.mark.parametrize("verify", ["endpoints", "full"])
 @pytest.mark.parametrize("plan", ["paper_default", "fast", "slow", "minimal_warmup"])
-def test_identical_draft_accepts_all_and_matches_target_only(dit, verify, plan):
+def test_identical_draft_accepts_all_and_matches_target_only(dit, verify, plan, solver):
     f = dit_fn(dit)
     noise, sig, lab = torch.randn(2, 3, 32, 32), flow_match_sigmas(30, shift=3.0), labels_for(2)
     with torch.no_grad():
-        ref = sample(f, None, noise, sig, StagePlan.target_only(30), solver="dpm++2m", labels=lab)
-        r = sample(f, f, noise, sig, getattr(StagePlan, plan)(30), verify=verify, accept=LOOSE, solver="dpm++2m",
+        ref = sample(f, None, noise, sig, StagePlan.target_only(30), solver=solver, labels=lab)
+        r = sample(f, f, noise, sig, getattr(StagePlan, plan)(30), verify=verify, accept=LOOSE, solver=solver,
                    labels=lab)
     assert r.stats.windows and all(w.accepted == w.k for w in r.stats.windows)
     torch.testing.assert_close(r.latents, ref.latents, atol=2e-5, rtol=1e-5)
     assert r.stats.target_calls < 30
 
 
-@pytest.mark.parametrize("solver", ["dpm++2m", EulerAsLinearRule()], ids=["dpm++2m", "euler-linear"])
+@pytest.mark.parametrize("solver", ["dpm++2m", "unipc", EulerAsLinearRule()], ids=["dpm++2m", "unipc", "euler-linear"])
 @pytest.mark.parametrize("verify", ["endpoints", "full"])
 def test_impossible_threshold_reproduces_target_only_exactly(verify, solver):
     target, draft = RowwiseDenoiser(), RowwiseDenoiser(bias=0.01)
@@ -130,28 +171,30 @@ def test_history_follows_the_accepted_path():
 @pytest.mark.parametrize("plan", [FixedInterval(24, every=2), FixedInterval(24, every=3),
                                   ErrorControlled(24, tol=0.1, k_min=1, k_init=1, k_max=3)],
                          ids=["cache-2", "cache-3", "error-controlled"])
-def test_unverified_windows_with_a_perfect_draft_reproduce_target_only(plan):
+@pytest.mark.parametrize("solver", ["dpm++2m", "unipc"])
+def test_unverified_windows_with_a_perfect_draft_reproduce_target_only(plan, solver):
     target = RowwiseDenoiser()
     noise, sig = torch.randn(2, 3, 4, dtype=torch.float64), flow_match_sigmas(24, shift=2.0, dtype=torch.float64)
-    ref = sample(target, None, noise, sig, StagePlan.target_only(24), solver="dpm++2m")
-    r = sample(target, target, noise, sig, plan, solver="dpm++2m")
+    ref = sample(target, None, noise, sig, StagePlan.target_only(24), solver=solver)
+    r = sample(target, target, noise, sig, plan, solver=solver)
     assert r.stats.unverified_windows > 0 and r.stats.target_calls < 24
     torch.testing.assert_close(r.latents, ref.latents, atol=1e-12, rtol=0)
 
 
-def test_self_draft_on_dpm_solver():
-    """The forecast self-draft's schedules run on DPM-Solver++(2M): an impossible threshold and a
-    rejected-everything error controller reproduce target-only exactly; the cache stays close."""
+@pytest.mark.parametrize("solver", ["dpm++2m", "unipc"])
+def test_self_draft_on_second_order_solvers(solver):
+    """The forecast self-draft's schedules run on the multistep solvers: an impossible threshold and
+    a rejected-everything error controller reproduce target-only exactly; the cache stays close."""
     split = RowwiseSplit()
     noise, sig = torch.randn(3, 4, 5), flow_match_sigmas(30, shift=2.0)
-    ref = sample(None, None, noise, sig, StagePlan.target_only(30), self_draft=SelfDraft(split), solver="dpm++2m")
-    r = sample(None, None, noise, sig, StagePlan.slow(30), accept=EXACT, self_draft=SelfDraft(split), solver="dpm++2m")
+    ref = sample(None, None, noise, sig, StagePlan.target_only(30), self_draft=SelfDraft(split), solver=solver)
+    r = sample(None, None, noise, sig, StagePlan.slow(30), accept=EXACT, self_draft=SelfDraft(split), solver=solver)
     assert r.stats.windows and torch.equal(r.latents, ref.latents)
     rej = sample(None, None, noise, sig, ErrorControlled(30, tol=1e-9, reject_above=1e-12, k_init=3),
-                 self_draft=SelfDraft(split), solver="dpm++2m")
+                 self_draft=SelfDraft(split), solver=solver)
     assert rej.stats.rejected_unverified == rej.stats.unverified_windows > 0
     assert torch.equal(rej.latents, ref.latents)
-    cached = sample(None, None, noise, sig, FixedInterval(30, every=2), self_draft=SelfDraft(split), solver="dpm++2m")
+    cached = sample(None, None, noise, sig, FixedInterval(30, every=2), self_draft=SelfDraft(split), solver=solver)
     assert cached.stats.target_calls < 20
     err = (cached.latents - ref.latents).norm() / ref.latents.norm()
     assert 0 < err < 0.05
@@ -160,7 +203,7 @@ def test_self_draft_on_dpm_solver():
 def test_solver_argument_errors():
     target = RowwiseDenoiser()
     noise, sig = torch.randn(1, 4), flow_match_sigmas(5)
-    with pytest.raises(ValueError, match="unknown solver 'heun'; choose from euler, dpm\\+\\+2m"):
+    with pytest.raises(ValueError, match="unknown solver 'heun'; choose from euler, dpm\\+\\+2m, unipc"):
         sample(target, None, noise, sig, StagePlan.target_only(5), solver="heun")
 
     class Broken(Solver):

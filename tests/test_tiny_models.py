@@ -139,5 +139,5 @@ def test_dpm_solver_baseline_through_the_pipeline(pipe):
     cached = pipe("a red circle", plan=FixedInterval(20, every=2), draft="self", solver="dpm++2m")
     assert cached.stats.target_calls == 2 + 9 and cached.stats.unverified_windows == 9
     assert psnr(cached.images, out.images).item() > 30
-    with pytest.raises(ValueError, match="solver must be 'euler' or 'dpm\\+\\+2m'"):
+    with pytest.raises(ValueError, match="solver must be one of euler, dpm\\+\\+2m, unipc"):
         pipe("a red circle", plan=StagePlan.target_only(20), solver="heun")

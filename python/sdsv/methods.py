@@ -16,7 +16,7 @@ from .plan import StagePlan
 from .policy import ErrorControlled, FixedInterval, WindowPolicy
 
 DRAFTS = (None, "lite", "svd", "self")
-SOLVERS = ("euler", "dpm++2m")
+SOLVERS = ("euler", "dpm++2m", "unipc")
 
 
 @dataclass(frozen=True)

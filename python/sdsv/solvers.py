@@ -101,7 +101,86 @@ class DPMSolver2M(Solver):
         return out
 
 
-SOLVERS: dict[str, Solver] = {"euler": Euler(), "dpm++2m": DPMSolver2M()}
+def _unipc_corrector_weights(h: float, lam_prev: float, lam_prev2: float, order: int) -> tuple[float, float]:
+    """UniC's weights (bh2, data prediction): ``rho_last`` on ``D_n - D_{n-1}`` and ``rho_0 / r`` on
+    ``D_{n-2} - D_{n-1}`` (``r = (lambda_{n-2} - lambda_{n-1}) / h``), as diffusers solves them; the
+    limits where a lambda is infinite (a schedule from sigma = 1) taken exactly."""
+    if order == 1:
+        return 0.5, 0.0
+    hh = -h
+    phi1 = math.expm1(hh)
+    b_h = phi1
+    if math.isinf(hh):  # h = inf: phi_k(h) h^k terms from the recursion's limits
+        b = (1.0, 1.0)
+    else:
+        k1 = phi1 / hh - 1.0
+        k2 = k1 / hh - 0.5
+        b = (k1 / b_h, 2.0 * k2 / b_h)
+    r = (lam_prev2 - lam_prev) / h
+    if math.isinf(r):  # the older prediction's weight vanishes: rho_0 ~ 1/r
+        return b[0], 0.0
+    # R = [[1, 1], [r, 1]] @ (rho_0, rho_last) = b
+    rho0 = (b[1] - b[0]) / (r - 1.0)
+    return b[0] - rho0, rho0 / r
+
+
+class UniPC(Solver):
+    """UniPC, bh2, second order, data prediction on flow sigmas, with the corrector (UniC) at every
+    step after the first and first order at the first and last step: diffusers'
+    ``UniPCMultistepScheduler(solver_order=2, prediction_type="flow_prediction", use_flow_sigmas=True)``
+    with its defaults (``solver_type="bh2"``, ``predict_x0``, ``lower_order_final``, no
+    ``disable_corrector``) — what the Wan2.1 checkpoints ship.
+
+    The model is evaluated at the *predicted* state ``y_n``; its data prediction ``D_n = y_n -
+    sigma_n v`` first corrects the previous step (``x^c_n`` from ``x^c_{n-1}``, ``D_{n-2}``,
+    ``D_{n-1}``, ``D_n``), then the predictor steps from ``x^c_n``. History: three rows,
+    ``(x^c_{n-1}, D_{n-1}, D_{n-2})``."""
+
+    name, history = "unipc", 3
+
+    def step_matrices(self, sigmas):
+        sig = [float(s) for s in sigmas]
+        lam = [_flow_lambda(s) for s in sig]
+        n_steps = len(sig) - 1
+        order = [1 if n == 0 or n == n_steps - 1 else 2 for n in range(n_steps)]
+        out = []
+        for n in range(n_steps):
+            # columns: v, y, H0 = x^c_{n-1}, H1 = D_{n-1}, H2 = D_{n-2}
+            d_n = [-sig[n], 1.0, 0.0, 0.0, 0.0]
+            if n == 0:
+                xc = [0.0, 1.0, 0.0, 0.0, 0.0]
+            else:
+                h = lam[n] - lam[n - 1]
+                alpha = 1.0 - sig[n]
+                phi1 = math.expm1(-h)
+                rho_last, rho0_over_r = _unipc_corrector_weights(
+                    h, lam[n - 1], lam[n - 2] if n >= 2 else -math.inf, order[n - 1])
+                # x^c = s_n/s_{n-1} H0 - a phi1 H1 - a B (rho0/r (H2 - H1) + rho_last (D_n - H1)),  B = phi1
+                a_b = alpha * phi1
+                coef_h0 = sig[n] / sig[n - 1]
+                coef_h1 = -a_b + a_b * rho0_over_r + a_b * rho_last
+                coef_h2 = -a_b * rho0_over_r
+                coef_d = -a_b * rho_last
+                xc = [coef_d * d_n[0], coef_d * d_n[1], coef_h0, coef_h1, coef_h2]
+            h1 = lam[n + 1] - lam[n]
+            alpha1 = 1.0 - sig[n + 1]
+            phi1 = math.expm1(-h1)
+            if order[n] == 2:
+                r = (lam[n - 1] - lam[n]) / h1
+                half_over_r = 0.0 if math.isinf(r) else 0.5 / r
+            else:
+                half_over_r = 0.0
+            # x^p_{n+1} = s_{n+1}/s_n x^c - a1 phi1 D_n - a1 B 0.5/r (D_{n-1} - D_n),  B = phi1
+            p_xc = sig[n + 1] / sig[n]
+            p_d = -alpha1 * phi1 + alpha1 * phi1 * half_over_r
+            p_h1 = -alpha1 * phi1 * half_over_r
+            y_next = [p_xc * c + p_d * dn for c, dn in zip(xc, d_n)]
+            y_next[3] += p_h1
+            out.append([y_next, xc, d_n, [0.0, 0.0, 0.0, 1.0, 0.0]])
+        return out
+
+
+SOLVERS: dict[str, Solver] = {"euler": Euler(), "dpm++2m": DPMSolver2M(), "unipc": UniPC()}
 
 
 def get_solver(solver: str | Solver) -> Solver:

@@ -187,16 +187,20 @@ def test_non_flow_matching_scheduler_is_refused(case):
         sdsv.enable(pipe, draft=pipe.transformer)
 
 
-def test_unipc_refused_unless_converted_then_equals_euler_with_same_shift():
+def test_unipc_without_a_rule_refused_unless_converted_then_equals_euler_with_same_shift():
+    """A UniPC configuration the sampler has no rule for (third order here) is refused unless
+    converted; converted, SDSV samples with Euler on the same shifted schedule."""
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
     c = CASES["wan"]
     pipe = c.build()
     kw = c.kwargs(batch=1, cfg=True, steps=STEPS)
-    unipc = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    unipc = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
+                                    solver_order=3)
     pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     ref = _run(c, pipe, "latent", **kw)
     pipe.scheduler = unipc
-    with pytest.raises(RefusedError, match="UniPCMultistepScheduler is a multistep solver.*UniPC.s corrector.*convert_scheduler=True"):
+    with pytest.raises(RefusedError, match="UniPCMultistepScheduler is a multistep solver.*configuration is not one "
+                                           "of the sampler's step rules.*convert_scheduler=True"):
         sdsv.enable(pipe, draft=pipe.transformer)
     sdsv.enable(pipe, plan=StagePlan.target_only, convert_scheduler=True)
     try:
@@ -404,19 +408,27 @@ def test_timestep_convention_self_check(monkeypatch):
         sdsv.disable(pipe)
 
 
-def _wan_dpm(pipe):
-    from diffusers import DPMSolverMultistepScheduler
-    pipe.scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2,
-                                                 prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+def _wan_multistep(pipe, kind="dpm"):
+    """The tiny Wan pipeline with a multistep flow scheduler: UniPC as the Wan2.1 checkpoints ship
+    it, or DPM-Solver++(2M)."""
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+    if kind == "unipc":
+        pipe.scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    else:
+        pipe.scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2,
+                                                     prediction_type="flow_prediction", use_flow_sigmas=True,
+                                                     flow_shift=3.0)
     return pipe
 
 
+@pytest.mark.parametrize("kind", ["unipc", "dpm"])
 @pytest.mark.parametrize("cfg", [False, True], ids=["no-cfg", "cfg"])
-def test_wan_with_its_dpm_solver_reproduces_the_pipeline_when_every_window_is_rejected(cfg):
-    """No convert_scheduler: the sampler runs DPM-Solver++(2M) itself, the model sees the
-    scheduler's integer timesteps; target-only and all-rejected windows give the pipeline's output."""
+def test_wan_with_its_multistep_solver_reproduces_the_pipeline_when_every_window_is_rejected(cfg, kind):
+    """No convert_scheduler: the sampler runs the scheduler's own rule (UniPC, DPM-Solver++(2M)),
+    the model sees the scheduler's integer timesteps; target-only and all-rejected windows give the
+    pipeline's output."""
     c = CASES["wan"]
-    pipe = _wan_dpm(c.build())
+    pipe = _wan_multistep(c.build(), kind)
     kw = c.kwargs(batch=1, cfg=cfg, steps=STEPS)
     ref = _run(c, pipe, "latent", **kw)
     draft = c.transformer(seed=1, **SMALLER_DRAFT["wan"])
@@ -432,9 +444,10 @@ def test_wan_with_its_dpm_solver_reproduces_the_pipeline_when_every_window_is_re
     assert stats.windows and all(w.accepted == 0 for w in stats.windows)
 
 
-def test_wan_dpm_with_draft_equal_to_target_accepts_every_window():
+@pytest.mark.parametrize("kind", ["unipc", "dpm"])
+def test_wan_multistep_with_draft_equal_to_target_accepts_every_window(kind):
     c = CASES["wan"]
-    pipe = _wan_dpm(c.build())
+    pipe = _wan_multistep(c.build(), kind)
     kw = c.kwargs(batch=2, cfg=True, steps=STEPS)
     ref = _run(c, pipe, "latent", **kw)
     sdsv.enable(pipe, draft=pipe.transformer, plan=SPEC_PLAN, accept=AcceptanceTest("rel_l2", 1e-3))

@@ -113,6 +113,21 @@ def test_non_contiguous(backend, layout, dtype):
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES.values(), ids=ALL_DTYPES.keys())
+def test_out_may_be_rows_of_the_bank_it_does_not_read(any_backend, dtype):
+    """The multistep sampler's pattern: one buffer is the bank, and the result goes to other rows
+    of that same buffer (strided, as a window's next states are); the rows read stay as they were."""
+    _, dev = any_backend
+    base, bank, index, coeffs = _inputs(3, (4, 29), 5, 2, dtype, dev, seed=4)
+    ref = reference.gather_combine(base.cpu(), bank.cpu(), index.cpu(), coeffs.cpu())
+    buf = torch.cat([bank, torch.zeros((7, 4, 29), device=dev, dtype=dtype)])  # rows 0-4: the bank
+    before = buf[:5].clone()
+    out = buf[6:12:2]  # rows 6, 8, 10: never read
+    assert sdsv_kernels.gather_combine(base, buf, index, coeffs, out=out) is out
+    _assert_close(buf[6:12:2], ref, base, bank, index, coeffs)
+    assert torch.equal(buf[:5], before) and (buf[[5, 7, 9, 11]] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES.values(), ids=ALL_DTYPES.keys())
 def test_out_forms(any_backend, dtype):
     """out = rows of a buffer (a slice, strided rows, a transposed view through staging) or base
     itself (the in-place update ``x <- c0 x + sum v c``); nothing else in the buffer changes."""

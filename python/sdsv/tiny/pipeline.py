@@ -14,6 +14,7 @@ from ..acceptance import AcceptanceTest
 from ..forecast import SelfDraft
 from ..guidance import ClassifierFreeGuidance
 from ..multistep import sample_dpm_solver_2m
+from ..solvers import SOLVERS
 from ..plan import StagePlan
 from ..policy import FixedInterval, WindowPolicy
 from ..result import SampleStats
@@ -216,16 +217,17 @@ class TinyPipeline:
 
         ``plan``: any window policy (default the paper's multi-stage plan). ``draft``: ``"lite"``,
         ``"svd"`` (trained drafts) or ``"self"`` (the target forecasting its own blocks, of
-        ``forecast_order`` 0/1/2). ``solver``: ``"euler"`` or ``"dpm++2m"`` (DPM-Solver++(2M), for
-        every plan; target-only runs the solver's own loop, :func:`sdsv.multistep.sample_dpm_solver_2m`).
+        ``forecast_order`` 0/1/2). ``solver``: ``"euler"``, ``"dpm++2m"`` (DPM-Solver++(2M); target-only
+        runs the solver's own loop, :func:`sdsv.multistep.sample_dpm_solver_2m`) or ``"unipc"``,
+        for every plan (:mod:`sdsv.solvers`).
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         plan = plan or StagePlan.paper_default(num_steps)
         labels = self.encode(prompts)
         noise = self.noise(len(prompts), seed)
         sigmas = flow_match_sigmas(plan.num_steps, shift)
-        if solver not in ("euler", "dpm++2m"):
-            raise ValueError(f"solver must be 'euler' or 'dpm++2m', got {solver!r}")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
         if solver == "dpm++2m" and not plan.uses_draft:  # the baseline: the solver's own plain loop
             res = sample_dpm_solver_2m(self.denoiser("target", guidance), noise, sigmas, progress=progress, labels=labels)
             return TinyOutput(images=((res.latents + 1) / 2).clamp(0, 1), latents=res.latents, stats=res.stats)

@@ -111,10 +111,17 @@ _DPM_2M = dict(algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoi
                use_lu_lambdas=False, variance_type=None)
 
 
+# UniPCMultistepScheduler settings under which its steps are sdsv's "unipc" rule (sdsv.solvers.UniPC):
+# the Wan2.1 checkpoints' configuration (bh2, second order, data prediction, corrector at every step)
+_UNIPC = dict(solver_order=2, solver_type="bh2", predict_x0=True, prediction_type="flow_prediction",
+              use_flow_sigmas=True, lower_order_final=True, final_sigmas_type="zero", thresholding=False)
+
+
 def solver_for(scheduler) -> str | None:
     """The sampler's step rule that IS ``scheduler``'s: ``"euler"`` for a deterministic
     FlowMatchEulerDiscreteScheduler, ``"dpm++2m"`` for DPMSolverMultistepScheduler as DPM-Solver++(2M)
-    on flow sigmas (:data:`_DPM_2M`); None when the sampler has no such rule."""
+    on flow sigmas (:data:`_DPM_2M`), ``"unipc"`` for UniPCMultistepScheduler as Wan ships it
+    (:data:`_UNIPC`); None when the sampler has no such rule."""
     kind = type(scheduler).__name__
     cfg = scheduler.config
     if kind == "FlowMatchEulerDiscreteScheduler":
@@ -122,6 +129,9 @@ def solver_for(scheduler) -> str | None:
         return "euler"
     if kind == "DPMSolverMultistepScheduler" and all(cfg.get(k, v) == v for k, v in _DPM_2M.items()):
         return "dpm++2m"
+    if (kind == "UniPCMultistepScheduler" and all(cfg.get(k, v) == v for k, v in _UNIPC.items())
+            and not cfg.get("disable_corrector") and getattr(scheduler, "solver_p", None) is None):
+        return "unipc"
     return None
 
 
@@ -136,8 +146,7 @@ def _scheduler_for_call(pipe, convert: bool):
     euler = euler_scheduler_for(s)  # refuses what is not a flow-matching multistep solver either
     if not convert:
         kind = type(s).__name__
-        why = ("UniPC's corrector is not one of the sampler's step rules yet" if kind == "UniPCMultistepScheduler"
-               else f"this {kind} configuration is not one of the sampler's step rules (euler, dpm++2m)")
+        why = f"this {kind} configuration is not one of the sampler's step rules (euler, dpm++2m, unipc)"
         raise RefusedError(
             f"{kind} is a multistep solver (flow_shift={s.config.get('flow_shift')}) and {why}. Pass "
             "convert_scheduler=True to sdsv.enable to sample with FlowMatchEulerDiscreteScheduler(shift=flow_shift) "
@@ -162,9 +171,9 @@ def enable(pipe, draft=None, *, plan=None, accept: AcceptanceTest | None = None,
     paper's speculative verification) or ``"full"``. The pipeline's scheduler sets the step rule:
     ``FlowMatchEulerDiscreteScheduler`` samples with Euler steps, ``DPMSolverMultistepScheduler``
     configured as DPM-Solver++(2M) on flow sigmas with the sampler's ``"dpm++2m"`` (the same
-    steps, speculated on). ``convert_scheduler``: for another multistep flow solver (UniPC, as
-    shipped with Wan2.1), sample with ``FlowMatchEulerDiscreteScheduler(shift=flow_shift)``
-    instead of refusing.
+    steps, speculated on), ``UniPCMultistepScheduler`` as the Wan2.1 checkpoints ship it with
+    ``"unipc"``. ``convert_scheduler``: for another multistep flow solver configuration, sample
+    with ``FlowMatchEulerDiscreteScheduler(shift=flow_shift)`` instead of refusing.
 
     After each call ``pipe.sdsv_stats`` holds the run's :class:`~sdsv.SampleStats`. Returns ``pipe``.
     """
