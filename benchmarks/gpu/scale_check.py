@@ -5,10 +5,9 @@ What it measures (per model, on one GPU, no download):
 * the target's forward time at batch 1, 2 and 10 — does the verification batch (2 rows for
   ``endpoints``) cost ~1x (latency-bound) or ~2x (compute-bound) a single row at this size?
 * a draft's forward time at batch 1: the same configuration with fewer blocks;
-* the forecast self-draft's cheap part at batch 1 (METHOD.md section 8): the target's own
-  forward with all deep blocks skipped (embedding, conditioning, output layer), and with the
-  first and last block kept — what one self-draft step costs before the residual forecast (a
-  ``gather_combine`` over the hidden state, see the kernel benchmark);
+* one forecast self-draft call at batch 1 (``sdsv.enable(pipe)``'s draft, METHOD.md section 8):
+  the target's embeddings, conditioning and output layer with every block forecast (order 1,
+  two anchors), and with the first block computed (``head_blocks=1``);
 * ``sdsv.sample`` with draft == target through the adapter: the sampler's own time per window
   (everything outside the two models' forward calls: rollout, statistics, accept/commit, the
   one host sync per round), next to a target-only run of the same steps.
@@ -42,6 +41,10 @@ sys.path[:0] = [os.path.join(HERE, "..", "..", "python"), os.path.join(HERE, "..
 import sdsv  # noqa: E402
 from sdsv import AcceptanceTest, StagePlan  # noqa: E402
 from sdsv.integrations.hf_diffusers import flux_denoiser, wan_denoiser  # noqa: E402
+from sdsv.integrations.hf_diffusers.families import FluxFamily, WanFamily  # noqa: E402
+from sdsv.integrations.hf_diffusers.self_draft import TransformerSplit  # noqa: E402
+
+BLOCK_STACKS = {"flux": FluxFamily.block_stacks, "wan": WanFamily.block_stacks}
 
 # Published transformer configs (transformer/config.json of the checkpoints).
 FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
@@ -126,35 +129,6 @@ def wan_inputs(cfg, batch, height, width, frames, txt_len, device, dtype):
     return x, {}, cond
 
 
-# where each class keeps its block stacks (the deep blocks a self-draft forecasts)
-BLOCK_LISTS = {"flux": ("transformer_blocks", "single_transformer_blocks"), "wan": ("blocks",)}
-
-
-class kept_blocks:
-    """Temporarily keep only the first and last ``keep`` blocks of the model's block stacks
-    (Flux: the first of the double-stream stack and the last of the single-stream stack), so a
-    forward runs exactly the cheap part a self-draft runs."""
-
-    def __init__(self, model, lists, keep):
-        self.model, self.lists, self.keep = model, lists, keep
-
-    def __enter__(self):
-        self.saved = {n: getattr(self.model, n) for n in self.lists}
-        stacks = [list(self.saved[n]) for n in self.lists]
-        keep_first, keep_last = set(), set()
-        if self.keep:
-            keep_first = {(0, i) for i in range(min(self.keep, len(stacks[0])))}
-            keep_last = {(len(stacks) - 1, len(stacks[-1]) - 1 - i) for i in range(min(self.keep, len(stacks[-1])))}
-        for j, n in enumerate(self.lists):
-            kept = [b for i, b in enumerate(stacks[j]) if (j, i) in keep_first | keep_last]
-            setattr(self.model, n, torch.nn.ModuleList(kept))
-        return self
-
-    def __exit__(self, *exc):
-        for n, mods in self.saved.items():
-            setattr(self.model, n, mods)
-
-
 def run_model(name, args, device, dtype, rows, results):
     from diffusers import FluxTransformer2DModel, WanTransformer3DModel
 
@@ -220,16 +194,23 @@ def run_model(name, args, device, dtype, rows, results):
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-        # ---- the self-draft's cheap part: the target with its deep blocks skipped -------------
+        # ---- the forecast self-draft: one draft call, order 1 from two anchors ----------------
         sden = make_den(target, static)
-        for keep in (0, 1):
-            with kept_blocks(target, BLOCK_LISTS[name], keep):
-                t = time_call(lambda: sden(x, sigma, **cond), device, args.reps)
-            key = f"self_draft_keep{keep}_b1"
+        for head in (0, 1):
+            split = TransformerSplit(sden, target, BLOCK_STACKS[name], head_blocks=head)
+            _, residual = split.forward_with_residual(x, sigma, **cond)
+            n_rows = residual.shape[0]
+            bank = torch.cat([residual, residual])  # two anchors per row
+            index = torch.stack([torch.arange(n_rows), torch.arange(n_rows) + n_rows], 1).to(device)
+            coeffs = torch.tensor([[1.0, 1.3, -0.3]] * n_rows, device=device)
+            t = time_call(lambda: split.forward_with_forecast(x, sigma, bank, index, coeffs, **cond), device, args.reps)
+            key = f"self_draft_head{head}_b1"
             out["forward"][key] = t
             if base:
                 t["ratio_to_target_b1"] = t["median_s"] / base
-            record(f"self{keep}", 1, t, {"kept_blocks_each_end": keep})
+            record(f"self{head}", 1, t, {"head_blocks": head, "residual_MB_per_row": residual[0].numel() *
+                                         residual.element_size() / 1e6})
+            del bank, residual
 
         # ---- sampler overhead: draft == target, every window accepted ------------------------
         den = make_den(target, static)

@@ -36,6 +36,8 @@ class SplitModel(Protocol):
     ``forward_with_forecast(x, sigma, bank, index, coeffs, **cond) -> v``: the cheap parts only;
     the hidden state entering the deep blocks, ``h``, is replaced by
     ``sdsv_kernels.gather_combine(h, bank, index, coeffs)`` where the deep blocks' output would be.
+    Optional ``model_rows(x, **cond) -> int``: the rows its model call(s) run for ``x`` when the
+    model stacks guidance branches itself (branch-major, whole copies of ``x``); default ``len(x)``.
     """
 
     def forward_with_residual(self, x: torch.Tensor, sigma: torch.Tensor, **cond): ...
@@ -89,7 +91,9 @@ class SelfDraft:
 
     def draft(self, x: torch.Tensor, sigma: torch.Tensor, **cond) -> torch.Tensor:
         bank = self._bank("draft")
-        store, index, coeffs = bank.forecast_args(x.shape[0], x.device)
+        # a model that makes its guidance rows itself (diffusers' denoisers) says how many it runs
+        rows = self.model.model_rows(x, **cond) if hasattr(self.model, "model_rows") else x.shape[0]
+        store, index, coeffs = bank.forecast_args(rows, x.device)
         return self.model.forward_with_forecast(x, sigma, store, index, coeffs, **cond)
 
     def __repr__(self) -> str:

@@ -29,6 +29,7 @@ class Family:
     contract_keys: tuple[str, ...] = ()
     transformer_args: frozenset = frozenset()   # kwargs the pipeline may pass to the transformer
     refused_args: dict[str, str] = {}            # __call__ argument -> why it is refused
+    block_stacks: tuple[str, ...] = ()           # the transformer's block lists, in order (the self-draft's deep part)
 
     # ---- checks ---------------------------------------------------------------------------
     def pipeline_type(self):
@@ -41,6 +42,12 @@ class Family:
     def check_pipeline(self, pipe) -> None:
         """Refuse pipeline variants this adapter does not cover."""
         check_no_cache(pipe.transformer, "pipe.transformer")
+
+    def self_draft_split(self, transformer, denoiser, head_blocks: int = 0):
+        """The forecast self-draft's split of ``transformer`` (:mod:`.self_draft`); refuses a block
+        layout other than this family's."""
+        from .self_draft import TransformerSplit
+        return TransformerSplit(denoiser, _unwrap(transformer), self.block_stacks, head_blocks)
 
     def check_draft(self, target, draft) -> None:
         """Refuse a draft whose input/output contract differs from the target's, saying what differs."""
@@ -144,6 +151,7 @@ class FluxFamily(Family):
     name = "Flux"
     pipeline_class = "FluxPipeline"
     transformer_class = "FluxTransformer2DModel"
+    block_stacks = ("transformer_blocks", "single_transformer_blocks")
     contract_keys = ("in_channels", "out_channels", "patch_size", "joint_attention_dim", "pooled_projection_dim",
                      "guidance_embeds")
     transformer_args = frozenset({"hidden_states", "timestep", "guidance", "pooled_projections",
@@ -201,6 +209,7 @@ class WanFamily(Family):
     name = "Wan"
     pipeline_class = "WanPipeline"
     transformer_class = "WanTransformer3DModel"
+    block_stacks = ("blocks",)
     contract_keys = ("in_channels", "out_channels", "patch_size", "text_dim", "image_dim", "added_kv_proj_dim")
     transformer_args = frozenset({"hidden_states", "timestep", "encoder_hidden_states", "attention_kwargs",
                                   "return_dict"})
@@ -258,6 +267,7 @@ class SD3Family(Family):
     name = "SD3"
     pipeline_class = "StableDiffusion3Pipeline"
     transformer_class = "SD3Transformer2DModel"
+    block_stacks = ("transformer_blocks",)
     contract_keys = ("in_channels", "out_channels", "patch_size", "joint_attention_dim", "pooled_projection_dim",
                      "pos_embed_max_size")
     transformer_args = frozenset({"hidden_states", "timestep", "encoder_hidden_states", "pooled_projections",

@@ -35,7 +35,9 @@ from typing import Callable
 import torch
 
 from ...acceptance import AcceptanceTest
+from ...forecast import SelfDraft
 from ...plan import StagePlan
+from ...policy import ErrorControlled, WindowPolicy
 from ...sampler import sample
 from ...result import SampleStats
 from .families import Family, RefusedError, family_of
@@ -46,14 +48,17 @@ _SUBCLASSES: dict[type, type] = {}
 
 @dataclass
 class SDSVConfig:
-    """What ``enable`` was given. ``plan`` is a :class:`StagePlan` or a function
-    ``num_inference_steps -> StagePlan`` (e.g. ``StagePlan.paper_default``)."""
+    """What ``enable`` was given. ``plan`` is a window policy or a function
+    ``num_inference_steps -> policy`` (e.g. ``StagePlan.paper_default``). ``draft`` is a
+    transformer or ``"self"`` (the forecast self-draft, with ``forecast_order`` and ``head_blocks``)."""
 
-    draft: torch.nn.Module | None
-    plan: StagePlan | Callable[[int], StagePlan]
+    draft: torch.nn.Module | str
+    plan: WindowPolicy | Callable[[int], WindowPolicy]
     accept: AcceptanceTest
     verify: str
     convert_scheduler: bool
+    forecast_order: int = 1
+    head_blocks: int = 0
 
 
 @dataclass
@@ -159,14 +164,20 @@ def _scheduler_for_call(pipe, convert: bool):
 
 
 # ---- enable / disable -----------------------------------------------------------------------
-def enable(pipe, draft=None, *, plan=None, accept: AcceptanceTest | None = None, verify: str = "endpoints",
-           convert_scheduler: bool = False):
+def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = None, verify: str = "endpoints",
+           convert_scheduler: bool = False, forecast_order: int = 1, head_blocks: int = 0):
     """Make ``pipe(...)`` sample with SDSV: ``pipe.transformer`` is the target, ``draft`` the draft.
 
-    ``draft``: a transformer of the same class and input/output contract as ``pipe.transformer``
-    (fewer blocks, quantized, distilled...; checked here). May be None only for plans that do not
-    use it (``StagePlan.target_only``). ``plan``: a :class:`~sdsv.StagePlan` or a function
-    ``num_inference_steps -> StagePlan``; default ``StagePlan.paper_default``. ``accept``: the
+    ``draft``: ``"self"`` (the default; None means the same) — the **forecast self-draft**: the
+    target's own embeddings, conditioning and output layer, its blocks replaced by a forecast of
+    their residual from its last evaluations on the sample's path (order ``forecast_order`` in
+    sigma; the first ``head_blocks`` blocks computed), no weights needed
+    (:mod:`.self_draft`); or a transformer of the same class and input/output contract as
+    ``pipe.transformer`` (fewer blocks, quantized, distilled...; checked here). ``plan``: a
+    window policy (:class:`~sdsv.StagePlan`, :class:`~sdsv.ErrorControlled`,
+    :class:`~sdsv.FixedInterval`) or a function ``num_inference_steps -> policy``; default
+    ``ErrorControlled`` windows with the self-draft (the self-draft's best schedule on the tiny
+    models), ``StagePlan.paper_default`` with a draft transformer. ``accept``: the
     :class:`~sdsv.AcceptanceTest` (default ``x0_rms <= 0.05``). ``verify``: ``"endpoints"`` (the
     paper's speculative verification) or ``"full"``. The pipeline's scheduler sets the step rule:
     ``FlowMatchEulerDiscreteScheduler`` samples with Euler steps, ``DPMSolverMultistepScheduler``
@@ -181,13 +192,20 @@ def enable(pipe, draft=None, *, plan=None, accept: AcceptanceTest | None = None,
 
     family = family_of(pipe)
     family.check_pipeline(pipe)
-    if draft is not None:
+    draft = "self" if draft is None else draft
+    if isinstance(draft, str):
+        if draft != "self":
+            raise ValueError(f"draft must be a transformer or 'self' (the forecast self-draft), got {draft!r}")
+        if forecast_order not in (0, 1, 2):
+            raise ValueError(f"forecast_order must be 0, 1 or 2, got {forecast_order!r}")
+        family.self_draft_split(pipe.transformer, None, head_blocks)  # refuses an unknown block layout now
+    else:
         family.check_draft(pipe.transformer, draft)
-    plan = plan if plan is not None else StagePlan.paper_default
-    if not isinstance(plan, StagePlan) and not callable(plan):
-        raise TypeError(f"plan must be a StagePlan or a function num_inference_steps -> StagePlan, got {type(plan).__name__}")
-    if isinstance(plan, StagePlan) and plan.uses_draft and draft is None:
-        raise ValueError(f"plan {plan.name!r} uses the draft: pass draft=...")
+    if plan is None:
+        plan = ErrorControlled if draft == "self" else StagePlan.paper_default
+    if not isinstance(plan, WindowPolicy) and not callable(plan):
+        raise TypeError(f"plan must be a window policy or a function num_inference_steps -> policy, got "
+                        f"{type(plan).__name__}")
     accept = accept if accept is not None else AcceptanceTest()
     if not isinstance(accept, AcceptanceTest):
         raise TypeError(f"accept must be a sdsv.AcceptanceTest, got {type(accept).__name__}")
@@ -195,7 +213,8 @@ def enable(pipe, draft=None, *, plan=None, accept: AcceptanceTest | None = None,
         raise ValueError(f"verify must be one of {sdsv_kernels.VERIFY_MODES}, got {verify!r}")
     _scheduler_for_call(pipe, convert_scheduler)  # refuse a wrong scheduler now, not at the first call
 
-    config = SDSVConfig(draft=draft, plan=plan, accept=accept, verify=verify, convert_scheduler=convert_scheduler)
+    config = SDSVConfig(draft=draft, plan=plan, accept=accept, verify=verify, convert_scheduler=convert_scheduler,
+                        forecast_order=forecast_order, head_blocks=head_blocks)
     state = pipe.__dict__.get(_STATE)
     if state is not None:  # enabled already: new settings, same original class
         state.family, state.config = family, config
@@ -297,10 +316,10 @@ def _progress_option(pipe):
     return cfg
 
 
-def _resolve_plan(plan, n: int) -> StagePlan:
-    p = plan(n) if not isinstance(plan, StagePlan) else plan
-    if not isinstance(p, StagePlan):
-        raise TypeError(f"the plan function returned {type(p).__name__}, expected a StagePlan")
+def _resolve_plan(plan, n: int) -> WindowPolicy:
+    p = plan(n) if not isinstance(plan, WindowPolicy) else plan
+    if not isinstance(p, WindowPolicy):
+        raise TypeError(f"the plan function returned {type(p).__name__}, expected a window policy")
     if p.num_steps != n:
         raise ValueError(f"plan {p.name!r} has {p.num_steps} steps but the pipeline runs {n}: pass "
                          "num_inference_steps to match, or a function num_inference_steps -> StagePlan as plan")
@@ -354,8 +373,6 @@ def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args
         raise RefusedError("the pipeline did not start at the schedule's first step (img2img strength?); "
                            "only full text-to-image/video sampling is supported")
     plan = _resolve_plan(cfg.plan, n)
-    if plan.uses_draft and cfg.draft is None:
-        raise ValueError(f"plan {plan.name!r} uses the draft, but sdsv.enable was given no draft")
 
     make, cond = family.conditioning(pipe, call_args, hooks.calls, latents, ntt)
     target = make(pipe.transformer)
@@ -363,11 +380,20 @@ def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args
         target.use_timesteps(sigmas[:-1], timesteps)
     family.check_timestep(hooks.calls[0], target.timestep(sigmas[:1].expand(hooks.calls[0]["timestep"].shape[0]),
                                                           hooks.calls[0]["hidden_states"]))
-    draft = make(cfg.draft) if cfg.draft is not None else None
-    if draft is not None and own_timesteps:
-        draft.use_timesteps(sigmas[:-1], timesteps)
+    self_draft = None
+    if isinstance(cfg.draft, str):  # "self"
+        if plan.uses_draft:
+            self_draft = SelfDraft(family.self_draft_split(pipe.transformer, target, cfg.head_blocks),
+                                   order=cfg.forecast_order)
+            target, draft = None, None  # the self-draft's own target (recording residuals) and draft
+        else:
+            draft = None
+    else:
+        draft = make(cfg.draft)
+        if own_timesteps:
+            draft.use_timesteps(sigmas[:-1], timesteps)
     result = sample(target, draft, latents, sigmas, plan, verify=cfg.verify, accept=cfg.accept, solver=solver,
-                    progress=_progress_option(pipe), **cond)
+                    self_draft=self_draft, progress=_progress_option(pipe), **cond)
     pipe.__dict__["sdsv_stats"] = result.stats
     output = family.decode(pipe, result.latents, call_args)
     pipe.maybe_free_model_hooks()

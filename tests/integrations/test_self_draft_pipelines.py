@@ -1,0 +1,189 @@
+"""``sdsv.enable(pipe)`` with no draft: the forecast self-draft on tiny random-weight Flux, Wan
+and SD3 pipelines (the real diffusers classes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+import sdsv  # noqa: E402
+from sdsv import AcceptanceTest, ErrorControlled, FixedInterval, StagePlan  # noqa: E402
+from sdsv.integrations.hf_diffusers import RefusedError  # noqa: E402
+from sdsv.integrations.hf_diffusers.families import family_of  # noqa: E402
+
+from tiny_pipelines import CASES  # noqa: E402
+
+STEPS = 8
+SPEC_PLAN = StagePlan(STEPS, 2, 4, 1, 2, name="test")  # 2 target steps, K=1 windows, then K=2 windows
+FAMILIES = ["flux", "wan", "sd3"]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def case(request):
+    c = CASES[request.param]
+    return c, c.build()
+
+
+def _run(c, pipe, **kw):
+    out = pipe(**kw, output_type="latent", generator=torch.Generator().manual_seed(0))
+    return getattr(out, c.output_field)
+
+
+def _enabled_run(c, pipe, kw, **enable):
+    sdsv.enable(pipe, **enable)
+    try:
+        return _run(c, pipe, **kw), pipe.sdsv_stats
+    finally:
+        sdsv.disable(pipe)
+
+
+def _blocks(pipe):
+    fam = family_of(pipe)
+    return sum(len(getattr(pipe.transformer, name)) for name in fam.block_stacks)
+
+
+def _close(a, b, tol):
+    err = (a.float() - b.float()).abs().max().item()
+    scale = b.float().abs().max().item()
+    assert err <= tol * max(1.0, scale), f"max abs error {err:.3g} (scale {scale:.3g})"
+
+
+@pytest.mark.parametrize("batch,cfg", [(1, False), (2, True), (2, False)], ids=["B1", "B2-CFG", "B2"])
+def test_enable_without_a_draft_forecasts_and_saves_target_calls(case, batch, cfg):
+    c, pipe = case
+    kw = c.kwargs(batch=batch, cfg=cfg, steps=STEPS)
+    ref = _run(c, pipe, **kw)
+    out, st = _enabled_run(c, pipe, kw)  # draft defaults to the self-draft, plan to ErrorControlled
+    assert st.unverified_windows > 0 and st.draft_evals > 0
+    assert st.target_calls < STEPS
+    assert torch.isfinite(out).all() and out.shape == ref.shape
+    rel = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+    assert rel < 0.5  # random weights: the forecast is rough, but the sample is the pipeline's, not noise
+
+
+@pytest.mark.parametrize("verify", ["endpoints", "full"])
+def test_impossible_threshold_reproduces_the_pipeline(case, verify):
+    c, pipe = case
+    kw = c.kwargs(batch=2, cfg=True, steps=STEPS)
+    ref = _run(c, pipe, **kw)
+    out, st = _enabled_run(c, pipe, kw, draft="self", plan=SPEC_PLAN, verify=verify,
+                           accept=AcceptanceTest("rel_l2", 0.0))
+    assert st.windows and all(w.accepted == 0 for w in st.windows)
+    assert st.target_calls == STEPS
+    _close(out, ref, 1e-5)
+
+
+def test_a_self_draft_that_forecasts_nothing_is_the_target(case):
+    """head_blocks = every block: the draft computes the whole model, accepts every window and
+    reproduces the pipeline's output."""
+    c, pipe = case
+    kw = c.kwargs(batch=2, cfg=True, steps=STEPS)
+    ref = _run(c, pipe, **kw)
+    out, st = _enabled_run(c, pipe, kw, plan=SPEC_PLAN, head_blocks=_blocks(pipe),
+                           accept=AcceptanceTest("x0_rms", 1e-4))
+    assert st.windows and st.acceptance_rate == 1.0 and st.target_calls < STEPS
+    _close(out, ref, 1e-4)
+
+
+@pytest.mark.parametrize("plan", [FixedInterval(STEPS, every=2), ErrorControlled(STEPS, tol=0.3, k_min=1, k_init=1),
+                                  SPEC_PLAN], ids=["cache", "error-controlled", "sdsv"])
+def test_every_schedule_and_forecast_order_runs(plan):
+    c = CASES["wan"]
+    pipe = c.build()
+    kw = c.kwargs(batch=1, cfg=True, steps=STEPS)
+    for order in (0, 1, 2):
+        out, st = _enabled_run(c, pipe, kw, plan=plan, forecast_order=order, head_blocks=1)
+        assert torch.isfinite(out).all() and st.draft_evals > 0
+
+
+def test_disable_leaves_no_hook_no_swapped_block_and_no_cached_tensor():
+    import gc
+    import weakref
+
+    c = CASES["flux"]
+    pipe = c.build()
+    tr = pipe.transformer
+    lists = {name: tr._modules[name] for name in family_of(pipe).block_stacks}
+    kw = c.kwargs(batch=1, cfg=False, steps=STEPS)
+    captured = []
+    orig = torch.nn.Module.register_forward_pre_hook
+
+    def spy(self, hook, *a, **k):  # keep a weak reference to whatever the hooks saw
+        def wrapped(module, args, kwargs=None):
+            res = hook(module, args, kwargs) if kwargs is not None else hook(module, args)
+            for x in (args or ()):
+                if isinstance(x, torch.Tensor):
+                    captured.append(weakref.ref(x))
+            return res
+        return orig(self, wrapped, *a, **k)
+
+    torch.nn.Module.register_forward_pre_hook = spy
+    try:
+        _enabled_run(c, pipe, kw, plan=FixedInterval(STEPS, every=2))
+    finally:
+        torch.nn.Module.register_forward_pre_hook = orig
+    assert type(pipe).__name__ == "FluxPipeline" and not sdsv.integrations.hf_diffusers.is_enabled(pipe)
+    assert all(tr._modules[name] is mods for name, mods in lists.items())
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in tr.modules())
+    gc.collect()
+    assert captured and all(r() is None for r in captured), "a tensor the self-draft saw is still referenced"
+
+
+def test_unknown_block_layout_and_step_caches_are_refused():
+    from diffusers import FirstBlockCacheConfig
+    c = CASES["sd3"]
+    pipe = c.build()
+    blocks = pipe.transformer.transformer_blocks
+    pipe.transformer.transformer_blocks = torch.nn.Sequential(*blocks)
+    try:
+        with pytest.raises(RefusedError, match="no block list 'transformer_blocks'.*pass a draft transformer"):
+            sdsv.enable(pipe)
+    finally:
+        pipe.transformer.transformer_blocks = blocks
+    flux = CASES["flux"].build()
+    flux.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.2))
+    try:
+        with pytest.raises(RefusedError, match="step cache"):
+            sdsv.enable(flux)
+    finally:
+        flux.transformer.disable_cache()
+    with pytest.raises(ValueError, match="head_blocks must be in"):
+        sdsv.enable(pipe, head_blocks=99)
+    with pytest.raises(ValueError, match="draft must be a transformer or 'self'"):
+        sdsv.enable(pipe, draft="lite")
+    with pytest.raises(ValueError, match="forecast_order must be 0, 1 or 2"):
+        sdsv.enable(pipe, forecast_order=3)
+
+
+@pytest.mark.parametrize("cfg", [False, True], ids=["noCFG", "CFG"])
+def test_the_draft_fed_the_exact_residual_is_the_target(case, cfg, monkeypatch):
+    """The split's contract, per family: the draft with the target's own residual as its only
+    anchor (coefficients 1, 1) gives the target's velocity; with a zero residual it differs."""
+    from sdsv.integrations.hf_diffusers import hook
+    c, pipe = case
+    captured = {}
+    real = hook.sample
+
+    def capture(target, draft, latents, sigmas, plan, **kw):
+        captured.update(target=target, latents=latents, sigmas=sigmas,
+                        cond={k: v for k, v in kw.items() if k not in ("verify", "accept", "solver", "self_draft",
+                                                                    "progress")})
+        return real(target, draft, latents, sigmas, plan, **kw)
+
+    monkeypatch.setattr(hook, "sample", capture)
+    _enabled_run(c, pipe, c.kwargs(batch=2, cfg=cfg, steps=STEPS), plan=StagePlan.target_only)
+    split = family_of(pipe).self_draft_split(pipe.transformer, captured["target"], head_blocks=0)
+    x, sigma = captured["latents"], captured["sigmas"][2].expand(2)
+    with torch.no_grad():
+        v, residual = split.forward_with_residual(x, sigma, **captured["cond"])
+        rows = split.model_rows(x, **captured["cond"])
+        assert residual.shape[0] == rows == (4 if cfg else 2)
+        index = torch.arange(rows)[:, None]
+        coeffs = torch.ones(rows, 2)
+        v_hat = split.forward_with_forecast(x, sigma, residual, index, coeffs, **captured["cond"])
+        v_zero = split.forward_with_forecast(x, sigma, torch.zeros_like(residual), index, coeffs, **captured["cond"])
+    torch.testing.assert_close(v_hat, v, atol=1e-5, rtol=1e-5)
+    assert (v_zero - v).abs().max() > 1e-3
+    assert all(not m._forward_pre_hooks for m in pipe.transformer.modules())
