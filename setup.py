@@ -94,7 +94,12 @@ class CMakeBuild(build_ext):
         ]
         if with_cuda:
             args += [f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DSDSV_CUDA_ARCHS={os.environ.get('SDSV_CUDA_ARCHS', '80;90')}"]
-        print(f"sdsv: building sdsv_kernels._C (CPU{' + CUDA' if with_cuda else ''}) in {build_dir}", file=sys.stderr)
+        generator = _generator()
+        if generator:
+            args.append(f"-G{generator}")
+        _reset_if_other_generator(build_dir, generator)
+        print(f"sdsv: building sdsv_kernels._C (CPU{' + CUDA' if with_cuda else ''}) in {build_dir}"
+              f"{' with ' + generator if generator else ''}", file=sys.stderr)
         jobs = os.environ.get("SDSV_BUILD_JOBS") or str(os.cpu_count() or 1)
         cmake = os.environ.get("CMAKE", "cmake")
         try:
@@ -104,6 +109,36 @@ class CMakeBuild(build_ext):
             raise RuntimeError(
                 f"sdsv: building the C++ extension failed ({exc}); set SDSV_BUILD_EXT=0 to install without it"
             ) from exc
+
+
+def _generator() -> str | None:
+    """Ninja when it is installed (the system's or ``pip install ninja``'s), else CMake's default;
+    ``CMAKE_GENERATOR`` in the environment wins, as it does for CMake itself."""
+    if os.environ.get("CMAKE_GENERATOR"):
+        return None  # cmake reads it
+    if shutil.which("ninja"):
+        return "Ninja"
+    try:
+        import ninja  # the pip package puts its binary next to the module
+
+        if os.path.exists(os.path.join(ninja.BIN_DIR, "ninja")):
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+            return "Ninja"
+    except (ImportError, AttributeError):
+        pass
+    return None
+
+
+def _reset_if_other_generator(build_dir: str, generator: str | None) -> None:
+    """A build folder configured with another generator cannot be reused: start it afresh."""
+    cache = os.path.join(build_dir, "CMakeCache.txt")
+    if not generator or not os.path.exists(cache):
+        return
+    with open(cache) as f:
+        used = next((line.split("=", 1)[1].strip() for line in f if line.startswith("CMAKE_GENERATOR:")), None)
+    if used and used != generator:
+        shutil.rmtree(build_dir)
+        os.makedirs(build_dir)
 
 
 _ext_modules = [] if _flag("SDSV_BUILD_EXT") in ("0", "false", "no", "off") else [CMakeExtension("sdsv_kernels._C")]
@@ -123,7 +158,8 @@ setup(
     install_requires=["torch>=2.1", "numpy", "safetensors", "tqdm", "pillow"],
     extras_require={
         # what the test suite needs (CI installs it); pinned so CI sees what we tested
-        "test": ["pytest", "diffusers==0.42.1", "transformers==5.24.0", "triton==3.9.0", "matplotlib==3.11.2"],
+        "test": ["pytest", "pytest-benchmark==5.2.3", "diffusers==0.42.1", "transformers==5.24.0", "triton==3.9.0",
+                 "matplotlib==3.11.2"],
         # diffusers integration (sdsv.enable): tested with diffusers 0.42.1; a changed timestep
         # convention in another version is detected and refused at the first call
         "diffusers": ["diffusers>=0.42.1", "transformers"],
