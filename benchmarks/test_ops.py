@@ -28,17 +28,22 @@ METRIC, TAU = "x0_rms", 0.05
 ANCHORS = 2  # the self-draft's order-1 forecast: two anchors per row, from a bank of 3 slots per row
 
 
-def backends(bench_triton: bool) -> list[tuple[str, str]]:
-    """(backend, device) pairs usable here."""
+def backends(bench_triton: bool, bench_compile: bool = False) -> list[tuple[str, str]]:
+    """(backend, device) pairs usable here; ``compile`` = torch.compile of the reference."""
     status = sdsv_kernels.backends()
-    out = [("reference", "cpu")]
-    if status["cpp"] is True:
-        out.append(("cpp", "cpu"))
+    out = []
     if torch.cuda.is_available():
         out.append(("reference", "cuda"))
         out += [(b, "cuda") for b in ("cuda", "triton") if status[b] is True]
-    elif bench_triton and status["triton"] is True:
+        if bench_compile:
+            out.append(("compile", "cuda"))
+    out.append(("reference", "cpu"))
+    if status["cpp"] is True:
+        out.append(("cpp", "cpu"))
+    if bench_triton and not torch.cuda.is_available() and status["triton"] is True:
         out.append(("triton", "cpu"))
+    if bench_compile:
+        out.append(("compile", "cpu"))
     return out
 
 
@@ -56,20 +61,28 @@ def op_bytes(op: str, t: torch.Tensor, n_commit: int) -> int:
     raise ValueError(op)
 
 
-def make_call(op: str, t, d, y, h, sigma, window_k, verify):
-    """The op's call on prepared inputs (outputs preallocated where the op takes ``out``)."""
-    if op == "pair_stats":
-        return lambda: sdsv_kernels.pair_stats(t, d, y, h)
-    if op == "accept_commit":
-        stats = sdsv_kernels.reference.pair_stats(t, d, y, h)
-        return lambda: sdsv_kernels.accept_commit(stats, y, t, h, sigma, window_k, METRIC, TAU, verify)
-    if op == "rollout_step":
-        out = torch.empty_like(y)
-        return lambda: sdsv_kernels.rollout_step(y, d, h, out=out)
+def make_call(op: str, t, d, y, h, sigma, window_k, verify, compiled: bool = False):
+    """The op's call on prepared inputs (outputs preallocated where the op takes ``out``);
+    ``compiled``: torch.compile of the pure-torch reference instead of the library's op."""
+    ref = sdsv_kernels.reference
     r = t.shape[0]
     bank = t.repeat(3, *([1] * (t.dim() - 1)))
     index = torch.stack([torch.arange(r) * 3, torch.arange(r) * 3 + 1], 1).to(t.device)
     coeffs = torch.tensor([[1.0, 1.3, -0.3]] * r, device=t.device)
+    stats = ref.pair_stats(t, d, y, h)
+    if compiled:
+        fn = {"pair_stats": lambda: ref.pair_stats(t, d, y, h),
+              "accept_commit": lambda: ref.accept_commit(stats, y, t, h, sigma, window_k, METRIC, TAU, verify),
+              "rollout_step": lambda: ref.rollout_step(y, d, h),
+              "gather_combine": lambda: ref.gather_combine(d, bank, index, coeffs)}[op]
+        return torch.compile(fn, dynamic=False)
+    if op == "pair_stats":
+        return lambda: sdsv_kernels.pair_stats(t, d, y, h)
+    if op == "accept_commit":
+        return lambda: sdsv_kernels.accept_commit(stats, y, t, h, sigma, window_k, METRIC, TAU, verify)
+    if op == "rollout_step":
+        out = torch.empty_like(y)
+        return lambda: sdsv_kernels.rollout_step(y, d, h, out=out)
     out = torch.empty_like(d)
     return lambda: sdsv_kernels.gather_combine(d, bank, index, coeffs, out=out)
 
@@ -80,7 +93,7 @@ def _ids(pairs):
 
 def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
-        pairs = backends(metafunc.config.getoption("--bench-triton"))
+        pairs = backends(metafunc.config.getoption("--bench-triton"), metafunc.config.getoption("--bench-compile"))
         metafunc.parametrize("backend", pairs, ids=_ids(pairs))
 
 
@@ -92,13 +105,21 @@ def test_op(benchmark, op, size, rows, dtype, backend):
     name, device = backend
     window_k, verify = window_k_for(rows)
     t, d, y, h, sigma = make_inputs(CASES[size], rows, DTYPES[dtype], device)
-    call = make_call(op, t, d, y, h, sigma, window_k.to(device), verify)
+    if name == "compile":
+        torch._dynamo.reset()
+    call = make_call(op, t, d, y, h, sigma, window_k.to(device), verify, compiled=name == "compile")
     benchmark.group = f"{op} | {size} R={rows} {dtype}"
     benchmark.extra_info.update(backend=name, device=device, bytes=op_bytes(op, t, window_k.numel()))
-    with sdsv_kernels.use_backend(name):
-        call()  # warm-up outside the timing (allocations, lazy backend load, JIT)
+    with sdsv_kernels.use_backend("reference" if name == "compile" else name):
+        call()  # warm-up outside the timing (allocations, lazy backend load, JIT, compilation)
         if device == "cuda":
             torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            call()
+            torch.cuda.synchronize()
+            # memory one call adds at its peak, outputs included (CPU: benchmarks/bench_kernels_cpu.py)
+            benchmark.extra_info["peak_extra_MB"] = round((torch.cuda.max_memory_allocated() - before) / 1e6, 2)
             benchmark(lambda: (call(), torch.cuda.synchronize()))
         else:
             benchmark(call)

@@ -8,7 +8,8 @@
 #   3. the kernel tests on the GPU (Triton + CUDA vs the reference),
 #   4. the kernel benchmark (benchmarks/gpu/bench_kernels_gpu.py).
 # Every stage has its own time limit and a failed stage does not stop the next. Results in $OUT,
-# flat (at most 8 files): device.log, build.log, scale_check.{json,csv}, gpu-<device>-<date>.{json,csv}.
+# flat (at most 8 files): device.log, build.log, scale_check.{json,csv}, gpu-<device>-<date>.{json,csv} and
+# the benchmark suite's own gpu-<device>-<date>-suite.json.
 #   OUT=/some/dir bash benchmarks/gpu/run_device.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -48,5 +49,5 @@ stamp "kernel tests on the GPU"
 SDSV_REQUIRE_BACKENDS=triton,cuda timeout ${TEST_TIMEOUT:-120} $PY -m pytest -q tests/kernels -p no:cacheprovider 2>&1 | tail -25 | tee -a "$LOG"
 
 stamp "kernel benchmark"
-timeout ${BENCH_TIMEOUT:-200} $PY benchmarks/gpu/bench_kernels_gpu.py --out "$OUT" --rep-ms ${BENCH_REP_MS:-60} 2>&1 | tee -a "$LOG"
+timeout ${BENCH_TIMEOUT:-300} $PY benchmarks/gpu/bench_kernels_gpu.py --out "$OUT" --max-time ${BENCH_MAX_TIME:-0.3} 2>&1 | tee -a "$LOG"
 stamp "done"
