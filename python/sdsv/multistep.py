@@ -125,7 +125,7 @@ def sample_dpm_solver_2m(
     opts.pop("total", None)
     opts["disable"] = bool(opts.get("disable", False)) or not progress and not isinstance(progress, dict)
     x, d_prev = noise, None
-    with tqdm(total=n_steps * batch, **opts) as bar:
+    with torch.no_grad(), tqdm(total=n_steps * batch, **opts) as bar:
         for n in range(n_steps):
             sig = torch.full((batch,), sig_host[n], dtype=sdt, device=dev)
             v = _call_target(target, x, sig, cond, stats, n, sig_host[n])

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from ._checks import as_int
 from .policy import PolicyRun, WindowPolicy, _Stateless
 
 SegmentKind = Literal["target", "speculate", "draft"]
@@ -40,8 +41,10 @@ class StagePlan(WindowPolicy):
     name: str = "custom"
 
     def __post_init__(self) -> None:
+        for name in ("num_steps", "stage0_steps", "warmup_steps", "k_warmup", "k_main"):
+            object.__setattr__(self, name, as_int(name, getattr(self, name)))
         n = self.num_steps
-        if not isinstance(n, int) or n < 1:
+        if n < 1:
             raise ValueError(f"num_steps must be a positive int, got {n!r}")
         if not 0 <= self.stage0_steps <= n:
             raise ValueError(f"stage0_steps={self.stage0_steps} must lie in [0, num_steps={n}]")

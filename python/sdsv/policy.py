@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ._checks import as_float, as_int
+
 WINDOW_KINDS = ("target", "draft", "speculate", "unverified")
 
 
@@ -146,8 +148,11 @@ class ErrorControlled(WindowPolicy):
 
     def __post_init__(self) -> None:
         _check_steps(self.num_steps, self.warmup)
-        if not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol > 0):
-            raise ValueError(f"tol must be a positive finite number, got {self.tol!r}")
+        for name in ("order", "k_init", "k_min", "k_max"):
+            object.__setattr__(self, name, as_int(name, getattr(self, name)))
+        object.__setattr__(self, "tol", as_float("tol", self.tol, positive=True))
+        if self.reject_above is not None:
+            object.__setattr__(self, "reject_above", as_float("reject_above", self.reject_above, positive=True))
         if not 1 <= self.k_min <= self.k_init <= self.k_max:
             raise ValueError(f"need 1 <= k_min ({self.k_min}) <= k_init ({self.k_init}) <= k_max ({self.k_max})")
         if self.order < 0:

@@ -53,6 +53,8 @@ class _Conditioning:
         self.cond, self.batch = cond, batch
         if per_sample is None:
             per_sample = {k for k, v in cond.items() if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == batch}
+        elif isinstance(per_sample, str):  # one name, not its letters
+            per_sample = [per_sample]
         per_sample = set(per_sample)
         for k in per_sample:
             v = cond.get(k)
@@ -220,10 +222,15 @@ def sample(
     bar_opts.pop("total", None)
     bar_opts["disable"] = bool(bar_opts.get("disable", False)) or progress is False or progress is None
     session = self_draft.session(batch) if self_draft is not None else contextlib.nullcontext()
-    with tqdm(total=plan.num_steps * batch, **bar_opts) as bar, session as anchors:
+    # sampling never needs autograd: without this, nn.Module models called outside no_grad would
+    # keep the whole sampling graph alive (and the custom ops have no backward)
+    with torch.no_grad(), tqdm(total=plan.num_steps * batch, **bar_opts) as bar, session as anchors:
         loop = _Loop(plan, verify, accept, noise, sigmas, _Models(target, draft, stats, noise, anchors),
                      _Conditioning(cond, batch, per_sample), anchors, bar, solver)
         x = loop.run()
+        if not torch.isfinite(x).all():  # every step kind: the models' outputs were checked, the sum overflowed
+            raise NonFiniteOutputError("the sampler's latents are not finite although the models' outputs are "
+                                       "(overflow in a step: latents of an extreme scale, or a too low-precision dtype?)")
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     stats.sampler_s = max(0.0, time.perf_counter() - t_start - stats.target_s - stats.draft_s)

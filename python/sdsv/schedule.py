@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import as_float, as_int
+
 
 def flow_match_sigmas(num_steps: int, shift: float = 1.0, dtype=torch.float32) -> torch.Tensor:
     """``num_steps + 1`` sigmas from 1 to 0: linear spacing, then the SD3/Flux time shift
     ``s' = shift s / (1 + (shift - 1) s)`` (``shift=1`` leaves it linear)."""
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if shift <= 0:
-        raise ValueError(f"shift must be > 0, got {shift}")
+    num_steps = as_int("num_steps", num_steps, minimum=1)
+    shift = as_float("shift", shift, positive=True)
     s = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
     s = shift * s / (1 + (shift - 1) * s)
     return s.to(dtype)

@@ -201,7 +201,7 @@ class TinyPipeline:
         self,
         prompts: Sequence[str] | str,
         *,
-        num_steps: int = 50,
+        num_steps: int | None = None,
         plan: WindowPolicy | None = None,
         draft: str = "svd",
         forecast_order: int = 1,
@@ -222,7 +222,12 @@ class TinyPipeline:
         for every plan (:mod:`sdsv.solvers`).
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        plan = plan or StagePlan.paper_default(num_steps)
+        if not prompts:
+            raise ValueError("no prompts given: pass one prompt or a list of them ('a <colour> <shape>')")
+        if plan is not None and num_steps is not None and plan.num_steps != num_steps:
+            raise ValueError(f"num_steps={num_steps} but the plan {plan.name!r} has {plan.num_steps} steps: "
+                             "pass one of them (the plan's count is used)")
+        plan = plan or StagePlan.paper_default(50 if num_steps is None else num_steps)
         labels = self.encode(prompts)
         noise = self.noise(len(prompts), seed)
         sigmas = flow_match_sigmas(plan.num_steps, shift)

@@ -178,7 +178,7 @@ def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = Non
     :class:`~sdsv.FixedInterval`) or a function ``num_inference_steps -> policy``; default
     ``ErrorControlled`` windows with the self-draft (the self-draft's best schedule on the tiny
     models), ``StagePlan.paper_default`` with a draft transformer. ``accept``: the
-    :class:`~sdsv.AcceptanceTest` (default ``x0_rms <= 0.05``). ``verify``: ``"endpoints"`` (the
+    :class:`~sdsv.AcceptanceTest` (default ``x0_rms <= 0.3``). ``verify``: ``"endpoints"`` (the
     paper's speculative verification) or ``"full"``. The pipeline's scheduler sets the step rule:
     ``FlowMatchEulerDiscreteScheduler`` samples with Euler steps, ``DPMSolverMultistepScheduler``
     configured as DPM-Solver++(2M) on flow sigmas with the sampler's ``"dpm++2m"`` (the same
