@@ -158,7 +158,7 @@ setup(
     install_requires=["torch>=2.1", "numpy", "safetensors", "tqdm", "pillow"],
     extras_require={
         # what the test suite needs (CI installs it); pinned so CI sees what we tested
-        "test": ["pytest", "pytest-benchmark==5.2.3", "diffusers==0.42.1", "transformers==5.24.0", "triton==3.9.0",
+        "test": ["pytest", "pytest-benchmark==5.2.3", "hypothesis==6.155.2", "diffusers==0.42.1", "transformers==5.24.0", "triton==3.9.0",
                  "matplotlib==3.11.2"],
         # diffusers integration (sdsv.enable): tested with diffusers 0.42.1; a changed timestep
         # convention in another version is detected and refused at the first call

@@ -19,6 +19,7 @@ from .reference import METRICS, STAT_COLUMNS, VERIFY_MODES, accept_mask, metric_
 import torch as _torch
 
 from . import _library as _plain  # registers the torch.library ops sdsv::*
+from . import reference as _ref
 
 
 def _op(name: str):
@@ -40,12 +41,18 @@ def _as_acc(x, like: _torch.Tensor) -> _torch.Tensor:
 
 def pair_stats(t, d, y, h):
     """``[R, 5]`` fp32 per-row statistics; see :func:`sdsv_kernels.reference.pair_stats`."""
+    _ref.check_pair_stats_args(t, d, y, h)
+    if t.shape[0] == 0:
+        return t.new_zeros((0, 5), dtype=_torch.float32)
     return _op("pair_stats")(t, d, y, h)
 
 
 def accept_commit(stats, y, t, h, sigma, window_k, metric, tau, verify, out=None):
     """``(x_next, accepted)``; see :func:`sdsv_kernels.reference.accept_commit`. With ``out``
     the next states are written there and ``out`` is returned as ``x_next``."""
+    _ref.check_accept_commit_args(stats, y, t, h, sigma, window_k, metric, verify, out)
+    if window_k.shape[0] == 0:  # no windows: nothing to decide or commit
+        return (y.new_empty((0, *y.shape[1:])) if out is None else out), window_k.new_zeros((0,), dtype=_torch.int64)
     if out is None:
         return _op("accept_commit")(stats, y, t, h, sigma, window_k, metric, float(tau), verify)
     accepted = _op("accept_commit_out")(stats, y, t, h, sigma, window_k, metric, float(tau), verify, out)
@@ -55,8 +62,9 @@ def accept_commit(stats, y, t, h, sigma, window_k, metric, tau, verify, out=None
 def rollout_step(x, v, h, out=None, uncond=None, scale=None):
     """``x + h v`` (guided: ``x + h (u + g (v - u))``); see :func:`sdsv_kernels.reference.rollout_step`.
     ``h``/``scale`` may be Python numbers or tensors (one value, or one per row)."""
-    if uncond is not None and scale is None:
-        raise ValueError("rollout_step: uncond given without a guidance scale")
+    _ref.check_rollout_args(x, v, h, out, uncond, scale)
+    if x.shape[0] == 0:
+        return x.new_empty(x.shape) if out is None else out
     hf = _as_acc(h, x)
     g = _as_acc(scale, x) if uncond is not None else None
     if out is None:

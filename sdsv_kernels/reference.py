@@ -202,6 +202,95 @@ def rollout_step(
     return out
 
 
+# ---- the argument contract of pair_stats / rollout_step / accept_commit ------------------------
+# checked once at the op boundary (sdsv_kernels' public functions) for every backend alike, so a
+# backend never sees inputs another one would refuse or broadcast differently
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _latents(op: str, **named: torch.Tensor) -> torch.Tensor:
+    """Tensors of one latent layout ``[R, *F]``: same shape, same floating dtype, same device."""
+    items = list(named.items())
+    for name, x in items:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a tensor, got {type(x).__name__}")
+    first_name, first = items[0]
+    if first.dtype not in _FLOATS:
+        raise TypeError(f"{op}: {first_name} must be a floating tensor (fp16/bf16/fp32/fp64), got {first.dtype}")
+    if first.dim() < 1:
+        raise ValueError(f"{op}: {first_name} must be [R, ...] (one row per state), got a 0-d tensor")
+    for name, x in items[1:]:
+        if x.shape != first.shape:
+            raise ValueError(f"{op}: {name} has shape {tuple(x.shape)}, {first_name} has {tuple(first.shape)}; "
+                             "they must match")
+        if x.dtype != first.dtype:
+            raise TypeError(f"{op}: {name} is {x.dtype}, {first_name} is {first.dtype}; they must match "
+                            "(cast them: a mixed call would compute in a backend-dependent precision)")
+        if x.device != first.device:
+            raise ValueError(f"{op}: {name} is on {x.device}, {first_name} on {first.device}")
+    return first
+
+
+def _per_row(op: str, name: str, x, rows: int, like: torch.Tensor, scalar_ok: bool = True) -> None:
+    """A per-row floating vector ``[R]`` (or, where allowed, one value for all rows)."""
+    if not isinstance(x, torch.Tensor):
+        if scalar_ok and isinstance(x, (int, float)) and not isinstance(x, bool):
+            return
+        raise TypeError(f"{op}: {name} must be a tensor{' or a number' if scalar_ok else ''}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{op}: {name} must be floating, got {x.dtype}")
+    if x.device != like.device:
+        raise ValueError(f"{op}: {name} is on {x.device}, the latents on {like.device}")
+    n = x.numel()
+    if not (n == rows or scalar_ok and n == 1) or x.dim() > 1 and x.shape[0] != n:
+        want = f"{rows} values (one per row)" + (" or one value" if scalar_ok else "")
+        raise ValueError(f"{op}: {name} must hold {want}, got shape {tuple(x.shape)}")
+
+
+def _out(op: str, out, like: torch.Tensor, shape: tuple) -> None:
+    if out is None:
+        return
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{op}: out must be a tensor, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape) or out.dtype != like.dtype or out.device != like.device:
+        raise ValueError(f"{op}: out must be {tuple(shape)} {like.dtype} on {like.device}, got "
+                         f"{tuple(out.shape)} {out.dtype} on {out.device}")
+    # (not while torch.compile traces: dynamo cannot trace this check; the op boundary is opaque there)
+    if not torch.compiler.is_compiling() and torch._debug_has_internal_overlap(out) == 1:
+        raise ValueError(f"{op}: out has internal overlap (an expanded view?): its rows would overwrite each other")
+
+
+def check_pair_stats_args(t, d, y, h) -> None:
+    first = _latents("pair_stats", t=t, d=d, y=y)
+    _per_row("pair_stats", "h", h, first.shape[0], first, scalar_ok=False)
+
+
+def check_rollout_args(x, v, h, out=None, uncond=None, scale=None) -> None:
+    first = _latents("rollout_step", x=x, v=v, **({"uncond": uncond} if uncond is not None else {}))
+    _per_row("rollout_step", "h", h, first.shape[0], first)
+    if uncond is not None:
+        if scale is None:
+            raise ValueError("rollout_step: uncond given without a guidance scale")
+        _per_row("rollout_step", "scale", scale, first.shape[0], first)
+    _out("rollout_step", out, first, first.shape)
+
+
+def check_accept_commit_args(stats, y, t, h, sigma, window_k, metric, verify, out=None) -> None:
+    check_accept_args(metric, verify)
+    first = _latents("accept_commit", y=y, t=t)
+    rows = first.shape[0]
+    if not isinstance(stats, torch.Tensor) or tuple(stats.shape) != (rows, 5) or stats.dtype != torch.float32:
+        got = f"{tuple(stats.shape)} {stats.dtype}" if isinstance(stats, torch.Tensor) else type(stats).__name__
+        raise ValueError(f"accept_commit: stats must be pair_stats' [R={rows}, 5] fp32, got {got}")
+    _per_row("accept_commit", "h", h, rows, first, scalar_ok=False)
+    _per_row("accept_commit", "sigma", sigma, rows, first, scalar_ok=False)
+    if not isinstance(window_k, torch.Tensor) or window_k.dim() != 1 or window_k.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"accept_commit: window_k must be a 1-d int tensor (one window per sample), got "
+                        f"{window_k.dtype if isinstance(window_k, torch.Tensor) else type(window_k).__name__}")
+    _out("accept_commit", out, first, (window_k.shape[0], *first.shape[1:]))
+
+
 def check_gather_combine_args(
     base: torch.Tensor,
     bank: torch.Tensor,
