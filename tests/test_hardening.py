@@ -146,3 +146,49 @@ def test_tiny_pipeline_argument_errors_and_default_is_a_speedup():
     # the defaults (paper plan, svd draft, the default test) spend fewer target rows than target-only
     out = pipe(["a red circle", "a blue square"])
     assert out.stats.target_evals < 2 * 50 and out.stats.acceptance_rate > 0.8
+
+
+# ---- 2. models that write into their inputs -----------------------------------------------------
+
+class InPlace:
+    """Computes its output, then scribbles over its arguments."""
+
+    def __init__(self, inner, pure=False):
+        self.inner = inner
+        if pure:
+            self.sdsv_pure = True
+
+    def __call__(self, x, sigma):
+        v = self.inner(x, sigma)
+        x.mul_(3.0)
+        sigma.fill_(0.123)
+        return v
+
+
+@pytest.mark.parametrize("verify", ["endpoints", "full"])
+@pytest.mark.parametrize("solver", ["euler", "dpm++2m"])
+def test_models_writing_into_their_inputs_change_nothing(verify, solver):
+    target, draft = RowwiseDenoiser(), RowwiseDenoiser(bias=0.01)
+    noise, sig = torch.randn(2, 3, 4), flow_match_sigmas(20)
+    plan = StagePlan.paper_default(20)
+    exact = AcceptanceTest("rel_l2", 0.0)
+    ref = sample(target, draft, noise, sig, plan, verify=verify, accept=exact, solver=solver)
+    bad = sample(InPlace(target), InPlace(draft), noise, sig, plan, verify=verify, accept=exact, solver=solver)
+    assert torch.equal(bad.latents, ref.latents)
+    loose = AcceptanceTest("x0_rms", 0.3)
+    ref = sample(target, draft, noise, sig, plan, verify=verify, accept=loose, solver=solver)
+    bad = sample(InPlace(target), InPlace(draft), noise, sig, plan, verify=verify, accept=loose, solver=solver)
+    assert [w.accepted for w in bad.stats.windows] == [w.accepted for w in ref.stats.windows]
+    torch.testing.assert_close(bad.latents, ref.latents, atol=0, rtol=0)
+    from sdsv.multistep import sample_dpm_solver_2m
+    torch.testing.assert_close(sample_dpm_solver_2m(InPlace(target), noise, sig).latents,
+                               sample_dpm_solver_2m(target, noise, sig).latents, atol=0, rtol=0)
+
+
+def test_a_model_that_declares_itself_pure_gets_the_buffers():
+    """The opt-out is real: sdsv_pure = True skips the copies (so a lying model is on its own)."""
+    target = RowwiseDenoiser()
+    noise, sig = torch.randn(2, 4), flow_match_sigmas(10)
+    ref = sample(target, None, noise, sig, StagePlan.target_only(10))
+    liar = sample(InPlace(target, pure=True), None, noise, sig, StagePlan.target_only(10))
+    assert not torch.equal(liar.latents, ref.latents)

@@ -31,6 +31,11 @@ class ClassifierFreeGuidance:
         self.model, self.scale, self.uncond = model, float(scale), dict(uncond)
         self.shared = {shared} if isinstance(shared, str) else set(shared)
 
+    @property
+    def sdsv_pure(self) -> bool:
+        """Guided, the wrapped model sees fresh concatenations, never the caller's tensors."""
+        return self.scale != 1.0
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond) -> torch.Tensor:
         if self.scale == 1.0:
             return self.model(x, sigma, **cond)

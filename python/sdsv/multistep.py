@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .result import SampleResult, SampleStats
-from .sampler import Denoiser, NonFiniteOutputError, _Conditioning, check_noise_and_sigmas
+from .sampler import Denoiser, NonFiniteOutputError, _Conditioning, check_noise_and_sigmas, is_pure
 from .solvers import Coefficients, dpm_solver_2m_coefficients
 
 __all__ = ["Coefficients", "dpm_solver_2m_coefficients", "dpm_solver_2m_step", "sample_dpm_solver_2m"]
@@ -73,7 +73,7 @@ def _call_target(target, x, sigma, cond, stats: SampleStats, step: int, sigma_ho
     if sync:
         torch.cuda.synchronize(x.device)
     t0 = time.perf_counter()
-    v = target(x, sigma, **cond)
+    v = target(x if is_pure(target) else x.clone(), sigma, **cond)  # the solver's state, not the model's to write
     if sync:
         torch.cuda.synchronize(x.device)
     stats.target_s += time.perf_counter() - t0

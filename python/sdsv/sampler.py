@@ -81,6 +81,12 @@ class _Conditioning:
         return out
 
 
+def is_pure(fn) -> bool:
+    """Whether ``fn`` (or the object it is a bound method of) declares ``sdsv_pure = True``: it
+    never writes into its arguments, so the sampler may hand it views of its buffers."""
+    return bool(getattr(fn, "sdsv_pure", False) or getattr(getattr(fn, "__self__", None), "sdsv_pure", False))
+
+
 class _Models:
     """Calls the two denoisers, checks what they return, and keeps the counts and timings.
 
@@ -88,6 +94,10 @@ class _Models:
 
     def __init__(self, target, draft, stats: SampleStats, like: torch.Tensor, anchors=None):
         self.fns = {"target": target, "draft": draft}
+        # the rows a model gets are views of the sampler's own buffers: a model that has not
+        # declared that it never writes into its inputs gets copies (one latent row per row and
+        # the sigmas), so its in-place writes cannot corrupt committed states or decisions
+        self.copy_inputs = {k: not is_pure(fn) for k, fn in self.fns.items()}
         self.stats, self.like, self.anchors = stats, like, anchors
         self.sync = like.device.type == "cuda"
 
@@ -96,6 +106,8 @@ class _Models:
         fn = self.fns[which]
         if self.anchors is not None:
             self.anchors.tag(samples, sig_rows)
+        if self.copy_inputs[which]:
+            x, sigma = x.clone(), sigma.clone()
         if self.sync:
             torch.cuda.synchronize(x.device)
         t0 = time.perf_counter()

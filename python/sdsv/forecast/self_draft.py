@@ -66,6 +66,11 @@ class SelfDraft:
         self._active: contextvars.ContextVar[AnchorBank | None] = contextvars.ContextVar(
             f"sdsv_self_draft_{next(_ids)}", default=None)
 
+    @property
+    def sdsv_pure(self) -> bool:
+        """As pure as the split model says it is (``sdsv_pure = True``: never writes into its inputs)."""
+        return bool(getattr(self.model, "sdsv_pure", False))
+
     @contextlib.contextmanager
     def session(self, batch: int) -> Iterator[AnchorBank]:
         """A fresh anchor bank for one sampling call of ``batch`` samples (the sampler opens it)."""

@@ -75,6 +75,8 @@ class _CompiledSplit:
     """A :class:`TinyDiTSplit` whose two forwards run through ``torch.compile``, each behind a
     code object of its own (see :func:`_own_code`)."""
 
+    sdsv_pure = True  # as TinyDiTSplit: never writes into its inputs
+
     def __init__(self, split: TinyDiTSplit, **options):
         def with_residual(x, sigma, labels, guidance=None):
             return split.forward_with_residual(x, sigma, labels, guidance)

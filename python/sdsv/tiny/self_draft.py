@@ -17,6 +17,8 @@ from .model import TinyDiT
 class TinyDiTSplit:
     """``forward_with_residual`` / ``forward_with_forecast`` of a TinyDiT (see SplitModel)."""
 
+    sdsv_pure = True  # never writes into its inputs
+
     def __init__(self, model: TinyDiT, head_blocks: int = 0, tail_blocks: int = 0):
         depth = len(model.blocks)
         if head_blocks < 0 or tail_blocks < 0 or head_blocks + tail_blocks >= depth:

@@ -38,6 +38,8 @@ class TransformerDenoiser:
     unconditional rows (Flux's text position ids of the negative prompt).
     """
 
+    sdsv_pure = True  # the timestep is computed anew; diffusers' transformers do not write into their inputs
+
     def __init__(
         self,
         transformer: Any,

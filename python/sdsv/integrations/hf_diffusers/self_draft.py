@@ -42,6 +42,8 @@ class TransformerSplit:
     (counted across the stacks); ``head_blocks`` = all blocks forecasts nothing (the draft is
     then the target: a diagnostic)."""
 
+    sdsv_pure = True  # diffusers' transformers do not write into their inputs
+
     def __init__(self, denoiser, transformer: torch.nn.Module, stacks: tuple[str, ...], head_blocks: int = 0):
         lists = []
         for name in stacks:
