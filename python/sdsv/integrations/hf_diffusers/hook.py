@@ -59,6 +59,7 @@ class SDSVConfig:
     convert_scheduler: bool
     forecast_order: int = 1
     head_blocks: int = 0
+    shard: bool = False
 
 
 @dataclass
@@ -163,9 +164,28 @@ def _scheduler_for_call(pipe, convert: bool):
     return euler, "euler"
 
 
+class _sharding:
+    """Wraps the call's models for ``enable(..., shard=True)``; identity otherwise."""
+
+    def __init__(self, on: bool):
+        self.on = on
+
+    def denoiser(self, fn):
+        if not self.on:
+            return fn
+        from ...distributed import ShardedDenoiser
+        return ShardedDenoiser(fn)
+
+    def split(self, split):
+        if not self.on:
+            return split
+        from ...distributed import ShardedSplit
+        return ShardedSplit(split)
+
+
 # ---- enable / disable -----------------------------------------------------------------------
 def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = None, verify: str = "endpoints",
-           convert_scheduler: bool = False, forecast_order: int = 1, head_blocks: int = 0):
+           convert_scheduler: bool = False, forecast_order: int = 1, head_blocks: int = 0, shard: bool = False):
     """Make ``pipe(...)`` sample with SDSV: ``pipe.transformer`` is the target, ``draft`` the draft.
 
     ``draft``: ``"self"`` (the default; None means the same) — the **forecast self-draft**: the
@@ -184,7 +204,10 @@ def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = Non
     configured as DPM-Solver++(2M) on flow sigmas with the sampler's ``"dpm++2m"`` (the same
     steps, speculated on), ``UniPCMultistepScheduler`` as the Wan2.1 checkpoints ship it with
     ``"unipc"``. ``convert_scheduler``: for another multistep flow solver configuration, sample
-    with ``FlowMatchEulerDiscreteScheduler(shift=flow_shift)`` instead of refusing.
+    with ``FlowMatchEulerDiscreteScheduler(shift=flow_shift)`` instead of refusing. ``shard``:
+    inside a ``torch.distributed`` job (torchrun; every rank runs the same ``pipe(...)`` call),
+    spread the rows of every model call over the ranks (:mod:`sdsv.distributed`); every rank gets
+    the same result.
 
     After each call ``pipe.sdsv_stats`` holds the run's :class:`~sdsv.SampleStats`. Returns ``pipe``.
     """
@@ -213,8 +236,11 @@ def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = Non
         raise ValueError(f"verify must be one of {sdsv_kernels.VERIFY_MODES}, got {verify!r}")
     _scheduler_for_call(pipe, convert_scheduler)  # refuse a wrong scheduler now, not at the first call
 
+    if shard:
+        from ...distributed import _rank_world
+        _rank_world(None)  # refuse now without a process group
     config = SDSVConfig(draft=draft, plan=plan, accept=accept, verify=verify, convert_scheduler=convert_scheduler,
-                        forecast_order=forecast_order, head_blocks=head_blocks)
+                        forecast_order=forecast_order, head_blocks=head_blocks, shard=bool(shard))
     state = pipe.__dict__.get(_STATE)
     if state is not None:  # enabled already: new settings, same original class
         state.family, state.config = family, config
@@ -381,10 +407,11 @@ def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args
     family.check_timestep(hooks.calls[0], target.timestep(sigmas[:1].expand(hooks.calls[0]["timestep"].shape[0]),
                                                           hooks.calls[0]["hidden_states"]))
     self_draft = None
+    shard = _sharding(cfg.shard)
     if isinstance(cfg.draft, str):  # "self"
         if plan.uses_draft:
-            self_draft = SelfDraft(family.self_draft_split(pipe.transformer, target, cfg.head_blocks),
-                                   order=cfg.forecast_order)
+            split = family.self_draft_split(pipe.transformer, target, cfg.head_blocks)
+            self_draft = SelfDraft(shard.split(split), order=cfg.forecast_order)
             target, draft = None, None  # the self-draft's own target (recording residuals) and draft
         else:
             draft = None
@@ -392,6 +419,10 @@ def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args
         draft = make(cfg.draft)
         if own_timesteps:
             draft.use_timesteps(sigmas[:-1], timesteps)
+    if target is not None:
+        target = shard.denoiser(target)
+    if draft is not None:
+        draft = shard.denoiser(draft)
     result = sample(target, draft, latents, sigmas, plan, verify=cfg.verify, accept=cfg.accept, solver=solver,
                     self_draft=self_draft, progress=_progress_option(pipe), **cond)
     pipe.__dict__["sdsv_stats"] = result.stats
