@@ -102,7 +102,6 @@ def test_window_rules(verify):
     acc = AcceptanceTest("rel_l2", 0.01)
     r = sample(target, draft, torch.randn(2, 8), flow_match_sigmas(37), plan, verify=verify, accept=acc)
     bounds = [(s.start, s.end) for s in plan.segments() if s.kind == "speculate"]
-    steps = {0: 0, 1: 0}
     for w in r.stats.windows:
         assert any(lo <= w.start and w.start + w.k + 1 <= hi for lo, hi in bounds), w
         tested = w.metric if verify == "endpoints" else w.metric[: w.k]
