@@ -187,3 +187,17 @@ def test_the_draft_fed_the_exact_residual_is_the_target(case, cfg, monkeypatch):
     torch.testing.assert_close(v_hat, v, atol=1e-5, rtol=1e-5)
     assert (v_zero - v).abs().max() > 1e-3
     assert all(not m._forward_pre_hooks for m in pipe.transformer.modules())
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_default_plan_on_very_short_schedules(steps):
+    """The default error-controlled plan keeps its 2 warm-up target steps: 1-2 steps run the
+    target alone and equal the pipeline; 3 steps still work."""
+    c = CASES["sd3"]
+    pipe = c.build()
+    kw = c.kwargs(batch=1, cfg=False, steps=steps)
+    ref = _run(c, pipe, **kw)
+    out, st = _enabled_run(c, pipe, kw)
+    assert st.target_calls <= steps
+    if steps <= 2:
+        _close(out, ref, 1e-5)

@@ -164,6 +164,12 @@ def _scheduler_for_call(pipe, convert: bool):
     return euler, "euler"
 
 
+def _default_self_draft_plan(num_steps: int) -> ErrorControlled:
+    """Error-controlled windows (the self-draft's best schedule on the tiny models); a call with
+    fewer than 3 steps runs the target alone (its 2 warm-up steps are the whole call)."""
+    return ErrorControlled(num_steps, warmup=min(2, num_steps))
+
+
 class _sharding:
     """Wraps the call's models for ``enable(..., shard=True)``; identity otherwise."""
 
@@ -225,7 +231,7 @@ def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = Non
     else:
         family.check_draft(pipe.transformer, draft)
     if plan is None:
-        plan = ErrorControlled if draft == "self" else StagePlan.paper_default
+        plan = _default_self_draft_plan if draft == "self" else StagePlan.paper_default
     if not isinstance(plan, WindowPolicy) and not callable(plan):
         raise TypeError(f"plan must be a window policy or a function num_inference_steps -> policy, got "
                         f"{type(plan).__name__}")
