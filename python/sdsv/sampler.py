@@ -1,16 +1,17 @@
 """``sdsv.sample``: speculative sampling of a flow-matching model (METHOD.md sections 3 and 8).
 
 Every round, each unfinished sample takes one *window* at its own position, as its window
-policy (:mod:`sdsv.policy`) says: the draft proposes ``k`` Euler steps, the target verifies
-them in ONE batched forward call (rows of all samples together), and the window closes with
-one target step from the last accepted state; a rejected window costs one target step, never
-more. Unverified windows (the forecast-cache schedules) skip the test and close with the target
+policy (:mod:`sdsv.policy`) says: the draft proposes ``k`` steps of the solver (Euler, or a
+multistep rule of :mod:`sdsv.solvers` with each sample's history), the target verifies them in
+ONE batched forward call (rows of all samples together), and the window closes with one target
+step from the last accepted state; a rejected window costs one target step, never more. Unverified windows (the forecast-cache schedules) skip the test and close with the target
 at their last draft state. With a self-draft, the target evaluations on the committed
 trajectory become its forecast anchors.
 
 All arithmetic on latents goes through :mod:`sdsv_kernels` (rollout, pair statistics,
-accept+commit), so faster backends plug in without touching this file. The host synchronises
-once per round, to learn how far each sample advanced.
+accept+commit; ``gather_combine`` for the multistep rules), so faster backends plug in without
+touching this file. The host synchronises once per round, to learn how far each sample advanced.
+Models get copies of their input rows unless they declare ``sdsv_pure = True``.
 """
 
 from __future__ import annotations
