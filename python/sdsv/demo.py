@@ -270,11 +270,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def best_verified(rows: list[dict]) -> dict | None:
-    """The fastest self-draft row with verification — SDSV windows or error-controlled windows,
-    named ``(self...)``; the unverified cache rows are not — that reaches 38 dB mean and 35 dB on
-    the worst prompt (issue 11's bar), else the fastest of them."""
-    verified = [r for r in rows if "(self" in r["method"] and "on dpm++2m" not in r["method"] and r["psnr"] is not None]
+def best_verified(rows: list[dict], methods: dict[str, Method]) -> dict | None:
+    """The fastest self-draft row on Euler with verification — SDSV windows or error-controlled
+    windows; the unverified cache rows are not — that reaches 38 dB mean and 35 dB on the worst
+    prompt (issue 11's bar), else the fastest of them. ``methods``: label -> Method."""
+    verified = [r for r in rows if r["psnr"] is not None and (m := methods[r["method"]]).draft == "self"
+                and m.family in ("SDSV", "error-controlled") and m.solver == "euler"]
     if not verified:
         return None
     return max(verified, key=lambda r: (r["psnr"] >= 38 and r["psnr_min"] >= 35, r["speedup"]))
@@ -282,6 +283,8 @@ def best_verified(rows: list[dict]) -> dict | None:
 
 def main(args) -> int:
     rows, backend, rounds = run(args)
+    methods = {m.label: m for m in methods_for(args.steps, args.drafts, args.plan, args.verify,
+                                                AcceptanceTest(args.metric, args.tau))}
     print(f"\nSDSV demo: {len(args.prompts)} prompts x {args.steps} steps, plan {args.plan}, verify {args.verify}, "
           f"accept {AcceptanceTest(args.metric, args.tau)}, guidance {args.guidance:g}")
     print(f"machine: {machine()}; models {backend}")
@@ -293,21 +296,21 @@ def main(args) -> int:
         for name, sp in rounds.items():
             if name != "target-only":
                 print(f"  {name:<22} " + "  ".join(f"{x:.2f}x" for x in sp))
-    best = best_verified(rows)
+    best = best_verified(rows, methods)
     if best is not None:
         beaten = dominated_by(rows, best)
         print(f"\nbest verified self-draft configuration: {best['method']}, {best['speedup']:.2f}x at "
               f"{best['psnr']:.2f} dB mean / {best['psnr_min']:.2f} dB worst prompt; "
               + (f"dominated on (speedup, worst PSNR) by {', '.join(beaten)}" if beaten else
                  "not dominated on (speedup, worst PSNR) by any other row"))
-    on_dpm = [r for r in rows if "on dpm++2m" in r["method"]]
-    solver_alone = [r for r in rows if r["method"].endswith(", dpm++2m)")]
+    on_dpm = [r for r in rows if methods[r["method"]].solver != "euler" and methods[r["method"]].plan.uses_draft]
+    solver_alone = [r for r in rows if methods[r["method"]].solver == "dpm++2m" and not methods[r["method"]].plan.uses_draft]
     for r in on_dpm:
         beaten = dominated_by(solver_alone, r)
         print(f"{r['method']}: {r['speedup']:.2f}x at {r['psnr']:.2f} / {r['psnr_min']:.2f} dB; "
               + (f"dominated by the solver alone: {', '.join(beaten)}" if beaten else
                  "not dominated by DPM-Solver++(2M) alone at " + "/".join(
-                     r2["method"].split("(")[1].split()[0] for r2 in solver_alone) + " steps"))
+                     str(methods[r2["method"]].plan.num_steps) for r2 in solver_alone) + " steps"))
     if args.out:
         print(f"\nimage grid (rows = methods, columns = prompts): {Path(args.out) / 'demo_grid.png'}")
         print(f"speed vs PSNR plot: {Path(args.out) / 'demo_speed_psnr.png'}")

@@ -61,10 +61,11 @@ def gather_rows(part: torch.Tensor | None, bounds: list[tuple[int, int]], featur
 
 
 def _check_same(x: torch.Tensor, sigma: torch.Tensor, group, world: int) -> None:
-    """One small all_gather: the row count and checksums of the rows and sigmas of this call."""
-    mine = torch.stack([torch.tensor(float(x.shape[0]), dtype=torch.float64),
-                        x.detach().double().sum().cpu(), x.detach().double().abs().sum().cpu(),
-                        sigma.detach().double().sum().cpu()])
+    """One small all_gather: the row count and checksums of the rows and sigmas of this call.
+    Built on the rows' device: NCCL gathers GPU tensors only (gloo, CPU ones)."""
+    xd = x.detach().double()
+    mine = torch.stack([xd.new_tensor(float(x.shape[0])), xd.sum(), xd.abs().sum(),
+                        sigma.detach().to(xd.device, torch.float64).sum()])
     everyone = [torch.empty_like(mine) for _ in range(world)]
     dist.all_gather(everyone, mine, group=group)
     if any(not torch.equal(e, everyone[0]) for e in everyone[1:]):

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .result import SampleResult, SampleStats
-from .sampler import Denoiser, NonFiniteOutputError, _Conditioning, check_noise_and_sigmas, is_pure
+from .sampler import Denoiser, NonFiniteOutputError, _Conditioning, check_model_output, check_noise_and_sigmas, is_pure
 from .solvers import Coefficients, dpm_solver_2m_coefficients
 
 __all__ = ["Coefficients", "dpm_solver_2m_coefficients", "dpm_solver_2m_step", "sample_dpm_solver_2m"]
@@ -67,27 +67,19 @@ def _check_inputs(target, noise, sigmas) -> None:
         )
 
 
-def _call_target(target, x, sigma, cond, stats: SampleStats, step: int, sigma_host: float) -> torch.Tensor:
+def _call_target(target, x, sigma, cond, stats: SampleStats, step: int, sigma_host: float, pure: bool) -> torch.Tensor:
     """One timed, counted target call; its output checked as :func:`sdsv.sample` checks it."""
     sync = x.device.type == "cuda"
     if sync:
         torch.cuda.synchronize(x.device)
     t0 = time.perf_counter()
-    v = target(x if is_pure(target) else x.clone(), sigma, **cond)  # the solver's state, not the model's to write
+    v = target(x if pure else x.clone(), sigma, **cond)  # the solver's state, not the model's to write
     if sync:
         torch.cuda.synchronize(x.device)
     stats.target_s += time.perf_counter() - t0
     stats.target_calls += 1
     stats.target_evals += x.shape[0]
-    if not isinstance(v, torch.Tensor):
-        raise TypeError(f"the target model returned {type(v).__name__}, expected a tensor of shape {tuple(x.shape)}")
-    if v.shape != x.shape:
-        raise ValueError(f"the target model returned shape {tuple(v.shape)} for input of shape {tuple(x.shape)}")
-    if v.dtype != x.dtype or v.device != x.device:
-        raise TypeError(
-            f"the target model returned {v.dtype} on {v.device}, but the latents are {x.dtype} on {x.device}: "
-            "cast the model or the noise so they agree"
-        )
+    check_model_output("target", v, x)
     if not torch.isfinite(v).all():
         b = int((~torch.isfinite(v.reshape(v.shape[0], -1))).any(1).nonzero()[0])
         raise NonFiniteOutputError(f"the target model returned NaN/inf at step {step} (sigma={sigma_host:.4g}) for sample {b}")
@@ -125,10 +117,11 @@ def sample_dpm_solver_2m(
     opts.pop("total", None)
     opts["disable"] = bool(opts.get("disable", False)) or not progress and not isinstance(progress, dict)
     x, d_prev = noise, None
+    pure = is_pure(target)
     with torch.no_grad(), tqdm(total=n_steps * batch, **opts) as bar:
         for n in range(n_steps):
             sig = torch.full((batch,), sig_host[n], dtype=sdt, device=dev)
-            v = _call_target(target, x, sig, cond, stats, n, sig_host[n])
+            v = _call_target(target, x, sig, cond, stats, n, sig_host[n], pure)
             x, d_prev = dpm_solver_2m_step(x, v, sig_host[n], coeffs[n], d_prev)
             bar.update(batch)
     if not torch.isfinite(x).all():

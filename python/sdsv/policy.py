@@ -105,9 +105,8 @@ class FixedInterval(WindowPolicy):
     closing_error: bool = False
 
     def __post_init__(self) -> None:
-        _check_steps(self.num_steps, self.warmup)
-        if not isinstance(self.every, int) or self.every < 1:
-            raise ValueError(f"every must be an int >= 1 (1 = the target every step), got {self.every!r}")
+        _check_steps(self)
+        object.__setattr__(self, "every", as_int("every (1 = the target every step)", self.every, minimum=1))
 
     def start(self, batch: int) -> PolicyRun:
         return _Stateless(self.window_at)
@@ -147,7 +146,7 @@ class ErrorControlled(WindowPolicy):
     closing_error: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
-        _check_steps(self.num_steps, self.warmup)
+        _check_steps(self)
         for name in ("order", "k_init", "k_min", "k_max"):
             object.__setattr__(self, name, as_int(name, getattr(self, name)))
         object.__setattr__(self, "tol", as_float("tol", self.tol, positive=True))
@@ -196,8 +195,10 @@ class _ErrorControlledRun(PolicyRun):
         return keep
 
 
-def _check_steps(num_steps, warmup) -> None:
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-    if not isinstance(warmup, int) or not 0 <= warmup <= num_steps:
-        raise ValueError(f"warmup must be an int in [0, num_steps={num_steps}], got {warmup!r}")
+def _check_steps(policy) -> None:
+    """``num_steps`` >= 1 and ``warmup`` in [0, num_steps], as ints (``sdsv._checks``)."""
+    object.__setattr__(policy, "num_steps", as_int("num_steps", policy.num_steps, minimum=1))
+    warmup = as_int("warmup", policy.warmup, minimum=0)
+    if warmup > policy.num_steps:
+        raise ValueError(f"warmup must be an int in [0, num_steps={policy.num_steps}], got {warmup!r}")
+    object.__setattr__(policy, "warmup", warmup)

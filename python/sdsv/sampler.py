@@ -125,16 +125,21 @@ class _Models:
             st.draft_calls += 1
             st.draft_evals += x.shape[0]
             st.draft_s += dt
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the {which} model returned {type(out).__name__}, expected a tensor of shape {tuple(x.shape)}")
-        if out.shape != x.shape:
-            raise ValueError(f"the {which} model returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")
-        if out.dtype != self.like.dtype or out.device != self.like.device:
-            raise TypeError(
-                f"the {which} model returned {out.dtype} on {out.device}, but the latents are "
-                f"{self.like.dtype} on {self.like.device}: cast the model or the noise so they agree"
-            )
+        check_model_output(which, out, x)
         return out
+
+
+def check_model_output(which: str, out, x: torch.Tensor) -> None:
+    """A model's output must be a tensor of its input's shape, dtype and device (the contract)."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the {which} model returned {type(out).__name__}, expected a tensor of shape {tuple(x.shape)}")
+    if out.shape != x.shape:
+        raise ValueError(f"the {which} model returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")
+    if out.dtype != x.dtype or out.device != x.device:
+        raise TypeError(
+            f"the {which} model returned {out.dtype} on {out.device}, but the latents are "
+            f"{x.dtype} on {x.device}: cast the model or the noise so they agree"
+        )
 
 
 def check_noise_and_sigmas(noise, sigmas) -> None:
