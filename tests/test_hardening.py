@@ -10,6 +10,9 @@ from sdsv import (AcceptanceTest, ClassifierFreeGuidance, ErrorControlled, Fixed
 
 from toy_models import RowwiseDenoiser
 
+# these tests sweep one set of options over every policy, on purpose
+pytestmark = pytest.mark.filterwarnings("ignore::sdsv.IgnoredOptionWarning")
+
 
 class Linear(torch.nn.Module):
     """A model with parameters, called the way users call theirs (no torch.no_grad)."""

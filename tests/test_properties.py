@@ -18,6 +18,9 @@ from sdsv import (AcceptanceTest, ErrorControlled, FixedInterval, NonFiniteOutpu
 
 from toy_models import RowwiseDenoiser  # noqa: E402
 
+# these tests sweep one set of options over every policy, on purpose
+pytestmark = pytest.mark.filterwarnings("ignore::sdsv.IgnoredOptionWarning")
+
 EXAMPLES = int(os.environ.get("SDSV_HYPOTHESIS_EXAMPLES", "100"))
 PROPS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True)
 

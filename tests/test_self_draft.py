@@ -19,8 +19,10 @@ def labels_for(b):
 
 
 def run(sd, plan, noise, verify="endpoints", accept=None, **kw):
+    if plan.verifies:  # the other policies would warn that they ignore both
+        kw.update(verify=verify, accept=accept)
     return sample(None, None, noise, flow_match_sigmas(plan.num_steps, shift=2.0, dtype=noise.dtype), plan,
-                  verify=verify, accept=accept, self_draft=sd, **kw)
+                  self_draft=sd, **kw)
 
 
 def target_only(split, noise, n, **kw):

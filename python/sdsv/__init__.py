@@ -6,7 +6,7 @@ from .forecast import SelfDraft
 from .plan import Segment, StagePlan
 from .policy import ErrorControlled, FixedInterval, WindowPolicy, next_window_length
 from .result import SampleResult, SampleStats, WindowRecord
-from .sampler import NonFiniteOutputError, sample
+from .sampler import IgnoredOptionWarning, NonFiniteOutputError, sample
 from .schedule import check_sigmas, flow_match_sigmas
 
 __version__ = "0.1.0"
@@ -23,7 +23,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "AcceptanceTest", "ClassifierFreeGuidance", "ErrorControlled", "FixedInterval", "NonFiniteOutputError",
+    "AcceptanceTest", "ClassifierFreeGuidance", "ErrorControlled", "FixedInterval", "IgnoredOptionWarning", "NonFiniteOutputError",
     "SampleResult", "SampleStats", "Segment", "SelfDraft", "StagePlan", "WindowPolicy", "WindowRecord",
     "next_window_length", "check_sigmas", "disable", "enable", "flow_match_sigmas", "sample",
 ]

@@ -21,8 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.add_arguments(e)
     args = p.parse_args(argv)
     if args.command == "demo":
+        demo.check_arguments(d, args)
         return demo.main(args)
     if args.command == "eval":
+        evaluation.check_arguments(e, args)
         return evaluation.main(args)
     return 2
 

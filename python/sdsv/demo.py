@@ -27,10 +27,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .acceptance import AcceptanceTest
+from .cli_args import check, check_weights, finite_float, int_at_least, tiny_prompt, weights_folder
 from .methods import Method, dominated_by, fewer_steps, on_dpm_methods, self_draft_methods
 from .metrics import psnr, ssim
 from .plan import StagePlan
 from .tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline
+from .tiny.weights import MODEL_NAMES
 
 DEFAULT_PROMPTS = (
     "a red circle", "a blue triangle", "a green square", "a yellow ring",
@@ -238,36 +240,38 @@ def machine() -> str:
             f"{torch.get_num_threads()} threads, python {platform.python_version()}")
 
 
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS), help="'a <color> <shape>' prompts")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first prompt; prompt i uses seed + i")
+    p.add_argument("--prompts", nargs="+", type=tiny_prompt, default=list(DEFAULT_PROMPTS),
+                   help="'a <color> <shape>' prompts")
+    p.add_argument("--steps", type=int_at_least(2), default=50, help="sampling steps (default 50)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the first prompt; prompt i uses seed + i")
     p.add_argument("--plan", default="paper_default", choices=["paper_default", "fast", "slow"], help="SDSV stage plan")
     p.add_argument("--verify", default="endpoints", choices=["endpoints", "full"])
     p.add_argument("--metric", default=DEFAULT_METRIC, choices=["x0_rms", "state_rel_l2", "rel_l2", "cosine"])
-    p.add_argument("--tau", type=float, default=DEFAULT_TAU)
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale")
+    p.add_argument("--tau", type=finite_float(), default=DEFAULT_TAU, help="acceptance threshold (range depends on --metric)")
+    p.add_argument("--guidance", type=finite_float(0.0), default=DEFAULT_GUIDANCE, help="classifier-free guidance scale")
     p.add_argument("--drafts", nargs="+", default=["lite", "svd", "self"], choices=["lite", "svd", "self"],
                    help="drafts to compare: the trained lite/svd, and self (the target forecasting its own blocks, "
                         "with the cache and error-controlled schedules)")
     p.add_argument("--out", default="sdsv_demo", help="folder for demo_grid.png ('' to skip)")
     p.add_argument("--json", default=None, help="also write the table as JSON to this file")
-    p.add_argument("--weights", default=None, help="folder of tiny-model weights (default: shipped)")
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
-    p.add_argument("--repeats", type=_positive, default=3,
+    p.add_argument("--weights", type=weights_folder, default=None, help="folder of tiny-model weights (default: shipped)")
+    p.add_argument("--threads", type=int_at_least(1), default=min(2, os.cpu_count() or 1), help="torch CPU threads")
+    p.add_argument("--repeats", type=int_at_least(1), default=3,
                    help="rounds of timing (each runs every method over all prompts, taking turns image by image); "
                         "wall time is the mean round (default 3)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="run every model through torch.compile first (default; falls back to eager with a "
                         "warning where inductor cannot build); --no-compile measures eager PyTorch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def check_arguments(p: argparse.ArgumentParser, args) -> None:
+    """What one option's type cannot see: the threshold's range for its metric, the schedules
+    the step count must allow, the weights the pipeline loads."""
+    check(p, "--tau", lambda: AcceptanceTest(args.metric, args.tau))
+    check(p, "--steps", lambda: methods_for(args.steps, args.drafts, args.plan, args.verify))
+    check_weights(p, args.weights, list(MODEL_NAMES))
 
 
 def best_verified(rows: list[dict], methods: dict[str, Method]) -> dict | None:

@@ -42,9 +42,7 @@ class Method:
     @property
     def speculates(self) -> bool:
         """Whether the policy opens verified windows (a custom policy is assumed to)."""
-        if isinstance(self.plan, StagePlan):
-            return any(s.kind == "speculate" for s in self.plan.segments())
-        return not isinstance(self.plan, (FixedInterval, ErrorControlled))
+        return self.plan.verifies
 
     @property
     def key(self) -> tuple:
@@ -69,8 +67,9 @@ class Method:
         return "SDSV" if self.speculates else "draft"
 
     def pipeline_kwargs(self) -> dict:
-        kw = dict(plan=self.plan, verify=self.verify, accept=self.accept, solver=self.solver,
-                  forecast_order=self.forecast_order)
+        kw = dict(plan=self.plan, solver=self.solver, forecast_order=self.forecast_order)
+        if self.speculates:  # the other policies refuse verification options
+            kw.update(verify=self.verify, accept=self.accept)
         if self.draft is not None:
             kw["draft"] = self.draft
         return kw

@@ -121,6 +121,10 @@ class StagePlan(WindowPolicy):
     def uses_target(self) -> bool:
         return any(s.kind != "draft" for s in self.segments())
 
+    @property
+    def verifies(self) -> bool:
+        return any(s.kind == "speculate" for s in self.segments())
+
     def segments(self) -> list[Segment]:
         n, s0, w = self.num_steps, self.stage0_steps, self.warmup_steps
         segs = [Segment(0, s0, "target")]

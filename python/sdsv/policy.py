@@ -67,6 +67,12 @@ class WindowPolicy:
     def uses_draft(self) -> bool:
         return True
 
+    @property
+    def verifies(self) -> bool:
+        """Whether the policy opens verified (``"speculate"``) windows, the only ones that use
+        ``verify=`` and ``accept=``; a custom policy is assumed to."""
+        return True
+
     def describe(self) -> str:
         return self.name
 
@@ -120,6 +126,10 @@ class FixedInterval(WindowPolicy):
     def uses_draft(self) -> bool:
         return self.every > 1 and self.warmup < self.num_steps - 1
 
+    @property
+    def verifies(self) -> bool:
+        return False
+
     def describe(self) -> str:
         return f"{self.name}[0-{self.warmup}:target, then target every {self.every}]"
 
@@ -163,6 +173,10 @@ class ErrorControlled(WindowPolicy):
 
     def start(self, batch: int) -> PolicyRun:
         return _ErrorControlledRun(self, batch)
+
+    @property
+    def verifies(self) -> bool:
+        return False
 
     def describe(self) -> str:
         rej = "" if self.reject_above is None else f", reject>{self.reject_above:g}"

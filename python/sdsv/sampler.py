@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -153,6 +154,23 @@ def check_noise_and_sigmas(noise, sigmas) -> None:
     check_sigmas(sigmas)
 
 
+class IgnoredOptionWarning(UserWarning):
+    """An option was given that the chosen window policy does not use."""
+
+
+def check_verification_options(policy, verify, accept) -> None:
+    """``verify=`` and ``accept=`` set how verified windows are checked; a policy that opens none
+    ignores them, which would hide a mistake (e.g. a threshold meant for SDSV given to the
+    error-controlled windows), so it is said. A warning, not an error: sweeping one set of
+    options over several policies is legitimate."""
+    if isinstance(policy, WindowPolicy) and not policy.verifies:
+        given = [name for name, value in (("verify", verify), ("accept", accept)) if value is not None]
+        if given:
+            warnings.warn(f"{' and '.join(f'{g}=' for g in given)} ignored: the policy {policy.describe()} "
+                          f"({type(policy).__name__}) opens no verified window, the only kind that uses "
+                          f"{'them' if len(given) > 1 else 'it'}", IgnoredOptionWarning, stacklevel=3)
+
+
 def _check_inputs(target, draft, noise, sigmas, plan, verify, accept, self_draft) -> None:
     if not isinstance(plan, WindowPolicy):
         raise TypeError(f"plan must be a window policy (sdsv.StagePlan, FixedInterval, ErrorControlled), "
@@ -201,7 +219,7 @@ def sample(
     noise: torch.Tensor,
     sigmas: torch.Tensor,
     plan: WindowPolicy,
-    verify: str = "endpoints",
+    verify: str | None = None,
     accept: AcceptanceTest | None = None,
     *,
     self_draft: SelfDraft | None = None,
@@ -225,6 +243,8 @@ def sample(
     multistep history through windows, see :mod:`sdsv.solvers`). ``progress``: show a tqdm bar
     (a dict is passed to tqdm as options).
     """
+    check_verification_options(plan, verify, accept)
+    verify = verify if verify is not None else "endpoints"
     accept = accept if accept is not None else AcceptanceTest()
     solver = get_solver(solver)
     if isinstance(self_draft, SelfDraft):

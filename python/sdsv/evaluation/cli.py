@@ -1,7 +1,7 @@
 """``sdsv eval``: reproduce the paper's Table 1, Table 2, Figure 2 and a speed/quality sweep on
 the shipped tiny models, measured on this machine, into markdown tables and PNG figures.
 
-    sdsv eval --experiment all              # the committed results (benchmarks/results/)
+    sdsv eval --experiment all --out benchmarks/results   # the committed results
     sdsv eval --experiment pareto --quick   # CI-sized smoke run (seconds)
 
 Every method is sampled once per run over a fixed set of prompts and seeds and shared by the
@@ -18,6 +18,10 @@ from pathlib import Path
 import torch
 
 from ..acceptance import AcceptanceTest
+from ..cli_args import check, check_weights, finite_float, int_at_least, weights_folder
+from ..methods import on_dpm_methods, self_draft_methods
+from ..plan import StagePlan
+from ..tiny.weights import MODEL_NAMES
 from .experiments import EXPERIMENTS, RUNNERS, EvalConfig
 from .runner import Runner
 
@@ -37,29 +41,76 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default="all", choices=list(EXPERIMENTS) + ["all"])
     p.add_argument("--quick", action="store_true",
                    help=f"CI-sized smoke run: {QUICK['images']} images, {QUICK['steps']} steps (numbers meaningless)")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results, or sdsv_eval_quick with --quick)")
-    p.add_argument("--weights", default=None, help="folder of tiny-model weights incl. classifier (default: shipped)")
-    p.add_argument("--images", type=int, default=None, help=f"evaluation-set size (default {FULL['images']})")
-    p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default {FULL['steps']})")
-    p.add_argument("--batch", type=int, default=None, help=f"sampling batch for the quality metrics (default {FULL['batch']})")
-    p.add_argument("--latency-images", type=int, default=None,
+    p.add_argument("--out", default=None,
+                   help="output folder (default: a new folder sdsv_eval_<date-time> in the current directory; "
+                        "the project's committed results are written with --out benchmarks/results)")
+    p.add_argument("--weights", type=weights_folder, default=None,
+                   help="folder of tiny-model weights incl. classifier (default: shipped)")
+    p.add_argument("--images", type=int_at_least(2), default=None, help=f"evaluation-set size (default {FULL['images']})")
+    p.add_argument("--steps", type=int_at_least(2), default=None, help=f"sampling steps (default {FULL['steps']})")
+    p.add_argument("--batch", type=int_at_least(1), default=None,
+                   help=f"sampling batch for the quality metrics (default {FULL['batch']})")
+    p.add_argument("--latency-images", type=int_at_least(1), default=None,
                    help=f"images timed at batch 1 per method (default {FULL['latency_images']})")
-    p.add_argument("--pareto-images", type=int, default=None,
+    p.add_argument("--pareto-images", type=int_at_least(2), default=None,
                    help=f"pareto: the first this many images (default {FULL['pareto_images']}; a multiple of --batch)")
     p.add_argument("--draft", default="svd", choices=["lite", "svd"], help="draft of table2 and warmup")
     p.add_argument("--metric", default=DEFAULT_METRIC, choices=["x0_rms", "state_rel_l2", "rel_l2", "cosine"])
-    p.add_argument("--tau", type=float, default=DEFAULT_TAU, help="acceptance threshold of every SDSV method")
-    p.add_argument("--taus", type=float, nargs="+", default=None, help="pareto: further taus (K2 = 9)")
-    p.add_argument("--k2", type=int, nargs="+", default=None, help="pareto: further Stage-2 window sizes (at --tau)")
+    p.add_argument("--tau", type=finite_float(), default=DEFAULT_TAU, help="acceptance threshold of every SDSV method")
+    p.add_argument("--taus", type=finite_float(), nargs="+", default=None, help="pareto: further taus (K2 = 9)")
+    p.add_argument("--k2", type=int_at_least(1), nargs="+", default=None,
+                   help="pareto: further Stage-2 window sizes (at --tau)")
     p.add_argument("--k2-verify", nargs="+", default=["endpoints"], choices=["endpoints", "full"],
                    help="pareto: the verification modes that get the K2 sweep (default endpoints: 'full' costs more "
                         "than the target alone on a compute-bound machine, its K2 points are the slowest of the run)")
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
+    p.add_argument("--guidance", type=finite_float(0.0), default=DEFAULT_GUIDANCE)
+    p.add_argument("--threads", type=int_at_least(1), default=min(2, os.cpu_count() or 1), help="torch CPU threads")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="run the models through torch.compile first, as `sdsv demo` does (default; eager with a "
                         "warning where inductor cannot build)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _sizes(args) -> dict:
+    base = QUICK if args.quick else FULL
+    return {k: getattr(args, k) if getattr(args, k, None) is not None else v for k, v in base.items()}
+
+
+def _schedules(steps: int) -> None:
+    """Every schedule the experiments build from the step count."""
+    for make in ("paper_default", "fast", "slow", "improved_draft", "minimal_warmup", "conservative_warmup",
+                 "draft_only", "target_only"):
+        getattr(StagePlan, make)(steps)
+    self_draft_methods(steps, "endpoints")
+    on_dpm_methods(steps)
+
+
+def check_arguments(p: argparse.ArgumentParser, args) -> None:
+    """What one option's type cannot see, checked before any model is loaded."""
+    size = _sizes(args)
+    check(p, "--tau", lambda: AcceptanceTest(args.metric, args.tau))
+    for tau in args.taus or ():
+        check(p, "--taus", lambda: AcceptanceTest(args.metric, tau))
+    check(p, "--steps", lambda: _schedules(size["steps"]))
+    if size["latency_images"] > size["images"]:
+        p.error(f"argument --latency-images: at most --images ({size['images']}), got {size['latency_images']}")
+    n, batch = size["pareto_images"], size["batch"]
+    if args.experiment in ("pareto", "all") and n != size["images"] and (n > size["images"] or n % batch):
+        p.error(f"argument --pareto-images: a multiple of --batch ({batch}) up to --images ({size['images']}), got {n}")
+    check_weights(p, args.weights, list(MODEL_NAMES) + ["classifier"])
+
+
+def fresh_folder(stem: str = "sdsv_eval") -> Path:
+    """A new folder in the current directory, so that a run never overwrites an earlier one's results."""
+    base = f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1000):
+        path = Path(base if i == 0 else f"{base}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free folder name {base}-N in {Path.cwd()}")
 
 
 def _steps(fractions, steps: int) -> tuple:
@@ -68,14 +119,15 @@ def _steps(fractions, steps: int) -> tuple:
 
 def main(args) -> int:
     torch.set_num_threads(args.threads)
-    base = QUICK if args.quick else FULL
-    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else base[name]
+    size = _sizes(args)
+    pick = size.__getitem__
     steps = pick("steps")
-    out = Path(args.out or ("sdsv_eval_quick" if args.quick else "benchmarks/results"))
+    out = Path(args.out) if args.out else fresh_folder()
+    print(f"sdsv eval: writing to {out}", flush=True)
     cfg = EvalConfig(
         accept=AcceptanceTest(args.metric, args.tau), draft=args.draft,
-        taus=tuple(args.taus if args.taus is not None else base["taus"]),
-        k2s=tuple(args.k2 if args.k2 is not None else base["k2s"]),
+        taus=tuple(args.taus if args.taus is not None else size["taus"]),
+        k2s=tuple(args.k2 if args.k2 is not None else size["k2s"]),
         pareto_images=pick("pareto_images"), k2_verify=tuple(args.k2_verify),
         fewer_steps=_steps(FEWER_STEP_FRACTIONS, steps), dpm_steps=_steps(DPM_STEP_FRACTIONS, steps),
         table_fewer=tuple(dict.fromkeys((max(1, round(f * steps)), solver) for f, solver in TABLE_FEWER)),

@@ -208,7 +208,7 @@ class TinyPipeline:
         draft: str = "svd",
         forecast_order: int = 1,
         solver: str = "euler",
-        verify: str = "endpoints",
+        verify: str | None = None,
         accept: AcceptanceTest | None = None,
         guidance: float = DEFAULT_GUIDANCE,
         seed: int | Sequence[int] = 0,

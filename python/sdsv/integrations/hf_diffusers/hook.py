@@ -38,7 +38,7 @@ from ...acceptance import AcceptanceTest
 from ...forecast import SelfDraft
 from ...plan import StagePlan
 from ...policy import ErrorControlled, WindowPolicy
-from ...sampler import sample
+from ...sampler import check_verification_options, sample
 from ...result import SampleStats
 from .families import Family, RefusedError, family_of
 
@@ -54,8 +54,8 @@ class SDSVConfig:
 
     draft: torch.nn.Module | str
     plan: WindowPolicy | Callable[[int], WindowPolicy]
-    accept: AcceptanceTest
-    verify: str
+    accept: AcceptanceTest | None  # None: the sampler's default (verified windows only)
+    verify: str | None
     convert_scheduler: bool
     forecast_order: int = 1
     head_blocks: int = 0
@@ -190,7 +190,7 @@ class _sharding:
 
 
 # ---- enable / disable -----------------------------------------------------------------------
-def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = None, verify: str = "endpoints",
+def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = None, verify: str | None = None,
            convert_scheduler: bool = False, forecast_order: int = 1, head_blocks: int = 0, shard: bool = False):
     """Make ``pipe(...)`` sample with SDSV: ``pipe.transformer`` is the target, ``draft`` the draft.
 
@@ -205,7 +205,8 @@ def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = Non
     ``ErrorControlled`` windows with the self-draft (the self-draft's best schedule on the tiny
     models), ``StagePlan.paper_default`` with a draft transformer. ``accept``: the
     :class:`~sdsv.AcceptanceTest` (default ``x0_rms <= 0.3``). ``verify``: ``"endpoints"`` (the
-    paper's speculative verification) or ``"full"``. The pipeline's scheduler sets the step rule:
+    paper's speculative verification, the default) or ``"full"``. Both apply to verified windows
+    only: a policy without them (the default self-draft windows, the cache) refuses them. The pipeline's scheduler sets the step rule:
     ``FlowMatchEulerDiscreteScheduler`` samples with Euler steps, ``DPMSolverMultistepScheduler``
     configured as DPM-Solver++(2M) on flow sigmas with the sampler's ``"dpm++2m"`` (the same
     steps, speculated on), ``UniPCMultistepScheduler`` as the Wan2.1 checkpoints ship it with
@@ -235,11 +236,12 @@ def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = Non
     if not isinstance(plan, WindowPolicy) and not callable(plan):
         raise TypeError(f"plan must be a window policy or a function num_inference_steps -> policy, got "
                         f"{type(plan).__name__}")
-    accept = accept if accept is not None else AcceptanceTest()
-    if not isinstance(accept, AcceptanceTest):
+    if accept is not None and not isinstance(accept, AcceptanceTest):
         raise TypeError(f"accept must be a sdsv.AcceptanceTest, got {type(accept).__name__}")
-    if verify not in sdsv_kernels.VERIFY_MODES:
+    if verify is not None and verify not in sdsv_kernels.VERIFY_MODES:
         raise ValueError(f"verify must be one of {sdsv_kernels.VERIFY_MODES}, got {verify!r}")
+    # a policy given as a function of the step count is checked at each call
+    check_verification_options(plan, verify, accept)
     _scheduler_for_call(pipe, convert_scheduler)  # refuse a wrong scheduler now, not at the first call
 
     if shard:

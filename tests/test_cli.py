@@ -1,0 +1,88 @@
+"""`sdsv demo` / `sdsv eval`: a bad value is argparse's one-line error (exit 2), before any model is
+loaded; outputs go where the user can find them and never over the project's results."""
+
+from __future__ import annotations
+
+import pytest
+
+import sdsv.evaluation.cli as eval_cli
+from sdsv.cli import main as cli_main
+from sdsv.tiny import weights
+
+
+@pytest.fixture(autouse=True)
+def nothing_loads(monkeypatch):
+    """A check that ran too late would load a model first: make that fail loudly."""
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded before the arguments were checked")
+    monkeypatch.setattr(weights, "load_model", refuse)
+    monkeypatch.setattr("sdsv.tiny.pipeline.load_model", refuse)
+    monkeypatch.setattr("sdsv.evaluation.runner.load_model", refuse)
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, option, says", [
+    (["--steps", "-5"], "--steps", ">= 2"),
+    (["--steps", "1"], "--steps", ">= 2"),
+    (["--steps", "ten"], "--steps", "whole number"),
+    (["--prompts", "a purple elephant"], "--prompts", "'a <color> <shape>'"),
+    (["--prompts", "a red circle", ""], "--prompts", "'a <color> <shape>'"),
+    (["--tau", "-1"], "--tau", "outside the range of x0_rms"),
+    (["--tau", "nan"], "--tau", "finite"),
+    (["--metric", "cosine", "--tau", "2"], "--tau", "outside the range of cosine"),
+    (["--guidance", "-3"], "--guidance", ">= 0"),
+    (["--guidance", "inf"], "--guidance", "finite"),
+    (["--weights", "/nonexistent"], "--weights", "not a folder"),
+    (["--threads", "0"], "--threads", ">= 1"),
+    (["--repeats", "0"], "--repeats", ">= 1"),
+    (["--seed", "-1"], "--seed", ">= 0"),
+    (["--plan", "turbo"], "--plan", "invalid choice"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_demo_bad_value_is_one_line_naming_the_option(capsys, args, option, says):
+    line = one_line_error(capsys, ["demo", *args])
+    assert line.startswith(f"sdsv demo: error: argument {option}"), line
+    assert says in line, line
+
+
+def test_demo_weights_folder_must_hold_every_model(capsys, tmp_path):
+    (tmp_path / "target.safetensors").write_bytes(b"")
+    line = one_line_error(capsys, ["demo", "--weights", str(tmp_path)])
+    assert "argument --weights" in line and "lite.safetensors" in line and "target" not in line.split("has no")[1]
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--images", "1"], "--images"),
+    (["--images", "4", "--latency-images", "9"], "--latency-images"),
+    (["--pareto-images", "5"], "--pareto-images"),
+    (["--tau", "nan"], "--tau"),
+    (["--taus", "0.1", "-2"], "--taus"),
+    (["--k2", "0"], "--k2"),
+    (["--steps", "0"], "--steps"),
+    (["--batch", "0"], "--batch"),
+    (["--threads", "0"], "--threads"),
+    (["--guidance", "-1"], "--guidance"),
+    (["--weights", "/nonexistent"], "--weights"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_eval_bad_value_is_one_line_naming_the_option(capsys, args, option):
+    line = one_line_error(capsys, ["eval", *args])
+    assert line.startswith(f"sdsv eval: error: argument {option}"), line
+
+
+def test_eval_writes_to_a_fresh_folder_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first, second = eval_cli.fresh_folder(), eval_cli.fresh_folder()
+    assert first != second and first.is_dir() and second.is_dir()
+    assert first.parent == second.parent == eval_cli.Path(".")
+    parser_help = eval_cli.argparse.ArgumentParser()
+    eval_cli.add_arguments(parser_help)
+    assert parser_help.parse_args([]).out is None  # None: main() makes a fresh folder
