@@ -102,7 +102,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert (tmp_path / "demo_grid.png").stat().st_size > 1000
     assert (tmp_path / "demo_speed_psnr.png").stat().st_size > 1000
     text = capsys.readouterr().out
-    assert "best verified self-draft configuration: " in text and "worst PSNR" in text
+    assert "best self-draft configuration with its error checked" in text and "worst PSNR" in text
     assert "cache on dpm++2m (12 steps, every 2): " in text and "DPM-Solver++(2M) alone at 15/20 steps" in text
     assert "sdsv (svd)" in text and "speedup" in text and "machine:" in text and "models eager (--no-compile)" in text
 

@@ -274,15 +274,16 @@ def check_arguments(p: argparse.ArgumentParser, args) -> None:
     check_weights(p, args.weights, list(MODEL_NAMES))
 
 
-def best_verified(rows: list[dict], methods: dict[str, Method]) -> dict | None:
-    """The fastest self-draft row on Euler with verification — SDSV windows or error-controlled
-    windows; the unverified cache rows are not — that reaches 38 dB mean and 35 dB on the worst
-    prompt (issue 11's bar), else the fastest of them. ``methods``: label -> Method."""
-    verified = [r for r in rows if r["psnr"] is not None and (m := methods[r["method"]]).draft == "self"
+def best_checked(rows: list[dict], methods: dict[str, Method]) -> dict | None:
+    """The fastest self-draft row on Euler whose forecast's error is checked — SDSV's verified
+    windows or the error-controlled windows (unverified, but each closing target step measures
+    the error); not the plain cache — that reaches 38 dB mean and 35 dB on the worst prompt, else
+    the fastest of them. ``methods``: label -> Method."""
+    checked = [r for r in rows if r["psnr"] is not None and (m := methods[r["method"]]).draft == "self"
                 and m.family in ("SDSV", "error-controlled") and m.solver == "euler"]
-    if not verified:
+    if not checked:
         return None
-    return max(verified, key=lambda r: (r["psnr"] >= 38 and r["psnr_min"] >= 35, r["speedup"]))
+    return max(checked, key=lambda r: (r["psnr"] >= 38 and r["psnr_min"] >= 35, r["speedup"]))
 
 
 def main(args) -> int:
@@ -300,10 +301,10 @@ def main(args) -> int:
         for name, sp in rounds.items():
             if name != "target-only":
                 print(f"  {name:<22} " + "  ".join(f"{x:.2f}x" for x in sp))
-    best = best_verified(rows, methods)
+    best = best_checked(rows, methods)
     if best is not None:
         beaten = dominated_by(rows, best)
-        print(f"\nbest verified self-draft configuration: {best['method']}, {best['speedup']:.2f}x at "
+        print(f"\nbest self-draft configuration with its error checked (verified or error-controlled windows): {best['method']}, {best['speedup']:.2f}x at "
               f"{best['psnr']:.2f} dB mean / {best['psnr_min']:.2f} dB worst prompt; "
               + (f"dominated on (speedup, worst PSNR) by {', '.join(beaten)}" if beaten else
                  "not dominated on (speedup, worst PSNR) by any other row"))
