@@ -1,13 +1,14 @@
 """The forecast self-draft's schedules on the shipped tiny models: which one, with which settings.
 
 Every configuration uses ``draft="self"`` (the target forecasting its 8 blocks from its own last
-evaluations, METHOD.md section 8) and is timed image by image in turns with target-only on the
-same prompts and seeds; PSNR is against those target-only images, mean and worst prompt. Rows:
+evaluations; docs/method.md, "The self-draft") and is timed image by image in turns with
+target-only on the same prompts and seeds; PSNR is against those target-only images, mean and
+worst prompt. Rows:
 
 * the unverified cache (``FixedInterval``: the target every N-th step) at several N and orders;
-* error-controlled windows (``ErrorControlled``) with METHOD.md's controller on ``x0_rms``
-  errors and k in [1, 8], and on the velocity error ``v_rms`` with several k ranges — this is
-  how the library's defaults were chosen;
+* error-controlled windows (``ErrorControlled``) with the plain controller of docs/method.md on
+  ``x0_rms`` errors and k in [1, 8], and on the velocity error ``v_rms`` with several k ranges —
+  this is how the library's defaults were chosen;
 * SDSV's verified windows with the self-draft at several thresholds.
 
 With ``--solver dpm++2m`` (or ``unipc``) the rows are the same schedules on that second-order
@@ -42,7 +43,7 @@ def configurations(n: int) -> list[tuple[str, dict]]:
     rows.append(("cache every 3, order 0", dict(plan=FixedInterval(n, every=3), forecast_order=0)))
     for every in (3, 4):
         rows.append((f"cache every {every}, order 2", dict(plan=FixedInterval(n, every=every, warmup=3), forecast_order=2)))
-    for tol in (0.04, 0.06, 0.08, 0.12):  # METHOD.md's plain controller
+    for tol in (0.04, 0.06, 0.08, 0.12):  # docs/method.md's plain controller
         rows.append((f"error-ctrl x0_rms tol {tol:g}, k 1-8",
                      dict(plan=ErrorControlled(n, tol=tol, error_metric="x0_rms", k_min=1, k_max=8))))
     for tol in (0.2, 0.3, 0.5, 0.8):  # the library's default controller (v_rms, k in [2, 4])

@@ -52,16 +52,21 @@ def test_relative_links_resolve_inside_the_repository(md):
         assert ROOT in path.parents or path == ROOT, f"{md.name}: link {target} leaves the repository"
 
 
+def _anchors(md: Path) -> set[str]:
+    """GitHub's heading slugs: lower case, punctuation dropped, spaces to dashes."""
+    headings = re.findall(r"(?m)^#+ (.*)$", md.read_text(encoding="utf-8"))
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 @pytest.mark.parametrize("md", [README, *DOCS], ids=lambda p: p.name)
-def test_in_page_anchors_exist(md):
-    text = md.read_text(encoding="utf-8")
-    def slug(heading: str) -> str:
-        heading = re.sub(r"[^\w\- ]", "", heading.strip().lower())
-        return heading.replace(" ", "-")
-    anchors = {slug(h) for h in re.findall(r"(?m)^#+ (.*)$", text)}
-    for target in LINK.findall(text):
-        if target.startswith("#"):
-            assert target[1:] in anchors, f"{md.name}: no heading for {target}"
+def test_anchors_name_a_heading(md):
+    for target in LINK.findall(md.read_text(encoding="utf-8")):
+        if re.match(r"^[a-z]+:", target) or "#" not in target:
+            continue
+        page, anchor = target.split("#", 1)
+        page = (md.parent / page).resolve() if page else md
+        if page.suffix == ".md" and page.exists():
+            assert anchor in _anchors(page), f"{md.name}: no heading for {target}"
 
 
 def test_readme_is_short_and_self_contained():

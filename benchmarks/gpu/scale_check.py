@@ -5,7 +5,8 @@ What it measures (per model, on one GPU, no download):
 * the target's forward time at batch 1, 2 and 10 — does the verification batch (2 rows for
   ``endpoints``) cost ~1x (latency-bound) or ~2x (compute-bound) a single row at this size?
 * a draft's forward time at batch 1: the same configuration with fewer blocks;
-* one forecast self-draft call at batch 1 (``sdsv.enable(pipe)``'s draft, METHOD.md section 8):
+* one forecast self-draft call at batch 1 (``sdsv.enable(pipe)``'s draft; docs/method.md,
+  "The self-draft"):
   the target's embeddings, conditioning and output layer with every block forecast (order 1,
   two anchors), and with the first block computed (``head_blocks=1``);
 * ``sdsv.sample`` with draft == target through the adapter: the sampler's own time per window
