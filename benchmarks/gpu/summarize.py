@@ -199,7 +199,7 @@ def bandwidth_table(path: str) -> list[str]:
         ok = "yes" if c["frac_copy_same_bytes"] >= 0.85 else "no"
         lines.append(f"| {c['rows']} | {c['R']} | {c['op']} | {c['backend']} | {c['MB']:.1f} | {c['us']:.1f} | "
                      f"{c['GBps']:.0f} | {c['frac_copy_same_bytes']:.0%} | {c['frac_copy_dram']:.0%} | {ok} | {names} | "
-                     f"{p.get('device_us_per_call', 0):.1f} / {p.get('host_us_per_call', 0):.1f} |")
+                     + (f"{p['device_us_per_call']:.1f} / {p['host_us_per_call']:.1f} |" if p else "- |"))
     return lines
 
 
