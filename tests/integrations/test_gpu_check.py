@@ -70,5 +70,6 @@ def test_op_bandwidth_smoke(tmp_path, monkeypatch):
     data = json.load(open(tmp_path / "op_bandwidth.json"))
     ok = [c for c in data["cases"] if "us" in c]
     assert {c["op"] for c in ok} == {"gather_combine", "rollout_step", "pair_stats"}
-    assert all(c["frac_copy_same_bytes"] > 0 and c["profile"]["host_us_per_call"] > 0 for c in ok)
+    assert all(c["frac_copy_same_bytes"] > 0 for c in ok)
+    assert all(c["profile"]["host_us_per_call"] > 0 for c in ok if c["backend"] != "reference")
     assert os.path.getsize(tmp_path / "op_profile.txt") > 0
