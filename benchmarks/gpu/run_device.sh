@@ -18,7 +18,8 @@
 #      op_bandwidth.json, op_profile.txt, gpu-<device>-<date>.json, summary.md, extras.tgz (the rest).
 # A failed or killed stage does not stop the next; every JSON is written as its results come.
 #   OUT=/some/dir bash benchmarks/gpu/run_device.sh
-# Knobs: DEADLINE_S, E2E_SECTIONS (default e2e,decode), E2E_ARGS, SCALE=1 (also the older scale check).
+# Knobs: DEADLINE_S, STAGES (default rcurve,e2e,ops,compile,bench,tests: a rerun names fewer),
+# E2E_SECTIONS (default e2e,decode), E2E_ARGS, SCALE=1 (also the older scale check).
 # DRY=1: a CPU rehearsal of this script (tiny configs, no build, no GPU): checks the plumbing only.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,6 +30,8 @@ PY=${PYTHON:-python3}
 DEADLINE_S=${DEADLINE_S:-560}
 stamp() { echo "== $(date -u +%H:%M:%S) [${SECONDS}s] $*" | tee -a "$LOG"; }
 left() { echo $(( DEADLINE_S - SECONDS )); }
+STAGES=",${STAGES:-rcurve,e2e,ops,compile,bench,tests},"
+want() { [[ $STAGES == *",$1,"* ]]; }
 # run_stage NAME MIN_S CAP_S cmd...: runs cmd under `timeout min(CAP_S, left - 5)`, or skips it when
 # fewer than MIN_S seconds are left
 run_stage() {
@@ -74,7 +77,7 @@ BUILD_PID=$!
 
 export PYTHONPATH="$PWD/python:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 E2E="$PY benchmarks/gpu/e2e_check.py --out $OUT $TINY ${E2E_ARGS:-}"
-if (( HAVE_DIFFUSERS )); then
+if (( HAVE_DIFFUSERS )) && want rcurve; then
   # the curves only call the transformer, so they run while the extension builds
   run_stage "batch-cost curves (while the build runs)" 30 130 $E2E --sections rcurve --budget-s 25
 fi
@@ -85,24 +88,24 @@ tail -4 "$OUT/build.log" | tee -a "$LOG"
 (( DRY )) || cp /tmp/sdsv_build/sdsv_kernels/_C*.so sdsv_kernels/ 2>>"$LOG" || echo "no extension built" | tee -a "$LOG"
 $PY -c 'import sdsv_kernels; print("backends", sdsv_kernels.backends())' 2>&1 | tee -a "$LOG"
 
-if (( HAVE_DIFFUSERS )); then
+if (( HAVE_DIFFUSERS )) && want e2e; then
   # e2e sections are ordered small/common first; --total-s keeps a margin for the stages after
   # leaves ~220 s for op bandwidth + compile (+ kernel benchmark and tests when the run is quick)
   E2E_LEFT=$(( $(left) - 220 )); (( E2E_LEFT > 260 )) && E2E_LEFT=260
   run_stage "end to end" 60 $(( E2E_LEFT + 20 )) $E2E --sections ${E2E_SECTIONS:-e2e,decode} --total-s $E2E_LEFT
 fi
-run_stage "op bandwidth and profile" 30 80 $PY benchmarks/gpu/op_bandwidth.py --out "$OUT" --ncu --ncu-timeout 30 $SMOKE
+want ops && run_stage "op bandwidth and profile" 30 80 $PY benchmarks/gpu/op_bandwidth.py --out "$OUT" --ncu --ncu-timeout 30 $SMOKE
 if (( HAVE_DIFFUSERS )); then
-  run_stage "torch.compile with the hooks" 60 130 $E2E --sections compile --budget-s 110
+  want compile && run_stage "torch.compile with the hooks" 60 130 $E2E --sections compile --budget-s 110
   if [ "${SCALE:-0}" = 1 ]; then
     run_stage "scale check" 60 200 $PY benchmarks/gpu/scale_check.py --out "$OUT"
     rm -f "$OUT/scale_check.log"
   fi
 fi
-run_stage "kernel benchmark" 70 150 $PY benchmarks/gpu/bench_kernels_gpu.py --out "$OUT" --max-time ${BENCH_MAX_TIME:-0.3} $SMOKE
+want bench && run_stage "kernel benchmark" 70 150 $PY benchmarks/gpu/bench_kernels_gpu.py --out "$OUT" --max-time ${BENCH_MAX_TIME:-0.3} $SMOKE
 if (( DRY )); then
   stamp "kernel tests: not in a DRY run (the CPU suite runs in CI)"
-else
+elif want tests; then
   SDSV_REQUIRE_BACKENDS=triton,cuda run_stage "kernel tests on the GPU" 40 150 \
     $PY -m pytest -q -x tests/kernels -p no:cacheprovider
 fi
