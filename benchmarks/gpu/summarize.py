@@ -154,7 +154,7 @@ def e2e_tables(path: str) -> list[str]:
             continue
         lines += ["", f"### torch.compile with the self-draft's hooks ({name[8:]}, {v.get('steps')} steps, torch "
                       f"{v.get('torch')})", "",
-                  "`explain`: `torch._dynamo.explain` of one call each on the real width cut to one block per stack.", "",
+                  "`explain`: `torch._dynamo.explain` of one call each on the model's width cut to one block per stack.", "",
                   "| call | graphs | graph breaks | break reasons |", "|---|---|---|---|"]
         for call, e in v.get("explain", {}).items():
             reasons = "; ".join(f"{r['reason'][:80]} @ {(r['user_stack'] or ['?'])[-1]}" for r in e.get("break_reasons", []))
