@@ -135,7 +135,7 @@ def profile_case(fn, device, calls=10):
             kernels.append({"name": ev.key[:120], "launches_per_call": ev.count / calls,
                             "device_us_per_call": dev_t / calls})
     kernels.sort(key=lambda k: -k["device_us_per_call"])
-    table = prof.key_averages().table(sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total",
+    table = prof.key_averages().table(sort_by="self_device_time_total" if device.type == "cuda" else "self_cpu_time_total",
                                       row_limit=8)
     return {"host_us_per_call": host * 1e6, "kernels": kernels,
             "device_us_per_call": sum(k["device_us_per_call"] for k in kernels)}, table
