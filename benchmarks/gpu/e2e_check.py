@@ -452,8 +452,10 @@ def section_e2e(ctx, spec, budget_s, put):
                 else:
                     v["policy"] = pipe.__dict__["_sdsv_state"].config.plan
                     v["policy"] = _describe_plan(v["policy"], steps)
-                    v["accept"] = repr(pipe.__dict__["_sdsv_state"].config.accept)
-                    v["verify"] = pipe.__dict__["_sdsv_state"].config.verify
+                    config = pipe.__dict__["_sdsv_state"].config
+                    # None: not given, the sampler's defaults apply (verified windows only)
+                    v["accept"] = repr(config.accept or sdsv.AcceptanceTest())
+                    v["verify"] = config.verify or "endpoints"
                 if ref is not None:
                     v["rel_l2_vs_plain"] = rel_l2(out, ref)
                 if plain_s:
