@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sdsv import NonFiniteOutputError, flow_match_sigmas
-from sdsv.multistep import dpm_solver_2m_coefficients, sample_dpm_solver_2m
+from multistep_oracle import sample_dpm_solver_2m
+from sdsv.solvers import dpm_solver_2m_coefficients
 
 from toy_models import RowwiseDenoiser, random_dit
 

@@ -36,11 +36,11 @@ import torch
 
 from ...acceptance import AcceptanceTest
 from ...forecast import SelfDraft
-from ...plan import StagePlan
-from ...policy import ErrorControlled, WindowPolicy
+from ...policies import ErrorControlled, StagePlan, WindowPolicy, policy_argument
 from ...sampler import sample
 from ...result import SampleStats
-from .families import Family, RefusedError, family_of
+from ...errors import RefusedError
+from .families import Family, family_of
 
 _STATE = "_sdsv_state"
 _SUBCLASSES: dict[type, type] = {}
@@ -48,12 +48,12 @@ _SUBCLASSES: dict[type, type] = {}
 
 @dataclass
 class SDSVConfig:
-    """What ``enable`` was given. ``plan`` is a window policy or a function
+    """What ``enable`` was given. ``policy`` is a window policy or a function
     ``num_inference_steps -> policy`` (e.g. ``StagePlan.paper_default``). ``draft`` is a
     transformer or ``"self"`` (the forecast self-draft, with ``forecast_order`` and ``head_blocks``)."""
 
     draft: torch.nn.Module | str
-    plan: WindowPolicy | Callable[[int], WindowPolicy]
+    policy: WindowPolicy | Callable[[int], WindowPolicy]
     accept: AcceptanceTest
     verify: str
     convert_scheduler: bool
@@ -91,12 +91,7 @@ def euler_scheduler_for(scheduler):
     cfg = scheduler.config
     kind = type(scheduler).__name__
     if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
-        if cfg.get("stochastic_sampling"):
-            raise RefusedError("FlowMatchEulerDiscreteScheduler(stochastic_sampling=True) re-noises every step; "
-                               "SDSV's windows are deterministic Euler steps")
-        if cfg.get("invert_sigmas"):
-            raise RefusedError("FlowMatchEulerDiscreteScheduler(invert_sigmas=True) runs sigmas upwards; SDSV "
-                               "needs sigmas decreasing to 0")
+        _refuse_non_deterministic_euler(cfg)
         return scheduler
     if cfg.get("use_flow_sigmas") and cfg.get("prediction_type") == "flow_prediction":
         if cfg.get("use_dynamic_shifting"):
@@ -108,6 +103,16 @@ def euler_scheduler_for(scheduler):
         f"{kind} is not a flow-matching Euler scheduler: SDSV's windows are Euler steps of a rectified flow "
         "(x_next = x + (sigma_next - sigma) v); use FlowMatchEulerDiscreteScheduler"
     )
+
+
+def _refuse_non_deterministic_euler(cfg) -> None:
+    """A FlowMatchEulerDiscreteScheduler config SDSV cannot step with: stochastic or inverted."""
+    if cfg.get("stochastic_sampling"):
+        raise RefusedError("FlowMatchEulerDiscreteScheduler(stochastic_sampling=True) re-noises every step; "
+                           "SDSV's windows are deterministic Euler steps")
+    if cfg.get("invert_sigmas"):
+        raise RefusedError("FlowMatchEulerDiscreteScheduler(invert_sigmas=True) runs sigmas upwards; SDSV "
+                           "needs sigmas decreasing to 0")
 
 
 # DPMSolverMultistepScheduler settings under which its steps are sdsv's "dpm++2m" rule
@@ -131,7 +136,7 @@ def solver_for(scheduler) -> str | None:
     kind = type(scheduler).__name__
     cfg = scheduler.config
     if kind == "FlowMatchEulerDiscreteScheduler":
-        euler_scheduler_for(scheduler)  # refuses stochastic / inverted
+        _refuse_non_deterministic_euler(cfg)
         return "euler"
     if kind == "DPMSolverMultistepScheduler" and all(cfg.get(k, v) == v for k, v in _DPM_2M.items()):
         return "dpm++2m"
@@ -164,7 +169,7 @@ def _scheduler_for_call(pipe, convert: bool):
     return euler, "euler"
 
 
-def _default_self_draft_plan(num_steps: int) -> ErrorControlled:
+def _default_self_draft_policy(num_steps: int) -> ErrorControlled:
     """Error-controlled windows (the self-draft's best schedule on the tiny models); a call with
     fewer than 3 steps runs the target alone (its 2 warm-up steps are the whole call)."""
     return ErrorControlled(num_steps, warmup=min(2, num_steps))
@@ -190,16 +195,17 @@ class _sharding:
 
 
 # ---- enable / disable -----------------------------------------------------------------------
-def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = None, verify: str = "endpoints",
-           convert_scheduler: bool = False, forecast_order: int = 1, head_blocks: int = 0, shard: bool = False):
+def enable(pipe, draft="self", *, policy=None, accept: AcceptanceTest | None = None, verify: str = "endpoints",
+           convert_scheduler: bool = False, forecast_order: int = 1, head_blocks: int = 0, shard: bool = False,
+           plan=None):
     """Make ``pipe(...)`` sample with SDSV: ``pipe.transformer`` is the target, ``draft`` the draft.
 
     ``draft``: ``"self"`` (the default; None means the same) — the **forecast self-draft**: the
     target's own embeddings, conditioning and output layer, its blocks replaced by a forecast of
     their residual from its last evaluations on the sample's path (order ``forecast_order`` in
     sigma; the first ``head_blocks`` blocks computed), no weights needed
-    (:mod:`.self_draft`); or a transformer of the same class and input/output contract as
-    ``pipe.transformer`` (fewer blocks, quantized, distilled...; checked here). ``plan``: a
+    (:mod:`.split`); or a transformer of the same class and input/output contract as
+    ``pipe.transformer`` (fewer blocks, quantized, distilled...; checked here). ``policy``: a
     window policy (:class:`~sdsv.StagePlan`, :class:`~sdsv.ErrorControlled`,
     :class:`~sdsv.FixedInterval`) or a function ``num_inference_steps -> policy``; default
     ``ErrorControlled`` windows with the self-draft (the self-draft's best schedule on the tiny
@@ -230,11 +236,12 @@ def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = Non
         family.self_draft_split(pipe.transformer, None, head_blocks)  # refuses an unknown block layout now
     else:
         family.check_draft(pipe.transformer, draft)
-    if plan is None:
-        plan = _default_self_draft_plan if draft == "self" else StagePlan.paper_default
-    if not isinstance(plan, WindowPolicy) and not callable(plan):
-        raise TypeError(f"plan must be a window policy or a function num_inference_steps -> policy, got "
-                        f"{type(plan).__name__}")
+    policy = policy_argument(policy, plan, "sdsv.enable")
+    if policy is None:
+        policy = _default_self_draft_policy if draft == "self" else StagePlan.paper_default
+    if not isinstance(policy, WindowPolicy) and not callable(policy):
+        raise TypeError(f"policy must be a window policy or a function num_inference_steps -> policy, got "
+                        f"{type(policy).__name__}")
     accept = accept if accept is not None else AcceptanceTest()
     if not isinstance(accept, AcceptanceTest):
         raise TypeError(f"accept must be a sdsv.AcceptanceTest, got {type(accept).__name__}")
@@ -243,9 +250,9 @@ def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = Non
     _scheduler_for_call(pipe, convert_scheduler)  # refuse a wrong scheduler now, not at the first call
 
     if shard:
-        from ...distributed import _rank_world
-        _rank_world(None)  # refuse now without a process group
-    config = SDSVConfig(draft=draft, plan=plan, accept=accept, verify=verify, convert_scheduler=convert_scheduler,
+        from ...distributed import rank_and_world
+        rank_and_world(None)  # refuse now without a process group
+    config = SDSVConfig(draft=draft, policy=policy, accept=accept, verify=verify, convert_scheduler=convert_scheduler,
                         forecast_order=forecast_order, head_blocks=head_blocks, shard=bool(shard))
     state = pipe.__dict__.get(_STATE)
     if state is not None:  # enabled already: new settings, same original class
@@ -339,22 +346,20 @@ _MISSING = object()
 
 
 def _progress_option(pipe):
+    """The pipeline's progress-bar config as the sampler's ``progress=`` (its own total and unit)."""
     cfg = dict(getattr(pipe, "_progress_bar_config", None) or {})
-    if cfg.pop("disable", False):
-        return False
     for k in ("total", "unit", "iterable"):
         cfg.pop(k, None)
-    cfg.setdefault("desc", "sdsv")
     return cfg
 
 
-def _resolve_plan(plan, n: int) -> WindowPolicy:
-    p = plan(n) if not isinstance(plan, WindowPolicy) else plan
+def _resolve_policy(policy, n: int) -> WindowPolicy:
+    p = policy(n) if not isinstance(policy, WindowPolicy) else policy
     if not isinstance(p, WindowPolicy):
-        raise TypeError(f"the plan function returned {type(p).__name__}, expected a window policy")
+        raise TypeError(f"the policy function returned {type(p).__name__}, expected a window policy")
     if p.num_steps != n:
-        raise ValueError(f"plan {p.name!r} has {p.num_steps} steps but the pipeline runs {n}: pass "
-                         "num_inference_steps to match, or a function num_inference_steps -> StagePlan as plan")
+        raise ValueError(f"policy {p.name!r} has {p.num_steps} steps but the pipeline runs {n}: pass "
+                         "num_inference_steps to match, or a function num_inference_steps -> policy as policy")
     return p
 
 
@@ -404,7 +409,7 @@ def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args
     if not torch.equal(torch.as_tensor(captured.timestep, device=latents.device).float().reshape(()), timesteps[0]):
         raise RefusedError("the pipeline did not start at the schedule's first step (img2img strength?); "
                            "only full text-to-image/video sampling is supported")
-    plan = _resolve_plan(cfg.plan, n)
+    policy = _resolve_policy(cfg.policy, n)
 
     make, cond = family.conditioning(pipe, call_args, hooks.calls, latents, ntt)
     target = make(pipe.transformer)
@@ -415,7 +420,7 @@ def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args
     self_draft = None
     shard = _sharding(cfg.shard)
     if isinstance(cfg.draft, str):  # "self"
-        if plan.uses_draft:
+        if policy.uses_draft:
             split = family.self_draft_split(pipe.transformer, target, cfg.head_blocks)
             self_draft = SelfDraft(shard.split(split), order=cfg.forecast_order)
             target, draft = None, None  # the self-draft's own target (recording residuals) and draft
@@ -429,7 +434,7 @@ def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args
         target = shard.denoiser(target)
     if draft is not None:
         draft = shard.denoiser(draft)
-    result = sample(target, draft, latents, sigmas, plan, verify=cfg.verify, accept=cfg.accept, solver=solver,
+    result = sample(target, draft, latents, sigmas, policy, verify=cfg.verify, accept=cfg.accept, solver=solver,
                     self_draft=self_draft, progress=_progress_option(pipe), **cond)
     pipe.__dict__["sdsv_stats"] = result.stats
     output = family.decode(pipe, result.latents, call_args)
