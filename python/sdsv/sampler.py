@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 import sdsv_kernels
 
-from ._rows import gather_rows, rows_view, scatter_rows
+from ._rows import gather_rows, gather_rows_and_index, scatter_rows
 from .acceptance import AcceptanceTest
-from .contract import check_model_output, is_per_row, is_pure, per_row_names, timed_call
+from .contract import all_finite, check_model_output, is_per_row, is_pure, per_row_names, timed_call
 from .errors import NonFiniteOutputError
 from .forecast import SelfDraft
 from .policies import WINDOW_KINDS, WindowPolicy, policy_argument
@@ -187,7 +187,7 @@ def sample(
         loop = _Loop(policy, verify, accept, noise, sigmas, _Models(target, draft, stats, anchors),
                      PerSampleConditioning(cond, batch, per_sample), anchors, bar, solver)
         x = loop.run()
-        if not torch.isfinite(x).all():  # every step kind: the models' outputs were checked, the sum overflowed
+        if not all_finite(x):  # every step kind: the models' outputs were checked, the sum overflowed
             raise NonFiniteOutputError("the sampler's latents are not finite although the models' outputs are "
                                        "(overflow in a step: latents of an extreme scale, or a too low-precision dtype?)")
     if x.device.type == "cuda":
@@ -237,7 +237,8 @@ class _Loop:
                 total += w.k + 1
             states, drafted = self.stepper.open_round(self.x, active, offsets, total)
             rnd = _Round(windows, offsets, states, drafted)
-            self._roll_out(rnd)
+            if rnd.depth:
+                self._roll_out(rnd)
             verified = [i for i, w in enumerate(windows) if w.verify_rows]
             if verified:
                 self._verify_and_commit(rnd, verified)
@@ -259,7 +260,7 @@ class _Loop:
     def _roll_out(self, rnd: "_Round") -> None:
         """Level j evaluates the draft at y_j of every window still drafting, then steps y_{j+1}."""
         windows, offs, sig = rnd.windows, rnd.offsets, self.sig
-        for j in range(max((w.levels for w in windows), default=0)):
+        for j in range(rnd.depth):
             lvl = [i for i, w in enumerate(windows) if j < w.levels]
             rows = [offs[i] + j for i in lvl]
             y = gather_rows(rnd.states, rows)
@@ -288,16 +289,14 @@ class _Loop:
             vrows += [offs[i] + j for j in w.verify_rows]
             vsteps += [w.start + j for j in w.verify_rows]
             vsamples += [w.sample] * len(w.verify_rows)
-        vindex = None if rows_view(rnd.states, vrows) is not None else torch.tensor(vrows, device=self.dev)
-        yv = gather_rows(rnd.states, vrows, vindex)
-        sindex = None if rows_view(self.sig_t, vsteps) is not None else torch.tensor(vsteps, device=self.dev)
-        sig_v = gather_rows(self.sig_t, vsteps, sindex)
+        yv, vindex = gather_rows_and_index(rnd.states, vrows)
+        sig_v, sindex = gather_rows_and_index(self.sig_t, vsteps)
         t = self.models("target", yv, sig_v, self.conds.rows(vsamples), vsamples, [sig[s] for s in vsteps])
         verdicts, x_next = [None] * len(verified), None
         if self.stepper.fused or any(windows[i].needs_verdict for i in verified):
             h_v = gather_rows(self.h_t, vsteps, sindex)
             verdicts, x_next = self._verdicts(rnd, verified, firsts, vrows, vindex, yv, t, h_v, sig_v)
-        elif not torch.isfinite(t).all():
+        elif not all_finite(t):
             _raise_non_finite(rnd, t, vrows, sig)
         committed, closings = [], []
         for n, (i, first, verdict) in enumerate(zip(verified, firsts, verdicts)):
@@ -361,7 +360,7 @@ class _Loop:
     def _draft_steps(self, rnd: "_Round", drafting: list[int]) -> None:
         """The unverified draft steps: the draft's output is the step's."""
         rows = [rnd.offsets[i] for i in drafting]
-        if not torch.isfinite(gather_rows(rnd.drafted, rows)).all():
+        if not all_finite(gather_rows(rnd.drafted, rows)):
             _raise_non_finite(rnd, None, [], self.sig)
         windows = [rnd.windows[i] for i in drafting]
         self.stepper.draft_steps(self.x, rnd.states, rnd.drafted, rows, [w.start for w in windows],
@@ -376,12 +375,13 @@ class _Round:
 
     def __init__(self, windows: list[Window], offsets: list[int], states, drafted):
         self.windows, self.offsets, self.states, self.drafted = windows, offsets, states, drafted
+        self.depth = max(w.levels for w in windows)  # draft levels of the round
 
 
 def _raise_non_finite(rnd: _Round, t, vrows, sig_host) -> None:
     """Find the first model output that is NaN/inf and name it (called only on failure)."""
     windows, offs, drafted = rnd.windows, rnd.offsets, rnd.drafted
-    for j in range(max((w.levels for w in windows), default=0)):  # draft outputs in rollout order: the earliest culprit first
+    for j in range(rnd.depth):  # draft outputs in rollout order: the earliest culprit first
         for i, w in enumerate(windows):
             if j < w.levels and not torch.isfinite(drafted[offs[i] + j]).all():
                 step = w.start + j

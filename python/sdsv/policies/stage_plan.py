@@ -59,6 +59,8 @@ class StagePlan(WindowPolicy):
                 raise ValueError(f"k_warmup must be >= 1 when Stage-1 has steps, got {self.k_warmup}")
             if n > self.warmup_steps and self.k_main < 1:
                 raise ValueError(f"k_main must be >= 1 when Stage-2 has steps, got {self.k_main}")
+        # asked once per sample and round: made once (not a field: equality and repr stay the fields')
+        object.__setattr__(self, "_segments", tuple(self._make_segments()))
 
     # ---- the paper's configurations and baselines -------------------------------------
     @staticmethod
@@ -122,6 +124,15 @@ class StagePlan(WindowPolicy):
         return any(s.kind != "draft" for s in self.segments())
 
     def segments(self) -> list[Segment]:
+        return list(self._segments)
+
+    def segment_at(self, step: int) -> Segment:
+        for seg in self._segments:
+            if seg.start <= step < seg.end:
+                return seg
+        raise IndexError(f"step {step} is outside the plan's {self.num_steps} steps")
+
+    def _make_segments(self) -> list[Segment]:
         n, s0, w = self.num_steps, self.stage0_steps, self.warmup_steps
         segs = [Segment(0, s0, "target")]
         if self.main == "draft":
@@ -129,12 +140,6 @@ class StagePlan(WindowPolicy):
         else:
             segs += [Segment(s0, w, "speculate", self.k_warmup), Segment(w, n, "speculate", self.k_main)]
         return [s for s in segs if s.end > s.start]
-
-    def segment_at(self, step: int) -> Segment:
-        for seg in self.segments():
-            if seg.start <= step < seg.end:
-                return seg
-        raise IndexError(f"step {step} is outside the plan's {self.num_steps} steps")
 
     def window_at(self, step: int) -> tuple[str, int]:
         """What a sample at ``step`` does next: ``("target", 0)``, ``("draft", 0)`` or
