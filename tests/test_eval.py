@@ -185,7 +185,7 @@ def test_demo_and_eval_share_one_method_type():
     assert by["sdsv (self)"].accept == AcceptanceTest("x0_rms", 0.2) and by["sdsv (self)"].verify == "full"
     assert [m.label for m in rows if m.draft == "self"] == [m.label for m in self_draft_methods(50) + on_dpm_methods(50)]
     assert by["target-only (15 steps, dpm++2m)"] == fewer_steps(15, "dpm++2m")
-    assert {m.family for m in rows} == {"target", "draft", "SDSV", "cache", "error-controlled"}
+    assert {m.schedule_type for m in rows} == {"target", "draft", "SDSV", "cache", "error-controlled"}
 
 
 def test_method_key_holds_what_determines_the_images():
@@ -197,7 +197,7 @@ def test_method_key_holds_what_determines_the_images():
     assert Method("a", slow, "lite", "endpoints", acc, forecast_order=2).key == \
         Method("a", slow, "lite", "endpoints", acc).key  # the forecast order is the self-draft's only
     cached = Method("c", FixedInterval(20, every=3), "self")
-    assert not cached.speculates and cached.family == "cache"
+    assert not cached.speculates and cached.schedule_type == "cache"
     assert Method("c", FixedInterval(20, every=3), "self", "full", acc).key == cached.key  # nothing verified
     assert Method("c", ErrorControlled(20), "self").key != Method("c", ErrorControlled(20, tol=0.5), "self").key
     assert fewer_steps(10).key != fewer_steps(10, "dpm++2m").key

@@ -116,3 +116,31 @@ def test_the_former_plan_keyword_and_import_paths_still_work_with_a_deprecation_
     import sdsv.plan
     import sdsv.policy
     assert sdsv.plan.StagePlan is StagePlan and sdsv.policy.PolicyRun is PolicyState
+
+
+def test_a_new_window_kind_plugs_in_without_a_name():
+    """A policy may name a Window class of its own; the loop runs it like the built-in kinds."""
+    from sdsv.policies import StatelessState
+    from sdsv.windows import TargetStep
+
+    seen = []
+
+    class CountedTargetStep(TargetStep):
+        def commit(self, verdict, state, records):
+            seen.append((self.sample, self.start))
+            return super().commit(verdict, state, records)
+
+    class EveryStepCounted(WindowPolicy):
+        num_steps, name = 6, "counted"
+
+        @property
+        def uses_draft(self):
+            return False
+
+        def start(self, batch):
+            return StatelessState(lambda step: (CountedTargetStep, 0))
+
+    target, noise, sig = RowwiseDenoiser(), torch.randn(2, 3), flow_match_sigmas(6)
+    r = sample(target, None, noise, sig, EveryStepCounted())
+    assert torch.equal(r.latents, sample(target, None, noise, sig, StagePlan.target_only(6)).latents)
+    assert sorted(seen) == [(b, s) for b in range(2) for s in range(6)]

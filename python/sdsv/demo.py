@@ -275,7 +275,7 @@ def best_verified(rows: list[dict], methods: dict[str, Method]) -> dict | None:
     windows; the unverified cache rows are not — that reaches 38 dB mean and 35 dB on the worst
     prompt (the quality bar), else the fastest of them. ``methods``: label -> Method."""
     verified = [r for r in rows if r["psnr"] is not None and (m := methods[r["method"]]).draft == "self"
-                and m.family in ("SDSV", "error-controlled") and m.solver == "euler"]
+                and m.schedule_type in ("SDSV", "error-controlled") and m.solver == "euler"]
     if not verified:
         return None
     return max(verified, key=lambda r: (r["psnr"] >= 38 and r["psnr_min"] >= 35, r["speedup"]))

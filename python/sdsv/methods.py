@@ -63,6 +63,12 @@ class Method:
 
     @property
     def family(self) -> str:
+        """Deprecated name of :attr:`schedule_type` (not a diffusers pipeline ``Family``), kept for one release."""
+        warnings.warn("Method.family is deprecated; use Method.schedule_type", DeprecationWarning, stacklevel=2)
+        return self.schedule_type
+
+    @property
+    def schedule_type(self) -> str:
         """What kind of schedule it is, for the verdicts: ``target`` (the target alone, any number
         of steps, any solver), ``draft`` (a trained draft unverified: draft-only, Improved-Draft),
         ``cache`` (unverified forecast cache), ``error-controlled`` or ``SDSV`` (verified windows)."""

@@ -230,28 +230,21 @@ class _Loop:
             active = [b for b in range(self.batch) if self.pos[b] < n]
             if not active:
                 return self.x
-            windows = [self._window(b, n) for b in active]
-            offsets, total = [], 0
-            for w in windows:
-                offsets.append(total)
-                total += w.k + 1
-            states, drafted = self.stepper.open_round(self.x, active, offsets, total)
-            rnd = _Round(windows, offsets, states, drafted)
+            rnd = _Round([self._window(b, n) for b in active])
+            rnd.states, rnd.drafted = self.stepper.open_round(self.x, active, rnd.offsets, rnd.total)
             if rnd.depth:
                 self._roll_out(rnd)
-            verified = [i for i, w in enumerate(windows) if w.verify_rows]
-            if verified:
-                self._verify_and_commit(rnd, verified)
-            drafting = [i for i, w in enumerate(windows) if not w.verify_rows]
-            if drafting:
-                self._draft_steps(rnd, drafting)
+            if rnd.verified:
+                self._verify_and_commit(rnd, rnd.verified)
+            if rnd.drafting:
+                self._draft_steps(rnd, rnd.drafting)
             if not self.bar.disable and self.stats.verified_windows:
                 self.bar.set_postfix(accept=f"{self.stats.acceptance_rate:.0%}", refresh=False)
 
     def _window(self, b: int, n: int) -> Window:
         """Sample ``b``'s next window, as its policy says."""
         kind, k = self.state.window(b, self.pos[b])
-        cls = self.kinds.get(kind)
+        cls = kind if isinstance(kind, type) and issubclass(kind, Window) else self.kinds.get(kind)
         if cls is None or k < 0 or (k and not cls.counts_draft_steps) or self.pos[b] + k >= n:
             raise ValueError(f"the policy gave sample {b} at step {self.pos[b]} the window {(kind, k)}, "
                              f"which is not one of {WINDOW_KINDS} with 0 <= k < {n - self.pos[b]}")
@@ -293,12 +286,12 @@ class _Loop:
         sig_v, sindex = gather_rows_and_index(self.sig_t, vsteps)
         t = self.models("target", yv, sig_v, self.conds.rows(vsamples), vsamples, [sig[s] for s in vsteps])
         verdicts, x_next = [None] * len(verified), None
-        if self.stepper.fused or any(windows[i].needs_verdict for i in verified):
+        if self.stepper.fused or rnd.needs_verdict:
             h_v = gather_rows(self.h_t, vsteps, sindex)
             verdicts, x_next = self._verdicts(rnd, verified, firsts, vrows, vindex, yv, t, h_v, sig_v)
         elif not all_finite(t):
             _raise_non_finite(rnd, t, vrows, sig)
-        committed, closings = [], []
+        committed, closings, advanced = [], [], 0
         for n, (i, first, verdict) in enumerate(zip(verified, firsts, verdicts)):
             w = windows[i]
             advance = w.commit(verdict, self.state, self.stats.windows)
@@ -307,7 +300,8 @@ class _Loop:
                 closings.append(Closing(n, w.sample, offs[i] + advance - 1, first + w.closing_row(advance),
                                         w.start + advance - 1))
             pos[w.sample] += advance
-            self.bar.update(advance)
+            advanced += advance
+        self.bar.update(advanced)
         if self.anchors is not None:
             self.anchors.commit(committed)
         self.stepper.close(self.x, t, closings, len(verified), x_next)
@@ -371,11 +365,21 @@ class _Loop:
 
 
 class _Round:
-    """One round's windows, where each one's states start in the round buffer, and the buffers."""
+    """One round's windows: where each one's states start in the round buffer (``offsets``, of
+    ``total`` rows), the draft levels (``depth``), which windows the target verifies and which
+    are draft steps, and the buffers (``states``, ``drafted``: the stepper's)."""
 
-    def __init__(self, windows: list[Window], offsets: list[int], states, drafted):
-        self.windows, self.offsets, self.states, self.drafted = windows, offsets, states, drafted
-        self.depth = max(w.levels for w in windows)  # draft levels of the round
+    def __init__(self, windows: list[Window]):
+        self.windows, self.offsets, self.verified, self.drafting = windows, [], [], []
+        self.total = self.depth = 0
+        self.needs_verdict = False
+        self.states = self.drafted = None
+        for i, w in enumerate(windows):
+            self.offsets.append(self.total)
+            self.total += w.k + 1
+            self.depth = max(self.depth, w.levels)
+            (self.verified if w.verify_rows else self.drafting).append(i)
+            self.needs_verdict = self.needs_verdict or w.needs_verdict
 
 
 def _raise_non_finite(rnd: _Round, t, vrows, sig_host) -> None:

@@ -20,8 +20,13 @@ its history is the draft's; the window's closing target step from the last accep
 ``y_{a-1}``, or the committed history when ``a = 0``); what the sample carries into its next
 window is the target's ``D`` at ``y_a``. A rejected window's rollout is discarded with its
 history. This rule costs no model call, makes a draft identical to the target reproduce
-target-only sampling, and makes an impossible threshold reproduce it exactly (every window
-closes with the same op and inputs as a target step).
+target-only sampling, and makes an impossible threshold reproduce target steps exactly (every
+window closes with the same op and inputs as a target step with per-sample history).
+
+A rule may also have an update of its own for a whole batch at one step (:meth:`Solver.batch_update`;
+DPM-Solver++(2M)'s textbook form, ``D = x - sigma v`` first): the sampler uses it when every
+sample takes target steps only, in lockstep. It is algebraically the matrix form and agrees with
+it to floating-point rounding.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ def dpm_solver_2m_coefficients(sigmas: Sequence[float]) -> list[Coefficients]:
     """Per step ``n``, the float64 coefficients ``(c_x, c_d, c_prev)`` of
     ``x_{n+1} = c_x x_n + c_d D_n + c_prev D_{n-1}`` along ``sigmas`` (flow-matching, in [0, 1],
     strictly decreasing, ending in 0). Steps 0 and ``N - 1`` are first order (``c_prev = 0``)."""
+    if float(sigmas[0]) > 1.0:
+        raise ValueError(
+            f"flow-matching sigmas must lie in [0, 1] (alpha = 1 - sigma), got sigmas[0]={float(sigmas[0]):g}")
     lam = [_flow_lambda(float(s)) for s in sigmas]
     n_steps = len(lam) - 1
     out = []

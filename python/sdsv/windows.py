@@ -7,7 +7,8 @@ window its :class:`Verdict` to commit. A window's states are ``y_0 .. y_k`` (``y
 sample's committed state); rows are local to the window.
 
 A new kind (say, one that estimates its error inside the window) is one more class with these
-five members and one more entry in :func:`window_kinds`; the loop does not change.
+members, which a policy names directly (``(MyWindow, k)`` instead of ``("speculate", k)``) or
+:func:`window_kinds` maps a name to; the loop does not change.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def _measure(r: Runner, methods: list[Method], ref: Method, n: int | None = None
     rows = []
     for m in methods:
         row = {"method": m.label, "plan": m.policy.describe(), "steps": m.policy.num_steps,
-               "draft": m.draft if m.policy.uses_draft else None, "solver": m.solver, "family": m.family,
+               "draft": m.draft if m.policy.uses_draft else None, "solver": m.solver, "family": m.schedule_type,
                "verify": m.verify if m.speculates else None, "accept_test": str(m.accept) if m.speculates else None}
         row.update(r.efficiency(m, lat[m.key], lat[ref.key], ref, n))
         row.update(r.quality(m, ref, n))
@@ -179,7 +179,7 @@ def table1(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
     methods += [Method(f"draft {d} alone", StagePlan.draft_only(r.steps), d) for d in ("lite", "svd")]
     methods += [Method(f"SDSV w/ {d}", StagePlan.paper_default(r.steps), d, "endpoints", cfg.accept) for d in ("lite", "svd")]
     own = self_draft_methods(r.steps)
-    own = [dataclasses.replace(m, label="SDSV w/ self") if m.family == "SDSV" else m for m in own]
+    own = [dataclasses.replace(m, label="SDSV w/ self") if m.schedule_type == "SDSV" else m for m in own]
     methods += own
     r.begin("table1", methods, methods)
     rows = _measure(r, methods, ref)
@@ -201,7 +201,7 @@ def table2(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
     t0 = time.perf_counter()
     ref, d = _target(r), cfg.draft
     own = self_draft_methods(r.steps)
-    own = [dataclasses.replace(m, label="SDSV-slow (self)") if m.family == "SDSV" else m for m in own]
+    own = [dataclasses.replace(m, label="SDSV-slow (self)") if m.schedule_type == "SDSV" else m for m in own]
     own += on_dpm_methods(r.steps)  # speculation on DPM-Solver++(2M), next to that solver alone
     methods = [ref, Method(f"Improved-Draft ({d})", StagePlan.improved_draft(r.steps), d),
                Method(f"SDSV-fast ({d})", StagePlan.fast(r.steps), d, "endpoints", cfg.accept),

@@ -61,6 +61,8 @@ class PolicyState:
     """Per-call state of a policy: the next window of a sample, and what became of it."""
 
     def window(self, sample: int, step: int) -> tuple[str, int]:
+        """``(kind, k)``: a name of :data:`WINDOW_KINDS`, or a :class:`sdsv.windows.Window`
+        subclass of the policy's own (a new kind of window), and its draft steps."""
         raise NotImplementedError
 
     def observe(self, sample: int, step: int, kind: str, k: int, accepted: int, error: float) -> bool:
