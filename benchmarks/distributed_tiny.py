@@ -33,7 +33,7 @@ from sdsv import ClassifierFreeGuidance, ErrorControlled, SelfDraft, StagePlan, 
 from sdsv.demo import DEFAULT_PROMPTS, machine  # noqa: E402
 from sdsv.distributed import ShardedDenoiser, ShardedSplit  # noqa: E402
 from sdsv.tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline  # noqa: E402
-from sdsv.tiny.self_draft import TinyDiTSplit  # noqa: E402
+from sdsv.tiny.split import TinyDiTSplit  # noqa: E402
 
 
 def denoisers(pipe: TinyPipeline, config: str, sharded: bool):

@@ -39,26 +39,26 @@ from sweep_tau import timed_against_target, write_sweep
 def configurations(n: int) -> list[tuple[str, dict]]:
     rows = []
     for every in (2, 3, 4, 5):
-        rows.append((f"cache every {every}, order 1", dict(plan=FixedInterval(n, every=every))))
-    rows.append(("cache every 3, order 0", dict(plan=FixedInterval(n, every=3), forecast_order=0)))
+        rows.append((f"cache every {every}, order 1", dict(policy=FixedInterval(n, every=every))))
+    rows.append(("cache every 3, order 0", dict(policy=FixedInterval(n, every=3), forecast_order=0)))
     for every in (3, 4):
-        rows.append((f"cache every {every}, order 2", dict(plan=FixedInterval(n, every=every, warmup=3), forecast_order=2)))
+        rows.append((f"cache every {every}, order 2", dict(policy=FixedInterval(n, every=every, warmup=3), forecast_order=2)))
     for tol in (0.04, 0.06, 0.08, 0.12):  # docs/method.md's plain controller
         rows.append((f"error-ctrl x0_rms tol {tol:g}, k 1-8",
-                     dict(plan=ErrorControlled(n, tol=tol, error_metric="x0_rms", k_min=1, k_max=8))))
+                     dict(policy=ErrorControlled(n, tol=tol, error_metric="x0_rms", k_min=1, k_max=8))))
     for tol in (0.2, 0.3, 0.5, 0.8):  # the library's default controller (v_rms, k in [2, 4])
-        rows.append((f"error-ctrl v_rms tol {tol:g}, k 2-4", dict(plan=ErrorControlled(n, tol=tol))))
+        rows.append((f"error-ctrl v_rms tol {tol:g}, k 2-4", dict(policy=ErrorControlled(n, tol=tol))))
     for k_min, k_max in ((1, 4), (2, 5), (3, 5), (1, 8)):
         rows.append((f"error-ctrl v_rms tol 0.3, k {k_min}-{k_max}",
-                     dict(plan=ErrorControlled(n, tol=0.3, k_min=k_min, k_init=max(2, k_min), k_max=k_max))))
+                     dict(policy=ErrorControlled(n, tol=0.3, k_min=k_min, k_init=max(2, k_min), k_max=k_max))))
     rows.append(("error-ctrl v_rms tol 0.3, k 2-4, order 2",
-                 dict(plan=ErrorControlled(n, tol=0.3, order=2, warmup=3), forecast_order=2)))
+                 dict(policy=ErrorControlled(n, tol=0.3, order=2, warmup=3), forecast_order=2)))
     rows.append(("error-ctrl v_rms tol 0.3, k 2-4, reject > 0.45",
-                 dict(plan=ErrorControlled(n, tol=0.3, reject_above=0.45))))
+                 dict(policy=ErrorControlled(n, tol=0.3, reject_above=0.45))))
     for tau in (0.1, 0.2, 0.3):
-        rows.append((f"sdsv slow (K2=5), x0_rms <= {tau:g}", dict(plan=StagePlan.slow(n), accept=AcceptanceTest("x0_rms", tau))))
-    rows.append(("sdsv paper_default, x0_rms <= 0.2", dict(plan=StagePlan.paper_default(n), accept=AcceptanceTest("x0_rms", 0.2))))
-    rows.append(("sdsv slow, full, x0_rms <= 0.2", dict(plan=StagePlan.slow(n), verify="full",
+        rows.append((f"sdsv slow (K2=5), x0_rms <= {tau:g}", dict(policy=StagePlan.slow(n), accept=AcceptanceTest("x0_rms", tau))))
+    rows.append(("sdsv paper_default, x0_rms <= 0.2", dict(policy=StagePlan.paper_default(n), accept=AcceptanceTest("x0_rms", 0.2))))
+    rows.append(("sdsv slow, full, x0_rms <= 0.2", dict(policy=StagePlan.slow(n), verify="full",
                                                         accept=AcceptanceTest("x0_rms", 0.2))))
     return rows
 
@@ -66,17 +66,17 @@ def configurations(n: int) -> list[tuple[str, dict]]:
 def multistep_configurations(solver: str) -> list[tuple[str, dict]]:
     """Baselines and the self-draft's schedules on a second-order solver; each row names its step count."""
     name = {"dpm++2m": "DPM-Solver++(2M)", "unipc": "UniPC"}[solver]
-    rows = [(f"{name} alone, {n} steps", dict(plan=StagePlan.target_only(n))) for n in (15, 20, 25)]
+    rows = [(f"{name} alone, {n} steps", dict(policy=StagePlan.target_only(n))) for n in (15, 20, 25)]
     for n in (20, 25, 30, 40):
         for every in (2, 3):
-            rows.append((f"cache every {every}, {n} steps", dict(plan=FixedInterval(n, every=every))))
+            rows.append((f"cache every {every}, {n} steps", dict(policy=FixedInterval(n, every=every))))
     for n in (25, 30):
         for tol, k_max in ((0.1, 2), (0.2, 2), (0.2, 3), (0.4, 3)):
             rows.append((f"error-ctrl v_rms tol {tol:g}, k 1-{k_max}, {n} steps",
-                         dict(plan=ErrorControlled(n, tol=tol, k_min=1, k_init=1, k_max=k_max))))
-    rows.append(("error-ctrl v_rms tol 0.3, k 2-4 (the Euler default), 50 steps", dict(plan=ErrorControlled(50, tol=0.3))))
+                         dict(policy=ErrorControlled(n, tol=tol, k_min=1, k_init=1, k_max=k_max))))
+    rows.append(("error-ctrl v_rms tol 0.3, k 2-4 (the Euler default), 50 steps", dict(policy=ErrorControlled(50, tol=0.3))))
     rows.append(("sdsv slow (K2=5), x0_rms <= 0.2, 25 steps",
-                 dict(plan=StagePlan.slow(25), accept=AcceptanceTest("x0_rms", 0.2))))
+                 dict(policy=StagePlan.slow(25), accept=AcceptanceTest("x0_rms", 0.2))))
     return rows
 
 
@@ -98,7 +98,7 @@ def main() -> None:
     configs = configurations(args.steps) if args.solver == "euler" else multistep_configurations(args.solver)
     for _, kw in configs:  # compile every batch size (verification rows) before anything is timed
         pipe(prompts[0], **common, **kw)
-    ref = torch.stack([pipe(p, seed=i, plan=StagePlan.target_only(args.steps), guidance=DEFAULT_GUIDANCE).images[0]
+    ref = torch.stack([pipe(p, seed=i, policy=StagePlan.target_only(args.steps), guidance=DEFAULT_GUIDANCE).images[0]
                        for i, p in enumerate(prompts)])
     rows = []
     for name, kw in tqdm(configs, desc="sweep"):

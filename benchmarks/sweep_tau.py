@@ -41,7 +41,7 @@ def timed_against_target(pipe, prompts, steps, **kw):
     imgs, wall, ref_wall, stats = [], 0.0, 0.0, []
     for i, p in enumerate(prompts):
         t0 = time.perf_counter()
-        pipe(p, seed=i, plan=StagePlan.target_only(steps), guidance=kw["guidance"])
+        pipe(p, seed=i, policy=StagePlan.target_only(steps), guidance=kw["guidance"])
         t1 = time.perf_counter()
         out = pipe(p, seed=i, **kw)
         t2 = time.perf_counter()
@@ -68,21 +68,21 @@ def main() -> None:
     backend = pipe.compile_or_warn(DEFAULT_GUIDANCE) if args.compile else "eager"
     prompts = [DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)] for i in range(args.prompts)]
     common = dict(guidance=DEFAULT_GUIDANCE)
-    pipe(prompts[0], plan=StagePlan.target_only(args.steps), **common)  # warm-up
+    pipe(prompts[0], policy=StagePlan.target_only(args.steps), **common)  # warm-up
     for d in args.drafts:  # compiled: the verification batch (2 rows) compiles here, not in a timed run
-        pipe(prompts[0], plan=StagePlan.paper_default(args.steps), draft=d, **common)
-    ref = torch.stack([pipe(p, seed=i, plan=StagePlan.target_only(args.steps), **common).images[0]
+        pipe(prompts[0], policy=StagePlan.paper_default(args.steps), draft=d, **common)
+    ref = torch.stack([pipe(p, seed=i, policy=StagePlan.target_only(args.steps), **common).images[0]
                        for i, p in enumerate(prompts)])
     rows = []
     jobs = [(d, m, t) for d in args.drafts for m in args.metrics for t in GRIDS[m]]
     for d in args.drafts:
-        img, wall, ref_wall, _ = timed_against_target(pipe, prompts, args.steps, plan=StagePlan.draft_only(args.steps),
+        img, wall, ref_wall, _ = timed_against_target(pipe, prompts, args.steps, policy=StagePlan.draft_only(args.steps),
                                                       draft=d, **common)
         rows.append(dict(draft=d, metric="draft-only", tau=None, acceptance=None, target_calls=0,
                          draft_evals=args.steps * len(prompts), wall_s=wall, target_wall_s=ref_wall,
                          speedup=ref_wall / wall, psnr=psnr(img, ref).mean().item(), ssim=ssim(img, ref).mean().item()))
     for d, m, t in tqdm(jobs, desc="sweep"):
-        img, wall, ref_wall, stats = timed_against_target(pipe, prompts, args.steps, plan=StagePlan.paper_default(args.steps),
+        img, wall, ref_wall, stats = timed_against_target(pipe, prompts, args.steps, policy=StagePlan.paper_default(args.steps),
                                                           draft=d, accept=AcceptanceTest(m, t), **common)
         prop = sum(s.proposed_steps for s in stats)
         rows.append(dict(draft=d, metric=m, tau=t, acceptance=sum(s.accepted_steps for s in stats) / prop,

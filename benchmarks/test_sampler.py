@@ -14,8 +14,8 @@ from sdsv import AcceptanceTest, ErrorControlled, StagePlan
 from test_ops import backends
 
 CONFIGS = {
-    "error-ctrl-self": dict(plan=ErrorControlled(50), draft="self"),
-    "sdsv-lite": dict(plan=StagePlan.paper_default(50), draft="lite", accept=AcceptanceTest("x0_rms", 0.3)),
+    "error-ctrl-self": dict(policy=ErrorControlled(50), draft="self"),
+    "sdsv-lite": dict(policy=StagePlan.paper_default(50), draft="lite", accept=AcceptanceTest("x0_rms", 0.3)),
 }
 
 

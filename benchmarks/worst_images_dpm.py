@@ -27,14 +27,14 @@ def run(**kw):
         out.append(pipe(prompts[i:i+32], seed=seeds[i:i+32], **kw).images)
     return torch.cat(out)
 with torch.inference_mode():
-    t0=time.time(); ref = run(plan=StagePlan.target_only(50)); print("ref", time.time()-t0, flush=True)
+    t0=time.time(); ref = run(policy=StagePlan.target_only(50)); print("ref", time.time()-t0, flush=True)
     variants = {
-        "dpm20": dict(plan=StagePlan.target_only(20), solver="dpm++2m"),
-        "ec-dpm25 (current)": dict(plan=ErrorControlled(25, tol=0.2, k_min=1, k_init=1, k_max=2), draft="self", solver="dpm++2m"),
-        "ec-dpm25 warmup4": dict(plan=ErrorControlled(25, tol=0.2, k_min=1, k_init=1, k_max=2, warmup=4), draft="self", solver="dpm++2m"),
-        "ec-dpm25 x0_rms .04": dict(plan=ErrorControlled(25, tol=0.04, k_min=1, k_init=1, k_max=2, error_metric="x0_rms"), draft="self", solver="dpm++2m"),
-        "ec-dpm25 tol .1": dict(plan=ErrorControlled(25, tol=0.1, k_min=1, k_init=1, k_max=2), draft="self", solver="dpm++2m"),
-        "ec-dpm25 reject .4": dict(plan=ErrorControlled(25, tol=0.2, k_min=1, k_init=1, k_max=2, reject_above=0.4), draft="self", solver="dpm++2m"),
+        "dpm20": dict(policy=StagePlan.target_only(20), solver="dpm++2m"),
+        "ec-dpm25 (current)": dict(policy=ErrorControlled(25, tol=0.2, k_min=1, k_init=1, k_max=2), draft="self", solver="dpm++2m"),
+        "ec-dpm25 warmup4": dict(policy=ErrorControlled(25, tol=0.2, k_min=1, k_init=1, k_max=2, warmup=4), draft="self", solver="dpm++2m"),
+        "ec-dpm25 x0_rms .04": dict(policy=ErrorControlled(25, tol=0.04, k_min=1, k_init=1, k_max=2, error_metric="x0_rms"), draft="self", solver="dpm++2m"),
+        "ec-dpm25 tol .1": dict(policy=ErrorControlled(25, tol=0.1, k_min=1, k_init=1, k_max=2), draft="self", solver="dpm++2m"),
+        "ec-dpm25 reject .4": dict(policy=ErrorControlled(25, tol=0.2, k_min=1, k_init=1, k_max=2, reject_above=0.4), draft="self", solver="dpm++2m"),
     }
     for name, kw in variants.items():
         t0=time.time(); im = run(**kw)

@@ -49,7 +49,7 @@ def test_compiled_models_give_the_eager_numbers():
                 got = compiled.denoiser(name)(x, sigma, labels=labels[:b])
                 torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
         # and a whole SDSV run: same windows, same accept decisions, same image
-        kw = dict(num_steps=10, plan=StagePlan.paper_default(10), accept=AcceptanceTest("x0_rms", 0.3), seed=0)
+        kw = dict(num_steps=10, policy=StagePlan.paper_default(10), accept=AcceptanceTest("x0_rms", 0.3), seed=0)
         a, b = eager("a red circle", **kw), compiled("a red circle", **kw)
     assert [w.accepted for w in a.stats.windows] == [w.accepted for w in b.stats.windows]
     torch.testing.assert_close(b.latents, a.latents, atol=1e-3, rtol=1e-3)
@@ -106,7 +106,7 @@ def test_compiled_self_draft_gives_the_eager_numbers():
     compiled = small_pipeline().compile()
     assert compiled.compiled_split is not None
     for plan in (ErrorControlled(12, tol=0.05, k_max=3), StagePlan.slow(12)):
-        kw = dict(plan=plan, draft="self", seed=0)
+        kw = dict(policy=plan, draft="self", seed=0)
         if plan.verifies:
             kw["accept"] = AcceptanceTest("x0_rms", 0.3)
         a, b = eager(["a red circle", "a blue square"], **kw), compiled(["a red circle", "a blue square"], **kw)

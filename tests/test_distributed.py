@@ -71,7 +71,7 @@ def run_flux(shard: bool) -> torch.Tensor:
     from tiny_pipelines import CASES as PIPES
     c = PIPES["flux"]
     pipe = c.build()
-    sdsv.enable(pipe, plan=StagePlan(6, 1, 3, 1, 2), accept=AcceptanceTest("x0_rms", 0.3), shard=shard)
+    sdsv.enable(pipe, policy=StagePlan(6, 1, 3, 1, 2), accept=AcceptanceTest("x0_rms", 0.3), shard=shard)
     try:
         out = pipe(**c.kwargs(batch=2, cfg=True, steps=6), output_type="latent", generator=torch.Generator().manual_seed(0))
     finally:

@@ -11,7 +11,7 @@ T = RowwiseDenoiser()
 
 
 def run(**kw):
-    args = dict(target=T, draft=T, noise=torch.randn(2, 4, 4), sigmas=flow_match_sigmas(10), plan=StagePlan.paper_default(10))
+    args = dict(target=T, draft=T, noise=torch.randn(2, 4, 4), sigmas=flow_match_sigmas(10), policy=StagePlan.paper_default(10))
     args.update(kw)
     return sample(**args)
 
@@ -24,17 +24,17 @@ def run(**kw):
 ])
 def test_bad_sigmas(sigmas, msg):
     with pytest.raises(ValueError, match=msg):
-        run(sigmas=sigmas, plan=StagePlan.target_only(sigmas.numel() - 1 if sigmas.dim() == 1 else 1))
+        run(sigmas=sigmas, policy=StagePlan.target_only(sigmas.numel() - 1 if sigmas.dim() == 1 else 1))
 
 
 def test_plan_longer_than_schedule():
     with pytest.raises(ValueError, match="longer than the schedule"):
-        run(plan=StagePlan.paper_default(20))
+        run(policy=StagePlan.paper_default(20))
 
 
 def test_plan_shorter_than_schedule():
     with pytest.raises(ValueError, match="shorter than the schedule"):
-        run(plan=StagePlan.paper_default(5))
+        run(policy=StagePlan.paper_default(5))
 
 
 @pytest.mark.parametrize("kw,msg", [
@@ -94,7 +94,7 @@ def test_missing_models():
     with pytest.raises(TypeError, match="uses the draft"):
         run(draft=None)
     with pytest.raises(TypeError, match="uses the target"):
-        run(target=None, plan=StagePlan.improved_draft(10))
+        run(target=None, policy=StagePlan.improved_draft(10))
 
 
 def test_bad_noise():
@@ -119,9 +119,9 @@ def test_non_finite_draft_is_named(verify):
 
 def test_non_finite_target_is_named():
     with pytest.raises(NonFiniteOutputError, match=r"target model returned NaN/inf at step 7 "):
-        run(target=nan_below(0.35), plan=StagePlan.target_only(10))
+        run(target=nan_below(0.35), policy=StagePlan.target_only(10))
 
 
 def test_non_finite_draft_only_step_is_named():
     with pytest.raises(NonFiniteOutputError, match="draft model"):
-        run(target=None, draft=nan_below(0.5), plan=StagePlan.draft_only(10))
+        run(target=None, draft=nan_below(0.5), policy=StagePlan.draft_only(10))

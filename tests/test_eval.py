@@ -130,7 +130,7 @@ def test_flop_table_counts_per_call_with_attention_and_guidance():
 
 def test_counted_calls_times_table_equal_the_sampler_counts():
     pipe = CountingPipeline(_models())
-    out = pipe(["a red circle", "a blue ring", "a white cross"], plan=StagePlan.paper_default(12), draft="svd",
+    out = pipe(["a red circle", "a blue ring", "a white cross"], policy=StagePlan.paper_default(12), draft="svd",
                accept=AcceptanceTest("x0_rms", 0.5), seed=[1, 2, 3])
     calls = pipe.reset_calls()
     assert sum(b * n for b, n in calls["target"].items()) == out.stats.target_evals
@@ -161,7 +161,7 @@ def test_self_draft_calls_and_flops_are_counted_around_the_actual_calls():
             return target, measured
 
     pipe = Measured(_models())
-    out = pipe(["a red circle", "a blue ring"], plan=ErrorControlled(12, tol=0.3), draft="self", seed=[1, 2])
+    out = pipe(["a red circle", "a blue ring"], policy=ErrorControlled(12, tol=0.3), draft="self", seed=[1, 2])
     calls = pipe.reset_calls()
     assert set(calls) == {"target", "self"}  # the self-draft's target calls are the target's
     assert sum(b * n for b, n in calls["target"].items()) == out.stats.target_evals
@@ -185,7 +185,7 @@ def test_demo_and_eval_share_one_method_type():
     assert by["sdsv (self)"].accept == AcceptanceTest("x0_rms", 0.2) and by["sdsv (self)"].verify == "full"
     assert [m.label for m in rows if m.draft == "self"] == [m.label for m in self_draft_methods(50) + on_dpm_methods(50)]
     assert by["target-only (15 steps, dpm++2m)"] == fewer_steps(15, "dpm++2m")
-    assert {m.family for m in rows} == {"target", "draft", "SDSV", "cache", "error-controlled"}
+    assert {m.schedule_type for m in rows} == {"target", "draft", "SDSV", "cache", "error-controlled"}
 
 
 def test_method_key_holds_what_determines_the_images():
@@ -197,7 +197,7 @@ def test_method_key_holds_what_determines_the_images():
     assert Method("a", slow, "lite", "endpoints", acc, forecast_order=2).key == \
         Method("a", slow, "lite", "endpoints", acc).key  # the forecast order is the self-draft's only
     cached = Method("c", FixedInterval(20, every=3), "self")
-    assert not cached.speculates and cached.family == "cache"
+    assert not cached.speculates and cached.schedule_type == "cache"
     assert Method("c", FixedInterval(20, every=3), "self", "full", acc).key == cached.key  # nothing verified
     assert Method("c", ErrorControlled(20), "self").key != Method("c", ErrorControlled(20, tol=0.5), "self").key
     assert fewer_steps(10).key != fewer_steps(10, "dpm++2m").key
@@ -271,7 +271,7 @@ def test_runner_reuses_batches_for_subsets():
     assert full.n == 4 and head.n == 2 and torch.equal(full.images[:2], head.images)
     assert r.run(m, 2).target_evals == head.target_evals < full.target_evals
     assert full.target_evals == sum(b * c for b, c in full.calls["target"].items())
-    alone = r.pipe(r.prompts[2:3], plan=m.plan, draft="lite", accept=m.accept, seed=r.seeds[2:3]).images
+    alone = r.pipe(r.prompts[2:3], policy=m.policy, draft="lite", accept=m.accept, seed=r.seeds[2:3]).images
     torch.testing.assert_close(full.images[2:3], alone, atol=2e-4, rtol=0)  # batch mates do not matter
     with pytest.raises(ValueError, match="multiple of the batch"):
         r.run(m, 3)

@@ -36,7 +36,7 @@ def test_no_autograd_graph_is_kept(plan):
 
 
 def test_dpm_solver_baseline_keeps_no_graph_either():
-    from sdsv.multistep import sample_dpm_solver_2m
+    from multistep_oracle import sample_dpm_solver_2m
     r = sample_dpm_solver_2m(Linear(), torch.randn(2, 3), flow_match_sigmas(6))
     assert not r.latents.requires_grad
 
@@ -144,8 +144,8 @@ def test_tiny_pipeline_argument_errors_and_default_is_a_speedup():
     pipe = TinyPipeline.from_pretrained(names=["target", "svd"])
     with pytest.raises(ValueError, match="no prompts given"):
         pipe([])
-    with pytest.raises(ValueError, match="num_steps=30 but the plan 'paper_default' has 50 steps"):
-        pipe("a red circle", num_steps=30, plan=StagePlan.paper_default(50))
+    with pytest.raises(ValueError, match="num_steps=30 but the policy 'paper_default' has 50 steps"):
+        pipe("a red circle", num_steps=30, policy=StagePlan.paper_default(50))
     # the defaults (paper plan, svd draft, the default test) spend fewer target rows than target-only
     out = pipe(["a red circle", "a blue square"])
     assert out.stats.target_evals < 2 * 50 and out.stats.acceptance_rate > 0.8
@@ -183,7 +183,7 @@ def test_models_writing_into_their_inputs_change_nothing(verify, solver):
     bad = sample(InPlace(target), InPlace(draft), noise, sig, plan, verify=verify, accept=loose, solver=solver)
     assert [w.accepted for w in bad.stats.windows] == [w.accepted for w in ref.stats.windows]
     torch.testing.assert_close(bad.latents, ref.latents, atol=0, rtol=0)
-    from sdsv.multistep import sample_dpm_solver_2m
+    from multistep_oracle import sample_dpm_solver_2m
     torch.testing.assert_close(sample_dpm_solver_2m(InPlace(target), noise, sig).latents,
                                sample_dpm_solver_2m(target, noise, sig).latents, atol=0, rtol=0)
 

@@ -1,15 +1,21 @@
-"""``sdsv.multistep.sample_dpm_solver_2m``: diffusers' DPM-Solver++(2M) on flow sigmas, its order,
-per-sample independence, counts and errors."""
+"""Target-only DPM-Solver++(2M) through ``sdsv.sample``: diffusers' DPM-Solver++(2M) on flow
+sigmas, its order, per-sample independence, counts and errors."""
 
 import math
 
 import pytest
 import torch
 
-from sdsv import NonFiniteOutputError, flow_match_sigmas
-from sdsv.multistep import dpm_solver_2m_coefficients, sample_dpm_solver_2m
+from sdsv import NonFiniteOutputError, StagePlan, flow_match_sigmas, sample
+from sdsv.solvers import dpm_solver_2m_coefficients
 
 from toy_models import RowwiseDenoiser, random_dit
+
+
+def dpm_target_only(target, noise, sigmas, **kw):
+    """``sdsv.sample`` with a target-only policy on DPM-Solver++(2M)."""
+    return sample(target, None, noise, sigmas, StagePlan.target_only(max(1, sigmas.numel() - 1)), solver="dpm++2m",
+                  **kw)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +81,7 @@ def test_matches_diffusers_step_by_step(dit, n, shift, schedule):
     f = Recording(lambda x, s, labels: dit(x, s, labels))
     noise, lab = torch.randn(2, 3, 32, 32), labels_for(2)
     with torch.no_grad():
-        r = sample_dpm_solver_2m(f, noise, sigmas, labels=lab)
+        r = dpm_target_only(f, noise, sigmas, labels=lab)
         states, ref = run_diffusers(sch, lambda x, s, labels: dit(x, s, labels), noise, sigmas, lab)
     assert len(f.states) == len(states) == n
     for i, (ours, theirs) in enumerate(zip(f.states, states)):
@@ -92,7 +98,7 @@ def test_matches_diffusers_on_the_shipped_guided_target():
     sigmas, lab = flow_match_sigmas(12, 3.0), pipe.encode(["a red circle"])
     noise = pipe.noise(1, 0)
     with torch.inference_mode():
-        r = sample_dpm_solver_2m(target, noise, sigmas, labels=lab)
+        r = dpm_target_only(target, noise, sigmas, labels=lab)
         _, ref = run_diffusers(diffusers_dpm_2m(3.0), fn, noise, sigmas, lab)
     torch.testing.assert_close(r.latents, ref, atol=2e-5, rtol=1e-5)
 
@@ -126,7 +132,7 @@ def test_second_order_convergence():
     dpm, euler = [], []
     for n in ns:
         sig = flow_match_sigmas(n, dtype=torch.float64)
-        dpm.append(float((sample_dpm_solver_2m(flow, noise, sig).latents - exact).abs().max()))
+        dpm.append(float((dpm_target_only(flow, noise, sig).latents - exact).abs().max()))
         x = noise
         for i in range(n):
             x = x + (sig[i + 1] - sig[i]) * flow(x, sig[i].expand(4))
@@ -144,7 +150,7 @@ def test_first_step_from_sigma_1_is_euler_and_one_step_is_the_data_prediction():
     noise = torch.randn(3, 5, dtype=torch.float64)
     sig = flow_match_sigmas(1, dtype=torch.float64)
     ones = torch.ones(3, dtype=torch.float64)
-    torch.testing.assert_close(sample_dpm_solver_2m(f, noise, sig).latents, noise - f(noise, ones), atol=1e-15, rtol=0)
+    torch.testing.assert_close(dpm_target_only(f, noise, sig).latents, noise - f(noise, ones), atol=1e-15, rtol=0)
     c = dpm_solver_2m_coefficients([1.0, 0.75, 0.5, 0.0])
     assert c[0] == (0.75, 0.25, 0.0)  # x - 0.25 v: Euler
     assert c[1][2] == 0.0  # r = inf after a step from lambda = -inf: the second step is first order too
@@ -155,14 +161,14 @@ def test_per_sample_independence(dit):
     noise, lab, sig = torch.randn(3, 3, 32, 32), labels_for(3), flow_match_sigmas(12, 3.0)
     f = lambda x, s, labels: dit(x, s, labels)
     with torch.no_grad():
-        batched = sample_dpm_solver_2m(f, noise, sig, labels=lab)
+        batched = dpm_target_only(f, noise, sig, labels=lab)
         for b in range(3):
-            alone = sample_dpm_solver_2m(f, noise[b : b + 1], sig, labels=lab[b : b + 1])
+            alone = dpm_target_only(f, noise[b : b + 1], sig, labels=lab[b : b + 1])
             torch.testing.assert_close(batched.latents[b : b + 1], alone.latents, atol=1e-5, rtol=1e-5)
     rowwise = RowwiseDenoiser()
-    batched = sample_dpm_solver_2m(rowwise, noise, sig, labels=lab)
+    batched = dpm_target_only(rowwise, noise, sig, labels=lab)
     for b in range(3):
-        assert torch.equal(batched.latents[b], sample_dpm_solver_2m(rowwise, noise[b : b + 1], sig, labels=lab[b : b + 1]).latents[0])
+        assert torch.equal(batched.latents[b], dpm_target_only(rowwise, noise[b : b + 1], sig, labels=lab[b : b + 1]).latents[0])
 
 
 def test_counts_dtypes_and_progress(capsys):
@@ -174,13 +180,13 @@ def test_counts_dtypes_and_progress(capsys):
         return f(x, sigma, labels).to(x.dtype)
 
     noise = torch.randn(2, 4, 4, dtype=torch.bfloat16)
-    r = sample_dpm_solver_2m(model, noise, flow_match_sigmas(7), labels=labels_for(2), progress=True)
+    r = dpm_target_only(model, noise, flow_match_sigmas(7), labels=labels_for(2), progress=True)
     s = r.stats
     assert (s.target_calls, s.target_evals, s.draft_evals, s.windows) == (7, 14, 0, [])
     assert s.sampler_s >= 0 and s.target_s > 0
     assert r.latents.dtype == torch.bfloat16 and set(seen) == {torch.float32} and f.calls == [2] * 7
-    assert "dpm++2m" in capsys.readouterr().err
-    sample_dpm_solver_2m(f, noise.float(), flow_match_sigmas(3), progress={"disable": True})
+    assert "sdsv" in capsys.readouterr().err
+    dpm_target_only(f, noise.float(), flow_match_sigmas(3), progress={"disable": True})
     assert capsys.readouterr().err == ""
 
 
@@ -193,7 +199,7 @@ def test_counts_dtypes_and_progress(capsys):
 ])
 def test_bad_sigmas(sigmas, match):
     with pytest.raises(ValueError, match=match):
-        sample_dpm_solver_2m(RowwiseDenoiser(), torch.randn(1, 4), sigmas)
+        dpm_target_only(RowwiseDenoiser(), torch.randn(1, 4), sigmas)
 
 
 def test_errors():
@@ -207,16 +213,16 @@ def test_errors():
 
     step = int(torch.nonzero(sig < 0.5)[0])
     with pytest.raises(NonFiniteOutputError, match=rf"target model returned NaN/inf at step {step} \(sigma=0.4\) for sample 1"):
-        sample_dpm_solver_2m(nan_below_half, torch.randn(3, 4), sig)
-    with pytest.raises(TypeError, match="target must be callable"):
-        sample_dpm_solver_2m(None, torch.randn(1, 4), sig)
+        dpm_target_only(nan_below_half, torch.randn(3, 4), sig)
+    with pytest.raises(TypeError, match="target is not callable"):
+        dpm_target_only(None, torch.randn(1, 4), sig)
     with pytest.raises(ValueError, match="noise contains NaN"):
-        sample_dpm_solver_2m(f, torch.tensor([[0.0, float("nan")]]), sig)
+        dpm_target_only(f, torch.tensor([[0.0, float("nan")]]), sig)
     with pytest.raises(ValueError, match="floating-point tensor"):
-        sample_dpm_solver_2m(f, torch.zeros(2, 4, dtype=torch.long), sig)
+        dpm_target_only(f, torch.zeros(2, 4, dtype=torch.long), sig)
     with pytest.raises(ValueError, match=r"returned shape \(1, 3\) for input of shape \(1, 4\)"):
-        sample_dpm_solver_2m(lambda x, s: x[:, :3], torch.randn(1, 4), sig)
+        dpm_target_only(lambda x, s: x[:, :3], torch.randn(1, 4), sig)
     with pytest.raises(TypeError, match="returned torch.float64 on cpu, but the latents are torch.float32"):
-        sample_dpm_solver_2m(lambda x, s: x.double(), torch.randn(1, 4), sig)
+        dpm_target_only(lambda x, s: x.double(), torch.randn(1, 4), sig)
     with pytest.raises(ValueError, match="per-sample conditioning 'labels'"):
-        sample_dpm_solver_2m(f, torch.randn(2, 4), sig, labels=labels_for(3), per_sample=["labels"])
+        dpm_target_only(f, torch.randn(2, 4), sig, labels=labels_for(3), per_sample=["labels"])

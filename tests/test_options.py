@@ -48,7 +48,7 @@ def test_tiny_pipeline_warns_too():
 
     pipe = TinyPipeline.from_pretrained(names=("target",))
     with pytest.warns(IgnoredOptionWarning, match="ErrorControlled"):
-        pipe(["a red circle"], plan=ErrorControlled(8), draft="self", accept=AcceptanceTest("x0_rms", 0.1))
+        pipe(["a red circle"], policy=ErrorControlled(8), draft="self", accept=AcceptanceTest("x0_rms", 0.1))
 
 
 def test_enable_warns_at_once_for_a_policy_it_is_given():
@@ -61,5 +61,5 @@ def test_enable_warns_at_once_for_a_policy_it_is_given():
 
     pipe = flux_pipe()
     with pytest.warns(IgnoredOptionWarning, match="FixedInterval"):
-        sdsv.enable(pipe, plan=FixedInterval(6, every=2), accept=AcceptanceTest("x0_rms", 0.1))
+        sdsv.enable(pipe, policy=FixedInterval(6, every=2), accept=AcceptanceTest("x0_rms", 0.1))
     sdsv.disable(pipe)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sdsv import ErrorControlled, FixedInterval, StagePlan, flow_match_sigmas, next_window_length, sample
-from sdsv.policy import PolicyRun, WindowPolicy
+from sdsv.policies import PolicyState, WindowPolicy
 
 from toy_models import RowwiseDenoiser
 
@@ -82,7 +82,7 @@ def test_a_policy_giving_an_impossible_window_is_named():
         num_steps = 5
 
         def start(self, batch):
-            run = PolicyRun()
+            run = PolicyState()
             run.window = lambda b, step: ("unverified", 9)
             return run
 
@@ -102,3 +102,45 @@ def test_summary_names_unverified_windows():
     r = sample(target, RowwiseDenoiser(bias=0.01), torch.randn(1, 4), flow_match_sigmas(12), FixedInterval(12, every=3))
     text = r.stats.summary()
     assert "unverified windows (0 rejected)" in text and "nan" not in text
+
+
+def test_the_former_plan_keyword_and_import_paths_still_work_with_a_deprecation_warning():
+    target, noise, sig = RowwiseDenoiser(), torch.randn(2, 3), flow_match_sigmas(6)
+    with pytest.warns(DeprecationWarning, match="policy="):
+        old = sample(target, None, noise, sig, plan=StagePlan.target_only(6))
+    assert torch.equal(old.latents, sample(target, None, noise, sig, policy=StagePlan.target_only(6)).latents)
+    with pytest.raises(TypeError, match="not both"):
+        sample(target, None, noise, sig, policy=StagePlan.target_only(6), plan=StagePlan.target_only(6))
+    with pytest.raises(TypeError, match="window policy"):
+        sample(target, None, noise, sig)
+    import sdsv.plan
+    import sdsv.policy
+    assert sdsv.plan.StagePlan is StagePlan and sdsv.policy.PolicyRun is PolicyState
+
+
+def test_a_new_window_kind_plugs_in_without_a_name():
+    """A policy may name a Window class of its own; the loop runs it like the built-in kinds."""
+    from sdsv.policies import StatelessState
+    from sdsv.windows import TargetStep
+
+    seen = []
+
+    class CountedTargetStep(TargetStep):
+        def commit(self, verdict, state, records):
+            seen.append((self.sample, self.start))
+            return super().commit(verdict, state, records)
+
+    class EveryStepCounted(WindowPolicy):
+        num_steps, name = 6, "counted"
+
+        @property
+        def uses_draft(self):
+            return False
+
+        def start(self, batch):
+            return StatelessState(lambda step: (CountedTargetStep, 0))
+
+    target, noise, sig = RowwiseDenoiser(), torch.randn(2, 3), flow_match_sigmas(6)
+    r = sample(target, None, noise, sig, EveryStepCounted())
+    assert torch.equal(r.latents, sample(target, None, noise, sig, StagePlan.target_only(6)).latents)
+    assert sorted(seen) == [(b, s) for b in range(2) for s in range(6)]

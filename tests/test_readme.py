@@ -24,7 +24,7 @@ def test_readme_has_the_three_snippets():
 
 
 @pytest.mark.parametrize("index", range(len(snippets())), ids=lambda i: f"snippet{i + 1}")
-def test_readme_snippet_runs_as_written(index, tmp_path, monkeypatch, capsys):
+def test_readme_snippet_runs_as_written(index, tmp_path, monkeypatch, capsys, recwarn):
     pytest.importorskip("diffusers")
     monkeypatch.chdir(tmp_path)  # a snippet must not rely on the repository's folders
     before = torch.get_num_threads()
@@ -34,6 +34,7 @@ def test_readme_snippet_runs_as_written(index, tmp_path, monkeypatch, capsys):
     finally:
         torch.set_num_threads(before)
     assert "target" in capsys.readouterr().out  # each prints its run's statistics
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning) and "sdsv" in str(w.message)]
 
 
 def _relative_links(md: Path) -> list[tuple[str, Path]]:

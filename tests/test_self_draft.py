@@ -1,4 +1,4 @@
-"""The forecast self-draft (METHOD.md section 8): its contract inside ``sdsv.sample``."""
+"""The forecast self-draft (docs/method.md): its contract inside ``sdsv.sample``."""
 
 import threading
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sdsv import AcceptanceTest, ErrorControlled, FixedInterval, SelfDraft, StagePlan, flow_match_sigmas, sample
-from sdsv.multistep import sample_dpm_solver_2m
+from sdsv.policies import StatelessState, WindowPolicy
+from multistep_oracle import sample_dpm_solver_2m
 from sdsv.solvers import SOLVERS, DPMSolver2M, Euler, Solver, get_solver
 
 from test_multistep import Recording, diffusers_dpm_2m, run_diffusers
@@ -111,17 +112,46 @@ def test_identical_draft_accepts_all_and_matches_target_only(dit, verify, plan, 
     assert r.stats.target_calls < 30
 
 
+class TargetStepsThatMayDraft(WindowPolicy):
+    """Target steps only, from a policy that declares a draft: the sampler keeps each sample's
+    history and applies the rule's matrices (no batch update of the whole batch)."""
+
+    name = "target_steps"
+
+    def __init__(self, num_steps):
+        self.num_steps = num_steps
+
+    def start(self, batch):
+        return StatelessState(lambda step: ("target", 0))
+
+
 @pytest.mark.parametrize("solver", ["dpm++2m", "unipc", EulerAsLinearRule()], ids=["dpm++2m", "unipc", "euler-linear"])
 @pytest.mark.parametrize("verify", ["endpoints", "full"])
-def test_impossible_threshold_reproduces_target_only_exactly(verify, solver):
+def test_impossible_threshold_reproduces_target_steps_exactly(verify, solver):
+    """Every window rejected: every step is a target step, with the same op and inputs as target
+    steps under per-sample history; a target-only policy (whose steps may use the rule's own batch
+    update, DPM-Solver++(2M)'s) agrees to fp32 rounding."""
     target, draft = RowwiseDenoiser(), RowwiseDenoiser(bias=0.01)
     noise, sig, lab = torch.randn(3, 4, 5, 6), flow_match_sigmas(50), labels_for(3)
-    ref = sample(target, None, noise, sig, StagePlan.target_only(50), solver=solver, labels=lab)
+    ref = sample(target, draft, noise, sig, TargetStepsThatMayDraft(50), solver=solver, labels=lab)
+    alone = sample(target, None, noise, sig, StagePlan.target_only(50), solver=solver, labels=lab)
     r = sample(target, draft, noise, sig, StagePlan.paper_default(50), verify=verify, accept=EXACT, solver=solver,
                labels=lab)
     assert r.stats.windows and all(w.accepted == 0 for w in r.stats.windows)
     assert torch.equal(r.latents, ref.latents)
+    torch.testing.assert_close(alone.latents, ref.latents, atol=1e-5, rtol=1e-5)
     assert r.stats.target_calls == 50
+
+
+def test_target_only_dpm_solver_2m_is_the_plain_loop_bit_for_bit(dit):
+    """A target-only policy on DPM-Solver++(2M) runs the rule's batch update: the plain loop's
+    numbers (the oracle, tests/multistep_oracle.py), bit for bit."""
+    noise, sig, lab = torch.randn(2, 3, 32, 32), flow_match_sigmas(12, shift=3.0), labels_for(2)
+    with torch.no_grad():
+        r = sample(dit_fn(dit), None, noise, sig, StagePlan.target_only(12), solver="dpm++2m", labels=lab)
+        plain = sample_dpm_solver_2m(dit_fn(dit), noise, sig, labels=lab)
+    assert torch.equal(r.latents, plain.latents)
+    assert (r.stats.target_calls, r.stats.target_evals) == (plain.stats.target_calls, plain.stats.target_evals) == (12, 24)
 
 
 @pytest.mark.parametrize("verify", ["endpoints", "full"])
@@ -184,10 +214,10 @@ def test_unverified_windows_with_a_perfect_draft_reproduce_target_only(plan, sol
 @pytest.mark.parametrize("solver", ["dpm++2m", "unipc"])
 def test_self_draft_on_second_order_solvers(solver):
     """The forecast self-draft's schedules run on the multistep solvers: an impossible threshold and
-    a rejected-everything error controller reproduce target-only exactly; the cache stays close."""
+    a rejected-everything error controller reproduce target steps exactly; the cache stays close."""
     split = RowwiseSplit()
     noise, sig = torch.randn(3, 4, 5), flow_match_sigmas(30, shift=2.0)
-    ref = sample(None, None, noise, sig, StagePlan.target_only(30), self_draft=SelfDraft(split), solver=solver)
+    ref = sample(None, None, noise, sig, TargetStepsThatMayDraft(30), self_draft=SelfDraft(split), solver=solver)
     r = sample(None, None, noise, sig, StagePlan.slow(30), accept=EXACT, self_draft=SelfDraft(split), solver=solver)
     assert r.stats.windows and torch.equal(r.latents, ref.latents)
     rej = sample(None, None, noise, sig, ErrorControlled(30, tol=1e-9, reject_above=1e-12, k_init=3),

@@ -52,10 +52,10 @@ def test_image_does_not_depend_on_batch_mates(pipe):
 def test_sdsv_is_closer_to_target_than_its_draft(pipe):
     prompts = ["a red circle", "a blue triangle", "a yellow ring", "a white square"]
     seeds = [0, 1, 2, 3]
-    ref = pipe(prompts, plan=StagePlan.target_only(30), seed=seeds).images
+    ref = pipe(prompts, policy=StagePlan.target_only(30), seed=seeds).images
     for d in ("lite", "svd"):
-        draft_only = pipe(prompts, plan=StagePlan.draft_only(30), draft=d, seed=seeds).images
-        spec = pipe(prompts, plan=StagePlan.paper_default(30), draft=d, seed=seeds)
+        draft_only = pipe(prompts, policy=StagePlan.draft_only(30), draft=d, seed=seeds).images
+        spec = pipe(prompts, policy=StagePlan.paper_default(30), draft=d, seed=seeds)
         assert psnr(spec.images, ref).mean() > psnr(draft_only, ref).mean()
         assert spec.stats.target_calls < 30
 
@@ -114,30 +114,30 @@ def test_demo_end_to_end(tmp_path, capsys):
 ], ids=lambda p: p.name + ("" if not isinstance(p, ErrorControlled) else f"-o{p.order}"))
 def test_self_draft_works_with_every_plan(pipe, plan):
     order = getattr(plan, "order", 1)
-    ref = pipe(["a red circle", "a blue ring"], num_steps=16, plan=StagePlan.target_only(16))
+    ref = pipe(["a red circle", "a blue ring"], num_steps=16, policy=StagePlan.target_only(16))
     verification = {"accept": AcceptanceTest("x0_rms", 0.05)} if plan.verifies else {}
-    out = pipe(["a red circle", "a blue ring"], plan=plan, draft="self", forecast_order=order, **verification)
+    out = pipe(["a red circle", "a blue ring"], policy=plan, draft="self", forecast_order=order, **verification)
     assert out.stats.target_calls < ref.stats.target_calls
     assert psnr(out.images, ref.images).min() > 20, psnr(out.images, ref.images)
 
 
 def test_self_draft_needs_a_target_step_first(pipe):
     # Improved-Draft with the self-draft: 5 target steps, then forecasts from their anchors alone
-    out = pipe("a red circle", plan=StagePlan.improved_draft(16), draft="self")
+    out = pipe("a red circle", policy=StagePlan.improved_draft(16), draft="self")
     assert (out.stats.target_calls, out.stats.draft_evals) == (5, 11)
     with pytest.raises(RuntimeError, match="at least one target step"):
-        pipe("a red circle", plan=StagePlan.draft_only(8), draft="self")
+        pipe("a red circle", policy=StagePlan.draft_only(8), draft="self")
 
 
 def test_dpm_solver_baseline_through_the_pipeline(pipe):
-    ref = pipe("a red circle", plan=StagePlan.target_only(50))
-    out = pipe("a red circle", plan=StagePlan.target_only(20), solver="dpm++2m")
-    euler = pipe("a red circle", plan=StagePlan.target_only(20))
+    ref = pipe("a red circle", policy=StagePlan.target_only(50))
+    out = pipe("a red circle", policy=StagePlan.target_only(20), solver="dpm++2m")
+    euler = pipe("a red circle", policy=StagePlan.target_only(20))
     assert out.stats.target_calls == 20
     assert psnr(out.images, ref.images).item() > psnr(euler.images, ref.images).item()
     # speculation on the solver: the self-draft's cache every 2nd step stays close to the solver alone
-    cached = pipe("a red circle", plan=FixedInterval(20, every=2), draft="self", solver="dpm++2m")
+    cached = pipe("a red circle", policy=FixedInterval(20, every=2), draft="self", solver="dpm++2m")
     assert cached.stats.target_calls == 2 + 9 and cached.stats.unverified_windows == 9
     assert psnr(cached.images, out.images).item() > 30
     with pytest.raises(ValueError, match="solver must be one of euler, dpm\\+\\+2m, unipc"):
-        pipe("a red circle", plan=StagePlan.target_only(20), solver="heun")
+        pipe("a red circle", policy=StagePlan.target_only(20), solver="heun")

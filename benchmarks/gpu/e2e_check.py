@@ -75,7 +75,7 @@ import sdsv  # noqa: E402
 from sdsv import AcceptanceTest, FixedInterval, StagePlan  # noqa: E402
 from sdsv.integrations.hf_diffusers import flux_denoiser, wan_denoiser  # noqa: E402
 from sdsv.integrations.hf_diffusers.families import FluxFamily, WanFamily  # noqa: E402
-from sdsv.integrations.hf_diffusers.self_draft import TransformerSplit  # noqa: E402
+from sdsv.integrations.hf_diffusers.split import TransformerSplit  # noqa: E402
 
 from scale_check import (FLUX_DEV, FLUX_TINY, WAN_1_3B, WAN_TINY, build, flux_inputs,  # noqa: E402
                          wan_inputs)
@@ -284,13 +284,13 @@ def configure(pipe, variant: str):
     elif variant == "default":
         sdsv.enable(pipe)
     elif variant == "sdsv":
-        sdsv.enable(pipe, plan=StagePlan.paper_default)
+        sdsv.enable(pipe, policy=StagePlan.paper_default)
     elif variant == "sdsv_all":
-        sdsv.enable(pipe, plan=StagePlan.paper_default, accept=AcceptanceTest("x0_rms", math.inf))
+        sdsv.enable(pipe, policy=StagePlan.paper_default, accept=AcceptanceTest("x0_rms", math.inf))
     elif variant == "sdsv_full":
-        sdsv.enable(pipe, plan=StagePlan.paper_default, verify="full")
+        sdsv.enable(pipe, policy=StagePlan.paper_default, verify="full")
     elif variant == "cache":
-        sdsv.enable(pipe, plan=lambda n: FixedInterval(n, every=3))
+        sdsv.enable(pipe, policy=lambda n: FixedInterval(n, every=3))
     else:
         raise ValueError(f"unknown variant {variant!r}")
 
@@ -450,7 +450,7 @@ def section_e2e(ctx, spec, budget_s, put):
                     ref, plain_s = out.float(), v["wall_s"]
                     v["policy"] = "pipeline alone"
                 else:
-                    v["policy"] = pipe.__dict__["_sdsv_state"].config.plan
+                    v["policy"] = pipe.__dict__["_sdsv_state"].config.policy
                     v["policy"] = _describe_plan(v["policy"], steps)
                     config = pipe.__dict__["_sdsv_state"].config
                     # None: not given, the sampler's defaults apply (verified windows only)
@@ -482,7 +482,7 @@ def section_e2e(ctx, spec, budget_s, put):
 
 
 def _describe_plan(plan, steps):
-    p = plan(steps) if callable(plan) and not isinstance(plan, sdsv.policy.WindowPolicy) else plan
+    p = plan(steps) if callable(plan) and not isinstance(plan, sdsv.WindowPolicy) else plan
     return p.describe() if hasattr(p, "describe") else repr(p)
 
 

@@ -43,7 +43,7 @@ import sdsv  # noqa: E402
 from sdsv import AcceptanceTest, StagePlan  # noqa: E402
 from sdsv.integrations.hf_diffusers import flux_denoiser, wan_denoiser  # noqa: E402
 from sdsv.integrations.hf_diffusers.families import FluxFamily, WanFamily  # noqa: E402
-from sdsv.integrations.hf_diffusers.self_draft import TransformerSplit  # noqa: E402
+from sdsv.integrations.hf_diffusers.split import TransformerSplit  # noqa: E402
 
 BLOCK_STACKS = {"flux": FluxFamily.block_stacks, "wan": WanFamily.block_stacks}
 

@@ -3,10 +3,11 @@
 from .acceptance import AcceptanceTest
 from .guidance import ClassifierFreeGuidance
 from .forecast import SelfDraft
-from .plan import Segment, StagePlan
-from .policy import ErrorControlled, FixedInterval, WindowPolicy, next_window_length
+from .errors import NonFiniteOutputError, RefusedError
+from .policies import (ErrorControlled, FixedInterval, PolicyState, Segment, StagePlan, WindowPolicy,
+                       next_window_length)
 from .result import SampleResult, SampleStats, WindowRecord
-from .sampler import IgnoredOptionWarning, NonFiniteOutputError, sample
+from .sampler import IgnoredOptionWarning, sample
 from .schedule import check_sigmas, flow_match_sigmas
 
 __version__ = "0.1.0"
@@ -24,6 +25,6 @@ def __getattr__(name):
 
 __all__ = [
     "AcceptanceTest", "ClassifierFreeGuidance", "ErrorControlled", "FixedInterval", "IgnoredOptionWarning", "NonFiniteOutputError",
-    "SampleResult", "SampleStats", "Segment", "SelfDraft", "StagePlan", "WindowPolicy", "WindowRecord",
+    "PolicyState", "RefusedError", "SampleResult", "SampleStats", "Segment", "SelfDraft", "StagePlan", "WindowPolicy", "WindowRecord",
     "next_window_length", "check_sigmas", "disable", "enable", "flow_match_sigmas", "sample",
 ]

@@ -19,6 +19,16 @@ def rows_view(buf: torch.Tensor, rows: Sequence[int]) -> torch.Tensor | None:
     return None
 
 
+def gather_rows_and_index(buf: torch.Tensor, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``buf[rows]`` (a view where it can be) and the index tensor it needed (None for a view),
+    to gather the same rows of another buffer without making the index again."""
+    view = rows_view(buf, rows)
+    if view is not None:
+        return view, None
+    index = torch.tensor(rows, device=buf.device)
+    return buf.index_select(0, index), index
+
+
 def gather_rows(buf: torch.Tensor, rows: Sequence[int], index: torch.Tensor | None = None) -> torch.Tensor:
     view = rows_view(buf, rows)
     if view is not None:

@@ -1,4 +1,4 @@
-"""The acceptance test: does the draft agree with the target at this state? (METHOD.md 3.4)"""
+"""The acceptance test: does the draft agree with the target at this state? (docs/method.md)"""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from .acceptance import AcceptanceTest
 from .cli_args import check, check_weights, finite_float, int_at_least, tiny_prompt, weights_folder
 from .methods import Method, dominated_by, fewer_steps, on_dpm_methods, self_draft_methods
 from .metrics import psnr, ssim
-from .plan import StagePlan
+from .policies import StagePlan
 from .tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline
 from .tiny.weights import MODEL_NAMES
 
@@ -280,7 +280,7 @@ def best_checked(rows: list[dict], methods: dict[str, Method]) -> dict | None:
     the error); not the plain cache — that reaches 38 dB mean and 35 dB on the worst prompt, else
     the fastest of them. ``methods``: label -> Method."""
     checked = [r for r in rows if r["psnr"] is not None and (m := methods[r["method"]]).draft == "self"
-                and m.family in ("SDSV", "error-controlled") and m.solver == "euler"]
+                and m.schedule_type in ("SDSV", "error-controlled") and m.solver == "euler"]
     if not checked:
         return None
     return max(checked, key=lambda r: (r["psnr"] >= 38 and r["psnr_min"] >= 35, r["speedup"]))
@@ -308,14 +308,14 @@ def main(args) -> int:
               f"{best['psnr']:.2f} dB mean / {best['psnr_min']:.2f} dB worst prompt; "
               + (f"dominated on (speedup, worst PSNR) by {', '.join(beaten)}" if beaten else
                  "not dominated on (speedup, worst PSNR) by any other row"))
-    on_dpm = [r for r in rows if methods[r["method"]].solver != "euler" and methods[r["method"]].plan.uses_draft]
-    solver_alone = [r for r in rows if methods[r["method"]].solver == "dpm++2m" and not methods[r["method"]].plan.uses_draft]
+    on_dpm = [r for r in rows if methods[r["method"]].solver != "euler" and methods[r["method"]].policy.uses_draft]
+    solver_alone = [r for r in rows if methods[r["method"]].solver == "dpm++2m" and not methods[r["method"]].policy.uses_draft]
     for r in on_dpm:
         beaten = dominated_by(solver_alone, r)
         print(f"{r['method']}: {r['speedup']:.2f}x at {r['psnr']:.2f} / {r['psnr_min']:.2f} dB; "
               + (f"dominated by the solver alone: {', '.join(beaten)}" if beaten else
                  "not dominated by DPM-Solver++(2M) alone at " + "/".join(
-                     str(methods[r2["method"]].plan.num_steps) for r2 in solver_alone) + " steps"))
+                     str(methods[r2["method"]].policy.num_steps) for r2 in solver_alone) + " steps"))
     if args.out:
         print(f"\nimage grid (rows = methods, columns = prompts): {Path(args.out) / 'demo_grid.png'}")
         print(f"speed vs PSNR plot: {Path(args.out) / 'demo_speed_psnr.png'}")

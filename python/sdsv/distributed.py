@@ -26,10 +26,11 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .sampler import is_pure
+from .contract import is_pure, per_row_names
 
 
-def _rank_world(group) -> tuple[int, int]:
+def rank_and_world(group=None) -> tuple[int, int]:
+    """This process's rank and the group's size; a clear error without a process group."""
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("sdsv.distributed needs an initialised process group: call "
                            "torch.distributed.init_process_group(...) first (torchrun sets its environment)")
@@ -73,12 +74,6 @@ def _check_same(x: torch.Tensor, sigma: torch.Tensor, group, world: int) -> None
                            "seeds, conditioning or sigmas?): every rank must run the same sampling call")
 
 
-def _per_row(cond: dict, rows: int, names) -> set:
-    if names is not None:
-        return {names} if isinstance(names, str) else set(names)
-    return {k for k, v in cond.items() if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == rows}
-
-
 def _slice_cond(cond: dict, per_row: set, lo: int, hi: int) -> dict:
     return {k: (v[lo:hi] if k in per_row else v) for k, v in cond.items()}
 
@@ -93,7 +88,7 @@ class ShardedDenoiser:
     def __init__(self, denoiser, group=None, per_row=None, check_inputs: bool = True):
         if not callable(denoiser):
             raise TypeError(f"denoiser must be callable, got {type(denoiser).__name__}")
-        _rank_world(group)  # refuse early: no process group
+        rank_and_world(group)  # refuse early: no process group
         self.denoiser, self.group, self.per_row, self.check_inputs = denoiser, group, per_row, check_inputs
 
     @property
@@ -101,14 +96,14 @@ class ShardedDenoiser:
         return is_pure(self.denoiser)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond) -> torch.Tensor:
-        rank, world = _rank_world(self.group)
+        rank, world = rank_and_world(self.group)
         if self.check_inputs:
             _check_same(x, sigma, self.group, world)
         bounds = share_bounds(x.shape[0], world)
         lo, hi = bounds[rank]
         part = None
         if hi > lo:
-            part = self.denoiser(x[lo:hi], sigma[lo:hi], **_slice_cond(cond, _per_row(cond, x.shape[0], self.per_row),
+            part = self.denoiser(x[lo:hi], sigma[lo:hi], **_slice_cond(cond, per_row_names(cond, x.shape[0], self.per_row),
                                                                         lo, hi))
         return gather_rows(part, bounds, x.shape[1:], x, self.group)
 
@@ -126,7 +121,7 @@ class ShardedSplit:
         for name in ("forward_with_residual", "forward_with_forecast"):
             if not callable(getattr(split, name, None)):
                 raise TypeError(f"ShardedSplit needs a split model with {name}(); got {type(split).__name__}")
-        _rank_world(group)
+        rank_and_world(group)
         self.split, self.group, self.per_row, self.check_inputs = split, group, per_row, check_inputs
         self._meta = None  # the residual's (dtype, feature shape), agreed once per ShardedSplit
         if hasattr(split, "model_rows"):
@@ -140,12 +135,12 @@ class ShardedSplit:
         return self.split.model_rows(x, **cond) // x.shape[0] if hasattr(self.split, "model_rows") else 1
 
     def _prepare(self, x, sigma, cond):
-        rank, world = _rank_world(self.group)
+        rank, world = rank_and_world(self.group)
         if self.check_inputs:
             _check_same(x, sigma, self.group, world)
         bounds = share_bounds(x.shape[0], world)
         lo, hi = bounds[rank]
-        return bounds, lo, hi, _slice_cond(cond, _per_row(cond, x.shape[0], self.per_row), lo, hi)
+        return bounds, lo, hi, _slice_cond(cond, per_row_names(cond, x.shape[0], self.per_row), lo, hi)
 
     def _gather_branches(self, part, bounds, rows: int, branches: int, like) -> torch.Tensor:
         """Gather ``part`` ([branches * share rows, ...], branch-major) into [branches * rows, ...]."""

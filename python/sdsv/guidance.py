@@ -8,6 +8,32 @@ from typing import Callable, Sequence
 
 import torch
 
+from .contract import is_per_row
+
+
+def guided_conditioning(cond: dict, other: dict, rows: int, other_first: bool = False, shared=()) -> dict:
+    """The conditioning of ONE forward call over both guidance branches (``2 rows``): a kwarg in
+    ``other`` is ``cat([cond[k], other[k]])`` (``other_first``: the other branch first), a
+    per-row kwarg (:func:`sdsv.contract.is_per_row`) not named in ``shared`` is repeated, the
+    rest pass as they are."""
+    both = {}
+    for k, v in cond.items():
+        if k in other:
+            both[k] = torch.cat([other[k], v] if other_first else [v, other[k]])
+        elif k not in shared and is_per_row(v, rows):
+            both[k] = torch.cat([v, v])
+        else:
+            both[k] = v
+    return both
+
+
+def combine_guided(out: torch.Tensor, scale: float, uncond_first: bool = False) -> torch.Tensor:
+    """``u + scale (c - u)`` from the output of a call over both branches (``cond`` rows first
+    unless ``uncond_first``)."""
+    a, b = out.chunk(2)
+    c, u = (b, a) if uncond_first else (a, b)
+    return u + scale * (c - u)
+
 
 class ClassifierFreeGuidance:
     """Wrap ``model(x, sigma, **cond)`` into ``v = u + g (c - u)``.
@@ -43,22 +69,18 @@ class ClassifierFreeGuidance:
         if missing:
             raise ValueError(f"guidance needs the conditioning kwargs {sorted(missing)} (they have unconditional values)")
         rows = x.shape[0]
-        both = {}
-        for k, v in cond.items():
-            if k in self.uncond:
-                if not isinstance(v, torch.Tensor):
-                    raise TypeError(f"guided conditioning {k!r} must be a tensor, got {type(v).__name__}")
-                try:
-                    u = torch.as_tensor(self.uncond[k], device=v.device, dtype=v.dtype).expand_as(v)
-                except RuntimeError as e:
-                    shape = tuple(torch.as_tensor(self.uncond[k]).shape)
-                    raise ValueError(f"uncond[{k!r}] of shape {shape} does not broadcast to the conditioning's "
-                                     f"shape {tuple(v.shape)}") from e
-                both[k] = torch.cat([v, u])
-            elif k not in self.shared and isinstance(v, torch.Tensor) and v.shape[:1] == x.shape[:1]:
-                both[k] = torch.cat([v, v])
-            else:
-                both[k] = v
+        uncond = {}
+        for k in self.uncond:
+            v = cond[k]
+            if not isinstance(v, torch.Tensor):
+                raise TypeError(f"guided conditioning {k!r} must be a tensor, got {type(v).__name__}")
+            try:
+                uncond[k] = torch.as_tensor(self.uncond[k], device=v.device, dtype=v.dtype).expand_as(v)
+            except RuntimeError as e:
+                shape = tuple(torch.as_tensor(self.uncond[k]).shape)
+                raise ValueError(f"uncond[{k!r}] of shape {shape} does not broadcast to the conditioning's "
+                                 f"shape {tuple(v.shape)}") from e
+        both = guided_conditioning(cond, uncond, rows, shared=self.shared)
         out = self.model(torch.cat([x, x]), torch.cat([sigma, sigma]), **both)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the guided model returned {type(out).__name__}, expected a tensor of shape "
@@ -66,5 +88,4 @@ class ClassifierFreeGuidance:
         if out.shape != (2 * rows, *x.shape[1:]):
             raise ValueError(f"the guided model returned shape {tuple(out.shape)} for {2 * rows} rows (cond and "
                              f"uncond of {rows} states), expected {(2 * rows, *x.shape[1:])}")
-        c, u = out.chunk(2)
-        return u + self.scale * (c - u)
+        return combine_guided(out, self.scale)

@@ -9,14 +9,14 @@ are built here once. :func:`dominated_by` is how both say which rows lose on (sp
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from .acceptance import AcceptanceTest
-from .plan import StagePlan
-from .policy import ErrorControlled, FixedInterval, WindowPolicy
+from .policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
+from .solvers import SOLVERS
 
 DRAFTS = (None, "lite", "svd", "self")
-SOLVERS = ("euler", "dpm++2m", "unipc")
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Method:
     """A labelled sampling configuration; ``pipeline_kwargs()`` are its TinyPipeline arguments."""
 
     label: str
-    plan: WindowPolicy
+    policy: WindowPolicy
     draft: str | None = None          # "lite", "svd", "self" or None (target only)
     verify: str = "endpoints"
     accept: AcceptanceTest | None = None  # None: the sampler's default test
@@ -35,39 +35,51 @@ class Method:
         if self.draft not in DRAFTS:
             raise ValueError(f"{self.label}: draft must be one of {DRAFTS}, got {self.draft!r}")
         if self.solver not in SOLVERS:
-            raise ValueError(f"{self.label}: solver must be one of {SOLVERS}, got {self.solver!r}")
+            raise ValueError(f"{self.label}: solver must be one of {tuple(SOLVERS)}, got {self.solver!r}")
         if self.verify not in ("endpoints", "full"):
             raise ValueError(f"{self.label}: verify must be 'endpoints' or 'full', got {self.verify!r}")
 
     @property
+    def plan(self) -> WindowPolicy:
+        """Deprecated name of :attr:`policy`, kept for one release."""
+        warnings.warn("Method.plan is deprecated; use Method.policy", DeprecationWarning, stacklevel=2)
+        return self.policy
+
+    @property
     def speculates(self) -> bool:
         """Whether the policy opens verified windows (a custom policy is assumed to)."""
-        return self.plan.verifies
+        return self.policy.verifies
 
     @property
     def key(self) -> tuple:
         """What determines the images: not the label; verify/accept only with verified windows,
-        the draft only where the plan uses one, the forecast order only for the self-draft."""
-        uses_draft = self.plan.uses_draft
-        return (self.plan, self.draft if uses_draft else None, self.verify if self.speculates else None,
+        the draft only where the policy uses one, the forecast order only for the self-draft."""
+        uses_draft = self.policy.uses_draft
+        return (self.policy, self.draft if uses_draft else None, self.verify if self.speculates else None,
                 self.accept if self.speculates else None, self.solver,
                 self.forecast_order if uses_draft and self.draft == "self" else None)
 
     @property
     def family(self) -> str:
+        """Deprecated name of :attr:`schedule_type` (not a diffusers pipeline ``Family``), kept for one release."""
+        warnings.warn("Method.family is deprecated; use Method.schedule_type", DeprecationWarning, stacklevel=2)
+        return self.schedule_type
+
+    @property
+    def schedule_type(self) -> str:
         """What kind of schedule it is, for the verdicts: ``target`` (the target alone, any number
         of steps, any solver), ``draft`` (a trained draft unverified: draft-only, Improved-Draft),
         ``cache`` (unverified forecast cache), ``error-controlled`` or ``SDSV`` (verified windows)."""
-        if not self.plan.uses_draft:
+        if not self.policy.uses_draft:
             return "target"
-        if isinstance(self.plan, FixedInterval):
+        if isinstance(self.policy, FixedInterval):
             return "cache"
-        if isinstance(self.plan, ErrorControlled):
+        if isinstance(self.policy, ErrorControlled):
             return "error-controlled"
         return "SDSV" if self.speculates else "draft"
 
     def pipeline_kwargs(self) -> dict:
-        kw = dict(plan=self.plan, solver=self.solver, forecast_order=self.forecast_order)
+        kw = dict(policy=self.policy, solver=self.solver, forecast_order=self.forecast_order)
         if self.speculates:  # the other policies refuse verification options
             kw.update(verify=self.verify, accept=self.accept)
         if self.draft is not None:
@@ -101,8 +113,8 @@ def sdsv_self(num_steps: int, accept: AcceptanceTest = SELF_SDSV_ACCEPT, label: 
 
 def error_controlled(num_steps: int, label: str | None = None, **policy) -> Method:
     """Error-controlled windows of the self-draft; ``policy``: :class:`ErrorControlled`'s options."""
-    plan = ErrorControlled(num_steps, **policy)
-    return Method(label or f"error-ctrl (self, tol {plan.tol:g})", plan, "self")
+    p = ErrorControlled(num_steps, **policy)
+    return Method(label or f"error-ctrl (self, tol {p.tol:g})", p, "self")
 
 
 def self_draft_methods(num_steps: int, verify: str = "endpoints") -> list[Method]:
@@ -114,7 +126,7 @@ def self_draft_methods(num_steps: int, verify: str = "endpoints") -> list[Method
     return ms
 
 
-# speculation on DPM-Solver++(2M) (issue 12): half the Euler reference's steps, the target every
+# speculation on DPM-Solver++(2M): half the Euler reference's steps, the target every
 # other step (the cache) or error-controlled windows of 1-2 forecast steps; chosen in an
 # exploration on the demo prompts (docs/self_draft.md, "On DPM-Solver++(2M)")
 DPM_ERROR_CONTROLLED = dict(tol=0.2, k_min=1, k_init=1, k_max=2)

@@ -20,14 +20,21 @@ its history is the draft's; the window's closing target step from the last accep
 ``y_{a-1}``, or the committed history when ``a = 0``); what the sample carries into its next
 window is the target's ``D`` at ``y_a``. A rejected window's rollout is discarded with its
 history. This rule costs no model call, makes a draft identical to the target reproduce
-target-only sampling, and makes an impossible threshold reproduce it exactly (every window
-closes with the same op and inputs as a target step).
+target-only sampling, and makes an impossible threshold reproduce target steps exactly (every
+window closes with the same op and inputs as a target step with per-sample history).
+
+A rule may also have an update of its own for a whole batch at one step (:meth:`Solver.batch_update`;
+DPM-Solver++(2M)'s textbook form, ``D = x - sigma v`` first): the sampler uses it when every
+sample takes target steps only, in lockstep. It is algebraically the matrix form and agrees with
+it to floating-point rounding.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
+
+import torch
 
 Coefficients = tuple[float, float, float]  # (c_x, c_d, c_prev): x_next = c_x x + c_d D + c_prev D_prev
 
@@ -45,6 +52,9 @@ def dpm_solver_2m_coefficients(sigmas: Sequence[float]) -> list[Coefficients]:
     """Per step ``n``, the float64 coefficients ``(c_x, c_d, c_prev)`` of
     ``x_{n+1} = c_x x_n + c_d D_n + c_prev D_{n-1}`` along ``sigmas`` (flow-matching, in [0, 1],
     strictly decreasing, ending in 0). Steps 0 and ``N - 1`` are first order (``c_prev = 0``)."""
+    if float(sigmas[0]) > 1.0:
+        raise ValueError(
+            f"flow-matching sigmas must lie in [0, 1] (alpha = 1 - sigma), got sigmas[0]={float(sigmas[0]):g}")
     lam = [_flow_lambda(float(s)) for s in sigmas]
     n_steps = len(lam) - 1
     out = []
@@ -60,6 +70,25 @@ def dpm_solver_2m_coefficients(sigmas: Sequence[float]) -> list[Coefficients]:
     return out
 
 
+def dpm_solver_2m_step(
+    x: torch.Tensor, v: torch.Tensor, sigma: float, coeffs: Coefficients, d_prev: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DPM-Solver++(2M) step: ``D = x - sigma v`` and ``x_next = c_x x + c_d D + c_prev d_prev``.
+
+    Computed in fp32 (fp64 for fp64 latents); returns ``x_next`` in ``x``'s dtype and ``D`` in the
+    accumulation dtype (the next step's ``d_prev``). ``d_prev`` may be None when ``c_prev == 0``."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    c_x, c_d, c_prev = coeffs
+    xf = x.to(acc)
+    d = xf - sigma * v.to(acc)
+    out = c_x * xf + c_d * d
+    if c_prev != 0.0:
+        out = out + c_prev * d_prev
+    return out.to(x.dtype), d
+
+
+BatchUpdate = Callable[[torch.Tensor, torch.Tensor, int, object], tuple[torch.Tensor, object]]
+
 
 class Solver:
     """A linear step rule with ``history`` multistep rows per sample (see the module docstring)."""
@@ -70,6 +99,12 @@ class Solver:
     def step_matrices(self, sigmas: Sequence[float]) -> list[list[list[float]]]:
         """Per step ``n``, the float64 matrix ``M_n`` (``history + 1`` rows, ``history + 2`` columns)."""
         raise NotImplementedError
+
+    def batch_update(self, sigmas: Sequence[float]) -> BatchUpdate | None:
+        """The rule's own update of a whole batch at one step, ``(x, v, step, history) ->
+        (x_next, history)`` (history None at the first step), or None: the sampler applies the
+        matrices. Used when every sample takes target steps only, all at the same step."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -88,9 +123,18 @@ class DPMSolver2M(Solver):
     """DPM-Solver++(2M), data prediction on flow sigmas (``x0 = y - sigma v``), first order at the
     first and last step: diffusers' ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++",
     solver_order=2, prediction_type="flow_prediction", use_flow_sigmas=True)``. History: one row,
-    the previous step's data prediction (:mod:`sdsv.multistep` derives the coefficients)."""
+    the previous step's data prediction (:func:`dpm_solver_2m_coefficients`)."""
 
     name, history = "dpm++2m", 1
+
+    def batch_update(self, sigmas):
+        sig = [float(s) for s in sigmas]
+        coeffs = dpm_solver_2m_coefficients(sig)
+
+        def update(x, v, step, d_prev):
+            return dpm_solver_2m_step(x, v, sig[step], coeffs[step], d_prev)
+
+        return update
 
     def step_matrices(self, sigmas):
         out = []

@@ -51,7 +51,7 @@ def test_target_only_equals_pipeline(case, batch, cfg):
     kw = c.kwargs(batch=batch, cfg=cfg, steps=STEPS)
     output_type = "latent" if cfg else "np"  # both output paths: raw latents and the decoded result
     ref = _reference(pipe, c, output_type, **kw)
-    sdsv.enable(pipe, plan=StagePlan.target_only)
+    sdsv.enable(pipe, policy=StagePlan.target_only)
     try:
         out = _run(c, pipe, output_type, **kw)
         st = pipe.sdsv_stats
@@ -67,7 +67,7 @@ def test_draft_equal_to_target_accepts_every_window(case, verify):
     c, pipe = case
     kw = c.kwargs(batch=2, cfg=True, steps=STEPS)
     ref = _reference(pipe, c, "latent", **kw)
-    sdsv.enable(pipe, draft=pipe.transformer, plan=SPEC_PLAN, verify=verify, accept=AcceptanceTest("x0_rms", 1e-4))
+    sdsv.enable(pipe, draft=pipe.transformer, policy=SPEC_PLAN, verify=verify, accept=AcceptanceTest("x0_rms", 1e-4))
     try:
         out = _run(c, pipe, "latent", **kw)
         st = pipe.sdsv_stats
@@ -87,7 +87,7 @@ def test_disagreeing_draft_rejected_everywhere_gives_target_trajectory(case):
     kw = c.kwargs(batch=2, cfg=False, steps=STEPS)
     ref = _reference(pipe, c, "latent", **kw)
     other = c.transformer(seed=123, **SMALLER_DRAFT[c.name])  # pruned: fewer blocks, other weights
-    sdsv.enable(pipe, draft=other, plan=SPEC_PLAN, accept=AcceptanceTest("x0_rms", 0.0))
+    sdsv.enable(pipe, draft=other, policy=SPEC_PLAN, accept=AcceptanceTest("x0_rms", 0.0))
     try:
         out = _run(c, pipe, "latent", **kw)
         st = pipe.sdsv_stats
@@ -103,7 +103,7 @@ def test_draft_only_differs_from_target_with_another_draft(case):
     c, pipe = case
     kw = c.kwargs(batch=1, cfg=False, steps=STEPS)
     ref = _reference(pipe, c, "latent", **kw)
-    sdsv.enable(pipe, draft=c.transformer(seed=123), plan=StagePlan.draft_only)
+    sdsv.enable(pipe, draft=c.transformer(seed=123), policy=StagePlan.draft_only)
     try:
         out = _run(c, pipe, "latent", **kw)
         st = pipe.sdsv_stats
@@ -202,7 +202,7 @@ def test_unipc_without_a_rule_refused_unless_converted_then_equals_euler_with_sa
     with pytest.raises(RefusedError, match="UniPCMultistepScheduler is a multistep solver.*configuration is not one "
                                            "of the sampler's step rules.*convert_scheduler=True"):
         sdsv.enable(pipe, draft=pipe.transformer)
-    sdsv.enable(pipe, plan=StagePlan.target_only, convert_scheduler=True)
+    sdsv.enable(pipe, policy=StagePlan.target_only, convert_scheduler=True)
     try:
         out = _run(c, pipe, "latent", **kw)
     finally:
@@ -222,7 +222,7 @@ def test_stochastic_euler_is_refused():
 def test_callback_and_skip_layer_guidance_are_refused():
     c = CASES["sd3"]
     pipe = c.build()
-    sdsv.enable(pipe, plan=StagePlan.target_only)
+    sdsv.enable(pipe, policy=StagePlan.target_only)
     try:
         with pytest.raises(RefusedError, match="callback_on_step_end"):
             pipe(**c.kwargs(), callback_on_step_end=lambda p, i, t, kw: kw)
@@ -236,7 +236,7 @@ def test_callback_and_skip_layer_guidance_are_refused():
 def test_plan_with_wrong_step_count_is_refused():
     c = CASES["sd3"]
     pipe = c.build()
-    sdsv.enable(pipe, draft=pipe.transformer, plan=StagePlan.paper_default(50))
+    sdsv.enable(pipe, draft=pipe.transformer, policy=StagePlan.paper_default(50))
     try:
         with pytest.raises(ValueError, match="has 50 steps but the pipeline runs 6"):
             pipe(**c.kwargs(steps=6))
@@ -248,7 +248,7 @@ def test_plan_with_wrong_step_count_is_refused():
 def test_progress_bar_follows_pipeline_config(capsys):
     c = CASES["sd3"]
     pipe = c.build()  # built with set_progress_bar_config(disable=True)
-    sdsv.enable(pipe, draft=pipe.transformer, plan=SPEC_PLAN)
+    sdsv.enable(pipe, draft=pipe.transformer, policy=SPEC_PLAN)
     try:
         pipe(**c.kwargs(steps=STEPS))
         assert "sdsv" not in capsys.readouterr().err
@@ -267,7 +267,7 @@ def test_bf16_target_only_close_to_pipeline_same_dtype(case):
     pipe = c.build().to(torch.bfloat16)
     kw = {k: (v.to(torch.bfloat16) if torch.is_tensor(v) else v) for k, v in c.kwargs(batch=2, cfg=True).items()}
     ref = _run(c, pipe, "latent", **kw)
-    sdsv.enable(pipe, plan=StagePlan.target_only)
+    sdsv.enable(pipe, policy=StagePlan.target_only)
     try:
         out = _run(c, pipe, "latent", **kw)
     finally:
@@ -292,7 +292,7 @@ def test_num_images_per_prompt_and_expanded_conditioning():
 
     draft = c.transformer(seed=0)  # same weights as the target, another module: spied separately
     draft.forward = spy.__get__(draft)
-    sdsv.enable(pipe, draft=draft, plan=SPEC_PLAN, accept=AcceptanceTest("x0_rms", 1e-4))
+    sdsv.enable(pipe, draft=draft, policy=SPEC_PLAN, accept=AcceptanceTest("x0_rms", 1e-4))
     try:
         out = _run(c, pipe, "latent", num_images_per_prompt=2, **kw)
         st = pipe.sdsv_stats
@@ -316,7 +316,7 @@ def test_single_sample_rows_are_expand_views():
         return real_forward(self, *a, **k)
 
     pipe.transformer.forward = spy.__get__(pipe.transformer)
-    sdsv.enable(pipe, draft=c.transformer(seed=0), plan=SPEC_PLAN, accept=AcceptanceTest("x0_rms", 1e-4))
+    sdsv.enable(pipe, draft=c.transformer(seed=0), policy=SPEC_PLAN, accept=AcceptanceTest("x0_rms", 1e-4))
     try:
         _run(c, pipe, "latent", **kw)
     finally:
@@ -366,7 +366,7 @@ def test_batch_of_two_equals_two_single_runs_with_partial_acceptance(name):
 
     def single(i, tau):
         one = {k: (v[i:i + 1] if torch.is_tensor(v) else v) for k, v in kw.items()}
-        sdsv.enable(pipe, draft=draft, plan=plan, verify="full", accept=AcceptanceTest("x0_rms", tau))
+        sdsv.enable(pipe, draft=draft, policy=plan, verify="full", accept=AcceptanceTest("x0_rms", tau))
         try:
             out = _run(c, pipe, "latent", latents=noise[i:i + 1], **one)
             return out, pipe.sdsv_stats
@@ -378,7 +378,7 @@ def test_batch_of_two_equals_two_single_runs_with_partial_acceptance(name):
     gaps = [(b - a, (a * b) ** 0.5) for a, b in zip(values, values[1:]) if a > 0]
     tau = max(gaps)[1]
     (o0, s0), (o1, s1) = single(0, tau), single(1, tau)
-    sdsv.enable(pipe, draft=draft, plan=plan, verify="full", accept=AcceptanceTest("x0_rms", tau))
+    sdsv.enable(pipe, draft=draft, policy=plan, verify="full", accept=AcceptanceTest("x0_rms", tau))
     try:
         both = _run(c, pipe, "latent", latents=noise, **kw)
         st = pipe.sdsv_stats
@@ -400,7 +400,7 @@ def test_timestep_convention_self_check(monkeypatch):
     c = CASES["wan"]
     pipe = c.build()
     monkeypatch.setattr(TransformerDenoiser, "timestep", lambda self, sigma, x: sigma.float() * 999)
-    sdsv.enable(pipe, plan=StagePlan.target_only)
+    sdsv.enable(pipe, policy=StagePlan.target_only)
     try:
         with pytest.raises(RefusedError, match="timestep convention differs"):
             pipe(**c.kwargs(steps=STEPS))
@@ -433,7 +433,7 @@ def test_wan_with_its_multistep_solver_reproduces_the_pipeline_when_every_window
     ref = _run(c, pipe, "latent", **kw)
     draft = c.transformer(seed=1, **SMALLER_DRAFT["wan"])
     for plan, accept in ((StagePlan.target_only, None), (SPEC_PLAN, AcceptanceTest("rel_l2", 0.0))):
-        sdsv.enable(pipe, draft=draft, plan=plan, accept=accept)
+        sdsv.enable(pipe, draft=draft, policy=plan, accept=accept)
         try:
             out = _run(c, pipe, "latent", **kw)
             stats = pipe.sdsv_stats
@@ -450,7 +450,7 @@ def test_wan_multistep_with_draft_equal_to_target_accepts_every_window(kind):
     pipe = _wan_multistep(c.build(), kind)
     kw = c.kwargs(batch=2, cfg=True, steps=STEPS)
     ref = _run(c, pipe, "latent", **kw)
-    sdsv.enable(pipe, draft=pipe.transformer, plan=SPEC_PLAN, accept=AcceptanceTest("rel_l2", 1e-3))
+    sdsv.enable(pipe, draft=pipe.transformer, policy=SPEC_PLAN, accept=AcceptanceTest("rel_l2", 1e-3))
     try:
         out = _run(c, pipe, "latent", **kw)
         stats = pipe.sdsv_stats

@@ -68,7 +68,7 @@ def test_impossible_threshold_reproduces_the_pipeline(case, verify):
     c, pipe = case
     kw = c.kwargs(batch=2, cfg=True, steps=STEPS)
     ref = _run(c, pipe, **kw)
-    out, st = _enabled_run(c, pipe, kw, draft="self", plan=SPEC_PLAN, verify=verify,
+    out, st = _enabled_run(c, pipe, kw, draft="self", policy=SPEC_PLAN, verify=verify,
                            accept=AcceptanceTest("rel_l2", 0.0))
     assert st.windows and all(w.accepted == 0 for w in st.windows)
     assert st.target_calls == STEPS
@@ -81,7 +81,7 @@ def test_a_self_draft_that_forecasts_nothing_is_the_target(case):
     c, pipe = case
     kw = c.kwargs(batch=2, cfg=True, steps=STEPS)
     ref = _run(c, pipe, **kw)
-    out, st = _enabled_run(c, pipe, kw, plan=SPEC_PLAN, head_blocks=_blocks(pipe),
+    out, st = _enabled_run(c, pipe, kw, policy=SPEC_PLAN, head_blocks=_blocks(pipe),
                            accept=AcceptanceTest("x0_rms", 1e-4))
     assert st.windows and st.acceptance_rate == 1.0 and st.target_calls < STEPS
     _close(out, ref, 1e-4)
@@ -94,7 +94,7 @@ def test_every_schedule_and_forecast_order_runs(plan):
     pipe = c.build()
     kw = c.kwargs(batch=1, cfg=True, steps=STEPS)
     for order in (0, 1, 2):
-        out, st = _enabled_run(c, pipe, kw, plan=plan, forecast_order=order, head_blocks=1)
+        out, st = _enabled_run(c, pipe, kw, policy=plan, forecast_order=order, head_blocks=1)
         assert torch.isfinite(out).all() and st.draft_evals > 0
 
 
@@ -121,7 +121,7 @@ def test_disable_leaves_no_hook_no_swapped_block_and_no_cached_tensor():
 
     torch.nn.Module.register_forward_pre_hook = spy
     try:
-        _enabled_run(c, pipe, kw, plan=FixedInterval(STEPS, every=2))
+        _enabled_run(c, pipe, kw, policy=FixedInterval(STEPS, every=2))
     finally:
         torch.nn.Module.register_forward_pre_hook = orig
     assert type(pipe).__name__ == "FluxPipeline" and not sdsv.integrations.hf_diffusers.is_enabled(pipe)
@@ -173,7 +173,7 @@ def test_the_draft_fed_the_exact_residual_is_the_target(case, cfg, monkeypatch):
         return real(target, draft, latents, sigmas, plan, **kw)
 
     monkeypatch.setattr(hook, "sample", capture)
-    _enabled_run(c, pipe, c.kwargs(batch=2, cfg=cfg, steps=STEPS), plan=StagePlan.target_only)
+    _enabled_run(c, pipe, c.kwargs(batch=2, cfg=cfg, steps=STEPS), policy=StagePlan.target_only)
     split = family_of(pipe).self_draft_split(pipe.transformer, captured["target"], head_blocks=0)
     x, sigma = captured["latents"], captured["sigmas"][2].expand(2)
     with torch.no_grad():

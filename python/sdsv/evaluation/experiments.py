@@ -1,4 +1,4 @@
-"""The paper's tables and figures on the tiny models (issue #5): ``table1``, ``table2``,
+"""The paper's tables and figures on the tiny models: ``table1``, ``table2``,
 ``warmup``, ``pareto``. Each returns its rows, its markdown (setup and provenance header
 included) and the files it wrote. Reference-based metrics (FD-tiny, LPIPS-tiny, PSNR, SSIM)
 compare with the target-only images of the same prompts and seeds, as the paper does; PSNR
@@ -23,7 +23,7 @@ from ..methods import (
     SELF_SDSV_ACCEPT, Method, cache, dominated_by, error_controlled, fewer_steps, on_dpm_methods, sdsv_self,
     self_draft_methods,
 )
-from ..plan import StagePlan
+from ..policies import StagePlan
 from .report import header, image_strip, md_table, pareto_plot, provenance
 from .runner import Runner
 
@@ -68,7 +68,7 @@ def _setup(r: Runner, cfg: EvalConfig, extra: str = "", n: int | None = None) ->
 
 
 SELF_DRAFT_NOTE = (
-    "Draft 'self' = the target forecasting itself, no weights (METHOD.md section 8): a draft call runs the target's "
+    "Draft 'self' = the target forecasting itself, no weights (docs/method.md): a draft call runs the target's "
     "embedding, conditioning and output layer and forecasts its blocks' residual (order 1 in sigma) from the last "
     "target evaluations on the committed trajectory; 'cache' rows keep the forecast unverified, 'error-ctrl' rows "
     "size each sample's next window from the forecast's error measured at the window's closing target call, "
@@ -76,7 +76,7 @@ SELF_DRAFT_NOTE = (
 
 
 def _plans(methods: list[Method]) -> str:
-    return "; ".join(f"{m.label}: {m.plan.describe()}" + (f" ({m.accept})" if m.speculates and m.accept else "")
+    return "; ".join(f"{m.label}: {m.policy.describe()}" + (f" ({m.accept})" if m.speculates and m.accept else "")
                      for m in methods)
 
 
@@ -90,8 +90,8 @@ def _measure(r: Runner, methods: list[Method], ref: Method, n: int | None = None
     lat = r.latency(methods)
     rows = []
     for m in methods:
-        row = {"method": m.label, "plan": m.plan.describe(), "steps": m.plan.num_steps,
-               "draft": m.draft if m.plan.uses_draft else None, "solver": m.solver, "family": m.family,
+        row = {"method": m.label, "plan": m.policy.describe(), "steps": m.policy.num_steps,
+               "draft": m.draft if m.policy.uses_draft else None, "solver": m.solver, "family": m.schedule_type,
                "verify": m.verify if m.speculates else None, "accept_test": str(m.accept) if m.speculates else None}
         row.update(r.efficiency(m, lat[m.key], lat[ref.key], ref, n))
         row.update(r.quality(m, ref, n))
@@ -179,7 +179,7 @@ def table1(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
     methods += [Method(f"draft {d} alone", StagePlan.draft_only(r.steps), d) for d in ("lite", "svd")]
     methods += [Method(f"SDSV w/ {d}", StagePlan.paper_default(r.steps), d, "endpoints", cfg.accept) for d in ("lite", "svd")]
     own = self_draft_methods(r.steps)
-    own = [dataclasses.replace(m, label="SDSV w/ self") if m.family == "SDSV" else m for m in own]
+    own = [dataclasses.replace(m, label="SDSV w/ self") if m.schedule_type == "SDSV" else m for m in own]
     methods += own
     r.begin("table1", methods, methods)
     rows = _measure(r, methods, ref)
@@ -201,7 +201,7 @@ def table2(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
     t0 = time.perf_counter()
     ref, d = _target(r), cfg.draft
     own = self_draft_methods(r.steps)
-    own = [dataclasses.replace(m, label="SDSV-slow (self)") if m.family == "SDSV" else m for m in own]
+    own = [dataclasses.replace(m, label="SDSV-slow (self)") if m.schedule_type == "SDSV" else m for m in own]
     own += on_dpm_methods(r.steps)  # speculation on DPM-Solver++(2M), next to that solver alone
     methods = [ref, Method(f"Improved-Draft ({d})", StagePlan.improved_draft(r.steps), d),
                Method(f"SDSV-fast ({d})", StagePlan.fast(r.steps), d, "endpoints", cfg.accept),
@@ -345,8 +345,8 @@ def pareto(r: Runner, cfg: EvalConfig, out: Path) -> ExperimentResult:
                   f"{cfg.accept.metric}. Self-draft: cache every {', '.join(map(str, cfg.cache_every))}; error-controlled "
                   f"tol {', '.join(f'{t:g}' for t in cfg.tols)}; SDSV (self) plan {StagePlan.slow(n).describe()}, "
                   f"{SELF_SDSV_ACCEPT.metric} tau {', '.join(f'{t:g}' for t in cfg.self_taus)}. {SELF_DRAFT_NOTE} "
-                  f"Fewer steps: Euler {', '.join(str(m.plan.num_steps) for m in fewer if m.solver == 'euler')}, "
-                  f"DPM-Solver++(2M) {', '.join(str(m.plan.num_steps) for m in fewer if m.solver != 'euler')}.")
+                  f"Fewer steps: Euler {', '.join(str(m.policy.num_steps) for m in fewer if m.solver == 'euler')}, "
+                  f"DPM-Solver++(2M) {', '.join(str(m.policy.num_steps) for m in fewer if m.solver != 'euler')}.")
     md = (header("Pareto (tiny): speedup vs quality — SDSV's tau and K2 for both verifications and both drafts, the "
                  "self-draft's schedules, and the target alone with fewer steps",
                  _setup(r, cfg, sweep_note + ("" if n_img == r.n else f" The sweep is the most expensive "

@@ -142,8 +142,8 @@ class Runner:
         """``m`` over the first ``n`` images (default all), sampled in batches; batches sampled
         earlier in the run are reused, missing ones are sampled now."""
         n = self._check_n(n)
-        if m.plan.num_steps > self.steps:
-            raise ValueError(f"{m.label}: {m.plan.num_steps} steps, more than the evaluation's {self.steps}")
+        if m.policy.num_steps > self.steps:
+            raise ValueError(f"{m.label}: {m.policy.num_steps} steps, more than the evaluation's {self.steps}")
         batches = self._runs.setdefault(m.key, [])
         done = sum(b.images.shape[0] for b in batches)
         for i in range(done, n, self.batch):

@@ -1,4 +1,4 @@
-"""Training-free drafts: the target forecasts its own deep blocks (METHOD.md section 8)."""
+"""Training-free drafts: the target forecasts its own deep blocks (docs/method.md)."""
 
 from .anchors import AnchorBank, lagrange_coefficients
 from .self_draft import SelfDraft, SplitModel

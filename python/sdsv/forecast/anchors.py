@@ -1,6 +1,6 @@
 """Per-call memory of the self-draft: the deep blocks' residuals at the last few target
 evaluations of each sample and guidance branch on the committed trajectory (the *anchors*),
-and the forecast coefficients they give at a new sigma (METHOD.md section 8).
+and the forecast coefficients they give at a new sigma (docs/method.md).
 
 Rows are keyed by ``(sample, branch)``: a guidance wrapper runs the conditional and
 unconditional rows in one call of twice the batch (branch-major: ``torch.cat([x, x])``), so

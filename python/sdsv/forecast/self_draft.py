@@ -1,4 +1,4 @@
-"""The forecast self-draft: the target drafts for itself, no training (METHOD.md section 8).
+"""The forecast self-draft: the target drafts for itself, no training (docs/method.md).
 
 A model that can be *split* — cheap parts (input embedding, conditioning, optionally a few
 blocks, the output layer) around expensive deep blocks — gives two denoisers:

@@ -202,7 +202,7 @@ class TinyDiT(nn.Module):
             h = blk(h, mod)
         return self.head(h, cond)
 
-    # The forward in three parts, so the model can be its own draft (sdsv.tiny.self_draft):
+    # The forward in three parts, so the model can be its own draft (sdsv.tiny.split):
     # embed (cheap) -> blocks (expensive) -> head (cheap).
     def embed(self, x, sigma, labels, guidance=None):
         """Tokens entering the first block, the conditioning vector and the shared modulation."""

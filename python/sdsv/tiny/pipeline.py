@@ -13,16 +13,14 @@ import torch
 from ..acceptance import AcceptanceTest
 from ..forecast import SelfDraft
 from ..guidance import ClassifierFreeGuidance
-from ..multistep import sample_dpm_solver_2m
+from ..policies import FixedInterval, StagePlan, WindowPolicy, policy_argument
 from ..solvers import SOLVERS
-from ..plan import StagePlan
-from ..policy import FixedInterval, WindowPolicy
 from ..result import SampleStats
 from ..sampler import sample
 from ..schedule import flow_match_sigmas
 from .data import parse_prompt
 from .model import TinyDiT
-from .self_draft import TinyDiTSplit
+from .split import TinyDiTSplit
 from .weights import MODEL_NAMES, load_model, shipped_path
 
 DEFAULT_GUIDANCE = 3.0
@@ -173,7 +171,7 @@ class TinyPipeline:
                 for name in self.models:
                     self.denoiser(name, guidance)(x, sigma, labels=labels)
             # the self-draft's two graphs: a short cached run calls both
-            self("a red circle", plan=FixedInterval(4, every=2, warmup=2), draft="self", guidance=guidance)
+            self("a red circle", policy=FixedInterval(4, every=2, warmup=2), draft="self", guidance=guidance)
         except Exception as e:  # inductor raises several types (no compiler, unsupported platform)
             self.compiled, self.compiled_split = old
             why = " ".join(str(e).split())[:300]  # inductor's messages span many lines
@@ -204,7 +202,7 @@ class TinyPipeline:
         prompts: Sequence[str] | str,
         *,
         num_steps: int | None = None,
-        plan: WindowPolicy | None = None,
+        policy: WindowPolicy | None = None,
         draft: str = "svd",
         forecast_order: int = 1,
         solver: str = "euler",
@@ -214,37 +212,36 @@ class TinyPipeline:
         seed: int | Sequence[int] = 0,
         shift: float = 1.0,
         progress: bool | dict = False,
+        plan: WindowPolicy | None = None,
     ) -> TinyOutput:
         """Images for ``prompts`` ('a <colour> <shape>'), one seed per image.
 
-        ``plan``: any window policy (default the paper's multi-stage plan). ``draft``: ``"lite"``,
-        ``"svd"`` (trained drafts) or ``"self"`` (the target forecasting its own blocks, of
-        ``forecast_order`` 0/1/2). ``solver``: ``"euler"``, ``"dpm++2m"`` (DPM-Solver++(2M); target-only
-        runs the solver's own loop, :func:`sdsv.multistep.sample_dpm_solver_2m`) or ``"unipc"``,
-        for every plan (:mod:`sdsv.solvers`).
+        ``policy``: any window policy (default the paper's multi-stage plan; ``plan=`` is its
+        deprecated name, accepted for one release). ``draft``: ``"lite"``, ``"svd"`` (trained
+        drafts) or ``"self"`` (the target forecasting its own blocks, of ``forecast_order``
+        0/1/2). ``solver``: ``"euler"``, ``"dpm++2m"`` (DPM-Solver++(2M)) or ``"unipc"``, for
+        every policy (:mod:`sdsv.solvers`).
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompts given: pass one prompt or a list of them ('a <colour> <shape>')")
-        if plan is not None and num_steps is not None and plan.num_steps != num_steps:
-            raise ValueError(f"num_steps={num_steps} but the plan {plan.name!r} has {plan.num_steps} steps: "
-                             "pass one of them (the plan's count is used)")
-        plan = plan or StagePlan.paper_default(50 if num_steps is None else num_steps)
+        policy = policy_argument(policy, plan, "TinyPipeline")
+        if policy is not None and num_steps is not None and policy.num_steps != num_steps:
+            raise ValueError(f"num_steps={num_steps} but the policy {policy.name!r} has {policy.num_steps} steps: "
+                             "pass one of them (the policy's count is used)")
+        policy = policy or StagePlan.paper_default(50 if num_steps is None else num_steps)
         labels = self.encode(prompts)
         noise = self.noise(len(prompts), seed)
-        sigmas = flow_match_sigmas(plan.num_steps, shift)
+        sigmas = flow_match_sigmas(policy.num_steps, shift)
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
-        if solver == "dpm++2m" and not plan.uses_draft:  # the baseline: the solver's own plain loop
-            res = sample_dpm_solver_2m(self.denoiser("target", guidance), noise, sigmas, progress=progress, labels=labels)
-            return TinyOutput(images=((res.latents + 1) / 2).clamp(0, 1), latents=res.latents, stats=res.stats)
         self_draft = None
         if draft == "self":
             self_draft = self.self_draft(forecast_order)
             tgt, drf = self.self_denoisers(self_draft, guidance)
         else:
-            tgt = self.denoiser("target", guidance) if plan.uses_target else None
-            drf = self.denoiser(draft, guidance) if plan.uses_draft else None
-        res = sample(tgt, drf, noise, sigmas, plan, verify=verify, accept=accept, progress=progress,
+            tgt = self.denoiser("target", guidance) if policy.uses_target else None
+            drf = self.denoiser(draft, guidance) if policy.uses_draft else None
+        res = sample(tgt, drf, noise, sigmas, policy, verify=verify, accept=accept, progress=progress,
                      self_draft=self_draft, solver=solver, labels=labels)
         return TinyOutput.of(res)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..metrics import psnr
-from ..plan import StagePlan
+from ..policies import StagePlan
 from .data import COLORS, SHAPES, class_index, prompt_of
 from .pipeline import DEFAULT_GUIDANCE, TinyPipeline
 from .weights import MODEL_NAMES, load_model
@@ -46,7 +46,7 @@ def report(weights_dir: Path, seeds_per_prompt: int = 2, guidance: float = DEFAU
     out: dict = {"guidance": guidance, "images": len(prompts)}
 
     def run(plan, draft="svd", g=guidance):
-        return pipe(prompts, plan=plan, draft=draft, guidance=g, seed=seeds).images
+        return pipe(prompts, policy=plan, draft=draft, guidance=g, seed=seeds).images
 
     ref = run(StagePlan.target_only(50))
     out["target_50_alignment"] = (classify(clf, ref) == truth).float().mean().item()

@@ -11,7 +11,7 @@ imported only when a pipeline is enabled.
 """
 
 from .denoisers import TransformerDenoiser, flux_denoiser, sd3_denoiser, wan_denoiser
-from .families import RefusedError
+from ...errors import RefusedError
 from .hook import SDSVConfig, disable, enable, euler_scheduler_for, is_enabled
 
 __all__ = [

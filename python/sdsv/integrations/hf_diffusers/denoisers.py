@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from ...guidance import combine_guided, guided_conditioning
+
 NEGATIVE = "negative_"
 
 
@@ -116,22 +118,13 @@ class TransformerDenoiser:
             _same(self.negative_static[k], self.static.get(k)) for k in self.negative_static)
         can_batch = can_batch and all(
             isinstance(neg[k], torch.Tensor) and neg[k].shape == cond[k].shape for k in neg)
-        if can_batch:  # cond and uncond rows in ONE forward call
-            first, second = (neg, cond) if self.uncond_first else (cond, neg)
-            both = {}
-            for k, v in cond.items():
-                if k in neg:
-                    both[k] = torch.cat([first[k], second[k]])
-                elif isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == x.shape[0]:
-                    both[k] = torch.cat([v, v])  # per-row and shared by both halves (Flux's guidance)
-                else:
-                    both[k] = v
+        if can_batch:  # cond and uncond rows in ONE forward call (per-row kwargs such as Flux's guidance repeated)
+            both = guided_conditioning(cond, neg, x.shape[0], other_first=self.uncond_first)
             out = self.forward(torch.cat([x, x]), torch.cat([t, t]), both)
-            a, b = out.chunk(2)
-            c, u = (b, a) if self.uncond_first else (a, b)
-        else:  # e.g. a negative prompt of another length: two calls, as the pipeline does
-            c = self.forward(x, t, cond)
-            u = self.forward(x, t, {**{k: v for k, v in cond.items() if k not in neg}, **neg}, negative=True)
+            return combine_guided(out, self.guidance_scale, self.uncond_first).to(x.dtype)
+        # e.g. a negative prompt of another length: two calls, as the pipeline does
+        c = self.forward(x, t, cond)
+        u = self.forward(x, t, {**{k: v for k, v in cond.items() if k not in neg}, **neg}, negative=True)
         return (u + self.guidance_scale * (c - u)).to(x.dtype)
 
     def __repr__(self) -> str:

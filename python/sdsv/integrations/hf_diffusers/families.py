@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from ...errors import RefusedError
 from .denoisers import flux_denoiser, sd3_denoiser, wan_denoiser
-
-
-class RefusedError(ValueError):
-    """SDSV cannot run this pipeline call, draft or scheduler as asked; the message says why."""
+from .split import TransformerSplit
 
 
 def _unwrap(module):
@@ -44,9 +42,8 @@ class Family:
         check_no_cache(pipe.transformer, "pipe.transformer")
 
     def self_draft_split(self, transformer, denoiser, head_blocks: int = 0):
-        """The forecast self-draft's split of ``transformer`` (:mod:`.self_draft`); refuses a block
+        """The forecast self-draft's split of ``transformer`` (:mod:`.split`); refuses a block
         layout other than this family's."""
-        from .self_draft import TransformerSplit
         return TransformerSplit(denoiser, _unwrap(transformer), self.block_stacks, head_blocks)
 
     def check_draft(self, target, draft) -> None:

@@ -4,7 +4,7 @@ How the hook works (and why this one)
 -------------------------------------
 ``enable`` swaps the pipeline instance's class for a subclass whose ``__call__`` wraps the
 original (same signature, same docstring); ``disable`` swaps it back and deletes what ``enable``
-added, so the pipeline object is exactly as before. A call then runs in three parts:
+added, so the pipeline object is exactly as before. A call is one :class:`SDSVCall`, in three parts:
 
 1. **The pipeline's own preamble, unchanged.** The original ``__call__`` runs with the
    transformer's ``forward`` and the scheduler's ``step`` temporarily replaced on the instances:
@@ -36,11 +36,11 @@ import torch
 
 from ...acceptance import AcceptanceTest
 from ...forecast import SelfDraft
-from ...plan import StagePlan
-from ...policy import ErrorControlled, WindowPolicy
+from ...policies import ErrorControlled, StagePlan, WindowPolicy, policy_argument
 from ...sampler import check_verification_options, sample
 from ...result import SampleStats
-from .families import Family, RefusedError, family_of
+from ...errors import RefusedError
+from .families import Family, family_of
 
 _STATE = "_sdsv_state"
 _SUBCLASSES: dict[type, type] = {}
@@ -48,12 +48,12 @@ _SUBCLASSES: dict[type, type] = {}
 
 @dataclass
 class SDSVConfig:
-    """What ``enable`` was given. ``plan`` is a window policy or a function
+    """What ``enable`` was given. ``policy`` is a window policy or a function
     ``num_inference_steps -> policy`` (e.g. ``StagePlan.paper_default``). ``draft`` is a
     transformer or ``"self"`` (the forecast self-draft, with ``forecast_order`` and ``head_blocks``)."""
 
     draft: torch.nn.Module | str
-    plan: WindowPolicy | Callable[[int], WindowPolicy]
+    policy: WindowPolicy | Callable[[int], WindowPolicy]
     accept: AcceptanceTest | None  # None: the sampler's default (verified windows only)
     verify: str | None
     convert_scheduler: bool
@@ -91,12 +91,7 @@ def euler_scheduler_for(scheduler):
     cfg = scheduler.config
     kind = type(scheduler).__name__
     if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
-        if cfg.get("stochastic_sampling"):
-            raise RefusedError("FlowMatchEulerDiscreteScheduler(stochastic_sampling=True) re-noises every step; "
-                               "SDSV's windows are deterministic Euler steps")
-        if cfg.get("invert_sigmas"):
-            raise RefusedError("FlowMatchEulerDiscreteScheduler(invert_sigmas=True) runs sigmas upwards; SDSV "
-                               "needs sigmas decreasing to 0")
+        _refuse_non_deterministic_euler(cfg)
         return scheduler
     if cfg.get("use_flow_sigmas") and cfg.get("prediction_type") == "flow_prediction":
         if cfg.get("use_dynamic_shifting"):
@@ -108,6 +103,16 @@ def euler_scheduler_for(scheduler):
         f"{kind} is not a flow-matching Euler scheduler: SDSV's windows are Euler steps of a rectified flow "
         "(x_next = x + (sigma_next - sigma) v); use FlowMatchEulerDiscreteScheduler"
     )
+
+
+def _refuse_non_deterministic_euler(cfg) -> None:
+    """A FlowMatchEulerDiscreteScheduler config SDSV cannot step with: stochastic or inverted."""
+    if cfg.get("stochastic_sampling"):
+        raise RefusedError("FlowMatchEulerDiscreteScheduler(stochastic_sampling=True) re-noises every step; "
+                           "SDSV's windows are deterministic Euler steps")
+    if cfg.get("invert_sigmas"):
+        raise RefusedError("FlowMatchEulerDiscreteScheduler(invert_sigmas=True) runs sigmas upwards; SDSV "
+                           "needs sigmas decreasing to 0")
 
 
 # DPMSolverMultistepScheduler settings under which its steps are sdsv's "dpm++2m" rule
@@ -131,7 +136,7 @@ def solver_for(scheduler) -> str | None:
     kind = type(scheduler).__name__
     cfg = scheduler.config
     if kind == "FlowMatchEulerDiscreteScheduler":
-        euler_scheduler_for(scheduler)  # refuses stochastic / inverted
+        _refuse_non_deterministic_euler(cfg)
         return "euler"
     if kind == "DPMSolverMultistepScheduler" and all(cfg.get(k, v) == v for k, v in _DPM_2M.items()):
         return "dpm++2m"
@@ -141,11 +146,12 @@ def solver_for(scheduler) -> str | None:
     return None
 
 
-def _scheduler_for_call(pipe, convert: bool):
-    """(the scheduler the call runs its preamble with, the sampler's solver)."""
+def scheduler_and_solver(s, convert: bool):
+    """``(the scheduler a call runs its preamble with, the sampler's solver)`` for the pipeline's
+    scheduler ``s``: itself and its own rule when the sampler has it (:func:`solver_for`); with
+    ``convert``, the FlowMatchEulerDiscreteScheduler of the same schedule; else refused."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    s = pipe.scheduler
     solver = solver_for(s)
     if solver is not None:
         return s, solver
@@ -164,42 +170,35 @@ def _scheduler_for_call(pipe, convert: bool):
     return euler, "euler"
 
 
-def _default_self_draft_plan(num_steps: int) -> ErrorControlled:
+def _default_self_draft_policy(num_steps: int) -> ErrorControlled:
     """Error-controlled windows (the self-draft's best schedule on the tiny models); a call with
     fewer than 3 steps runs the target alone (its 2 warm-up steps are the whole call)."""
     return ErrorControlled(num_steps, warmup=min(2, num_steps))
 
 
-class _sharding:
-    """Wraps the call's models for ``enable(..., shard=True)``; identity otherwise."""
+def _sharded(denoiser):
+    """``enable(..., shard=True)``: the denoiser's rows spread over the ranks."""
+    from ...distributed import ShardedDenoiser
+    return ShardedDenoiser(denoiser)
 
-    def __init__(self, on: bool):
-        self.on = on
 
-    def denoiser(self, fn):
-        if not self.on:
-            return fn
-        from ...distributed import ShardedDenoiser
-        return ShardedDenoiser(fn)
-
-    def split(self, split):
-        if not self.on:
-            return split
-        from ...distributed import ShardedSplit
-        return ShardedSplit(split)
+def _sharded_split(split):
+    from ...distributed import ShardedSplit
+    return ShardedSplit(split)
 
 
 # ---- enable / disable -----------------------------------------------------------------------
-def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = None, verify: str | None = None,
-           convert_scheduler: bool = False, forecast_order: int = 1, head_blocks: int = 0, shard: bool = False):
+def enable(pipe, draft="self", *, policy=None, accept: AcceptanceTest | None = None, verify: str | None = None,
+           convert_scheduler: bool = False, forecast_order: int = 1, head_blocks: int = 0, shard: bool = False,
+           plan=None):
     """Make ``pipe(...)`` sample with SDSV: ``pipe.transformer`` is the target, ``draft`` the draft.
 
     ``draft``: ``"self"`` (the default; None means the same) — the **forecast self-draft**: the
     target's own embeddings, conditioning and output layer, its blocks replaced by a forecast of
     their residual from its last evaluations on the sample's path (order ``forecast_order`` in
     sigma; the first ``head_blocks`` blocks computed), no weights needed
-    (:mod:`.self_draft`); or a transformer of the same class and input/output contract as
-    ``pipe.transformer`` (fewer blocks, quantized, distilled...; checked here). ``plan``: a
+    (:mod:`.split`); or a transformer of the same class and input/output contract as
+    ``pipe.transformer`` (fewer blocks, quantized, distilled...; checked here). ``policy``: a
     window policy (:class:`~sdsv.StagePlan`, :class:`~sdsv.ErrorControlled`,
     :class:`~sdsv.FixedInterval`) or a function ``num_inference_steps -> policy``; default
     ``ErrorControlled`` windows with the self-draft (the self-draft's best schedule on the tiny
@@ -231,23 +230,24 @@ def enable(pipe, draft="self", *, plan=None, accept: AcceptanceTest | None = Non
         family.self_draft_split(pipe.transformer, None, head_blocks)  # refuses an unknown block layout now
     else:
         family.check_draft(pipe.transformer, draft)
-    if plan is None:
-        plan = _default_self_draft_plan if draft == "self" else StagePlan.paper_default
-    if not isinstance(plan, WindowPolicy) and not callable(plan):
-        raise TypeError(f"plan must be a window policy or a function num_inference_steps -> policy, got "
-                        f"{type(plan).__name__}")
+    policy = policy_argument(policy, plan, "sdsv.enable")
+    if policy is None:
+        policy = _default_self_draft_policy if draft == "self" else StagePlan.paper_default
+    if not isinstance(policy, WindowPolicy) and not callable(policy):
+        raise TypeError(f"policy must be a window policy or a function num_inference_steps -> policy, got "
+                        f"{type(policy).__name__}")
     if accept is not None and not isinstance(accept, AcceptanceTest):
         raise TypeError(f"accept must be a sdsv.AcceptanceTest, got {type(accept).__name__}")
     if verify is not None and verify not in sdsv_kernels.VERIFY_MODES:
         raise ValueError(f"verify must be one of {sdsv_kernels.VERIFY_MODES}, got {verify!r}")
     # a policy given as a function of the step count is checked at each call
-    check_verification_options(plan, verify, accept)
-    _scheduler_for_call(pipe, convert_scheduler)  # refuse a wrong scheduler now, not at the first call
+    check_verification_options(policy, verify, accept)
+    scheduler_and_solver(pipe.scheduler, convert_scheduler)  # refuse a wrong scheduler now, not at the first call
 
     if shard:
-        from ...distributed import _rank_world
-        _rank_world(None)  # refuse now without a process group
-    config = SDSVConfig(draft=draft, plan=plan, accept=accept, verify=verify, convert_scheduler=convert_scheduler,
+        from ...distributed import rank_and_world
+        rank_and_world(None)  # refuse now without a process group
+    config = SDSVConfig(draft=draft, policy=policy, accept=accept, verify=verify, convert_scheduler=convert_scheduler,
                         forecast_order=forecast_order, head_blocks=head_blocks, shard=bool(shard))
     state = pipe.__dict__.get(_STATE)
     if state is not None:  # enabled already: new settings, same original class
@@ -281,7 +281,7 @@ def _sdsv_subclass(cls: type) -> type:
 
         @functools.wraps(original_call)
         def __call__(self, *args, **kwargs):
-            return _run(self, original_call, args, kwargs)
+            return SDSVCall(self, original_call, args, kwargs)()
 
         # same name, so messages, reprs and saved configs name the user's pipeline class
         sub = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,
@@ -341,99 +341,109 @@ _MISSING = object()
 
 
 def _progress_option(pipe):
+    """The pipeline's progress-bar config as the sampler's ``progress=`` (its own total and unit)."""
     cfg = dict(getattr(pipe, "_progress_bar_config", None) or {})
-    if cfg.pop("disable", False):
-        return False
     for k in ("total", "unit", "iterable"):
         cfg.pop(k, None)
-    cfg.setdefault("desc", "sdsv")
     return cfg
 
 
-def _resolve_plan(plan, n: int) -> WindowPolicy:
-    p = plan(n) if not isinstance(plan, WindowPolicy) else plan
+def _resolve_policy(policy, n: int) -> WindowPolicy:
+    p = policy(n) if not isinstance(policy, WindowPolicy) else policy
     if not isinstance(p, WindowPolicy):
-        raise TypeError(f"the plan function returned {type(p).__name__}, expected a window policy")
+        raise TypeError(f"the policy function returned {type(p).__name__}, expected a window policy")
     if p.num_steps != n:
-        raise ValueError(f"plan {p.name!r} has {p.num_steps} steps but the pipeline runs {n}: pass "
-                         "num_inference_steps to match, or a function num_inference_steps -> StagePlan as plan")
+        raise ValueError(f"policy {p.name!r} has {p.num_steps} steps but the pipeline runs {n}: pass "
+                         "num_inference_steps to match, or a function num_inference_steps -> policy as policy")
     return p
 
 
-def _run(pipe, original_call, args, kwargs):
-    state: _State = pipe.__dict__[_STATE]
-    family, cfg = state.family, state.config
-    bound = inspect.signature(original_call).bind(pipe, *args, **kwargs)
-    bound.apply_defaults()
-    call_args = dict(bound.arguments)
-    call_args.pop("self", None)
-    pipe.__dict__.pop("sdsv_stats", None)  # a refused or failed call leaves no stale statistics
-    family.check_pipeline(pipe)
-    family.refuse_call(pipe, call_args)
-    scheduler, solver = _scheduler_for_call(pipe, cfg.convert_scheduler)
+class SDSVCall:
+    """One ``pipe(...)`` call under SDSV, as one object: it captures the pipeline's preamble (the
+    initial latents and the transformer calls of the first step), reads the schedule, builds the
+    target, draft and self-draft once, samples, and decodes as the pipeline does."""
 
-    hooks = _Hooks(pipe, scheduler)
-    try:
-        return _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args, scheduler, solver, hooks)
-    finally:
-        hooks.restore_scheduler()
+    def __init__(self, pipe, original_call, args: tuple, kwargs: dict):
+        state: _State = pipe.__dict__[_STATE]
+        self.pipe, self.original_call, self.args, self.kwargs = pipe, original_call, args, kwargs
+        self.family, self.config = state.family, state.config
+        bound = inspect.signature(original_call).bind(pipe, *args, **kwargs)
+        bound.apply_defaults()
+        self.call_args = {k: v for k, v in bound.arguments.items() if k != "self"}
+        pipe.__dict__.pop("sdsv_stats", None)  # a refused or failed call leaves no stale statistics
+        self.family.check_pipeline(pipe)
+        self.family.refuse_call(pipe, self.call_args)
+        self.scheduler, self.solver = scheduler_and_solver(pipe.scheduler, self.config.convert_scheduler)
+        # Euler's timesteps are sigma * num_train_timesteps; the multistep schedulers store them as
+        # integers (int64(sigma * 1000)): the denoisers then pass the scheduler's own per step
+        self.own_timesteps = self.solver != "euler"
 
-
-@torch.no_grad()
-def _sample_and_decode(pipe, original_call, args, kwargs, family, cfg, call_args, scheduler, solver, hooks):
-    with hooks:
+    def __call__(self):
+        hooks = _Hooks(self.pipe, self.scheduler)
         try:
-            out = original_call(pipe, *args, **kwargs)
-        except _Captured as cap:
-            captured = cap
-        else:  # the loop never stepped (0 steps or an interrupt): the pipeline's result stands
-            pipe.__dict__["sdsv_stats"] = SampleStats()
-            return out
-    pipe._current_timestep = None
-    latents = captured.latents
-    sigmas = scheduler.sigmas.to(latents.device)
-    n = sigmas.numel() - 1
-    ntt = int(scheduler.config.num_train_timesteps)
-    timesteps = scheduler.timesteps.to(latents.device)
-    # Euler's timesteps are sigma * num_train_timesteps; the multistep schedulers store them as
-    # integers (int64(sigma * 1000)): the denoisers then pass the scheduler's own per step
-    own_timesteps = solver != "euler"
-    expected = sigmas[:-1] * ntt
-    if timesteps.numel() != n or not (torch.equal(timesteps, expected) or own_timesteps and bool(
-            ((timesteps.to(torch.float64) - expected.to(torch.float64)).abs() < 1.0).all())):
-        raise RefusedError("the scheduler's timesteps are not sigmas * num_train_timesteps (custom timesteps?); "
-                           "SDSV derives each row's timestep from its sigma")
-    if not torch.equal(torch.as_tensor(captured.timestep, device=latents.device).float().reshape(()), timesteps[0]):
-        raise RefusedError("the pipeline did not start at the schedule's first step (img2img strength?); "
-                           "only full text-to-image/video sampling is supported")
-    plan = _resolve_plan(cfg.plan, n)
+            with torch.no_grad():
+                with hooks:
+                    try:
+                        out = self.original_call(self.pipe, *self.args, **self.kwargs)
+                    except _Captured as cap:
+                        captured = cap
+                    else:  # the loop never stepped (0 steps or an interrupt): the pipeline's result stands
+                        self.pipe.__dict__["sdsv_stats"] = SampleStats()
+                        return out
+                self.pipe._current_timestep = None
+                return self.sample_and_decode(captured, hooks.calls)
+        finally:
+            hooks.restore_scheduler()
 
-    make, cond = family.conditioning(pipe, call_args, hooks.calls, latents, ntt)
-    target = make(pipe.transformer)
-    if own_timesteps:
-        target.use_timesteps(sigmas[:-1], timesteps)
-    family.check_timestep(hooks.calls[0], target.timestep(sigmas[:1].expand(hooks.calls[0]["timestep"].shape[0]),
-                                                          hooks.calls[0]["hidden_states"]))
-    self_draft = None
-    shard = _sharding(cfg.shard)
-    if isinstance(cfg.draft, str):  # "self"
-        if plan.uses_draft:
+    def schedule(self, captured: _Captured) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scheduler's sigmas and timesteps, checked against what the sampler derives."""
+        dev = captured.latents.device
+        sigmas, timesteps = self.scheduler.sigmas.to(dev), self.scheduler.timesteps.to(dev)
+        n = sigmas.numel() - 1
+        expected = sigmas[:-1] * int(self.scheduler.config.num_train_timesteps)
+        if timesteps.numel() != n or not (torch.equal(timesteps, expected) or self.own_timesteps and bool(
+                ((timesteps.to(torch.float64) - expected.to(torch.float64)).abs() < 1.0).all())):
+            raise RefusedError("the scheduler's timesteps are not sigmas * num_train_timesteps (custom timesteps?); "
+                               "SDSV derives each row's timestep from its sigma")
+        if not torch.equal(torch.as_tensor(captured.timestep, device=dev).float().reshape(()), timesteps[0]):
+            raise RefusedError("the pipeline did not start at the schedule's first step (img2img strength?); "
+                               "only full text-to-image/video sampling is supported")
+        return sigmas, timesteps
+
+    def models(self, policy: WindowPolicy, make, calls: list[dict], sigmas, timesteps):
+        """``(target, draft, self_draft)`` for :func:`sdsv.sample`, each built once (sharded when asked)."""
+        cfg, family, pipe = self.config, self.family, self.pipe
+
+        def denoiser(transformer):
+            d = make(transformer)
+            if self.own_timesteps:
+                d.use_timesteps(sigmas[:-1], timesteps)
+            return d
+
+        target = denoiser(pipe.transformer)
+        first = calls[0]
+        family.check_timestep(first, target.timestep(sigmas[:1].expand(first["timestep"].shape[0]),
+                                                     first["hidden_states"]))
+        if cfg.draft == "self" and policy.uses_draft:
             split = family.self_draft_split(pipe.transformer, target, cfg.head_blocks)
-            self_draft = SelfDraft(shard.split(split), order=cfg.forecast_order)
-            target, draft = None, None  # the self-draft's own target (recording residuals) and draft
-        else:
-            draft = None
-    else:
-        draft = make(cfg.draft)
-        if own_timesteps:
-            draft.use_timesteps(sigmas[:-1], timesteps)
-    if target is not None:
-        target = shard.denoiser(target)
-    if draft is not None:
-        draft = shard.denoiser(draft)
-    result = sample(target, draft, latents, sigmas, plan, verify=cfg.verify, accept=cfg.accept, solver=solver,
-                    self_draft=self_draft, progress=_progress_option(pipe), **cond)
-    pipe.__dict__["sdsv_stats"] = result.stats
-    output = family.decode(pipe, result.latents, call_args)
-    pipe.maybe_free_model_hooks()
-    return output
+            # the self-draft's own target (recording residuals) and draft
+            return None, None, SelfDraft(_sharded_split(split) if cfg.shard else split, order=cfg.forecast_order)
+        draft = None if cfg.draft == "self" else denoiser(cfg.draft)
+        if cfg.shard:
+            target, draft = _sharded(target), None if draft is None else _sharded(draft)
+        return target, draft, None
+
+    def sample_and_decode(self, captured: _Captured, calls: list[dict]):
+        cfg, pipe = self.config, self.pipe
+        latents = captured.latents
+        sigmas, timesteps = self.schedule(captured)
+        policy = _resolve_policy(cfg.policy, sigmas.numel() - 1)
+        make, cond = self.family.conditioning(pipe, self.call_args, calls, latents,
+                                              int(self.scheduler.config.num_train_timesteps))
+        target, draft, self_draft = self.models(policy, make, calls, sigmas, timesteps)
+        result = sample(target, draft, latents, sigmas, policy, verify=cfg.verify, accept=cfg.accept,
+                        solver=self.solver, self_draft=self_draft, progress=_progress_option(pipe), **cond)
+        pipe.__dict__["sdsv_stats"] = result.stats
+        output = self.family.decode(pipe, result.latents, self.call_args)
+        pipe.maybe_free_model_hooks()
+        return output

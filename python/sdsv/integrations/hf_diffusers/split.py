@@ -31,7 +31,7 @@ import torch
 
 import sdsv_kernels
 
-from .families import RefusedError
+from ...errors import RefusedError
 
 
 class TransformerSplit:

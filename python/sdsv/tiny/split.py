@@ -3,7 +3,7 @@
 Cheap parts: the patch/prompt embedding and conditioning (``TinyDiT.embed``), the first
 ``head_blocks`` and the last ``tail_blocks`` blocks, and the output layer (``TinyDiT.head``).
 The blocks in between are the deep part the draft forecasts. Measured on the shipped target
-(METHOD.md section 8): computing one or two edge blocks made the draft slower without making
+(docs/method.md): computing one or two edge blocks made the draft slower without making
 it better, so the default keeps none.
 """
 

@@ -1,0 +1,84 @@
+"""Error-controlled windows: each sample's next window length follows its last closing error."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .._checks import as_float, as_int
+from .base import ERROR_METRICS, PolicyState, WindowPolicy, check_steps, next_window_length, shortened
+
+
+@dataclass(frozen=True)
+class ErrorControlled(WindowPolicy):
+    """Error-controlled windows (docs/method.md): ``warmup`` target steps, then
+    unverified windows whose closing target evaluation also measures the forecast's error
+    there (one cheap draft call); each sample's next window length follows
+    :func:`next_window_length`. With ``reject_above`` a window whose error exceeds it is
+    rejected — nothing committed, no anchor kept — and redone shorter from the same state.
+    ``order`` is the forecast's order (the controller's exponent)."""
+
+    num_steps: int
+    tol: float = 0.3
+    order: int = 1
+    k_init: int = 2
+    k_min: int = 2
+    k_max: int = 4
+    warmup: int = 2
+    reject_above: float | None = None
+    error_metric: str = "v_rms"
+    name: str = "error_controlled"
+    closing_error: bool = field(default=True, init=False)
+
+    def __post_init__(self) -> None:
+        check_steps(self)
+        for name in ("order", "k_init", "k_min", "k_max"):
+            object.__setattr__(self, name, as_int(name, getattr(self, name)))
+        object.__setattr__(self, "tol", as_float("tol", self.tol, positive=True))
+        if self.reject_above is not None:
+            object.__setattr__(self, "reject_above", as_float("reject_above", self.reject_above, positive=True))
+        if not 1 <= self.k_min <= self.k_init <= self.k_max:
+            raise ValueError(f"need 1 <= k_min ({self.k_min}) <= k_init ({self.k_init}) <= k_max ({self.k_max})")
+        if self.order < 0:
+            raise ValueError(f"order must be >= 0, got {self.order}")
+        if self.error_metric not in ERROR_METRICS:
+            raise ValueError(f"error_metric must be 'x0_rms' or 'v_rms', got {self.error_metric!r}")
+        if self.reject_above is not None and not self.reject_above > 0:
+            raise ValueError(f"reject_above must be > 0 or None, got {self.reject_above!r}")
+
+    def start(self, batch: int) -> PolicyState:
+        return ErrorControlledState(self, batch)
+
+    @property
+    def verifies(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        rej = "" if self.reject_above is None else f", reject>{self.reject_above:g}"
+        return (f"{self.name}[0-{self.warmup}:target, then tol={self.tol:g}, k in [{self.k_min}, {self.k_max}], "
+                f"order {self.order}{rej}]")
+
+
+class ErrorControlledState(PolicyState):
+    def __init__(self, policy: ErrorControlled, batch: int):
+        self.p = policy
+        self.k_next = [policy.k_init] * batch
+
+    def window(self, sample: int, step: int) -> tuple[str, int]:
+        if step < self.p.warmup:
+            return "target", 0
+        return shortened("unverified", self.k_next[sample], step, self.p.num_steps)
+
+    def observe(self, sample: int, step: int, kind: str, k: int, accepted: int, error: float) -> bool:
+        if kind != "unverified":
+            # a target step after a rejected 1-step window: windows start again at k_min
+            self.k_next[sample] = max(self.k_next[sample], self.p.k_min)
+            return True
+        p = self.p
+        k_new = next_window_length(k, error, p.tol, p.order, p.k_min, p.k_max)
+        keep = p.reject_above is None or error <= p.reject_above  # NaN: rejected
+        if not keep:
+            # redo shorter: at most k - 1 draft steps (k = 0 is a plain target step, never rejected)
+            k_new = min(k_new, k - 1)
+        self.k_next[sample] = max(0, k_new)
+        return keep

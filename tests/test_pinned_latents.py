@@ -1,0 +1,76 @@
+"""Latents of a few `sdsv demo` rows, pinned bit for bit.
+
+The sampler's structure may change; its numbers may not. Each row samples with the shipped tiny
+models (eager, no torch.compile) and compares a SHA-256 of the latents' bytes, and a few values,
+with ``tests/data/pinned_latents.json``. Regenerate the file only for a change that is meant to
+move numbers: ``python tests/test_pinned_latents.py --write``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdsv import ErrorControlled, FixedInterval, StagePlan
+from sdsv.methods import DPM_ERROR_CONTROLLED, SELF_SDSV_ACCEPT, Method
+from sdsv.tiny.pipeline import TinyPipeline
+
+DATA = Path(__file__).parent / "data" / "pinned_latents.json"
+PROMPTS = {1: ["a red circle"], 2: ["a blue triangle", "a yellow ring"]}
+N = 12  # steps of the Euler rows; the DPM-Solver++(2M) rows take half, as the demo's do
+
+ROWS = {
+    "target-only euler b2": (Method("t", StagePlan.target_only(N)), 2),
+    "target-only dpm++2m b2": (Method("t", StagePlan.target_only(N // 2 + 4), solver="dpm++2m"), 2),
+    "target-only dpm++2m b1": (Method("t", StagePlan.target_only(N // 2 + 4), solver="dpm++2m"), 1),
+    "target-only unipc b1": (Method("t", StagePlan.target_only(N // 2), solver="unipc"), 1),
+    "draft-only lite b1": (Method("d", StagePlan.draft_only(N), "lite"), 1),
+    "improved-draft svd b2": (Method("d", StagePlan.improved_draft(N), "svd"), 2),
+    "sdsv lite endpoints b1": (Method("s", StagePlan.paper_default(N), "lite"), 1),
+    "sdsv lite full b2": (Method("s", StagePlan.paper_default(N), "lite", "full"), 2),
+    "sdsv self endpoints b2": (Method("s", StagePlan.slow(N), "self", accept=SELF_SDSV_ACCEPT), 2),
+    "sdsv self full dpm++2m b2": (Method("s", StagePlan.slow(N), "self", "full", SELF_SDSV_ACCEPT, "dpm++2m"), 2),
+    "cache every 3 b1": (Method("c", FixedInterval(N, every=3), "self"), 1),
+    "cache on dpm++2m b2": (Method("c", FixedInterval(N // 2, every=2), "self", solver="dpm++2m"), 2),
+    "error-ctrl self b2": (Method("e", ErrorControlled(N, tol=0.3), "self"), 2),
+    "error-ctrl self reject b1": (Method("e", ErrorControlled(N, tol=0.3, reject_above=0.05), "self"), 1),
+    "error-ctrl on dpm++2m b2": (Method("e", ErrorControlled(N // 2, **DPM_ERROR_CONTROLLED), "self",
+                                        solver="dpm++2m"), 2),
+    "error-ctrl self unipc b1": (Method("e", ErrorControlled(N, tol=0.3), "self", solver="unipc"), 1),
+}
+
+
+def fingerprint(latents: torch.Tensor) -> dict:
+    flat = latents.detach().contiguous().reshape(-1)
+    return {"sha256": hashlib.sha256(flat.numpy().tobytes()).hexdigest(), "shape": list(latents.shape),
+            "values": [float(v).hex() for v in flat[:: max(1, flat.numel() // 4)][:4]]}
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return TinyPipeline.from_pretrained()
+
+
+def run_row(pipe, name: str) -> torch.Tensor:
+    method, batch = ROWS[name]
+    return pipe(PROMPTS[batch], seed=3, **method.pipeline_kwargs()).latents
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_demo_rows_are_bit_identical_to_the_pinned_latents(pipe, name):
+    pinned = json.loads(DATA.read_text())[name]
+    got = fingerprint(run_row(pipe, name))
+    assert got["values"] == pinned["values"], f"{name}: first values {got['values']} != pinned {pinned['values']}"
+    assert got == pinned
+
+
+if __name__ == "__main__" and "--write" in sys.argv:
+    torch.set_num_threads(1)
+    p = TinyPipeline.from_pretrained()
+    DATA.write_text(json.dumps({name: fingerprint(run_row(p, name)) for name in ROWS}, indent=1) + "\n")
+    print(f"wrote {DATA}")
