@@ -48,7 +48,7 @@ def load_model(path: str | Path, dtype=torch.float32) -> torch.nn.Module:
     if not path.exists():
         raise FileNotFoundError(
             f"{path} not found: the tiny weights ship with the package; reinstall it or train "
-            f"them with `python -m sdsv.tiny.train`"
+            f"them with `python -m sdsv.tiny.train` (the video models: `python -m sdsv.tiny.video.train`)"
         )
     meta = read_metadata(path)
     if meta.get("kind") == "tinydit":
