@@ -7,7 +7,7 @@ SDSV's verified windows). For each: target calls and wall time against the refer
 reference clip is timed before and after each prompt's configurations, so both see the same
 machine), per-frame PSNR against the reference clip (mean, worst clip, worst frame, and by
 frame index: does the error grow along the time axis?) and the video classifier's reading of
-the clips (colour, shape, motion).
+the clips (colour, shape, motion). The reference clips are drawn to ``<out>.png``.
 
     python benchmarks/video_first_look.py --out benchmarks/results/video_first_look
 """
@@ -129,7 +129,17 @@ def main() -> None:
             "frames": list(ref.shape[1:]), "seconds": round(time.time() - t_start)}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     write_markdown(out.with_suffix(".md"), meta, rows)
+    write_strip(out.with_suffix(".png"), ref)
     print(out.with_suffix(".md").read_text())
+
+
+def write_strip(path: Path, clips: torch.Tensor, zoom: int = 2) -> None:
+    """The clips as a PNG: one row per clip, its frames left to right."""
+    from PIL import Image
+
+    b, c, t, h, w = clips.shape
+    grid = (clips * 255).round().byte().permute(0, 3, 2, 4, 1).reshape(b * h, t * w, c)
+    Image.fromarray(grid.numpy()).resize((t * w * zoom, b * h * zoom), Image.NEAREST).save(path)
 
 
 def _f(v, fmt):
