@@ -175,7 +175,7 @@ def main(argv=None) -> None:
     p.add_argument("--label-dropout", type=float, default=0.1)
     p.add_argument("--target-steps", type=int, default=3000)
     p.add_argument("--distill-steps", type=int, default=1200)
-    p.add_argument("--classifier-steps", type=int, default=600)
+    p.add_argument("--classifier-steps", type=int, default=2000)
     p.add_argument("--log-every", type=int, default=50, help="steps between log lines and checkpoints")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
