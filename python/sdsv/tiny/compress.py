@@ -34,8 +34,9 @@ def lite_blocks(depth: int) -> list[int]:
 
 def make_lite(target: TinyDiT) -> TinyDiT:
     keep = lite_blocks(target.cfg.depth)
-    cfg = TinyDiTConfig.from_dict({**target.cfg.to_dict(), "depth": len(keep), "guidance_embed": True})
-    draft = TinyDiT(cfg)
+    # the target's own classes, so the video target (sdsv.tiny.video.model) is pruned the same way
+    cfg = type(target.cfg).from_dict({**target.cfg.to_dict(), "depth": len(keep), "guidance_embed": True})
+    draft = type(target)(cfg)
     state = {k: v for k, v in target.state_dict().items() if not k.startswith("blocks.")}
     for new, old in enumerate(keep):
         for k, v in target.blocks[old].state_dict().items():

@@ -178,7 +178,7 @@ def guided_teacher_velocity(teacher: TinyDiT, xt, sigma, labels, scale) -> torch
     null = torch.tensor(teacher.null_labels).expand_as(labels)
     both = teacher(torch.cat([xt, xt]), torch.cat([sigma, sigma]), torch.cat([labels, null]))
     c, u = both.chunk(2)
-    return u + scale[:, None, None, None] * (c - u)
+    return u + scale.view(-1, *[1] * (xt.dim() - 1)) * (c - u)  # images and clips
 
 
 def distill(args, name: str) -> dict:
@@ -240,11 +240,11 @@ def train_classifier(args) -> dict:
     return {"steps": args.classifier_steps, "seconds": round(secs), "heldout_accuracy": acc, "loss": hist}
 
 
-def write_log(out: Path, stage: str, result: dict) -> None:
-    """Merge one stage's result into train_log.json (locked: the two drafts train in parallel)."""
+def write_log(out: Path, stage: str, result: dict, name: str = "train_log.json") -> None:
+    """Merge one stage's result into ``out/name`` (locked: the two drafts train in parallel)."""
     import fcntl
 
-    path = out / "train_log.json"
+    path = out / name
     with open(out / ".train_log.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         log = json.loads(path.read_text()) if path.exists() else {}
