@@ -175,8 +175,8 @@ def tail_plot(rows: Sequence[dict], path: Path, title: str, x: str = "speedup") 
     for r in rows:
         groups.setdefault(TAIL_SERIES.get((r["family"], r["solver"]), f"{r['family']}, {r['solver']}"), []).append(r)
     colors = dict(zip(groups, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
-    for ax, (y, name) in zip(axes, (("fid", "fidelity: vs the 50-step Euler output"),
-                                    ("acc", "accuracy: vs the converged reference"))):
+    for ax, (y, name) in zip(axes, (("fid", "fidelity: PSNR vs the target's own output, dB"),
+                                    ("acc", "accuracy: PSNR vs the converged reference, dB"))):
         for label, members in groups.items():
             pts = sorted((r for r in members if r.get(f"{y}_p5") is not None), key=lambda r: r[x])
             if not pts:
@@ -188,10 +188,11 @@ def tail_plot(rows: Sequence[dict], path: Path, title: str, x: str = "speedup") 
             for r in pts:
                 ax.plot([r[x], r[x]], [r[f"{y}_p5"], r[f"{y}_mean"]], color=c, lw=0.6, alpha=0.5)
                 ax.plot([r[x]], [r[f"{y}_mean"]], marker="o", ms=3, color=c, mfc="white")
-                text = str(r["steps"]) if baseline else r["method"].replace(" (self", "(")
+                text = str(r["steps"]) if baseline else r["method"].replace(" (self)", "").replace("(self, ", "(")
                 ax.annotate(text, (r[x], r[f"{y}_p5"]), textcoords="offset points", xytext=(4, -9), fontsize=6)
-        ax.set_xlabel("speedup over the 50-step target (latency, batch 1)" if x == "speedup" else x)
-        ax.set_ylabel(f"PSNR, dB — {name} (filled: 5th percentile, hollow: mean)")
+        ax.set_title(f"{name}\nfilled: 5th percentile, hollow: mean", fontsize=9)
+        ax.set_xlabel("speedup over the target alone (latency, batch 1)" if x == "speedup" else x)
+        ax.set_ylabel("PSNR, dB")
         ax.grid(alpha=0.3)
     handles, labels = axes[1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)

@@ -127,18 +127,24 @@ def _sample_interleaved(r: Runner, methods: list[Method], upto: int) -> None:
             r.run(m, min(n, upto))
 
 
-def measure(r: Runner, sets: SeedSets, convergence_n: int) -> tuple[list[dict], list[dict]]:
-    """The method rows and the convergence rows (each with its per-image PSNR summary)."""
+def measure(r: Runner, sets: SeedSets, convergence_n: int) -> tuple[list[dict], list[dict], dict]:
+    """The method rows, the convergence rows (each with its per-image PSNR summary) and the wall
+    seconds of each phase (what sizing a larger run needs)."""
     methods, conv = tail_methods(r.steps), converged_reference(r.steps)
     checks = convergence_checks(r.steps)
+    phases, t0 = {}, time.perf_counter()
     r.begin("tail: convergence checks", checks, [], convergence_n)
     for m in checks:
         r.run(m, convergence_n)
     r.end()
+    phases["convergence_checks_s"], t0 = time.perf_counter() - t0, time.perf_counter()
     r.begin("tail", methods + [conv], methods)
     _sample_interleaved(r, methods + [conv], r.n)
+    phases["batched_sampling_s"], t0 = time.perf_counter() - t0, time.perf_counter()
     lat = r.latency(methods)
     r.end()
+    phases["latency_s"] = time.perf_counter() - t0
+    phases["converged_reference_s"] = r.run(conv).batched_s
     R = sets.report
     fid, acc = r.run(methods[0]).images, r.run(conv).images
     base = r.run(methods[0], R)
@@ -162,7 +168,7 @@ def measure(r: Runner, sets: SeedSets, convergence_n: int) -> tuple[list[dict], 
                     **_against(r.run(m, convergence_n).images, acc[:convergence_n], "acc")} for m in checks]
     convergence.append({"method": methods[0].label + " (the fidelity reference)", "images": R,
                         **_against(fid[:R], acc[:R], "acc")})
-    return rows, convergence
+    return rows, convergence, phases
 
 
 # ---- verdicts --------------------------------------------------------------------------------
@@ -206,7 +212,7 @@ def tail(r: Runner, sets: SeedSets, convergence_n: int, out: Path) -> tuple[str,
     if r.n != sets.report + sets.calibration or r.seeds[0] != sets.start:
         raise ValueError(f"the runner holds {r.n} images from seed {r.seeds[0]}, the sets {sets}")
     t0 = time.perf_counter()
-    rows, convergence = measure(r, sets, convergence_n)
+    rows, convergence, phases = measure(r, sets, convergence_n)
     verdict, dominated = verdicts(rows)
     wall = time.perf_counter() - t0
     conv, n = converged_reference(r.steps), r.steps
@@ -241,7 +247,9 @@ def tail(r: Runner, sets: SeedSets, convergence_n: int, out: Path) -> tuple[str,
             "dominated when another is at least as fast and at least as good on the 5th percentile, one of "
             "them strictly; fidelity leaves out its own reference):\n\n" + verdict
           + f"\n\nPlot: `{plot.name}` (speedup at batch 1 vs the 5th percentile, both yardsticks).\n"
-          + f"\nExperiment wall time {wall:.0f} s.\n")
+          + f"\nExperiment wall time {wall:.0f} s: convergence checks {phases['convergence_checks_s']:.0f} s, "
+            f"batched sampling of every method over both sets {phases['batched_sampling_s']:.0f} s (the converged "
+            f"reference's share {phases['converged_reference_s']:.0f} s), latency {phases['latency_s']:.0f} s.\n")
     out.mkdir(parents=True, exist_ok=True)
     data = {"experiment": "tail", "report_images": sets.report, "calibration_images": sets.calibration,
             "report_seeds": [sets.report_seeds.start, sets.report_seeds.stop - 1],
@@ -249,7 +257,7 @@ def tail(r: Runner, sets: SeedSets, convergence_n: int, out: Path) -> tuple[str,
             "prompts": "balanced_prompts(report + calibration): image i = prompt i, seed start + i",
             "steps": n, "batch": r.batch, "latency_images": r.latency_n, "guidance": r.guidance,
             "fidelity_reference": rows[0]["method"], "converged_reference": conv.label,
-            "convergence": convergence, "provenance": prov, "experiment_wall_s": wall, "rows": rows, **dominated}
+            "convergence": convergence, "provenance": prov, "experiment_wall_s": wall, **phases, "rows": rows, **dominated}
     (out / "tail.md").write_text(md)
     (out / "tail.json").write_text(json.dumps(data, indent=1, default=str))
     return md, rows, [out / "tail.md", out / "tail.json", plot]
