@@ -42,8 +42,8 @@ def methods(n: int) -> list[Method]:
            Method("sdsv-fast (lite)", StagePlan.fast(n), "lite", **on),
            Method("sdsv-slow (lite)", StagePlan.slow(n), "lite", **on),
            Method("sdsv paper_default (lite)", StagePlan.paper_default(n), "lite", **on)]
-    ms += [Method(c.label, c.plan, c.draft, **on) for c in (cache(n, 2), cache(n, 3))]
-    ms += [Method(e.label, e.plan, e.draft, **on) for e in
+    ms += [Method(c.label, c.policy, c.draft, **on) for c in (cache(n, 2), cache(n, 3))]
+    ms += [Method(e.label, e.policy, e.draft, **on) for e in
            (error_controlled(n, tol=0.3), error_controlled(n, tol=0.5),
             error_controlled(n, f"error-ctrl (self, k 1-2, tol {DPM_ERROR_CONTROLLED['tol']:g})", **DPM_ERROR_CONTROLLED))]
     ms.append(Method("sdsv-slow (self)", StagePlan.slow(n), "self", accept=SELF_SDSV_ACCEPT, **on))
@@ -81,7 +81,7 @@ def main() -> None:
     for i, p in enumerate(prompts):
         def reference():
             t0 = time.perf_counter()
-            out = pipe(p, seed=i, plan=ref_plan, solver=SOLVER, guidance=args.guidance)
+            out = pipe(p, seed=i, policy=ref_plan, solver=SOLVER, guidance=args.guidance)
             return out, time.perf_counter() - t0
 
         out, before = reference()
@@ -114,7 +114,7 @@ def main() -> None:
         tc = sum(s.target_calls for s in st) / len(st)
         verified = [s for s in st if s.verified_windows]
         rows.append({
-            "method": m.label, "family": m.family,
+            "method": m.label, "schedule_type": m.schedule_type,
             "target_calls": tc, "draft_calls": sum(s.draft_calls for s in st) / len(st),
             "call_speedup": n / tc, "wall_s": wall[m.label], "speedup": ref_wall / wall[m.label],
             "acceptance": sum(s.acceptance_rate for s in verified) / len(verified) if verified else None,

@@ -75,6 +75,10 @@ def test_identical_draft_on_the_real_target(pipe):
     torch.testing.assert_close(r.latents, ref.latents, atol=1e-4, rtol=0)
 
 
+def by_label(rows: list[dict], label: str) -> dict:
+    return next(r for r in rows if r["method"] == label)
+
+
 def test_demo_end_to_end(tmp_path, capsys):
     out_json = tmp_path / "demo.json"
     rc = cli_main(["demo", "--steps", "24", "--prompts", "a red circle", "an orange diamond", "--out", str(tmp_path),
@@ -87,8 +91,11 @@ def test_demo_end_to_end(tmp_path, capsys):
         "sdsv (svd)", "cache (every 3)", "cache (every 4)", "sdsv (self)", "error-ctrl (self)",
         "error-ctrl (self, tol 0.5)", "cache on dpm++2m (12 steps, every 2)", "error-ctrl on dpm++2m (self, 12 steps)"]
     keys = {"method", "target_calls", "target_evals", "draft_evals", "wall_s", "speedup", "acceptance", "psnr",
-            "psnr_min", "ssim", "sampler_share"}
+            "psnr_min", "ssim", "psnr_converged", "psnr_converged_min", "sampler_share"}
     assert all(set(r) == keys for r in rows)
+    # accuracy: against DPM-Solver++(2M) with 96 steps; the 24-step target is closer to it than 20 Euler steps
+    assert all(r["psnr_converged_min"] <= r["psnr_converged"] for r in rows)
+    assert rows[0]["psnr_converged"] > by_label(rows, "target-only (20 steps)")["psnr_converged"]
     by = {r["method"]: r for r in rows}
     assert rows[0]["target_calls"] == 48 and rows[0]["speedup"] == 1.0
     assert by["draft-only (lite)"]["target_calls"] == 0 and by["draft-only (lite)"]["draft_evals"] == 48
@@ -103,6 +110,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert (tmp_path / "demo_speed_psnr.png").stat().st_size > 1000
     text = capsys.readouterr().out
     assert "best self-draft configuration with its error checked" in text and "worst PSNR" in text
+    assert "acc PSNR" in text and "acc worst" in text and "target-only (96 steps, dpm++2m) (accuracy)" in text
     assert "cache on dpm++2m (12 steps, every 2): " in text and "DPM-Solver++(2M) alone at 15/20 steps" in text
     assert "sdsv (svd)" in text and "speedup" in text and "machine:" in text and "models eager (--no-compile)" in text
 

@@ -9,7 +9,7 @@ import torch
 
 from sdsv import AcceptanceTest, ErrorControlled, FixedInterval, StagePlan
 from sdsv.tiny.compress import make_lite
-from sdsv.tiny.self_draft import TinyDiTSplit
+from sdsv.tiny.split import TinyDiTSplit
 from sdsv.tiny.train import weighted_mse
 from sdsv.tiny.video.classifier import VideoClassifier
 from sdsv.tiny.video.data import MOTIONS, make_clips, parse_prompt, prompt_of
@@ -165,10 +165,10 @@ def test_weights_round_trip(tmp_path):
 # ---- pipeline ---------------------------------------------------------------------------------
 def test_pipeline_returns_frames_and_uses_unipc_by_default():
     pipe = small_pipe()
-    out = pipe(PROMPTS[:2], plan=StagePlan.target_only(8), seed=3)
+    out = pipe(PROMPTS[:2], policy=StagePlan.target_only(8), seed=3)
     assert out.frames.shape == (2, 3, 4, 16, 16) and out.frames.min() >= 0 and out.frames.max() <= 1
-    unipc = pipe(PROMPTS[:2], plan=StagePlan.target_only(8), seed=3, solver="unipc")
-    euler = pipe(PROMPTS[:2], plan=StagePlan.target_only(8), seed=3, solver="euler")
+    unipc = pipe(PROMPTS[:2], policy=StagePlan.target_only(8), seed=3, solver="unipc")
+    euler = pipe(PROMPTS[:2], policy=StagePlan.target_only(8), seed=3, solver="euler")
     assert torch.equal(out.latents, unipc.latents) and not torch.equal(out.latents, euler.latents)
 
 
@@ -176,8 +176,8 @@ def test_pipeline_returns_frames_and_uses_unipc_by_default():
 def test_identical_draft_reproduces_target_only(solver):
     model = small_model()
     pipe = TinyVideoPipeline({"target": model, "lite": model})
-    ref = pipe(PROMPTS, plan=StagePlan.target_only(16), seed=0, solver=solver)
-    r = pipe(PROMPTS, plan=StagePlan.paper_default(16), draft="lite", accept=AcceptanceTest("x0_rms", 1e-4),
+    ref = pipe(PROMPTS, policy=StagePlan.target_only(16), seed=0, solver=solver)
+    r = pipe(PROMPTS, policy=StagePlan.paper_default(16), draft="lite", accept=AcceptanceTest("x0_rms", 1e-4),
              seed=0, solver=solver)
     assert r.stats.windows and r.stats.acceptance_rate == 1.0 and r.stats.target_calls < 16
     torch.testing.assert_close(r.latents, ref.latents, atol=1e-4, rtol=0)
@@ -187,16 +187,16 @@ def test_identical_draft_reproduces_target_only(solver):
 @pytest.mark.parametrize("solver", ["euler", "unipc"])
 def test_impossible_threshold_reproduces_target_only(draft, solver):
     pipe = small_pipe()
-    ref = pipe(PROMPTS, plan=StagePlan.target_only(16), seed=0, solver=solver)
-    r = pipe(PROMPTS, plan=StagePlan.paper_default(16), draft=draft, accept=EXACT, seed=0, solver=solver)
+    ref = pipe(PROMPTS, policy=StagePlan.target_only(16), seed=0, solver=solver)
+    r = pipe(PROMPTS, policy=StagePlan.paper_default(16), draft=draft, accept=EXACT, seed=0, solver=solver)
     assert r.stats.windows and all(w.accepted == 0 for w in r.stats.windows)
     torch.testing.assert_close(r.latents, ref.latents, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kwargs", [dict(plan=StagePlan.paper_default(16)),
-                                    dict(plan=StagePlan.paper_default(16), draft="self"),
-                                    dict(plan=ErrorControlled(16, tol=0.3), draft="self"),
-                                    dict(plan=FixedInterval(16, every=3), draft="self")],
+@pytest.mark.parametrize("kwargs", [dict(policy=StagePlan.paper_default(16)),
+                                    dict(policy=StagePlan.paper_default(16), draft="self"),
+                                    dict(policy=ErrorControlled(16, tol=0.3), draft="self"),
+                                    dict(policy=FixedInterval(16, every=3), draft="self")],
                          ids=["sdsv-lite", "sdsv-self", "error-controlled", "cache"])
 def test_a_clip_does_not_depend_on_its_batch_mates(kwargs):
     pipe = small_pipe()
@@ -231,7 +231,7 @@ def test_shipped_video_classifier_recognises_the_procedural_clips():
 def test_identical_draft_on_the_shipped_video_target():
     pipe = TinyVideoPipeline.from_pretrained(names=("target",))
     pipe.models["lite"] = pipe.target
-    ref = pipe(PROMPTS[0], plan=StagePlan.target_only(20))
-    r = pipe(PROMPTS[0], plan=StagePlan.paper_default(20), accept=AcceptanceTest("x0_rms", 1e-4))
+    ref = pipe(PROMPTS[0], policy=StagePlan.target_only(20))
+    r = pipe(PROMPTS[0], policy=StagePlan.paper_default(20), accept=AcceptanceTest("x0_rms", 1e-4))
     assert r.stats.acceptance_rate == 1.0
     torch.testing.assert_close(r.latents, ref.latents, atol=1e-4, rtol=0)

@@ -1,4 +1,5 @@
-"""Reference-based image metrics (PSNR, SSIM) on images in [0, 1], [b, c, h, w]."""
+"""Reference-based image metrics (PSNR, SSIM) on images in [0, 1], [b, c, h, w], and the tail of
+per-image values (percentiles, worst)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,29 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: int 
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     m = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2))
     return m.flatten(1).mean(1).float()
+
+
+def percentile(values, q: float) -> float:
+    """The ``q``-th percentile (0..100) of per-image values, linearly interpolated between the two
+    nearest ranks — numpy's default (``method="linear"``). The 5th percentile of PSNR is the
+    quality that 95% of images reach; neighbours that are equal (both +inf: identical images)
+    give that value rather than inf - inf."""
+    v = sorted(float(x) for x in (values.flatten().tolist() if isinstance(values, torch.Tensor) else values))
+    if not v:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"q must be in [0, 100], got {q}")
+    pos = q / 100 * (len(v) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    if v[lo] == v[hi]:
+        return v[lo]
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def tail_summary(per_image) -> dict:
+    """Mean, 5th and 1st percentile and worst of per-image values (PSNR in dB): the mean says how
+    good a method is on average, the low percentiles how bad it gets on the images a user sees
+    only now and then, which a mean over 1000 images hides."""
+    v = [float(x) for x in (per_image.flatten().tolist() if isinstance(per_image, torch.Tensor) else per_image)]
+    return {"mean": sum(v) / len(v), "p5": percentile(v, 5), "p1": percentile(v, 1), "worst": min(v)}

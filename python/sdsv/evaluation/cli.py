@@ -3,6 +3,7 @@ the shipped tiny models, measured on this machine, into markdown tables and PNG 
 
     sdsv eval --experiment all --out benchmarks/results   # the committed results
     sdsv eval --experiment pareto --quick   # CI-sized smoke run (seconds)
+    sdsv eval --experiment tail             # the tail: percentiles on 1056 images, two references (not in 'all')
 
 Every method is sampled once per run over a fixed set of prompts and seeds and shared by the
 experiments that use it; reference-based metrics compare with the target-only images.
@@ -24,13 +25,17 @@ from ..plan import StagePlan
 from ..tiny.weights import MODEL_NAMES
 from .experiments import EXPERIMENTS, RUNNERS, EvalConfig
 from .runner import Runner
+from .tail import SeedSets, make_runner, tail, tail_methods
 
 # chosen with benchmarks/sweep_tau.py, as the demo's (sdsv.demo.DEFAULT_METRIC / DEFAULT_TAU)
 from ..demo import DEFAULT_METRIC, DEFAULT_TAU
 from ..tiny.pipeline import DEFAULT_GUIDANCE
 
-FULL = dict(images=256, steps=50, batch=32, latency_images=5, pareto_images=32, taus=(0.2, 0.4), k2s=(5, 15))
-QUICK = dict(images=4, steps=8, batch=2, latency_images=1, pareto_images=2, taus=(0.1,), k2s=(5,))
+# the tail: 48 prompts x 22 seeds to report on, 48 x 4 to calibrate on, 48 images for the convergence checks
+FULL = dict(images=256, steps=50, batch=32, latency_images=5, pareto_images=32, taus=(0.2, 0.4), k2s=(5, 15),
+            tail_images=1056, calibration_images=192, convergence_images=48, tail_batch=48)
+QUICK = dict(images=4, steps=8, batch=2, latency_images=1, pareto_images=2, taus=(0.1,), k2s=(5,),
+             tail_images=4, calibration_images=2, convergence_images=2, tail_batch=2)
 FEWER_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)  # of the full schedule: 10, 15, 20, 25, 30 of 50
 DPM_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5)         # DPM-Solver++(2M): 10, 15, 20, 25 of 50
 # table2's baselines (the demo's picks): Euler 20 of 50, DPM-Solver++(2M) 15, 20 and 25 of 50
@@ -38,7 +43,9 @@ TABLE_FEWER = ((0.4, "euler"), (0.3, "dpm++2m"), (0.4, "dpm++2m"), (0.5, "dpm++2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", default="all", choices=list(EXPERIMENTS) + ["all"])
+    p.add_argument("--experiment", default="all", choices=list(EXPERIMENTS) + ["tail", "all"],
+                   help="'all' runs the paper's four (table1, table2, warmup, pareto), not the tail (its "
+                        "1056 + 192 images x 21 methods and a 200-step reference take longer than the four together)")
     p.add_argument("--quick", action="store_true",
                    help=f"CI-sized smoke run: {QUICK['images']} images, {QUICK['steps']} steps (numbers meaningless)")
     p.add_argument("--out", default=None,
@@ -54,6 +61,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"images timed at batch 1 per method (default {FULL['latency_images']})")
     p.add_argument("--pareto-images", type=int_at_least(2), default=None,
                    help=f"pareto: the first this many images (default {FULL['pareto_images']}; a multiple of --batch)")
+    p.add_argument("--tail-images", type=int_at_least(2), default=None,
+                   help=f"tail: report-set size (default {FULL['tail_images']} = 48 prompts x 22 seeds)")
+    p.add_argument("--calibration-images", type=int_at_least(0), default=None,
+                   help=f"tail: calibration-set size, seeds after the report set's (default {FULL['calibration_images']})")
+    p.add_argument("--convergence-images", type=int_at_least(2), default=None,
+                   help=f"tail: images of the convergence checks (default {FULL['convergence_images']})")
+    p.add_argument("--tail-batch", type=int_at_least(1), default=None,
+                   help=f"tail: sampling batch (default {FULL['tail_batch']})")
     p.add_argument("--draft", default="svd", choices=["lite", "svd"], help="draft of table2 and warmup")
     p.add_argument("--metric", default=DEFAULT_METRIC, choices=["x0_rms", "state_rel_l2", "rel_l2", "cosine"])
     p.add_argument("--tau", type=finite_float(), default=DEFAULT_TAU, help="acceptance threshold of every SDSV method")
@@ -83,6 +98,7 @@ def _schedules(steps: int) -> None:
         getattr(StagePlan, make)(steps)
     self_draft_methods(steps, "endpoints")
     on_dpm_methods(steps)
+    tail_methods(steps)
 
 
 def check_arguments(p: argparse.ArgumentParser, args) -> None:
@@ -97,7 +113,21 @@ def check_arguments(p: argparse.ArgumentParser, args) -> None:
     n, batch = size["pareto_images"], size["batch"]
     if args.experiment in ("pareto", "all") and n != size["images"] and (n > size["images"] or n % batch):
         p.error(f"argument --pareto-images: a multiple of --batch ({batch}) up to --images ({size['images']}), got {n}")
+    if args.experiment == "tail":
+        _check_tail(p, size)
     check_weights(p, args.weights, list(MODEL_NAMES) + ["classifier"])
+
+
+def _check_tail(p: argparse.ArgumentParser, size: dict) -> None:
+    report, batch = size["tail_images"], size["tail_batch"]
+    check(p, "--calibration-images", lambda: SeedSets(report, size["calibration_images"]).check_disjoint())
+    if report % batch:
+        p.error(f"argument --tail-images: a multiple of --tail-batch ({batch}), got {report}")
+    n = size["convergence_images"]
+    if n > report or (n % batch and n != report + size["calibration_images"]):
+        p.error(f"argument --convergence-images: a multiple of --tail-batch ({batch}) up to --tail-images ({report}), got {n}")
+    if size["latency_images"] > report:
+        p.error(f"argument --latency-images: at most --tail-images ({report}), got {size['latency_images']}")
 
 
 def fresh_folder(stem: str = "sdsv_eval") -> Path:
@@ -132,14 +162,19 @@ def main(args) -> int:
         fewer_steps=_steps(FEWER_STEP_FRACTIONS, steps), dpm_steps=_steps(DPM_STEP_FRACTIONS, steps),
         table_fewer=tuple(dict.fromkeys((max(1, round(f * steps)), solver) for f, solver in TABLE_FEWER)),
     )
-    runner = Runner(args.weights, images=pick("images"), steps=steps, batch=pick("batch"),
-                    latency_images=pick("latency_images"), guidance=args.guidance, progress=not args.quiet,
-                    compile=args.compile)
-    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    options = dict(latency_images=pick("latency_images"), guidance=args.guidance, progress=not args.quiet,
+                   compile=args.compile)
     t0 = time.perf_counter()
-    for name in names:
-        res = RUNNERS[name](runner, cfg, out)
-        print(res.markdown, flush=True)
-        print("files: " + ", ".join(str(f) for f in res.files) + "\n", flush=True)
+    if args.experiment == "tail":  # its own runner: other seeds, the converged reference's steps
+        sets = SeedSets(pick("tail_images"), pick("calibration_images"))
+        runner = make_runner(sets, steps, weights_dir=args.weights, batch=pick("tail_batch"), **options)
+        markdown, _, files = tail(runner, sets, pick("convergence_images"), out)
+        print(markdown + "\nfiles: " + ", ".join(str(f) for f in files) + "\n", flush=True)
+    else:
+        runner = Runner(args.weights, images=pick("images"), steps=steps, batch=pick("batch"), **options)
+        for name in list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]:
+            res = RUNNERS[name](runner, cfg, out)
+            print(res.markdown, flush=True)
+            print("files: " + ", ".join(str(f) for f in res.files) + "\n", flush=True)
     print(f"sdsv eval {args.experiment}{' --quick' if args.quick else ''}: {time.perf_counter() - t0:.0f} s", flush=True)
     return 0

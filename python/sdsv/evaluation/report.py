@@ -155,3 +155,50 @@ def pareto_plot(series: dict[str, list[dict]], points: dict[str, dict], lines: d
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+TAIL_SERIES = {  # (family, solver) -> legend name; the target alone is drawn as one dashed line per solver
+    ("target", "euler"): "target alone, Euler", ("target", "dpm++2m"): "target alone, DPM-Solver++(2M)",
+    ("target", "unipc"): "target alone, UniPC", ("cache", "euler"): "cache (self), Euler",
+    ("cache", "dpm++2m"): "cache (self), DPM-Solver++(2M)", ("error-controlled", "euler"): "error-ctrl (self), Euler",
+    ("error-controlled", "dpm++2m"): "error-ctrl (self), DPM-Solver++(2M)", ("SDSV", "euler"): "SDSV (self), Euler",
+}
+
+
+def tail_plot(rows: Sequence[dict], path: Path, title: str, x: str = "speedup") -> Path:
+    """Two panels, fidelity and accuracy: speedup against the 5th-percentile PSNR (filled) and the
+    mean (small hollow marker, joined to it), one colour per (family, solver); the target alone
+    with fewer steps as dashed lines labelled with their step counts."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6.2))
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(TAIL_SERIES.get((r["family"], r["solver"]), f"{r['family']}, {r['solver']}"), []).append(r)
+    colors = dict(zip(groups, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    for ax, (y, name) in zip(axes, (("fid", "fidelity: PSNR vs the target's own output, dB"),
+                                    ("acc", "accuracy: PSNR vs the converged reference, dB"))):
+        for label, members in groups.items():
+            pts = sorted((r for r in members if r.get(f"{y}_p5") is not None), key=lambda r: r[x])
+            if not pts:
+                continue
+            xs, c = [r[x] for r in pts], colors[label]
+            baseline = pts[0]["family"] == "target"
+            ax.plot(xs, [r[f"{y}_p5"] for r in pts], marker="s" if baseline else "o", ls="--" if baseline else "none",
+                    color=c, ms=6, label=label)
+            for r in pts:
+                ax.plot([r[x], r[x]], [r[f"{y}_p5"], r[f"{y}_mean"]], color=c, lw=0.6, alpha=0.5)
+                ax.plot([r[x]], [r[f"{y}_mean"]], marker="o", ms=3, color=c, mfc="white")
+                text = str(r["steps"]) if baseline else r["method"].replace(" (self)", "").replace("(self, ", "(")
+                ax.annotate(text, (r[x], r[f"{y}_p5"]), textcoords="offset points", xytext=(4, -9), fontsize=6)
+        ax.set_title(f"{name}\nfilled: 5th percentile, hollow: mean", fontsize=9)
+        ax.set_xlabel("speedup over the target alone (latency, batch 1)" if x == "speedup" else x)
+        ax.set_ylabel("PSNR, dB")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -87,6 +87,7 @@ class Runner:
         seed: int = 10_000,
         progress: bool = True,
         compile: bool = False,
+        max_steps: int | None = None,
     ):
         if images < 2 or latency_images < 1 or latency_images > images:
             raise ValueError(f"need images >= 2 and 1 <= latency_images <= images, got {images}, {latency_images}")
@@ -99,6 +100,9 @@ class Runner:
         self.features = ClassifierFeatures(self.classifier)
         self.flop_table = FlopTable(self.pipe.models)
         self.n, self.steps, self.batch, self.latency_n = images, steps, batch, latency_images
+        # a method with more steps than the evaluation's is a mistake in an experiment's list,
+        # except for a converged reference (the tail experiment's, 4x the steps)
+        self.max_steps = steps if max_steps is None else max_steps
         self.guidance, self.progress = float(guidance), progress
         self.prompts = balanced_prompts(images)
         self.seeds = [seed + i for i in range(images)]
@@ -142,8 +146,8 @@ class Runner:
         """``m`` over the first ``n`` images (default all), sampled in batches; batches sampled
         earlier in the run are reused, missing ones are sampled now."""
         n = self._check_n(n)
-        if m.policy.num_steps > self.steps:
-            raise ValueError(f"{m.label}: {m.policy.num_steps} steps, more than the evaluation's {self.steps}")
+        if m.policy.num_steps > self.max_steps:
+            raise ValueError(f"{m.label}: {m.policy.num_steps} steps, more than this runner's {self.max_steps}")
         batches = self._runs.setdefault(m.key, [])
         done = sum(b.images.shape[0] for b in batches)
         for i in range(done, n, self.batch):

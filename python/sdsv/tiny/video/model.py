@@ -8,7 +8,7 @@ is what Wan does. Everything else is the image target's: the same :class:`~sdsv.
 with adaLN-single modulation, the per-row sigma embedding, the prompt words both in the
 modulation and as extra tokens (here three: colour, shape, motion), a zero-initialised output
 convolution (3x3x3 here), and ``embed`` / ``blocks`` / ``head`` so that
-:class:`~sdsv.tiny.self_draft.TinyDiTSplit` makes it its own draft unchanged.
+:class:`~sdsv.tiny.split.TinyDiTSplit` makes it its own draft unchanged.
 """
 
 from __future__ import annotations
