@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from sdsv import AcceptanceTest, StagePlan
+from sdsv import StagePlan
 from sdsv.demo import machine
 from sdsv.methods import DPM_ERROR_CONTROLLED, SELF_SDSV_ACCEPT, Method, cache, error_controlled, fewer_steps
 from sdsv.metrics import psnr

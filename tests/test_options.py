@@ -53,11 +53,7 @@ def test_tiny_pipeline_warns_too():
 
 def test_enable_warns_at_once_for_a_policy_it_is_given():
     pytest.importorskip("diffusers")
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "integrations"))
-    from tiny_pipelines import flux_pipe
+    from sdsv.integrations.hf_diffusers.random_pipelines import flux_pipe
 
     pipe = flux_pipe()
     with pytest.warns(IgnoredOptionWarning, match="FixedInterval"):
