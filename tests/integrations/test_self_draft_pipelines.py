@@ -157,6 +157,25 @@ def test_unknown_block_layout_and_step_caches_are_refused():
         sdsv.enable(pipe, forecast_order=3)
 
 
+def test_whole_model_compile_is_refused_unless_dynamo_guards_hooks():
+    # nothing is compiled here: compile() only marks the module, the refusal comes before any call
+    c = CASES["flux"]
+    pipe = c.build()
+    pipe.transformer.compile()
+    with pytest.raises(RefusedError, match="compile_repeated_blocks"):
+        sdsv.enable(pipe)
+    sdsv.enable(pipe, draft=c.build().transformer)  # a draft transformer adds no hooks to the target
+    sdsv.disable(pipe)
+    wrapped = c.build()
+    wrapped.transformer = torch.compile(wrapped.transformer)
+    with pytest.raises(RefusedError, match="skip_nnmodule_hook_guards"):
+        sdsv.enable(wrapped)
+    from sdsv.integrations.hf_diffusers.hook import is_enabled
+    with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False):
+        assert is_enabled(sdsv.enable(pipe))
+    sdsv.disable(pipe)
+
+
 @pytest.mark.parametrize("cfg", [False, True], ids=["noCFG", "CFG"])
 def test_the_draft_fed_the_exact_residual_is_the_target(case, cfg, monkeypatch):
     """The split's contract, per family: the draft with the target's own residual as its only

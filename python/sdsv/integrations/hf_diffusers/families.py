@@ -20,6 +20,25 @@ def _unwrap(module):
     return getattr(module, "_orig_mod", module)
 
 
+def check_hooks_survive_compile(transformer) -> None:
+    """Refuse a whole-model compiled transformer when dynamo does not guard on module hooks.
+
+    The self-draft records the residual with hooks on the transformer's modules. With dynamo's
+    default ``skip_nnmodule_hook_guards = True`` a graph compiled before the hooks were added is
+    reused after, and the hooks never run (the call then fails far from the cause, or a later plain
+    call replays hooks that are gone). Compiling the repeated blocks only keeps the hooked modules
+    outside the compiled graphs, and the guard setting makes dynamo recompile per hook state.
+    """
+    whole = getattr(transformer, "_compiled_call_impl", None) is not None or hasattr(transformer, "_orig_mod")
+    if whole and getattr(torch._dynamo.config, "skip_nnmodule_hook_guards", True):
+        raise RefusedError(
+            "the transformer is compiled as a whole (transformer.compile() or torch.compile(transformer)), and "
+            "torch._dynamo does not guard on module hooks, which the self-draft adds: a graph compiled without "
+            "them would be reused. Compile the repeated blocks instead "
+            "(pipe.transformer.compile_repeated_blocks(fullgraph=True)), or set "
+            "torch._dynamo.config.skip_nnmodule_hook_guards = False before compiling")
+
+
 class Family:
     name = ""
     pipeline_class = ""      # the diffusers pipeline class name (checked with isinstance)
@@ -43,7 +62,8 @@ class Family:
 
     def self_draft_split(self, transformer, denoiser, head_blocks: int = 0):
         """The forecast self-draft's split of ``transformer`` (:mod:`.split`); refuses a block
-        layout other than this family's."""
+        layout other than this family's, and a whole-model compile that would drop its hooks."""
+        check_hooks_survive_compile(transformer)
         return TransformerSplit(denoiser, _unwrap(transformer), self.block_stacks, head_blocks)
 
     def check_draft(self, target, draft) -> None:
