@@ -1,6 +1,7 @@
 """sdsv — speculative sampling with speculative verification for flow-matching diffusion models."""
 
 from .acceptance import AcceptanceTest
+from .calibrate import Calibration, CalibrationError, calibrate
 from .guidance import ClassifierFreeGuidance
 from .forecast import SelfDraft
 from .errors import NonFiniteOutputError, RefusedError
@@ -24,7 +25,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "AcceptanceTest", "ClassifierFreeGuidance", "ErrorControlled", "FixedInterval", "IgnoredOptionWarning", "NonFiniteOutputError",
+    "AcceptanceTest", "Calibration", "CalibrationError", "ClassifierFreeGuidance", "ErrorControlled", "FixedInterval", "IgnoredOptionWarning", "NonFiniteOutputError",
     "PolicyState", "RefusedError", "SampleResult", "SampleStats", "Segment", "SelfDraft", "StagePlan", "WindowPolicy", "WindowRecord",
-    "next_window_length", "check_sigmas", "disable", "enable", "flow_match_sigmas", "sample",
+    "calibrate", "next_window_length", "check_sigmas", "disable", "enable", "flow_match_sigmas", "sample",
 ]

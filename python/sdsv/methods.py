@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .acceptance import AcceptanceTest
 from .policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
+from .policies.error_controlled import ACCURATE
 from .solvers import SOLVERS
 
 DRAFTS = (None, "lite", "svd", "self")
@@ -129,7 +130,7 @@ def self_draft_methods(num_steps: int, verify: str = "endpoints") -> list[Method
 # speculation on DPM-Solver++(2M): half the Euler reference's steps, the target every
 # other step (the cache) or error-controlled windows of 1-2 forecast steps; chosen in an
 # exploration on the demo prompts (docs/self_draft.md, "On DPM-Solver++(2M)")
-DPM_ERROR_CONTROLLED = dict(tol=0.2, k_min=1, k_init=1, k_max=2)
+DPM_ERROR_CONTROLLED = ACCURATE  # ErrorControlled.accurate's windows
 
 
 def on_dpm_methods(num_steps: int) -> list[Method]:

@@ -155,6 +155,8 @@ def test_unknown_block_layout_and_step_caches_are_refused():
         sdsv.enable(pipe, draft="lite")
     with pytest.raises(ValueError, match="forecast_order must be 0, 1 or 2"):
         sdsv.enable(pipe, forecast_order=3)
+    with pytest.raises(RefusedError, match="in-window probe"):
+        sdsv.enable(pipe, policy=ErrorControlled(8, probe_tol=0.1))
 
 
 def test_whole_model_compile_is_refused_unless_dynamo_guards_hooks():
@@ -220,3 +222,33 @@ def test_default_plan_on_very_short_schedules(steps):
     assert st.target_calls <= steps
     if steps <= 2:
         _close(out, ref, 1e-5)
+
+
+def test_calibrate_a_diffusers_pipeline_and_put_its_settings_back():
+    from sdsv.calibrate import per_image_psnr
+    from sdsv.integrations.hf_diffusers import enabled_config
+    from sdsv.integrations.hf_diffusers.random_pipelines import flux_kwargs, flux_pipe
+    from sdsv.metrics import percentile
+
+    pipe = flux_pipe(num_layers=1, num_single_layers=4)
+    kw = flux_kwargs(batch=2, steps=10)
+    images = [{"prompt_embeds": kw["prompt_embeds"][i:i + 1], "pooled_prompt_embeds": kw["pooled_prompt_embeds"][i:i + 1]}
+              for i in range(2)]
+    call = dict(height=16, width=16, guidance_scale=3.5)
+    mine = FixedInterval(10, every=2)
+    sdsv.enable(pipe, policy=mine)
+    cal = sdsv.calibrate(pipe, images, 0.0, percentile=50, num_steps=10, tols=(0.5, 0.2), seed=3, **call)
+    assert enabled_config(pipe).policy is mine  # the user's settings are back
+    assert cal.reference_evals == 10 and cal.policy.num_steps == 10 and cal.quantile >= 0.0
+    sdsv.disable(pipe)
+    ref = torch.cat([pipe(**im, **call, num_inference_steps=10, output_type="pt",
+                          generator=torch.Generator().manual_seed(3 + i))[0] for i, im in enumerate(images)])
+    sdsv.enable(pipe, policy=cal.policy)
+    out = torch.cat([pipe(**im, **call, num_inference_steps=10, output_type="pt",
+                          generator=torch.Generator().manual_seed(3 + i))[0] for i, im in enumerate(images)])
+    sdsv.disable(pipe)
+    assert percentile(per_image_psnr(out, ref).tolist(), 50) == pytest.approx(cal.quantile, abs=1e-3)
+    with pytest.raises(TypeError, match="calibrate sets num_inference_steps"):
+        sdsv.calibrate(pipe, images, 30.0, num_inference_steps=10)
+    default = sdsv.calibrate(pipe, images[:1], 0.0, tols=(0.5,), **call)
+    assert default.reference_evals == 28  # FluxPipeline's own default num_inference_steps

@@ -13,7 +13,7 @@ import torch
 from ..acceptance import AcceptanceTest
 from ..forecast import SelfDraft
 from ..guidance import ClassifierFreeGuidance
-from ..policies import FixedInterval, StagePlan, WindowPolicy, policy_argument
+from ..policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy, policy_argument
 from ..solvers import SOLVERS
 from ..result import SampleStats
 from ..sampler import sample
@@ -24,6 +24,9 @@ from .split import TinyDiTSplit
 from .weights import MODEL_NAMES, load_model, shipped_path
 
 DEFAULT_GUIDANCE = 3.0
+#: intent -> (solver, steps) when the call does not name them: "faithful" reproduces the
+#: pipeline's own 50-step Euler sampler, "accurate" gets closer to the model's exact sample
+INTENTS = {"faithful": ("euler", 50), "accurate": ("dpm++2m", 30)}
 
 
 class CompileUnavailable(RuntimeError):
@@ -82,8 +85,17 @@ class _CompiledSplit:
         def with_forecast(x, sigma, bank, index, coeffs, labels, guidance=None):
             return split.forward_with_forecast(x, sigma, bank, index, coeffs, labels, guidance)
 
+        def with_probe_residual(x, sigma, labels, guidance=None):
+            return split.forward_with_probe_residual(x, sigma, labels, guidance)
+
+        def with_probe(x, sigma, bank, index, coeffs, labels, guidance=None):
+            return split.forward_with_probe(x, sigma, bank, index, coeffs, labels, guidance)
+
         self.forward_with_residual = torch.compile(_renamed(with_residual, "self_target"), **options)
         self.forward_with_forecast = torch.compile(_renamed(with_forecast, "self_draft"), **options)
+        # compiled at their first call: only probing policies use them
+        self.forward_with_probe_residual = torch.compile(_renamed(with_probe_residual, "probe_target"), **options)
+        self.forward_with_probe = torch.compile(_renamed(with_probe, "probe_draft"), **options)
 
 
 def _renamed(fn, name: str):
@@ -205,7 +217,8 @@ class TinyPipeline:
         policy: WindowPolicy | None = None,
         draft: str = "svd",
         forecast_order: int = 1,
-        solver: str = "euler",
+        solver: str | None = None,
+        intent: str = "faithful",
         verify: str | None = None,
         accept: AcceptanceTest | None = None,
         guidance: float = DEFAULT_GUIDANCE,
@@ -216,12 +229,21 @@ class TinyPipeline:
     ) -> TinyOutput:
         """Images for ``prompts`` ('a <colour> <shape>'), one seed per image.
 
-        ``policy``: any window policy (default the paper's multi-stage plan; ``plan=`` is its
-        deprecated name, accepted for one release). ``draft``: ``"lite"``, ``"svd"`` (trained
-        drafts) or ``"self"`` (the target forecasting its own blocks, of ``forecast_order``
-        0/1/2). ``solver``: ``"euler"``, ``"dpm++2m"`` (DPM-Solver++(2M)) or ``"unipc"``, for
-        every policy (:mod:`sdsv.solvers`).
+        ``draft``: ``"lite"``, ``"svd"`` (trained drafts) or ``"self"`` (the target forecasting
+        its own blocks, of ``forecast_order`` 0/1/2). ``policy``: any window policy (``plan=`` is
+        its deprecated name, accepted for one release); by default, with ``draft="self"`` the
+        ``intent``'s error-controlled windows, with a trained draft the paper's multi-stage plan.
+        ``intent`` sets what is not given: ``"faithful"`` (default) stays close to the
+        pipeline's own sampler, Euler with 50 steps, with :meth:`ErrorControlled.faithful`
+        windows; ``"accurate"`` gets closer to the model's exact sample for fewer target calls:
+        DPM-Solver++(2M) with 30 steps and :meth:`ErrorControlled.accurate` windows
+        (docs/tail.md measures both against both yardsticks). ``solver``: ``"euler"``,
+        ``"dpm++2m"`` (DPM-Solver++(2M)) or ``"unipc"``, for every policy (:mod:`sdsv.solvers`).
         """
+        if intent not in INTENTS:
+            raise ValueError(f"intent must be one of {', '.join(INTENTS)}, got {intent!r}")
+        default_solver, default_steps = INTENTS[intent]
+        solver = default_solver if solver is None else solver
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompts given: pass one prompt or a list of them ('a <colour> <shape>')")
@@ -229,7 +251,12 @@ class TinyPipeline:
         if policy is not None and num_steps is not None and policy.num_steps != num_steps:
             raise ValueError(f"num_steps={num_steps} but the policy {policy.name!r} has {policy.num_steps} steps: "
                              "pass one of them (the policy's count is used)")
-        policy = policy or StagePlan.paper_default(50 if num_steps is None else num_steps)
+        if policy is None:
+            n = default_steps if num_steps is None else num_steps
+            if draft != "self":
+                policy = StagePlan.paper_default(n)
+            else:
+                policy = ErrorControlled.faithful(n) if intent == "faithful" else ErrorControlled.accurate(n)
         labels = self.encode(prompts)
         noise = self.noise(len(prompts), seed)
         sigmas = flow_match_sigmas(policy.num_steps, shift)

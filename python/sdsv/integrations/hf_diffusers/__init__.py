@@ -12,9 +12,9 @@ imported only when a pipeline is enabled.
 
 from .denoisers import TransformerDenoiser, flux_denoiser, sd3_denoiser, wan_denoiser
 from ...errors import RefusedError
-from .hook import SDSVConfig, disable, enable, euler_scheduler_for, is_enabled
+from .hook import SDSVConfig, disable, enable, enabled_config, euler_scheduler_for, is_enabled
 
 __all__ = [
-    "RefusedError", "SDSVConfig", "TransformerDenoiser", "disable", "enable", "euler_scheduler_for",
+    "RefusedError", "SDSVConfig", "TransformerDenoiser", "disable", "enable", "enabled_config", "euler_scheduler_for",
     "flux_denoiser", "is_enabled", "sd3_denoiser", "wan_denoiser",
 ]

@@ -171,9 +171,8 @@ def scheduler_and_solver(s, convert: bool):
 
 
 def _default_self_draft_policy(num_steps: int) -> ErrorControlled:
-    """Error-controlled windows (the self-draft's best schedule on the tiny models); a call with
-    fewer than 3 steps runs the target alone (its 2 warm-up steps are the whole call)."""
-    return ErrorControlled(num_steps, warmup=min(2, num_steps))
+    """The self-draft's default windows (:meth:`ErrorControlled.faithful`)."""
+    return ErrorControlled.faithful(num_steps)
 
 
 def _sharded(denoiser):
@@ -242,6 +241,9 @@ def enable(pipe, draft="self", *, policy=None, accept: AcceptanceTest | None = N
         raise ValueError(f"verify must be one of {sdsv_kernels.VERIFY_MODES}, got {verify!r}")
     # a policy given as a function of the step count is checked at each call
     check_verification_options(policy, verify, accept)
+    if isinstance(policy, WindowPolicy) and policy.probes:
+        raise RefusedError("the in-window probe (probe_tol=) needs a split model that computes it; the diffusers "
+                           "self-draft does not yet: use ErrorControlled without probe_tol")
     scheduler_and_solver(pipe.scheduler, convert_scheduler)  # refuse a wrong scheduler now, not at the first call
 
     if shard:
@@ -272,6 +274,13 @@ def disable(pipe):
 
 def is_enabled(pipe) -> bool:
     return _STATE in pipe.__dict__
+
+
+def enabled_config(pipe) -> SDSVConfig | None:
+    """What :func:`enable` was last given for ``pipe`` (None when it is not enabled); passing its
+    fields back to :func:`enable` restores those settings."""
+    state = pipe.__dict__.get(_STATE)
+    return None if state is None else state.config
 
 
 def _sdsv_subclass(cls: type) -> type:

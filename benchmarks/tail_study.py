@@ -1,0 +1,409 @@
+"""Bounding the self-draft's tail: where the damage enters, which error estimates catch it, and the
+two intents against both yardsticks (docs/tail.md holds the results and their reading).
+
+Images: prompt ``i`` of ``sdsv.evaluation.runner.balanced_prompts``, seed ``start + i``; the
+calibration set (where configurations are compared and chosen) starts at seed 21056, the report
+set (where the chosen ones are reported) at 20000 — the seed sets of ``sdsv eval --experiment
+tail``, disjoint from each other and from the 256-image tables. PSNR of the decoded 32x32 images
+against the target's own 50-step Euler output (fidelity) and against DPM-Solver++(2M) with 200
+steps (accuracy: the converged reference). Cost: target evaluations (states) per image.
+
+    python benchmarks/tail_study.py --out benchmarks/results/tail_study            # every section
+    python benchmarks/tail_study.py --sections candidates --images 48              # one, smaller
+
+Sections: ``where`` (the calibration set's three worst images under error-controlled windows:
+forecasting only before / only from step s), ``candidates`` (error estimates on the calibration
+set), ``probe`` (does the probe's error predict the closing error, by zone), ``intents`` (the
+faithful and accurate defaults and the baselines on the report set, both yardsticks),
+``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
+are cached in ``<out>/cache`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from sdsv import ErrorControlled, FixedInterval, StagePlan
+from sdsv.evaluation.runner import balanced_prompts
+from sdsv.metrics import psnr, tail_summary
+from sdsv.policies import PolicyState, WindowPolicy, next_window_length, shortened
+from sdsv.tiny.pipeline import TinyPipeline
+from sdsv.windows import ProbedUnverified
+
+REPORT_START, CALIBRATION_START = 20_000, 21_056
+
+
+class ImageSet:
+    """Prompts and seeds of one set, its two references (cached), and per-image PSNR of a run."""
+
+    def __init__(self, pipe: TinyPipeline, start: int, n: int, cache: Path, batch: int):
+        prompts = balanced_prompts(start - REPORT_START + n)
+        self.pipe, self.n, self.batch, self.start = pipe, n, batch, start
+        self.prompts = prompts[start - REPORT_START:]
+        self.seeds = [start + i for i in range(n)]
+        self.cache = cache
+        self.fidelity = self._reference("euler", 50)
+        self.accuracy = None
+
+    def _reference(self, solver: str, steps: int) -> torch.Tensor:
+        path = self.cache / f"ref_{self.start}_{self.n}_{solver}_{steps}.pt"
+        if path.exists():
+            return torch.load(path)
+        t = time.time()
+        images, _ = self.run(StagePlan.target_only(steps), solver=solver)
+        torch.save(images, path)
+        print(f"  reference {solver} {steps} steps, seeds {self.start}..{self.start + self.n - 1}: "
+              f"{time.time() - t:.0f} s", flush=True)
+        return images
+
+    def with_accuracy(self) -> "ImageSet":
+        self.accuracy = self._reference("dpm++2m", 200)
+        return self
+
+    def run(self, policy: WindowPolicy, solver: str = "euler", idx=None):
+        idx = list(range(self.n)) if idx is None else idx
+        # target-only policies never call the draft: the plain target, as the pipeline samples
+        draft = "self" if policy.uses_draft else "svd"
+        images, evals, stats = [], 0, []
+        for i in range(0, len(idx), self.batch):
+            part = idx[i:i + self.batch]
+            out = self.pipe([self.prompts[j] for j in part], policy=policy, draft=draft, solver=solver,
+                            seed=[self.seeds[j] for j in part])
+            images.append(out.images)
+            evals += out.stats.target_evals
+            stats.append(out.stats)
+        return torch.cat(images), (evals / len(idx), stats)
+
+    def row(self, name: str, policy: WindowPolicy, solver: str = "euler") -> dict:
+        t = time.time()
+        images, (evals, _) = self.run(policy, solver)
+        fid = psnr(images, self.fidelity)
+        row = {"method": name, "policy": policy.describe(), "solver": solver, "target_evals": round(evals, 2),
+               "fidelity": {k: round(v, 2) for k, v in tail_summary(fid).items()},
+               "worst_images": torch.argsort(fid)[:3].tolist(), "wall_s": round(time.time() - t, 1)}
+        if self.accuracy is not None:
+            row["accuracy"] = {k: round(v, 2) for k, v in tail_summary(psnr(images, self.accuracy)).items()}
+        print("  " + line(row), flush=True)
+        return row
+
+
+def line(row: dict) -> str:
+    f = row["fidelity"]
+    out = f"{row['method']:44s} {row['target_evals']:5.2f} evals | fid {f['mean']:.2f} / {f['p5']:.2f} / {f['p1']:.2f} / {f['worst']:.2f}"
+    if "accuracy" in row:
+        a = row["accuracy"]
+        out += f" | acc {a['mean']:.2f} / {a['p5']:.2f} / {a['p1']:.2f} / {a['worst']:.2f}"
+    return out
+
+
+class Phased(WindowPolicy):
+    """Error-controlled windows whose tolerance and longest window depend on the step
+    (``phases``: ``[(until_step, tol, k_max), ...]``): sigma-dependent strictness."""
+
+    name, closing_error, error_metric = "phased", True, "v_rms"
+
+    def __init__(self, num_steps: int, phases, warmup: int = 2, k_init: int = 2, k_min: int = 2):
+        self.num_steps, self.phases, self.warmup, self.k_init, self.k_min = num_steps, phases, warmup, k_init, k_min
+
+    @property
+    def verifies(self) -> bool:
+        return False
+
+    def phase(self, step: int):
+        return next(((tol, k) for until, tol, k in self.phases if step < until), self.phases[-1][1:])
+
+    def describe(self) -> str:
+        return f"phased{self.phases}"
+
+    def start(self, batch: int) -> PolicyState:
+        return _PhasedState(self, batch)
+
+
+class _PhasedState(PolicyState):
+    def __init__(self, p: Phased, batch: int):
+        self.p, self.k_next = p, [p.k_init] * batch
+
+    def window(self, b, step):
+        if step < self.p.warmup:
+            return "target", 0
+        return shortened("unverified", min(self.k_next[b], self.p.phase(step)[1]), step, self.p.num_steps)
+
+    def observe(self, b, step, kind, k, accepted, error):
+        if kind != "unverified":
+            self.k_next[b] = max(self.k_next[b], self.p.k_min)
+            return True
+        tol, k_max = self.p.phase(step + k + 1)  # the next window's phase
+        self.k_next[b] = next_window_length(k, error, tol, 1, self.p.k_min, k_max)
+        return True
+
+
+class Between(WindowPolicy):
+    """``inner``'s windows only between steps ``first`` and ``stop``; target steps elsewhere."""
+
+    def __init__(self, inner: ErrorControlled, first: int = 0, stop: int | None = None):
+        self.inner, self.first = inner, first
+        self.stop = inner.num_steps if stop is None else stop
+        self.num_steps, self.name = inner.num_steps, "between"
+        self.closing_error, self.error_metric = inner.closing_error, inner.error_metric
+
+    @property
+    def verifies(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} only in steps {self.first}..{self.stop}"
+
+    def start(self, batch: int) -> PolicyState:
+        inner, first, stop = self.inner.start(batch), self.first, self.stop
+
+        class State(PolicyState):
+            def window(self, b, step):
+                if step < first or step >= stop:
+                    return "target", 0
+                kind, k = inner.window(b, step)
+                return shortened(kind, k, step, stop) if kind != "target" else (kind, k)
+
+            def observe(self, *args):
+                return inner.observe(*args)
+
+        return State()
+
+
+def where(cal: ImageSet) -> dict:
+    """The three worst calibration images under error-ctrl tol 0.3: forecasting only before / from step s."""
+    base = ErrorControlled(50, tol=0.3)
+    images, _ = cal.run(base)
+    worst = torch.argsort(psnr(images, cal.fidelity))[:3].tolist()
+    out = {"images": worst, "seeds": [cal.seeds[i] for i in worst], "prompts": [cal.prompts[i] for i in worst],
+           "full": psnr(images[worst], cal.fidelity[worst]).tolist(), "only_before": {}, "only_from": {}}
+    for s in range(5, 50, 5):
+        for key, pol in (("only_before", Between(base, 0, s)), ("only_from", Between(base, s))):
+            im, _ = cal.run(pol, idx=worst)
+            out[key][s] = [round(v, 1) for v in psnr(im, cal.fidelity[worst]).tolist()]
+        print(f"  step {s}: forecast only before {out['only_before'][s]}, only from {out['only_from'][s]}", flush=True)
+    return out
+
+
+CANDIDATES = [
+    ("error-ctrl tol 0.3", lambda: ErrorControlled(50, tol=0.3)),
+    ("error-ctrl tol 0.25", lambda: ErrorControlled(50, tol=0.25)),
+    ("error-ctrl tol 0.2 (faithful)", lambda: ErrorControlled.faithful(50)),
+    ("error-ctrl tol 0.2, k_min 1", lambda: ErrorControlled(50, tol=0.2, k_min=1)),
+    ("reject above 0.3 (tol 0.3)", lambda: ErrorControlled(50, tol=0.3, reject_above=0.3)),
+    ("sigma: tol 0.2 to step 30, 0.3 after", lambda: Phased(50, [(30, 0.2, 4), (50, 0.3, 4)])),
+    ("sigma: 0.3 / 0.15 in steps 10-30 / 0.3", lambda: Phased(50, [(10, 0.3, 4), (30, 0.15, 4), (50, 0.3, 4)])),
+    ("sigma: 0.15 to step 30, 0.3 and k<=8 after", lambda: Phased(50, [(30, 0.15, 4), (50, 0.3, 8)])),
+    ("probe 0.1, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.1)),
+    ("probe 0.1, tol 0.3, k<=4", lambda: ErrorControlled(50, tol=0.3, probe_tol=0.1)),
+    ("probe 0.1, tol 0.2, k<=8", lambda: ErrorControlled(50, tol=0.2, k_max=8, probe_tol=0.1)),
+    ("probe 0.15, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.15)),
+    ("warm-up 5 (tol 0.2)", lambda: ErrorControlled(50, tol=0.2, warmup=5)),
+    ("warm-up 5, first window 1 step (tol 0.2)", lambda: ErrorControlled(50, tol=0.2, warmup=5, k_init=1, k_min=1)),
+    ("warm-up 8 (tol 0.2)", lambda: ErrorControlled(50, tol=0.2, warmup=8)),
+]
+
+
+def candidates(cal: ImageSet) -> list[dict]:
+    return [cal.row(name, make()) for name, make in CANDIDATES]
+
+
+def probe(cal: ImageSet) -> dict:
+    """Per window of error-ctrl tol 0.3 (with a probe that never fires): the probe's error at the
+    closing state against the closing error there, Spearman's rank correlation by zone."""
+    seen: dict[tuple, float] = {}
+    original = ProbedUnverified.after_draft
+
+    def spy(self, level, error):
+        seen[(self.sample, self.start, level)] = error
+        return original(self, level, error)
+
+    ProbedUnverified.after_draft = spy
+    try:
+        idx = list(range(0, cal.n, 4))[:cal.batch]  # one call: window records name samples of that call
+        _, (_, stats) = cal.run(ErrorControlled(50, tol=0.3, probe_tol=1e9), idx=idx)
+    finally:
+        ProbedUnverified.after_draft = original
+    pairs = []
+    for part, st in enumerate(stats):
+        for w in st.windows:
+            e = seen.get((w.sample, w.start, w.k))
+            if e is not None and w.metric and math.isfinite(w.metric[0]):
+                pairs.append((w.start, e, w.metric[0]))
+    seen.clear()
+    out = {"windows": len(pairs), "zones": {}}
+    for lo, hi in ((0, 50), (0, 15), (15, 30), (30, 50)):
+        z = [(p, c) for s, p, c in pairs if lo <= s < hi]
+        out["zones"][f"{lo}-{hi}"] = {"windows": len(z), "spearman": round(_spearman(z), 3),
+                                      "median_probe": round(_median([p for p, _ in z]), 3),
+                                      "median_closing": round(_median([c for _, c in z]), 3)}
+        print(f"  steps {lo}-{hi}: {out['zones'][f'{lo}-{hi}']}", flush=True)
+    return out
+
+
+def _median(v):
+    v = sorted(v)
+    return v[len(v) // 2] if v else math.nan
+
+
+def _spearman(pairs) -> float:
+    if len(pairs) < 3:
+        return math.nan
+    a, b = torch.tensor([p for p, _ in pairs]), torch.tensor([c for _, c in pairs])
+    ra, rb = a.argsort().argsort().double(), b.argsort().argsort().double()
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+
+def intents(rep: ImageSet) -> list[dict]:
+    rep.with_accuracy()
+    a = tail_summary(psnr(rep.fidelity, rep.accuracy))
+    rows = [{"method": "target-only, euler 50 (the fidelity reference)", "policy": "target-only", "solver": "euler",
+             "target_evals": 50.0, "fidelity": {k: math.inf for k in a},
+             "accuracy": {k: round(v, 2) for k, v in a.items()}}]
+    print("  " + line(rows[0]), flush=True)
+    rows.append(rep.row("faithful (default): error-ctrl tol 0.2, euler 50", ErrorControlled.faithful(50)))
+    rows.append(rep.row("accurate: error-ctrl, dpm++2m 30", ErrorControlled.accurate(30), "dpm++2m"))
+    rows.append(rep.row("error-ctrl tol 0.25", ErrorControlled(50, tol=0.25)))
+    rows.append(rep.row("error-ctrl tol 0.3", ErrorControlled(50, tol=0.3)))
+    rows.append(rep.row("sigma: tol 0.2 to step 30, 0.3 after", Phased(50, [(30, 0.2, 4), (50, 0.3, 4)])))
+    for steps in (20, 25, 30):
+        rows.append(rep.row(f"target-only, dpm++2m {steps}", StagePlan.target_only(steps), "dpm++2m"))
+    rows.append(rep.row("target-only, unipc 20", StagePlan.target_only(20), "unipc"))
+    rows.append(rep.row("cache every 3 (self)", FixedInterval(50, every=3)))
+    rows.append(rep.row("cache every 2 on dpm++2m 30 (self)", FixedInterval(30, every=2), "dpm++2m"))
+    return rows
+
+
+LATENCY = [
+    ("target-only, euler 50 (reference)", lambda: StagePlan.target_only(50), "euler"),
+    ("faithful (default): error-ctrl tol 0.2, euler 50", lambda: ErrorControlled.faithful(50), "euler"),
+    ("accurate: error-ctrl, dpm++2m 30", lambda: ErrorControlled.accurate(30), "dpm++2m"),
+    ("error-ctrl tol 0.3", lambda: ErrorControlled(50, tol=0.3), "euler"),
+    ("target-only, dpm++2m 25", lambda: StagePlan.target_only(25), "dpm++2m"),
+    ("cache every 3 (self)", lambda: FixedInterval(50, every=3), "euler"),
+]
+
+
+def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
+    """Wall-clock per image at batch 1, models compiled (as ``sdsv demo``), methods interleaved
+    image by image so that every method sees the same machine; speed-up = the reference's median
+    time over the method's."""
+    pipe = TinyPipeline.from_pretrained(names=("target",))
+    how = pipe.compile_or_warn()
+    times: dict[str, list[float]] = {name: [] for name, _, _ in LATENCY}
+    evals: dict[str, float] = {name: 0.0 for name, _, _ in LATENCY}
+    for r in range(rounds + 1):  # round 0 warms every shape up, untimed
+        for i in range(images):
+            for name, make, solver in LATENCY:
+                policy = make()
+                t = time.perf_counter()
+                out = pipe(rep.prompts[i], policy=policy, draft="self" if policy.uses_draft else "svd",
+                           solver=solver, seed=rep.seeds[i])
+                if r:
+                    times[name].append(time.perf_counter() - t)
+                    evals[name] += out.stats.target_evals / (images * rounds)
+    med = {n: sorted(v)[len(v) // 2] for n, v in times.items()}
+    ref = med[LATENCY[0][0]]
+    rows = [{"method": n, "median_ms": round(1e3 * med[n], 1), "speedup": round(ref / med[n], 2),
+             "target_evals": round(evals[n], 2), "models": how} for n, _, _ in LATENCY]
+    for row in rows:
+        print(f"  {row['method']:50s} {row['median_ms']:8.1f} ms  {row['speedup']:.2f}x  {row['target_evals']:.1f} evals",
+              flush=True)
+    return rows
+
+
+SECTIONS = ("where", "candidates", "probe", "intents", "latency")
+
+
+def markdown(result: dict) -> str:
+    """The tables of a result JSON (docs/tail.md quotes them)."""
+    out = [f"# Tail study (benchmarks/tail_study.py)\n\nMachine: {result.get('machine', '?')}. "
+           f"Calibration seeds {result.get('calibration_seeds')}, report seeds {result.get('report_seeds')}; "
+           "PSNR in dB against the 50-step Euler output (fid.) and DPM-Solver++(2M) 200 steps (acc.): "
+           "mean / 5th percentile / 1st percentile / worst image.\n"]
+    if "where" in result:
+        w = result["where"]
+        out.append(f"## Where the damage enters\n\nThe calibration set's three worst images under error-ctrl "
+                   f"tol 0.3 (seeds {w['seeds']}, {w['prompts']}): {[round(v, 1) for v in w['full']]} dB with "
+                   "forecasts everywhere.\n\n| step s | forecast only before s | forecast only from s |\n|---|---|---|")
+        for s_ in w["only_before"]:
+            out.append(f"| {s_} | {w['only_before'][s_]} | {w['only_from'][s_]} |")
+        out.append("")
+    for key, title in (("candidates", "Error estimates on the calibration set"), ("intents", "The intents on the report set")):
+        if key in result:
+            acc = any("accuracy" in r for r in result[key])
+            head = "| method | target evals | fid. mean / p5 / p1 / worst |" + (" acc. mean / p5 / p1 / worst |" if acc else "")
+            out += [f"## {title}\n", head, "|---|---:|---|" + ("---|" if acc else "")]
+            for r in result[key]:
+                f = r["fidelity"]
+                cells = [r["method"], f"{r['target_evals']:.2f}",
+                         "—" if math.isinf(f["mean"]) else f"{f['mean']:.2f} / {f['p5']:.2f} / {f['p1']:.2f} / {f['worst']:.2f}"]
+                if acc:
+                    a = r.get("accuracy")
+                    cells.append(f"{a['mean']:.2f} / {a['p5']:.2f} / {a['p1']:.2f} / {a['worst']:.2f}" if a else "")
+                out.append("| " + " | ".join(cells) + " |")
+            out.append("")
+    if "probe" in result:
+        out += ["## Does the probe's error predict the closing error?\n",
+                f"{result['probe']['windows']} windows; Spearman rank correlation by the window's first step.\n",
+                "| steps | windows | Spearman | median probe error | median closing error |", "|---|---:|---:|---:|---:|"]
+        for z, v in result["probe"]["zones"].items():
+            out.append(f"| {z} | {v['windows']} | {v['spearman']:.2f} | {v['median_probe']:.3f} | {v['median_closing']:.3f} |")
+        out.append("")
+    if "latency" in result:
+        out += ["## Wall-clock at batch 1 (report set's first 8 images, 2 rounds, interleaved)\n",
+                f"Models: {result['latency'][0]['models']}.\n",
+                "| method | median ms / image | speed-up | target evals |", "|---|---:|---:|---:|"]
+        for r in result["latency"]:
+            out.append(f"| {r['method']} | {r['median_ms']:.1f} | {r['speedup']:.2f}x | {r['target_evals']:.1f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/tail_study"))
+    ap.add_argument("--images", type=int, default=96, help="images per set (default 96: every prompt twice)")
+    ap.add_argument("--batch", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sections", default=",".join(SECTIONS))
+    args = ap.parse_args(argv)
+    sections = [s for s in args.sections.split(",") if s]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad or args.images < 1:
+        ap.error(f"unknown sections {bad} (have {SECTIONS})" if bad else "--images must be >= 1")
+    torch.set_num_threads(args.threads)
+    (args.out / "cache").mkdir(parents=True, exist_ok=True)
+    path = args.out / "tail_study.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, " \
+                        f"python {platform.python_version()}"
+    pipe = TinyPipeline.from_pretrained(names=("target",))
+    with torch.inference_mode():
+        t0 = time.time()
+        if {"where", "candidates", "probe"} & set(sections):
+            cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
+            result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
+        for name in sections:
+            print(f"== {name}", flush=True)
+            if name in ("intents", "latency"):
+                rep = ImageSet(pipe, REPORT_START, args.images, args.out / "cache", args.batch)
+                result["report_seeds"] = [rep.seeds[0], rep.seeds[-1]]
+                result[name] = intents(rep) if name == "intents" else latency(rep)
+            else:
+                result[name] = {"where": where, "candidates": candidates, "probe": probe}[name](cal)
+            path.write_text(json.dumps(result, indent=1))
+            (args.out / "tail_study.md").write_text(markdown(result))
+        print(f"done in {time.time() - t0:.0f} s; {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""``sdsv.calibrate``: the fastest window policy that meets a quality target on your own prompts.
+
+A policy's tolerance trades speed for fidelity along one curve, and where a user's prompts sit
+on it depends on the model, the solver and the prompts themselves. ``calibrate`` measures it:
+it samples the calibration prompts once with the pipeline's own full-step sampler (the
+reference), then with the policy at a ladder of tolerances, from the loosest (fastest) to the
+strictest, and returns the first that meets the target: a percentile of per-image PSNR against
+the reference (the 5th by default: 95% of the calibration images at least that close). The
+returned :class:`Calibration` holds the policy, what it measured and every tolerance tried;
+``sdsv.enable(pipe, policy=cal.policy)`` or ``pipe(..., policy=cal.policy)`` uses it.
+
+A target met on the calibration seeds is a measurement on those images, not a guarantee on
+others: the figure on unseen seeds scatters around it (``docs/tail.md`` reports how much), so
+calibrate on prompts like the ones you will run, and on more of them for a low percentile.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from .metrics import percentile, psnr
+from .policies import ErrorControlled, WindowPolicy
+
+#: tolerances tried by default, loosest (fastest) first
+DEFAULT_TOLS = (0.6, 0.45, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05)
+
+
+class CalibrationError(ValueError):
+    """No tolerance tried met the quality target; the message names the best figure reached."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One tolerance tried: its target evaluations per image and its per-image PSNR summary."""
+
+    tol: float
+    target_evals: float
+    mean: float
+    quantile: float
+    worst: float
+
+
+@dataclass
+class Calibration:
+    """The result of :func:`calibrate`: ``policy`` (the fastest that met the target), the figure
+    it reached (``quantile`` = the ``percentile``-th percentile PSNR, dB) and its cost, the
+    reference's cost, and every :class:`Trial`."""
+
+    policy: WindowPolicy
+    tol: float
+    target_psnr: float
+    percentile: float
+    quantile: float
+    mean: float
+    worst: float
+    target_evals: float
+    reference_evals: float
+    images: int
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def evals_ratio(self) -> float:
+        """Reference target evaluations per image over the policy's: the speed-up in model calls."""
+        return self.reference_evals / self.target_evals
+
+    def __str__(self) -> str:
+        lines = [f"calibrated on {self.images} images: tol {self.tol:g} meets p{self.percentile:g} >= "
+                 f"{self.target_psnr:g} dB ({self.quantile:.2f} dB; mean {self.mean:.2f}, worst {self.worst:.2f}) "
+                 f"at {self.target_evals:.1f} target evaluations per image ({self.evals_ratio:.2f}x fewer than "
+                 f"the reference's {self.reference_evals:g})",
+                 "   tol  evals/img  mean dB  p dB  worst dB"]
+        lines += [f"{t.tol:6g}  {t.target_evals:9.2f}  {t.mean:7.2f}  {t.quantile:5.2f}  {t.worst:8.2f}" for t in self.trials]
+        return "\n".join(lines)
+
+
+def per_image_psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """PSNR of each image (or video) in [0, 1] against its reference, ``[batch]``."""
+    if images.shape != reference.shape or images.dim() < 2:
+        raise ValueError(f"images {tuple(images.shape)} and reference {tuple(reference.shape)} must have one shape [batch, ...]")
+    return psnr(images.flatten(1)[:, None, None], reference.flatten(1)[:, None, None])
+
+
+def search(run: Callable[[WindowPolicy], tuple[torch.Tensor, float]], reference: torch.Tensor,
+           reference_evals: float, make_policy: Callable[[float], WindowPolicy], target_psnr: float,
+           percentile_q: float, tols: Sequence[float]) -> Calibration:
+    """The ladder search behind :func:`calibrate`: ``run(policy) -> (images, target evaluations
+    per image)``; the tolerances are tried loosest first and the first that meets the target wins."""
+    trials: list[Trial] = []
+    for tol in sorted({float(t) for t in tols}, reverse=True):
+        policy = make_policy(tol)
+        images, evals = run(policy)
+        p = per_image_psnr(images, reference).tolist()
+        q = percentile(p, percentile_q)
+        trials.append(Trial(tol, evals, sum(p) / len(p), q, min(p)))
+        if q >= target_psnr:
+            return Calibration(policy, tol, target_psnr, percentile_q, q, trials[-1].mean, trials[-1].worst, evals,
+                               reference_evals, len(p), trials)
+    best = max(trials, key=lambda t: t.quantile)
+    raise CalibrationError(
+        f"no tolerance in {sorted(t.tol for t in trials)} reaches p{percentile_q:g} >= {target_psnr:g} dB on the "
+        f"{reference.shape[0]} calibration images: the best was {best.quantile:.2f} dB (tol {best.tol:g}, "
+        f"{best.target_evals:.1f} target evaluations per image; mean {best.mean:.2f} dB). Lower the target, try "
+        "stricter tolerances, or use more steps")
+
+
+def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: float = 5.0,
+              num_steps: int | None = None, policy: Callable[[float, int], WindowPolicy] | None = None,
+              tols: Sequence[float] = DEFAULT_TOLS, seed: int = 0, **call_kwargs) -> Calibration:
+    """The fastest policy whose ``percentile``-th percentile PSNR against the pipeline's own
+    ``num_steps``-step output reaches ``target_psnr`` dB on ``prompts`` (see the module docstring).
+
+    ``pipe``: a :class:`sdsv.tiny.TinyPipeline` (``num_steps`` default 50; ``call_kwargs`` such as
+    ``solver=`` and ``guidance=`` go to every call, the self-draft drafts) or a diffusers pipeline
+    that :func:`sdsv.enable` supports (``num_steps`` default: the pipeline's
+    ``num_inference_steps`` default; ``call_kwargs`` go to ``pipe(...)``, e.g. ``height``,
+    ``width``, ``guidance_scale``). ``policy(tol, num_steps)``: the policy family searched
+    (default :class:`~sdsv.ErrorControlled` windows of the self-draft). ``seed``: image ``i`` uses
+    ``seed + i``. Raises :class:`CalibrationError` when no tolerance meets the target.
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise ValueError("calibrate needs at least one prompt")
+    if not (isinstance(target_psnr, (int, float)) and math.isfinite(target_psnr)):
+        raise ValueError(f"target_psnr must be a finite number of dB, got {target_psnr!r}")
+    if not (isinstance(percentile, (int, float)) and 0 <= percentile <= 100):
+        raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
+    tols = [float(t) for t in tols]
+    if not tols or any(not (math.isfinite(t) and t > 0) for t in tols):
+        raise ValueError(f"tols must be positive finite numbers, got {tols!r}")
+    policy = policy or (lambda tol, n: ErrorControlled(n, tol=tol))
+
+    from .tiny.pipeline import TinyPipeline
+    if isinstance(pipe, TinyPipeline):
+        n = 50 if num_steps is None else int(num_steps)
+        adapter = _TinyAdapter(pipe, prompts, seed, call_kwargs)
+    else:
+        from .integrations.hf_diffusers.calibration import DiffusersAdapter
+        adapter = DiffusersAdapter(pipe, prompts, seed, num_steps, call_kwargs)
+        n = adapter.num_steps
+    reference, reference_evals = adapter.reference(n)
+    return search(adapter.run, reference, reference_evals, lambda tol: policy(tol, n), target_psnr, percentile, tols)
+
+
+class _TinyAdapter:
+    """The tiny pipeline's reference (target-only, the same solver) and policy runs (self-draft)."""
+
+    def __init__(self, pipe, prompts, seed, call_kwargs):
+        for k in ("policy", "plan", "draft", "seed", "num_steps"):
+            if k in call_kwargs:
+                raise TypeError(f"calibrate sets {k}= itself; pass the others (solver=, guidance=, ...)")
+        self.pipe, self.prompts, self.kwargs = pipe, prompts, call_kwargs
+        self.seeds = [seed + i for i in range(len(prompts))]
+
+    def _call(self, policy, draft):
+        out = self.pipe(self.prompts, policy=policy, draft=draft, seed=self.seeds, **self.kwargs)
+        return out.images, out.stats.target_evals / len(self.prompts)
+
+    def reference(self, n: int):
+        from .policies import StagePlan
+        # a target-only policy never calls a draft: the plain target, as the pipeline samples without sdsv
+        return self._call(StagePlan.target_only(n), "svd")
+
+    def run(self, policy):
+        return self._call(policy, "self")

@@ -1,0 +1,61 @@
+"""The two intents of the tiny pipeline's self-draft: ``faithful`` (default: close to its own
+50-step Euler output) and ``accurate`` (DPM-Solver++(2M), 30 steps: close to the exact sample);
+each is only a default, the same as naming its solver, steps and policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sdsv import ErrorControlled, StagePlan
+from sdsv.policies.error_controlled import ACCURATE, FAITHFUL_TOL
+from sdsv.tiny.pipeline import INTENTS, TinyPipeline
+
+PROMPTS = ["a red circle", "a blue square"]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return TinyPipeline.from_pretrained(names=("target", "lite"))
+
+
+def test_faithful_is_the_default_and_only_a_default(pipe):
+    out = pipe(PROMPTS, draft="self", num_steps=20, seed=3)
+    same = pipe(PROMPTS, draft="self", policy=ErrorControlled.faithful(20), solver="euler", seed=3)
+    assert torch.equal(out.latents, same.latents)
+    assert {w.kind for w in out.stats.windows} == {"unverified"}
+    assert out.stats.target_evals < 2 * 20  # windows were taken
+    p = ErrorControlled.faithful(50)
+    assert (p.tol, p.warmup, p.name) == (FAITHFUL_TOL, 2, "faithful")
+
+
+def test_accurate_is_dpm_solver_with_30_steps_and_short_windows(pipe):
+    out = pipe(PROMPTS, draft="self", intent="accurate", seed=3)
+    same = pipe(PROMPTS, draft="self", policy=ErrorControlled.accurate(30), solver="dpm++2m", seed=3)
+    assert torch.equal(out.latents, same.latents)
+    p = ErrorControlled.accurate(30)
+    assert (p.num_steps, p.tol, p.k_min, p.k_max) == (30, ACCURATE["tol"], ACCURATE["k_min"], ACCURATE["k_max"])
+    assert INTENTS["accurate"] == ("dpm++2m", 30) and INTENTS["faithful"] == ("euler", 50)
+    assert max(w.k for w in out.stats.windows) <= ACCURATE["k_max"]
+
+
+def test_an_intent_sets_only_what_the_call_leaves_open(pipe):
+    # a named solver and step count win over the intent's
+    out = pipe(PROMPTS[:1], draft="self", intent="accurate", solver="euler", num_steps=12, seed=1)
+    same = pipe(PROMPTS[:1], draft="self", policy=ErrorControlled.accurate(12), solver="euler", seed=1)
+    assert torch.equal(out.latents, same.latents)
+    # a trained draft keeps the paper's multi-stage plan, on the intent's solver and steps
+    lite = pipe(PROMPTS[:1], draft="lite", intent="accurate", seed=1)
+    plan = pipe(PROMPTS[:1], draft="lite", policy=StagePlan.paper_default(30), solver="dpm++2m", seed=1)
+    assert torch.equal(lite.latents, plan.latents)
+
+
+def test_an_unknown_intent_is_refused(pipe):
+    with pytest.raises(ValueError, match="intent must be one of faithful, accurate"):
+        pipe(PROMPTS, draft="self", intent="fast")
+
+
+def test_enable_defaults_to_the_faithful_windows():
+    from sdsv.integrations.hf_diffusers.hook import _default_self_draft_policy
+    assert _default_self_draft_policy(28) == ErrorControlled.faithful(28)
+    assert _default_self_draft_policy(2).warmup == 2
