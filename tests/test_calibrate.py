@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sdsv
-from sdsv import CalibrationError, ErrorControlled, FixedInterval, calibrate
+from sdsv import CalibrationError, FixedInterval, calibrate
 from sdsv.calibrate import per_image_psnr
 from sdsv.metrics import percentile
 from sdsv.tiny.pipeline import TinyPipeline

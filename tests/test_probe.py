@@ -93,13 +93,11 @@ def test_probing_needs_a_self_draft_whose_split_computes_the_probe():
     policy = ErrorControlled(10, probe_tol=0.1)
     with pytest.raises(TypeError, match="has no forward_with_probe"):
         run(RowwiseSplit(), policy, noise)
-    split = RowwiseSplit()
     with pytest.raises(TypeError, match="needs a self_draft"):
         sample(lambda x, s: x, lambda x, s: x, noise, flow_match_sigmas(10), policy)
     with pytest.raises(ValueError, match="probe_tol"):
         ErrorControlled(10, probe_tol=0)
     assert "probe<=0.1" in policy.describe() and policy.probes and not ErrorControlled(10).probes
-    del split
 
 
 def test_the_window_ends_at_the_level_whose_forecast_misses():

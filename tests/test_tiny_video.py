@@ -235,3 +235,32 @@ def test_identical_draft_on_the_shipped_video_target():
     r = pipe(PROMPTS[0], policy=StagePlan.paper_default(20), accept=AcceptanceTest("x0_rms", 1e-4))
     assert r.stats.acceptance_rate == 1.0
     torch.testing.assert_close(r.latents, ref.latents, atol=1e-4, rtol=0)
+
+
+def test_sdsv_demo_video_shows_every_row(tmp_path, capsys):
+    """``sdsv demo --video``: the reference, fewer steps on the three solvers, the cache, the
+    self-draft's schedules, the trained draft under the paper's plans beside the paper's figures."""
+    import json
+
+    from sdsv.cli import main
+    from sdsv.tiny.video.demo import PAPER_WAN
+
+    out = tmp_path / "table.json"
+    assert main(["demo", "--video", "--steps", "10", "--threads", "1", "--quiet", "--out", str(tmp_path),
+                 "--json", str(out)]) == 0
+    rows = {r["method"]: r for r in json.loads(out.read_text())}
+    text = capsys.readouterr().out
+    for solver in ("euler", "dpm++2m", "unipc"):
+        assert any(m.startswith("target-only") and solver in m and rows[m]["psnr_mean"] for m in rows), solver
+    assert {"cache every 3 (self)", "faithful: error-ctrl (self, tol 0.2)", "sdsv-slow (self)"} <= set(rows)
+    assert set(PAPER_WAN) <= set(rows) and all(PAPER_WAN[m] in text for m in PAPER_WAN)
+    assert all(r["temporal"] is None or r["temporal"] >= 0 for r in rows.values())
+    assert (tmp_path / "video_reference.png").is_file()
+
+
+def test_sdsv_demo_video_refuses_image_prompts(capsys):
+    from sdsv.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--video", "--prompts", "a red circle"])
+    assert e.value.code == 2 and "video demo samples its own 8 prompts" in capsys.readouterr().err

@@ -275,11 +275,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run every model through torch.compile first (default; falls back to eager with a "
                         "warning where inductor cannot build); --no-compile measures eager PyTorch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--video", action="store_true",
+                   help="the tiny video model instead (8 prompts, one per motion; uses --steps, --seed, --guidance, "
+                        "--threads, --weights, --out, --json)")
 
 
 def check_arguments(p: argparse.ArgumentParser, args) -> None:
     """What one option's type cannot see: the threshold's range for its metric, the schedules
     the step count must allow, the weights the pipeline loads."""
+    if args.video:
+        from .tiny.video.demo import methods as video_methods
+        from .tiny.weights import VIDEO_MODEL_NAMES
+        if args.prompts != list(DEFAULT_PROMPTS):
+            p.error("argument --prompts: the video demo samples its own 8 prompts (one per motion)")
+        check(p, "--steps", lambda: video_methods(args.steps))
+        check_weights(p, args.weights, list(VIDEO_MODEL_NAMES) + ["video_classifier"])
+        return
     check(p, "--tau", lambda: AcceptanceTest(args.metric, args.tau))
     check(p, "--steps", lambda: methods_for(args.steps, args.drafts, args.plan, args.verify))
     check_weights(p, args.weights, list(MODEL_NAMES))
@@ -298,6 +309,9 @@ def best_checked(rows: list[dict], methods: dict[str, Method]) -> dict | None:
 
 
 def main(args) -> int:
+    if getattr(args, "video", False):
+        from .tiny.video.demo import main as video_main
+        return video_main(args)
     rows, backend, rounds = run(args)
     methods = {m.label: m for m in methods_for(args.steps, args.drafts, args.plan, args.verify,
                                                 AcceptanceTest(args.metric, args.tau))}
