@@ -352,3 +352,21 @@ def test_eval_single_experiment_writes_only_its_outputs(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table2.json", "table2.md"]
     rows = json.loads((tmp_path / "table2.json").read_text())["rows"]
     assert [r["method"] for r in rows] == EXPECTED["table2"]
+
+
+def test_eval_wan_video_reports_the_tail_of_clips_beside_the_paper(tmp_path, capsys):
+    import json
+
+    from sdsv.evaluation.video import video_prompts
+    from sdsv.tiny.video.data import MOTIONS, parse_prompt
+
+    assert cli_main(["eval", "--quick", "--experiment", "wan-video", "--video-clips", "3", "--out", str(tmp_path),
+                     "--threads", "1", "--quiet"]) == 0
+    rows = json.loads((tmp_path / "wan_video.json").read_text())["rows"]
+    paper = {r["method"]: r["paper"] for r in rows if r["paper"]}
+    assert paper == {"improved-draft (lite)": "3.67x", "sdsv-fast (lite)": "3.01x", "sdsv-slow (lite)": "1.77x"}
+    for r in rows[1:]:
+        assert r["psnr_worst"] <= r["psnr_p5"] <= r["psnr_mean"] and r["temporal"] >= 0
+    assert "5th percentile" in (tmp_path / "wan_video.md").read_text()
+    # every motion within 7 consecutive clips, and valid prompts
+    assert {parse_prompt(p)[2] for p in video_prompts(7)} == set(range(len(MOTIONS)))

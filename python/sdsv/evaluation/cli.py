@@ -4,6 +4,7 @@ the shipped tiny models, measured on this machine, into markdown tables and PNG 
     sdsv eval --experiment all --out benchmarks/results   # the committed results
     sdsv eval --experiment pareto --quick   # CI-sized smoke run (seconds)
     sdsv eval --experiment tail             # the tail: percentiles on 1056 images, two references (not in 'all')
+    sdsv eval --experiment wan-video        # the paper's Wan2.1 rows on 56 clips of the tiny video model (not in 'all')
 
 Every method is sampled once per run over a fixed set of prompts and seeds and shared by the
 experiments that use it; reference-based metrics compare with the target-only images.
@@ -33,9 +34,9 @@ from ..tiny.pipeline import DEFAULT_GUIDANCE
 
 # the tail: 48 prompts x 22 seeds to report on, 48 x 4 to calibrate on, 48 images for the convergence checks
 FULL = dict(images=256, steps=50, batch=32, latency_images=5, pareto_images=32, taus=(0.2, 0.4), k2s=(5, 15),
-            tail_images=1056, calibration_images=192, convergence_images=48, tail_batch=48)
+            tail_images=1056, calibration_images=192, convergence_images=48, tail_batch=48, video_clips=56)
 QUICK = dict(images=4, steps=8, batch=2, latency_images=1, pareto_images=2, taus=(0.1,), k2s=(5,),
-             tail_images=4, calibration_images=2, convergence_images=2, tail_batch=2)
+             tail_images=4, calibration_images=2, convergence_images=2, tail_batch=2, video_clips=2)
 FEWER_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)  # of the full schedule: 10, 15, 20, 25, 30 of 50
 DPM_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5)         # DPM-Solver++(2M): 10, 15, 20, 25 of 50
 # table2's baselines (the demo's picks): Euler 20 of 50, DPM-Solver++(2M) 15, 20 and 25 of 50
@@ -43,7 +44,7 @@ TABLE_FEWER = ((0.4, "euler"), (0.3, "dpm++2m"), (0.4, "dpm++2m"), (0.5, "dpm++2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", default="all", choices=list(EXPERIMENTS) + ["tail", "all"],
+    p.add_argument("--experiment", default="all", choices=list(EXPERIMENTS) + ["tail", "wan-video", "all"],
                    help="'all' runs the paper's four (table1, table2, warmup, pareto), not the tail (its "
                         "1056 + 192 images x 21 methods and a 200-step reference take longer than the four together)")
     p.add_argument("--quick", action="store_true",
@@ -67,6 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"tail: calibration-set size, seeds after the report set's (default {FULL['calibration_images']})")
     p.add_argument("--convergence-images", type=int_at_least(2), default=None,
                    help=f"tail: images of the convergence checks (default {FULL['convergence_images']})")
+    p.add_argument("--video-clips", type=int_at_least(1), default=None,
+                   help=f"wan-video: clips (default {FULL['video_clips']}; every motion every 7 clips)")
     p.add_argument("--tail-batch", type=int_at_least(1), default=None,
                    help=f"tail: sampling batch (default {FULL['tail_batch']})")
     p.add_argument("--draft", default="svd", choices=["lite", "svd"], help="draft of table2 and warmup")
@@ -115,6 +118,12 @@ def check_arguments(p: argparse.ArgumentParser, args) -> None:
         p.error(f"argument --pareto-images: a multiple of --batch ({batch}) up to --images ({size['images']}), got {n}")
     if args.experiment == "tail":
         _check_tail(p, size)
+    if args.experiment == "wan-video":
+        from ..tiny.video.demo import methods as video_methods
+        from ..tiny.weights import VIDEO_MODEL_NAMES
+        check(p, "--steps", lambda: video_methods(size["steps"]))
+        check_weights(p, args.weights, list(VIDEO_MODEL_NAMES) + ["video_classifier"])
+        return
     check_weights(p, args.weights, list(MODEL_NAMES) + ["classifier"])
 
 
@@ -165,7 +174,12 @@ def main(args) -> int:
     options = dict(latency_images=pick("latency_images"), guidance=args.guidance, progress=not args.quiet,
                    compile=args.compile)
     t0 = time.perf_counter()
-    if args.experiment == "tail":  # its own runner: other seeds, the converged reference's steps
+    if args.experiment == "wan-video":  # the tiny video model, its own clips and reference
+        from .video import wan_video
+        markdown, _, files = wan_video(pick("video_clips"), steps, out, args.weights, args.guidance,
+                                       progress=not args.quiet)
+        print(markdown + "\nfiles: " + ", ".join(str(f) for f in files) + "\n", flush=True)
+    elif args.experiment == "tail":  # its own runner: other seeds, the converged reference's steps
         sets = SeedSets(pick("tail_images"), pick("calibration_images"))
         runner = make_runner(sets, steps, weights_dir=args.weights, batch=pick("tail_batch"), **options)
         markdown, _, files = tail(runner, sets, pick("convergence_images"), out)

@@ -35,8 +35,8 @@ PAPER_WAN = {"improved-draft (lite)": "3.67x", "sdsv-fast (lite)": "3.01x", "sds
 def methods(n: int) -> list[Method]:
     on = dict(solver=DEFAULT_SOLVER)
     half, fifth = max(2, n // 2), max(2, n // 5)
-    fewer = [(half, "euler"), (max(2, 3 * n // 10), "dpm++2m"), (half, DEFAULT_SOLVER),
-             (max(2, 3 * n // 10), DEFAULT_SOLVER), (fifth, DEFAULT_SOLVER)]
+    fewer = dict.fromkeys([(half, "euler"), (max(2, 3 * n // 10), "dpm++2m"), (half, DEFAULT_SOLVER),
+                           (max(2, 3 * n // 10), DEFAULT_SOLVER), (fifth, DEFAULT_SOLVER)])  # few steps: no twins
     return [
         *(Method(f"target-only ({k} steps, {solver})", StagePlan.target_only(k), solver=solver) for k, solver in fewer),
         Method("cache every 3 (self)", FixedInterval(n, every=3), "self", **on),
@@ -63,9 +63,11 @@ def temporal_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((da - db).flatten(1).pow(2).mean(1) / db.flatten(1).pow(2).mean(1).clamp_min(1e-12)).sqrt()
 
 
-def run(pipe: TinyVideoPipeline, prompts, n: int, seed: int, guidance: float, progress=print):
-    """Sample every prompt with the reference and every row; returns the rows and the reference clips."""
+def run(pipe: TinyVideoPipeline, prompts, n: int, seed: int, guidance: float, progress=print, seeds=None):
+    """Sample every prompt (prompt ``i`` with seed ``seeds[i]``, default ``seed + i``) with the
+    reference and every row; returns the rows and the reference clips."""
     ms = methods(n)
+    seeds = [seed + i for i in range(len(prompts))] if seeds is None else list(seeds)
     ref_plan = StagePlan.target_only(n)
     clips = {m.label: [] for m in ms}
     stats = {m.label: [] for m in ms}
@@ -74,15 +76,15 @@ def run(pipe: TinyVideoPipeline, prompts, n: int, seed: int, guidance: float, pr
     for i, p in enumerate(prompts):
         def reference():
             t0 = time.perf_counter()
-            out = pipe(p, seed=seed + i, policy=ref_plan, solver=DEFAULT_SOLVER, guidance=guidance)
+            out = pipe(p, seed=seeds[i], policy=ref_plan, solver=DEFAULT_SOLVER, guidance=guidance)
             return out, time.perf_counter() - t0
 
-        pipe(p, seed=seed + i, policy=StagePlan.target_only(2), solver=DEFAULT_SOLVER, guidance=guidance)  # warm-up
+        pipe(p, seed=seeds[i], policy=StagePlan.target_only(2), solver=DEFAULT_SOLVER, guidance=guidance)  # warm-up
         out, before = reference()
         ref_clips.append(out.frames[0])
         for m in ms:
             t0 = time.perf_counter()
-            o = pipe(p, seed=seed + i, guidance=guidance, **m.pipeline_kwargs())
+            o = pipe(p, seed=seeds[i], guidance=guidance, **m.pipeline_kwargs())
             wall[m.label] += time.perf_counter() - t0
             clips[m.label].append(o.frames[0])
             stats[m.label].append(o.stats)
