@@ -70,12 +70,10 @@ class ImageSet:
 
     def run(self, policy: WindowPolicy, solver: str = "euler", idx=None):
         idx = list(range(self.n)) if idx is None else idx
-        # target-only policies never call the draft: the plain target, as the pipeline samples
-        draft = "self" if policy.uses_draft else "svd"
         images, evals, stats = [], 0, []
         for i in range(0, len(idx), self.batch):
             part = idx[i:i + self.batch]
-            out = self.pipe([self.prompts[j] for j in part], policy=policy, draft=draft, solver=solver,
+            out = self.pipe([self.prompts[j] for j in part], policy=policy, draft="self", solver=solver,
                             seed=[self.seeds[j] for j in part])
             images.append(out.images)
             evals += out.stats.target_evals
@@ -304,8 +302,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
             for name, make, solver in LATENCY:
                 policy = make()
                 t = time.perf_counter()
-                out = pipe(rep.prompts[i], policy=policy, draft="self" if policy.uses_draft else "svd",
-                           solver=solver, seed=rep.seeds[i])
+                out = pipe(rep.prompts[i], policy=policy, draft="self", solver=solver, seed=rep.seeds[i])
                 if r:
                     times[name].append(time.perf_counter() - t)
                     evals[name] += out.stats.target_evals / (images * rounds)

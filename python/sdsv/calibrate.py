@@ -155,14 +155,10 @@ class _TinyAdapter:
         self.pipe, self.prompts, self.kwargs = pipe, prompts, call_kwargs
         self.seeds = [seed + i for i in range(len(prompts))]
 
-    def _call(self, policy, draft):
-        out = self.pipe(self.prompts, policy=policy, draft=draft, seed=self.seeds, **self.kwargs)
+    def run(self, policy):
+        out = self.pipe(self.prompts, policy=policy, draft="self", seed=self.seeds, **self.kwargs)
         return out.images, out.stats.target_evals / len(self.prompts)
 
     def reference(self, n: int):
         from .policies import StagePlan
-        # a target-only policy never calls a draft: the plain target, as the pipeline samples without sdsv
-        return self._call(StagePlan.target_only(n), "svd")
-
-    def run(self, policy):
-        return self._call(policy, "self")
+        return self.run(StagePlan.target_only(n))  # the plain target, as the pipeline samples without sdsv

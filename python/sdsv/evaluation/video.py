@@ -21,7 +21,7 @@ import torch
 from ..demo import machine
 from ..metrics import tail_summary
 from ..tiny.video.data import COLOR_NAMES, MOTIONS, SHAPES, prompt_of
-from ..tiny.video.demo import PAPER_WAN, classify, frame_psnr, run
+from ..tiny.video.demo import PAPER_WAN, classify, fmt_or_dash, run
 from ..tiny.video.pipeline import DEFAULT_SOLVER, TinyVideoPipeline
 from ..tiny.weights import load_model, shipped_path
 
@@ -44,13 +44,11 @@ def wan_video(clips: int, steps: int, out: Path, weights_dir=None, guidance: flo
     t0 = time.time()
     with torch.inference_mode():
         rows, ref = run(pipe, prompts, steps, VIDEO_SEED, guidance,
-                        progress=(lambda s: print(s, flush=True)) if progress else (lambda s: None),
-                        seeds=[VIDEO_SEED + i for i in range(clips)])
+                        progress=(lambda s: print(s, flush=True)) if progress else (lambda s: None))
     classify(rows, classifier, pipe.encode(prompts))
     table = []
     for r in rows:
-        per_clip = None if r["psnr_mean"] is None else frame_psnr(r["clips"], ref).clamp(max=99).mean(1)
-        summary = tail_summary(per_clip) if per_clip is not None else None
+        summary = None if r["per_clip"] is None else tail_summary(r["per_clip"])
         table.append({"method": r["method"], "target_calls": r["target_calls"], "speedup": r["speedup"],
                       "paper": PAPER_WAN.get(r["method"]), "acceptance": r["acceptance"],
                       "psnr_mean": summary and summary["mean"], "psnr_p5": summary and summary["p5"],
@@ -67,10 +65,6 @@ def wan_video(clips: int, steps: int, out: Path, weights_dir=None, guidance: flo
     return md, table, files
 
 
-def _f(v, fmt):
-    return "-" if v is None else format(v, fmt)
-
-
 def markdown(rows: list[dict], setup: dict) -> str:
     lines = [f"## The paper's Wan2.1 table on the tiny video model: {setup['clips']} clips {setup['frames']} (C, T, H, W)",
              "",
@@ -85,6 +79,6 @@ def markdown(rows: list[dict], setup: dict) -> str:
              "| temporal err. | motion read |", "|" + "---|" * 10]
     for r in rows:
         lines.append(f"| {r['method']} | {r['target_calls']:.1f} | {r['speedup']:.2f}x | {r['paper'] or ''} "
-                     f"| {_f(r['acceptance'], '.0%')} | {_f(r['psnr_mean'], '.2f')} | {_f(r['psnr_p5'], '.2f')} "
-                     f"| {_f(r['psnr_worst'], '.2f')} | {_f(r['temporal'], '.3f')} | {r['motion_read']:.0%} |")
+                     f"| {fmt_or_dash(r['acceptance'], '.0%')} | {fmt_or_dash(r['psnr_mean'], '.2f')} | {fmt_or_dash(r['psnr_p5'], '.2f')} "
+                     f"| {fmt_or_dash(r['psnr_worst'], '.2f')} | {fmt_or_dash(r['temporal'], '.3f')} | {r['motion_read']:.0%} |")
     return "\n".join(lines) + "\n"

@@ -53,7 +53,7 @@ class AnchorBank:
         self.pending: torch.Tensor | None = None  # residuals of the last target call
         self.pending_tags: list[int] = []
         self.pending_sigmas: list[float] = []
-        # the in-window probe (sdsv.forecast.probe): set by the self-draft's session
+        # the in-window probe (sdsv.windows.ProbedUnverified): set by the self-draft's session
         self.probing = False
         self.last_probe: torch.Tensor | None = None  # per model row of the last draft call
 

@@ -263,7 +263,7 @@ class TinyPipeline:
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
         self_draft = None
-        if draft == "self":
+        if draft == "self" and policy.uses_draft:  # a target-only policy samples the plain target
             self_draft = self.self_draft(forecast_order)
             tgt, drf = self.self_denoisers(self_draft, guidance)
         else:

@@ -53,7 +53,7 @@ class TinyDiTSplit:
         h, cond, mod = self._enter(x, sigma, labels, guidance)
         return self._leave(sdsv_kernels.gather_combine(h, bank, index, coeffs), cond, mod)
 
-    # ---- the in-window probe: the first deep block computed for real (see sdsv.forecast.probe)
+    # ---- the in-window probe: the first deep block computed for real (sdsv.windows.ProbedUnverified)
     def forward_with_probe_residual(self, x, sigma, labels, guidance=None):
         """The full forward, and the deep residual with the first deep block's own residual
         beside it (last dimension: ``[r_deep, r_probe]``)."""

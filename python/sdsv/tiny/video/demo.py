@@ -63,11 +63,11 @@ def temporal_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((da - db).flatten(1).pow(2).mean(1) / db.flatten(1).pow(2).mean(1).clamp_min(1e-12)).sqrt()
 
 
-def run(pipe: TinyVideoPipeline, prompts, n: int, seed: int, guidance: float, progress=print, seeds=None):
-    """Sample every prompt (prompt ``i`` with seed ``seeds[i]``, default ``seed + i``) with the
-    reference and every row; returns the rows and the reference clips."""
+def run(pipe: TinyVideoPipeline, prompts, n: int, seed: int, guidance: float, progress=print):
+    """Sample every prompt (prompt ``i`` with seed ``seed + i``) with the reference and every row;
+    returns the rows (``per_clip``: each clip's mean frame PSNR) and the reference clips."""
     ms = methods(n)
-    seeds = [seed + i for i in range(len(prompts))] if seeds is None else list(seeds)
+    seeds = [seed + i for i in range(len(prompts))]
     ref_plan = StagePlan.target_only(n)
     clips = {m.label: [] for m in ms}
     stats = {m.label: [] for m in ms}
@@ -94,7 +94,7 @@ def run(pipe: TinyVideoPipeline, prompts, n: int, seed: int, guidance: float, pr
     ref = torch.stack(ref_clips)
     rows = [{"method": f"target-only ({n} steps, {DEFAULT_SOLVER}) = reference", "target_calls": float(n),
              "speedup": 1.0, "acceptance": None, "psnr_mean": None, "psnr_min": None, "psnr_worst_frame": None,
-             "temporal": None, "clips": ref}]
+             "temporal": None, "per_clip": None, "clips": ref}]
     for m in ms:
         x = torch.stack(clips[m.label])
         fp = frame_psnr(x, ref).clamp(max=99)
@@ -105,7 +105,7 @@ def run(pipe: TinyVideoPipeline, prompts, n: int, seed: int, guidance: float, pr
             "speedup": ref_wall / wall[m.label],
             "acceptance": sum(s.acceptance_rate for s in verified) / len(verified) if verified else None,
             "psnr_mean": fp.mean().item(), "psnr_min": fp.mean(1).min().item(), "psnr_worst_frame": fp.min().item(),
-            "temporal": temporal_error(x, ref).mean().item(), "clips": x,
+            "temporal": temporal_error(x, ref).mean().item(), "per_clip": fp.mean(1), "clips": x,
         })
     return rows, ref
 
@@ -118,7 +118,8 @@ def classify(rows, classifier, labels) -> None:
         r["classifier"] = {w: hit[:, j].float().mean().item() for j, w in enumerate(("colour", "shape", "motion"))}
 
 
-def _f(v, fmt):
+def fmt_or_dash(v, fmt: str) -> str:
+    """``v`` formatted, or "-" where it was not measured."""
     return "-" if v is None else format(v, fmt)
 
 
@@ -129,8 +130,8 @@ def format_table(rows) -> str:
     for r in rows:
         c = r["classifier"]
         lines.append(f"| {r['method']} | {r['target_calls']:.1f} | {r['speedup']:.2f}x | {PAPER_WAN.get(r['method'], '')} "
-                     f"| {_f(r['acceptance'], '.0%')} | {_f(r['psnr_mean'], '.2f')} | {_f(r['psnr_min'], '.2f')} "
-                     f"| {_f(r['psnr_worst_frame'], '.2f')} | {_f(r['temporal'], '.3f')} "
+                     f"| {fmt_or_dash(r['acceptance'], '.0%')} | {fmt_or_dash(r['psnr_mean'], '.2f')} | {fmt_or_dash(r['psnr_min'], '.2f')} "
+                     f"| {fmt_or_dash(r['psnr_worst_frame'], '.2f')} | {fmt_or_dash(r['temporal'], '.3f')} "
                      f"| {c['colour']:.0%} / {c['shape']:.0%} / {c['motion']:.0%} |")
     return "\n".join(lines)
 
@@ -170,6 +171,7 @@ def main(args) -> int:
         print(f"\nreference clips (rows = prompts, columns = frames): {Path(args.out) / 'video_reference.png'}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps([{k: v for k, v in r.items() if k != "clips"} for r in rows], indent=1))
+        Path(args.json).write_text(json.dumps([{k: v for k, v in r.items() if k not in ("clips", "per_clip")}
+                                               for r in rows], indent=1))
         print(f"table as JSON: {args.json}")
     return 0
