@@ -13,8 +13,10 @@ steps (accuracy: the converged reference). Cost: target evaluations (states) per
 
 Sections: ``where`` (the calibration set's three worst images under error-controlled windows:
 forecasting only before / only from step s), ``candidates`` (error estimates on the calibration
-set), ``probe`` (does the probe's error predict the closing error, by zone), ``intents`` (the
-faithful and accurate defaults and the baselines on the report set, both yardsticks),
+set), ``probe`` (does the probe's error predict the closing error, by zone), ``gap`` (the same
+for the forecast gap, an a-priori estimate that costs no block, and gap-limited windows),
+``accurate`` (candidates for the accurate intent on the calibration set, both yardsticks),
+``intents`` (the faithful and accurate defaults and the baselines on the report set, both yardsticks),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
 are cached in ``<out>/cache`` (git-ignored).
 """
@@ -22,6 +24,7 @@ are cached in ``<out>/cache`` (git-ignored).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import platform
@@ -33,9 +36,12 @@ import torch
 
 from sdsv import ErrorControlled, FixedInterval, StagePlan
 from sdsv.evaluation.runner import balanced_prompts
+from sdsv.forecast.anchors import lagrange_coefficients
+from sdsv.forecast.self_draft import SelfDraft
 from sdsv.metrics import psnr, tail_summary
 from sdsv.policies import PolicyState, WindowPolicy, next_window_length, shortened
 from sdsv.tiny.pipeline import TinyPipeline
+from sdsv.tiny.split import TinyDiTSplit
 from sdsv.windows import ProbedUnverified
 
 REPORT_START, CALIBRATION_START = 20_000, 21_056
@@ -229,21 +235,133 @@ def probe(cal: ImageSet) -> dict:
         _, (_, stats) = cal.run(ErrorControlled(50, tol=0.3, probe_tol=1e9), idx=idx)
     finally:
         ProbedUnverified.after_draft = original
-    pairs = []
-    for part, st in enumerate(stats):
-        for w in st.windows:
-            e = seen.get((w.sample, w.start, w.k))
-            if e is not None and w.metric and math.isfinite(w.metric[0]):
-                pairs.append((w.start, e, w.metric[0]))
-    seen.clear()
-    out = {"windows": len(pairs), "zones": {}}
+    pairs = [(w.start, seen[(w.sample, w.start, w.k)], w.metric[0]) for st in stats for w in st.windows
+             if (w.sample, w.start, w.k) in seen and w.metric and math.isfinite(w.metric[0])]
+    return {"windows": len(pairs), "zones": _zones(pairs)}
+
+
+class ForecastGapDraft(SelfDraft):
+    """The self-draft with an a-priori error estimate in place of the probe: at every draft call,
+    per row, the gap between the order-1 forecast of the deep residual (what the draft uses) and
+    the order-2 forecast through one more anchor, ``rms(gap) / rms(order-1 forecast)``. It costs
+    no block: the anchors are already kept. Rows with fewer than three anchors report 0 (no
+    estimate yet). Reported through the probe's path (``AnchorBank.probe_errors``), so that a
+    ``ProbedUnverified`` window ends where the gap exceeds its ``probe_tol``."""
+
+    def __init__(self, model):
+        super().__init__(model, order=1, slots=3)
+
+    @property
+    def can_probe(self) -> bool:
+        return True
+
+    def target(self, x, sigma, **cond):
+        bank = self._bank("target")
+        v, residual = self.model.forward_with_residual(x, sigma, **cond)
+        bank.record(residual)
+        return v
+
+    def draft(self, x, sigma, **cond):
+        bank = self._bank("draft")
+        store, index, coeffs = bank.forecast_args(x.shape[0], x.device)
+        v = self.model.forward_with_forecast(x, sigma, store, index, coeffs, **cond)
+        bank.record_probe(torch.tensor(forecast_gaps(bank, x.shape[0])))
+        return v
+
+
+def forecast_gaps(bank, model_rows: int) -> list[float]:
+    samples, sigmas, _ = bank.rows_of(model_rows)
+    r, out = len(bank.tags), []
+    for m, (b, s) in enumerate(zip(samples, sigmas)):
+        ring = bank.anchors.get((b, m // r), [])
+        if len(ring) < 3:
+            out.append(0.0)
+            continue
+        use = ring[-3:]
+        second = lagrange_coefficients([a for _, a in use], s)
+        first = [0.0] + lagrange_coefficients([a for _, a in use[1:]], s)
+        rows = bank.bank[[slot for slot, _ in use]].double()
+        gap = sum((hi - lo) * row for hi, lo, row in zip(second, first, rows))
+        forecast = sum(lo * row for lo, row in zip(first, rows))
+        out.append(float(gap.pow(2).mean().sqrt() / forecast.pow(2).mean().sqrt()))
+    return out
+
+
+@contextlib.contextmanager
+def forecast_gap_drafts(pipe: TinyPipeline):
+    """Inside: the pipeline's self-draft reports the forecast gap as its probe error."""
+    pipe.self_draft = lambda order=1: ForecastGapDraft(pipe.compiled_split or TinyDiTSplit(pipe.target))
+    try:
+        yield
+    finally:
+        del pipe.self_draft
+
+
+GAP_CANDIDATES = [
+    ("gap 0.1, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.1)),
+    ("gap 0.2, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.2)),
+    ("gap 0.3, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.3)),
+    ("gap 0.15, tol 0.3, k<=4", lambda: ErrorControlled(50, tol=0.3, probe_tol=0.15)),
+    ("gap 0.2, tol 0.2, k<=8", lambda: ErrorControlled(50, tol=0.2, k_max=8, probe_tol=0.2)),
+    ("gap 0.15, tol 0.2, k<=4", lambda: ErrorControlled(50, tol=0.2, probe_tol=0.15)),
+    ("gap 0.1, tol 0.25, k<=4", lambda: ErrorControlled(50, tol=0.25, probe_tol=0.1)),
+]
+
+
+def gap(cal: ImageSet) -> dict:
+    """The forecast gap (a-priori, free): does it predict the closing error by zone (error-ctrl tol
+    0.3, a gap limit that never fires), and the gap-limited windows on the calibration set."""
+    seen: dict[tuple, float] = {}
+    original = ProbedUnverified.after_draft
+
+    def spy(self, level, error):
+        seen[(self.sample, self.start, level)] = error
+        return original(self, level, error)
+
+    with forecast_gap_drafts(cal.pipe):
+        ProbedUnverified.after_draft = spy
+        try:
+            idx = list(range(0, cal.n, 4))[:cal.batch]
+            _, (_, stats) = cal.run(ErrorControlled(50, tol=0.3, probe_tol=1e9), idx=idx)
+        finally:
+            ProbedUnverified.after_draft = original
+        pairs = [(w.start, seen[(w.sample, w.start, w.k)], w.metric[0]) for st in stats for w in st.windows
+                 if seen.get((w.sample, w.start, w.k), 0) > 0 and w.metric and math.isfinite(w.metric[0])]
+        out = {"windows": len(pairs), "zones": _zones(pairs)}
+        out["candidates"] = [cal.row(name, make()) for name, make in GAP_CANDIDATES]
+    return out
+
+
+def _zones(pairs) -> dict:
+    out = {}
     for lo, hi in ((0, 50), (0, 15), (15, 30), (30, 50)):
         z = [(p, c) for s, p, c in pairs if lo <= s < hi]
-        out["zones"][f"{lo}-{hi}"] = {"windows": len(z), "spearman": round(_spearman(z), 3),
-                                      "median_probe": round(_median([p for p, _ in z]), 3),
-                                      "median_closing": round(_median([c for _, c in z]), 3)}
-        print(f"  steps {lo}-{hi}: {out['zones'][f'{lo}-{hi}']}", flush=True)
+        out[f"{lo}-{hi}"] = {"windows": len(z), "spearman": round(_spearman(z), 3),
+                             "median_probe": round(_median([p for p, _ in z]), 3),
+                             "median_closing": round(_median([c for _, c in z]), 3)}
+        print(f"  steps {lo}-{hi}: {out[f'{lo}-{hi}']}", flush=True)
     return out
+
+
+ACCURATE_CANDIDATES = [
+    ("unipc 12 (target only)", lambda: StagePlan.target_only(12), "unipc"),
+    ("unipc 15 (target only)", lambda: StagePlan.target_only(15), "unipc"),
+    ("error-ctrl k 1-2, unipc 25", lambda: ErrorControlled.accurate(25), "unipc"),
+    ("error-ctrl k 1-2, dpm++2m 25", lambda: ErrorControlled.accurate(25), "dpm++2m"),
+    ("error-ctrl k 1-2, dpm++2m 27", lambda: ErrorControlled.accurate(27), "dpm++2m"),
+    ("error-ctrl k 1-2, dpm++2m 28 (accurate)", lambda: ErrorControlled.accurate(28), "dpm++2m"),
+    ("error-ctrl k 1-2, dpm++2m 30", lambda: ErrorControlled.accurate(30), "dpm++2m"),
+    ("error-ctrl k 1-3, dpm++2m 30", lambda: ErrorControlled(30, tol=0.2, k_min=1, k_init=1, k_max=3), "dpm++2m"),
+    ("error-ctrl tol 0.3, k 1-3, dpm++2m 30", lambda: ErrorControlled(30, tol=0.3, k_min=1, k_init=1, k_max=3), "dpm++2m"),
+    ("error-ctrl tol 0.3, k 1-3, dpm++2m 32", lambda: ErrorControlled(32, tol=0.3, k_min=1, k_init=1, k_max=3), "dpm++2m"),
+    ("cache every 3 on dpm++2m 30", lambda: FixedInterval(30, every=3), "dpm++2m"),
+]
+
+
+def accurate(cal: ImageSet) -> list[dict]:
+    """Candidates for the accurate intent on the calibration set, both yardsticks."""
+    cal.with_accuracy()
+    return [cal.row(name, make(), solver) for name, make, solver in ACCURATE_CANDIDATES]
 
 
 def _median(v):
@@ -267,13 +385,16 @@ def intents(rep: ImageSet) -> list[dict]:
              "accuracy": {k: round(v, 2) for k, v in a.items()}}]
     print("  " + line(rows[0]), flush=True)
     rows.append(rep.row("faithful (default): error-ctrl tol 0.2, euler 50", ErrorControlled.faithful(50)))
-    rows.append(rep.row("accurate: error-ctrl, dpm++2m 30", ErrorControlled.accurate(30), "dpm++2m"))
+    rows.append(rep.row("accurate: error-ctrl, dpm++2m 28", ErrorControlled.accurate(28), "dpm++2m"))
+    rows.append(rep.row("error-ctrl k 1-2, dpm++2m 30 (the accurate intent before)", ErrorControlled.accurate(30),
+                        "dpm++2m"))
     rows.append(rep.row("error-ctrl tol 0.25", ErrorControlled(50, tol=0.25)))
     rows.append(rep.row("error-ctrl tol 0.3", ErrorControlled(50, tol=0.3)))
     rows.append(rep.row("sigma: tol 0.2 to step 30, 0.3 after", Phased(50, [(30, 0.2, 4), (50, 0.3, 4)])))
     for steps in (20, 25, 30):
         rows.append(rep.row(f"target-only, dpm++2m {steps}", StagePlan.target_only(steps), "dpm++2m"))
-    rows.append(rep.row("target-only, unipc 20", StagePlan.target_only(20), "unipc"))
+    for steps in (12, 15, 20):
+        rows.append(rep.row(f"target-only, unipc {steps}", StagePlan.target_only(steps), "unipc"))
     rows.append(rep.row("cache every 3 (self)", FixedInterval(50, every=3)))
     rows.append(rep.row("cache every 2 on dpm++2m 30 (self)", FixedInterval(30, every=2), "dpm++2m"))
     return rows
@@ -282,8 +403,9 @@ def intents(rep: ImageSet) -> list[dict]:
 LATENCY = [
     ("target-only, euler 50 (reference)", lambda: StagePlan.target_only(50), "euler"),
     ("faithful (default): error-ctrl tol 0.2, euler 50", lambda: ErrorControlled.faithful(50), "euler"),
-    ("accurate: error-ctrl, dpm++2m 30", lambda: ErrorControlled.accurate(30), "dpm++2m"),
+    ("accurate: error-ctrl, dpm++2m 28", lambda: ErrorControlled.accurate(28), "dpm++2m"),
     ("error-ctrl tol 0.3", lambda: ErrorControlled(50, tol=0.3), "euler"),
+    ("target-only, unipc 12", lambda: StagePlan.target_only(12), "unipc"),
     ("target-only, dpm++2m 25", lambda: StagePlan.target_only(25), "dpm++2m"),
     ("cache every 3 (self)", lambda: FixedInterval(50, every=3), "euler"),
 ]
@@ -292,11 +414,13 @@ LATENCY = [
 def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
     """Wall-clock per image at batch 1, models compiled (as ``sdsv demo``), methods interleaved
     image by image so that every method sees the same machine; speed-up = the reference's median
-    time over the method's."""
+    time over the method's. Also where the time goes: the mean ms per image inside target calls,
+    inside draft calls and in the sampler itself (SampleStats' split)."""
     pipe = TinyPipeline.from_pretrained(names=("target",))
     how = pipe.compile_or_warn()
     times: dict[str, list[float]] = {name: [] for name, _, _ in LATENCY}
     evals: dict[str, float] = {name: 0.0 for name, _, _ in LATENCY}
+    parts = {name: {"target_ms": 0.0, "draft_ms": 0.0, "sampler_ms": 0.0, "draft_calls": 0.0} for name, _, _ in LATENCY}
     for r in range(rounds + 1):  # round 0 warms every shape up, untimed
         for i in range(images):
             for name, make, solver in LATENCY:
@@ -305,18 +429,23 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
                 out = pipe(rep.prompts[i], policy=policy, draft="self", solver=solver, seed=rep.seeds[i])
                 if r:
                     times[name].append(time.perf_counter() - t)
-                    evals[name] += out.stats.target_evals / (images * rounds)
+                    st, share = out.stats, 1 / (images * rounds)
+                    evals[name] += st.target_evals * share
+                    for key, v in (("target_ms", 1e3 * st.target_s), ("draft_ms", 1e3 * st.draft_s),
+                                   ("sampler_ms", 1e3 * st.sampler_s), ("draft_calls", st.draft_evals)):
+                        parts[name][key] += v * share
     med = {n: sorted(v)[len(v) // 2] for n, v in times.items()}
     ref = med[LATENCY[0][0]]
     rows = [{"method": n, "median_ms": round(1e3 * med[n], 1), "speedup": round(ref / med[n], 2),
-             "target_evals": round(evals[n], 2), "models": how} for n, _, _ in LATENCY]
+             "target_evals": round(evals[n], 2), "models": how,
+             **{k: round(v, 1) for k, v in parts[n].items()}} for n, _, _ in LATENCY]
     for row in rows:
         print(f"  {row['method']:50s} {row['median_ms']:8.1f} ms  {row['speedup']:.2f}x  {row['target_evals']:.1f} evals",
               flush=True)
     return rows
 
 
-SECTIONS = ("where", "candidates", "probe", "intents", "latency")
+SECTIONS = ("where", "candidates", "probe", "gap", "accurate", "intents", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -333,12 +462,17 @@ def markdown(result: dict) -> str:
         for s_ in w["only_before"]:
             out.append(f"| {s_} | {w['only_before'][s_]} | {w['only_from'][s_]} |")
         out.append("")
-    for key, title in (("candidates", "Error estimates on the calibration set"), ("intents", "The intents on the report set")):
+    tables = {"candidates": "Error estimates on the calibration set",
+              "gap": "The forecast gap (a-priori, free) as the in-window estimate, calibration set",
+              "accurate": "Candidates for the accurate intent on the calibration set",
+              "intents": "The intents on the report set"}
+    for key, title in tables.items():
         if key in result:
-            acc = any("accuracy" in r for r in result[key])
+            rows = result[key]["candidates"] if key == "gap" else result[key]
+            acc = any("accuracy" in r for r in rows)
             head = "| method | target evals | fid. mean / p5 / p1 / worst |" + (" acc. mean / p5 / p1 / worst |" if acc else "")
             out += [f"## {title}\n", head, "|---|---:|---|" + ("---|" if acc else "")]
-            for r in result[key]:
+            for r in rows:
                 f = r["fidelity"]
                 cells = [r["method"], f"{r['target_evals']:.2f}",
                          "—" if math.isinf(f["mean"]) else f"{f['mean']:.2f} / {f['p5']:.2f} / {f['p1']:.2f} / {f['worst']:.2f}"]
@@ -347,19 +481,23 @@ def markdown(result: dict) -> str:
                     cells.append(f"{a['mean']:.2f} / {a['p5']:.2f} / {a['p1']:.2f} / {a['worst']:.2f}" if a else "")
                 out.append("| " + " | ".join(cells) + " |")
             out.append("")
-    if "probe" in result:
-        out += ["## Does the probe's error predict the closing error?\n",
-                f"{result['probe']['windows']} windows; Spearman rank correlation by the window's first step.\n",
-                "| steps | windows | Spearman | median probe error | median closing error |", "|---|---:|---:|---:|---:|"]
-        for z, v in result["probe"]["zones"].items():
-            out.append(f"| {z} | {v['windows']} | {v['spearman']:.2f} | {v['median_probe']:.3f} | {v['median_closing']:.3f} |")
-        out.append("")
+    for key, what in (("probe", "the probe's error"), ("gap", "the forecast gap")):
+        if key in result:
+            out += [f"## Does {what} predict the closing error?\n",
+                    f"{result[key]['windows']} windows; Spearman rank correlation by the window's first step.\n",
+                    f"| steps | windows | Spearman | median {what[4:]} | median closing error |", "|---|---:|---:|---:|---:|"]
+            for z, v in result[key]["zones"].items():
+                out.append(f"| {z} | {v['windows']} | {v['spearman']:.2f} | {v['median_probe']:.3f} | {v['median_closing']:.3f} |")
+            out.append("")
     if "latency" in result:
         out += ["## Wall-clock at batch 1 (report set's first 8 images, 2 rounds, interleaved)\n",
                 f"Models: {result['latency'][0]['models']}.\n",
-                "| method | median ms / image | speed-up | target evals |", "|---|---:|---:|---:|"]
+                "| method | median ms / image | speed-up | target evals | ms in target calls | draft calls | ms in draft calls | ms in the sampler |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in result["latency"]:
-            out.append(f"| {r['method']} | {r['median_ms']:.1f} | {r['speedup']:.2f}x | {r['target_evals']:.1f} |")
+            out.append(f"| {r['method']} | {r['median_ms']:.1f} | {r['speedup']:.2f}x | {r['target_evals']:.1f} | "
+                       f"{r.get('target_ms', math.nan):.1f} | {r.get('draft_calls', math.nan):.1f} | "
+                       f"{r.get('draft_ms', math.nan):.1f} | {r.get('sampler_ms', math.nan):.1f} |")
         out.append("")
     return "\n".join(out)
 
@@ -385,7 +523,7 @@ def main(argv=None) -> int:
     pipe = TinyPipeline.from_pretrained(names=("target",))
     with torch.inference_mode():
         t0 = time.time()
-        if {"where", "candidates", "probe"} & set(sections):
+        if {"where", "candidates", "probe", "gap", "accurate"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
@@ -395,7 +533,8 @@ def main(argv=None) -> int:
                 result["report_seeds"] = [rep.seeds[0], rep.seeds[-1]]
                 result[name] = intents(rep) if name == "intents" else latency(rep)
             else:
-                result[name] = {"where": where, "candidates": candidates, "probe": probe}[name](cal)
+                result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
+                                "accurate": accurate}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")

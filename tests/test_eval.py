@@ -16,7 +16,7 @@ from sdsv.evaluation import (
     inception_score, perceptual_distance, prompt_alignment,
 )
 from sdsv.evaluation.experiments import _vs_fewer, _who_wins
-from sdsv.methods import Method, dominated_by, fewer_steps, on_dpm_methods, self_draft_methods
+from sdsv.methods import Method, dominated_by, fewer_steps, intent_methods, on_dpm_methods, self_draft_methods
 from sdsv.tiny.classifier import ShapeClassifier
 from sdsv.tiny.data import class_index, make_batch, num_classes, parse_prompt
 from sdsv.tiny.model import TinyDiT, TinyDiTConfig
@@ -183,7 +183,8 @@ def test_demo_and_eval_share_one_method_type():
     by = {m.label: m for m in rows}
     assert by["sdsv (lite)"].verify == "full" and by["sdsv (lite)"].accept == AcceptanceTest("x0_rms", 0.3)
     assert by["sdsv (self)"].accept == AcceptanceTest("x0_rms", 0.2) and by["sdsv (self)"].verify == "full"
-    assert [m.label for m in rows if m.draft == "self"] == [m.label for m in self_draft_methods(50) + on_dpm_methods(50)]
+    own = intent_methods(50) + self_draft_methods(50) + on_dpm_methods(50)
+    assert [m.label for m in rows if m.draft == "self"] == [m.label for m in own]
     assert by["target-only (15 steps, dpm++2m)"] == fewer_steps(15, "dpm++2m")
     assert {m.schedule_type for m in rows} == {"target", "draft", "SDSV", "cache", "error-controlled"}
 

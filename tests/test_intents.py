@@ -1,5 +1,5 @@
 """The two intents of the tiny pipeline's self-draft: ``faithful`` (default: close to its own
-50-step Euler output) and ``accurate`` (DPM-Solver++(2M), 30 steps: close to the exact sample);
+50-step Euler output) and ``accurate`` (DPM-Solver++(2M), 28 steps: close to the exact sample);
 each is only a default, the same as naming its solver, steps and policy."""
 
 from __future__ import annotations
@@ -29,13 +29,18 @@ def test_faithful_is_the_default_and_only_a_default(pipe):
     assert (p.tol, p.warmup, p.name) == (FAITHFUL_TOL, 2, "faithful")
 
 
-def test_accurate_is_dpm_solver_with_30_steps_and_short_windows(pipe):
+def test_accurate_is_dpm_solver_with_28_steps_and_short_windows(pipe):
     out = pipe(PROMPTS, draft="self", intent="accurate", seed=3)
-    same = pipe(PROMPTS, draft="self", policy=ErrorControlled.accurate(30), solver="dpm++2m", seed=3)
+    same = pipe(PROMPTS, draft="self", policy=ErrorControlled.accurate(28), solver="dpm++2m", seed=3)
     assert torch.equal(out.latents, same.latents)
-    p = ErrorControlled.accurate(30)
-    assert (p.num_steps, p.tol, p.k_min, p.k_max) == (30, ACCURATE["tol"], ACCURATE["k_min"], ACCURATE["k_max"])
-    assert INTENTS["accurate"] == ("dpm++2m", 30) and INTENTS["faithful"] == ("euler", 50)
+    p = ErrorControlled.accurate(28)
+    assert (p.num_steps, p.tol, p.k_min, p.k_max) == (28, ACCURATE["tol"], ACCURATE["k_min"], ACCURATE["k_max"])
+    assert INTENTS["accurate"] == ("dpm++2m", 28) and INTENTS["faithful"] == ("euler", 50)
+    # the demo's and the tail experiment's rows run what the intents run
+    from sdsv.methods import intent_methods
+    faithful, accurate = intent_methods(50)
+    assert (faithful.solver, faithful.policy) == (INTENTS["faithful"][0], ErrorControlled.faithful(50))
+    assert (accurate.solver, accurate.policy) == (INTENTS["accurate"][0], ErrorControlled.accurate(INTENTS["accurate"][1]))
     assert max(w.k for w in out.stats.windows) <= ACCURATE["k_max"]
 
 
@@ -46,7 +51,7 @@ def test_an_intent_sets_only_what_the_call_leaves_open(pipe):
     assert torch.equal(out.latents, same.latents)
     # a trained draft keeps the paper's multi-stage plan, on the intent's solver and steps
     lite = pipe(PROMPTS[:1], draft="lite", intent="accurate", seed=1)
-    plan = pipe(PROMPTS[:1], draft="lite", policy=StagePlan.paper_default(30), solver="dpm++2m", seed=1)
+    plan = pipe(PROMPTS[:1], draft="lite", policy=StagePlan.paper_default(INTENTS["accurate"][1]), solver="dpm++2m", seed=1)
     assert torch.equal(lite.latents, plan.latents)
 
 

@@ -9,9 +9,11 @@ import torch
 
 from sdsv.cli import main as cli_main
 from sdsv.evaluation.tail import (
-    CONVERGED_FACTOR, TABLE_SEEDS, SeedSets, converged_reference, convergence_checks, tail_methods, verdicts,
+    CHECK_FACTOR, CONVERGED_FACTOR, TABLE_SEEDS, SeedSets, converged_reference, convergence_checks, tail_methods, verdicts,
 )
+from sdsv import ErrorControlled
 from sdsv.metrics import percentile, tail_summary
+from sdsv.tiny.pipeline import INTENTS
 
 
 # ---- the percentile -------------------------------------------------------------------------
@@ -46,34 +48,31 @@ def test_default_seed_sets_are_disjoint_and_cover_every_prompt():
 
     sets = SeedSets(FULL["tail_images"], FULL["calibration_images"])
     sets.check_disjoint()
-    report, cal = set(sets.report_seeds), set(sets.calibration_seeds)
-    assert len(report) >= 1024 and len(cal) == 192 and not report & cal and not (report | cal) & set(TABLE_SEEDS)
-    prompts = balanced_prompts(sets.report + sets.calibration)
-    report_prompts = prompts[:sets.report]
+    report = set(sets.report_seeds)
+    assert len(report) >= 1024 and not report & set(TABLE_SEEDS) and FULL["tail_images"] % FULL["tail_batch"] == 0
+    report_prompts = balanced_prompts(sets.report)
     assert len(set(report_prompts)) == 48 and {report_prompts.count(p) for p in report_prompts} == {22}  # 22 seeds each
-    assert len(set(prompts[sets.report:])) == 48  # and again in the calibration set
+    # the tail study chooses configurations on the seeds that follow the report set's
+    study = SeedSets(FULL["tail_images"], 96)
+    study.check_disjoint()
+    assert study.calibration_seeds == range(21056, 21152) and len(set(balanced_prompts(1152)[1056:])) == 48
     with pytest.raises(ValueError, match="overlap"):
         SeedSets(300, 10, start=10_000).check_disjoint()
 
 
 def test_tail_methods_at_50_steps():
-    labels = [m.label for m in tail_methods(50)]
-    assert labels[0] == "target-only (50 steps)"
-    for s in (20, 25, 30):
-        assert f"target-only ({s} steps)" in labels
-    for s in (15, 20, 25, 30):
-        assert f"target-only ({s} steps, dpm++2m)" in labels
-    for s in (15, 20, 25):
-        assert f"target-only ({s} steps, unipc)" in labels
-    for every in (2, 3, 4):
-        assert f"cache (every {every})" in labels
-    for s in (25, 30):
-        assert f"cache on dpm++2m ({s} steps, every 2)" in labels and f"error-ctrl on dpm++2m (self, {s} steps)" in labels
-    assert "error-ctrl (self, tol 0.3)" in labels and "error-ctrl (self, tol 0.2)" in labels and "sdsv (self)" in labels
-    assert len(labels) == len(set(labels)) == 21  # 1 + 3 + 4 + 3 fewer-steps, 5 caches, 4 error-ctrl, SDSV
+    ms = tail_methods(50)
+    labels = [m.label for m in ms]
+    assert labels == ["target-only (50 steps)", "target-only (15 steps)", "target-only (25 steps, dpm++2m)",
+                      "target-only (12 steps, unipc)", "cache (every 3)", "faithful: error-ctrl (self, tol 0.2)",
+                      "accurate: error-ctrl on dpm++2m (self, 28 steps)"]
+    faithful, accurate = ms[-2], ms[-1]
+    assert faithful.policy == ErrorControlled.faithful(50) and faithful.solver == "euler" and faithful.draft == "self"
+    assert accurate.policy == ErrorControlled.accurate(28) and accurate.solver == "dpm++2m"
+    assert (accurate.solver, accurate.policy.num_steps) == INTENTS["accurate"]  # the intent the pipeline runs
     conv = converged_reference(50)
-    assert conv.solver == "dpm++2m" and conv.policy.num_steps == CONVERGED_FACTOR * 50 == 200
-    assert [m.policy.num_steps for m in convergence_checks(50)] == [100, 200]
+    assert conv.solver == "dpm++2m" and conv.policy.num_steps == CONVERGED_FACTOR * 50 == 100
+    assert [(m.solver, m.policy.num_steps) for m in convergence_checks(50)] == [("dpm++2m", CHECK_FACTOR * 50)]
 
 
 def test_verdicts_use_the_5th_percentile():
@@ -97,9 +96,9 @@ def test_eval_quick_tail(tmp_path, capsys):
     assert md in capsys.readouterr().out
     data = json.loads((tmp_path / "tail.json").read_text())
     assert data["report_seeds"] == [20000, 20003] and data["calibration_seeds"] == [20004, 20005]
-    assert data["converged_reference"] == "target-only (32 steps, dpm++2m)"
+    assert data["converged_reference"] == "target-only (16 steps, dpm++2m)"
     assert [c["method"] for c in data["convergence"]] == [
-        "target-only (16 steps, dpm++2m)", "target-only (32 steps, unipc)", "target-only (8 steps) (the fidelity reference)"]
+        "target-only (32 steps, dpm++2m)", "target-only (8 steps) (the fidelity reference)"]
     rows = data["rows"]
     assert [r["method"] for r in rows] == [m.label for m in tail_methods(8)]
     ref, others = rows[0], rows[1:]

@@ -88,12 +88,13 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert [r["method"] for r in rows] == [
         "target-only", "target-only (20 steps)", "target-only (15 steps, dpm++2m)", "target-only (20 steps, dpm++2m)",
         "draft-only (lite)", "draft-only (svd)", "improved-draft (lite)", "improved-draft (svd)", "sdsv (lite)",
-        "sdsv (svd)", "cache (every 3)", "cache (every 4)", "sdsv (self)", "error-ctrl (self)",
+        "sdsv (svd)", "faithful: error-ctrl (self, tol 0.2)", "accurate: error-ctrl on dpm++2m (self, 13 steps)",
+        "cache (every 3)", "cache (every 4)", "sdsv (self)", "error-ctrl (self)",
         "error-ctrl (self, tol 0.5)", "cache on dpm++2m (12 steps, every 2)", "error-ctrl on dpm++2m (self, 12 steps)"]
     keys = {"method", "target_calls", "target_evals", "draft_evals", "wall_s", "speedup", "acceptance", "psnr",
             "psnr_min", "ssim", "psnr_converged", "psnr_converged_min", "sampler_share"}
     assert all(set(r) == keys for r in rows)
-    # accuracy: against DPM-Solver++(2M) with 96 steps; the 24-step target is closer to it than 20 Euler steps
+    # accuracy: against DPM-Solver++(2M) with 48 steps; the 24-step target is closer to it than 20 Euler steps
     assert all(r["psnr_converged_min"] <= r["psnr_converged"] for r in rows)
     assert rows[0]["psnr_converged"] > by_label(rows, "target-only (20 steps)")["psnr_converged"]
     by = {r["method"]: r for r in rows}
@@ -110,7 +111,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert (tmp_path / "demo_speed_psnr.png").stat().st_size > 1000
     text = capsys.readouterr().out
     assert "best self-draft configuration with its error checked" in text and "worst PSNR" in text
-    assert "acc PSNR" in text and "acc worst" in text and "target-only (96 steps, dpm++2m) (accuracy)" in text
+    assert "acc PSNR" in text and "acc worst" in text and "target-only (48 steps, dpm++2m) (accuracy)" in text
     assert "cache on dpm++2m (12 steps, every 2): " in text and "DPM-Solver++(2M) alone at 15/20 steps" in text
     assert "sdsv (svd)" in text and "speedup" in text and "machine:" in text and "models eager (--no-compile)" in text
 

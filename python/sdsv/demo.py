@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .acceptance import AcceptanceTest
 from .evaluation.tail import converged_reference
 from .cli_args import check, check_weights, finite_float, int_at_least, tiny_prompt, weights_folder
-from .methods import Method, dominated_by, fewer_steps, on_dpm_methods, self_draft_methods
+from .methods import Method, dominated_by, fewer_steps, intent_methods, on_dpm_methods, self_draft_methods
 from .metrics import psnr, ssim
 from .policies import StagePlan
 from .tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline
@@ -60,6 +60,7 @@ def methods_for(num_steps: int, drafts: list[str], plan_name: str, verify: str =
     ms += [Method(f"improved-draft ({d})", StagePlan.improved_draft(num_steps), d) for d in trained]
     ms += [Method(f"sdsv ({d})", sdsv_plan, d, verify, accept) for d in trained]
     if "self" in drafts:
+        ms += intent_methods(num_steps)
         ms += self_draft_methods(num_steps, verify)
         ms += on_dpm_methods(num_steps)
     return ms

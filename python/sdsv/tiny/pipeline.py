@@ -26,7 +26,7 @@ from .weights import MODEL_NAMES, load_model, shipped_path
 DEFAULT_GUIDANCE = 3.0
 #: intent -> (solver, steps) when the call does not name them: "faithful" reproduces the
 #: pipeline's own 50-step Euler sampler, "accurate" gets closer to the model's exact sample
-INTENTS = {"faithful": ("euler", 50), "accurate": ("dpm++2m", 30)}
+INTENTS = {"faithful": ("euler", 50), "accurate": ("dpm++2m", 28)}
 
 
 class CompileUnavailable(RuntimeError):
@@ -236,7 +236,7 @@ class TinyPipeline:
         ``intent`` sets what is not given: ``"faithful"`` (default) stays close to the
         pipeline's own sampler, Euler with 50 steps, with :meth:`ErrorControlled.faithful`
         windows; ``"accurate"`` gets closer to the model's exact sample for fewer target calls:
-        DPM-Solver++(2M) with 30 steps and :meth:`ErrorControlled.accurate` windows
+        DPM-Solver++(2M) with 28 steps and :meth:`ErrorControlled.accurate` windows
         (docs/tail.md measures both against both yardsticks). ``solver``: ``"euler"``,
         ``"dpm++2m"`` (DPM-Solver++(2M)) or ``"unipc"``, for every policy (:mod:`sdsv.solvers`).
         """
