@@ -47,7 +47,7 @@ TABLE_FEWER = ((0.4, "euler"), (0.3, "dpm++2m"), (0.4, "dpm++2m"), (0.5, "dpm++2
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default="all", choices=list(EXPERIMENTS) + ["tail", "wan-video", "all"],
                    help="'all' runs the paper's four (table1, table2, warmup, pareto), not the tail (its "
-                        "1056 images x 8 methods and a 100-step reference take ~50 min on 2 cores)")
+                        "1056 images x 7 rows and a 100-step reference take about an hour on 2 cores)")
     p.add_argument("--quick", action="store_true",
                    help=f"CI-sized smoke run: {QUICK['images']} images, {QUICK['steps']} steps (numbers meaningless)")
     p.add_argument("--out", default=None,

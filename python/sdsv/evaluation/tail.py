@@ -219,8 +219,10 @@ def tail(r: Runner, sets: SeedSets, convergence_n: int, out: Path) -> tuple[str,
     setup = (f"Report set: {sets.report} images ({prompts} prompts 'a <color> <shape>', each with "
              f"{sets.report // max(prompts, 1)} seeds); calibration set: {sets.calibration} images; {sets.describe()} "
              f"(image i: prompt i of the balanced cycle over all 48, seed {sets.start} + i; the 256-image tables use "
-             f"seeds {TABLE_SEEDS.start}..{TABLE_SEEDS.stop - 1}). Figures are the report set's; the calibration "
-             f"set's (mean and p5) are where a configuration would be chosen. Guidance {r.guidance:g}. "
+             f"seeds {TABLE_SEEDS.start}..{TABLE_SEEDS.stop - 1}). Figures are the report set's; "
+             + ("the calibration set's (mean and p5) are where a configuration would be chosen. " if sets.calibration
+                else "the configurations were chosen on other seeds (benchmarks/tail_study.py's calibration set). ")
+             + f"Guidance {r.guidance:g}. "
              f"Fidelity = PSNR/SSIM against the target's {n}-step Euler output (row 1); accuracy = against the "
              f"converged reference, {conv.label}. p5 / p1 = the 5th / 1st percentile of per-image PSNR (numpy's "
              f"linear interpolation), worst = the worst image. Speedup = target-only latency / latency: median "
@@ -246,7 +248,7 @@ def tail(r: Runner, sets: SeedSets, convergence_n: int, out: Path) -> tuple[str,
             "them strictly; fidelity leaves out its own reference):\n\n" + verdict
           + f"\n\nPlot: `{plot.name}` (speedup at batch 1 vs the 5th percentile, both yardsticks).\n"
           + f"\nExperiment wall time {wall:.0f} s: convergence checks {phases['convergence_checks_s']:.0f} s, "
-            f"batched sampling of every method over both sets {phases['batched_sampling_s']:.0f} s (the converged "
+            f"batched sampling of every method {phases['batched_sampling_s']:.0f} s (the converged "
             f"reference's share {phases['converged_reference_s']:.0f} s), latency {phases['latency_s']:.0f} s.\n")
     out.mkdir(parents=True, exist_ok=True)
     data = {"experiment": "tail", "report_images": sets.report, "calibration_images": sets.calibration,
