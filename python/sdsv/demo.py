@@ -3,7 +3,7 @@
 For each prompt (own seed, batch 1 — the latency-bound setting speculative sampling is for)
 every method samples the same noise; the table reports counted model calls, measured wall
 time, speedup over target-only, acceptance, PSNR/SSIM against the target-only images (fidelity)
-and PSNR against a converged solution (accuracy: DPM-Solver++(2M) with four times the steps,
+and PSNR against a converged solution (accuracy: DPM-Solver++(2M) with twice the steps,
 sampled once after the timed rounds, so the timing is unchanged).
 After one warm-up call per method, the methods take turns image by image (``--repeats`` rounds
 over all prompts; wall time is the mean round). On this project's shared 2-core VM a process's
