@@ -219,9 +219,10 @@ def candidates(cal: ImageSet) -> list[dict]:
     return [cal.row(name, make()) for name, make in CANDIDATES]
 
 
-def probe(cal: ImageSet) -> dict:
-    """Per window of error-ctrl tol 0.3 (with a probe that never fires): the probe's error at the
-    closing state against the closing error there, Spearman's rank correlation by zone."""
+def closing_pairs(cal: ImageSet) -> list[tuple[int, float, float]]:
+    """Per window of error-ctrl tol 0.3 whose in-window estimate never fires (24 calibration
+    images, one call): ``(first step, the estimate at the closing state, the closing error)``.
+    Windows whose estimate is 0 (none yet) are left out."""
     seen: dict[tuple, float] = {}
     original = ProbedUnverified.after_draft
 
@@ -235,8 +236,14 @@ def probe(cal: ImageSet) -> dict:
         _, (_, stats) = cal.run(ErrorControlled(50, tol=0.3, probe_tol=1e9), idx=idx)
     finally:
         ProbedUnverified.after_draft = original
-    pairs = [(w.start, seen[(w.sample, w.start, w.k)], w.metric[0]) for st in stats for w in st.windows
-             if (w.sample, w.start, w.k) in seen and w.metric and math.isfinite(w.metric[0])]
+    return [(w.start, seen[(w.sample, w.start, w.k)], w.metric[0]) for st in stats for w in st.windows
+            if seen.get((w.sample, w.start, w.k), 0) > 0 and w.metric and math.isfinite(w.metric[0])]
+
+
+def probe(cal: ImageSet) -> dict:
+    """The probe's error at the closing state against the closing error there, Spearman's rank
+    correlation by zone."""
+    pairs = closing_pairs(cal)
     return {"windows": len(pairs), "zones": _zones(pairs)}
 
 
@@ -309,24 +316,10 @@ GAP_CANDIDATES = [
 
 
 def gap(cal: ImageSet) -> dict:
-    """The forecast gap (a-priori, free): does it predict the closing error by zone (error-ctrl tol
-    0.3, a gap limit that never fires), and the gap-limited windows on the calibration set."""
-    seen: dict[tuple, float] = {}
-    original = ProbedUnverified.after_draft
-
-    def spy(self, level, error):
-        seen[(self.sample, self.start, level)] = error
-        return original(self, level, error)
-
+    """The forecast gap (a-priori, free): does it predict the closing error by zone, and the
+    gap-limited windows on the calibration set."""
     with forecast_gap_drafts(cal.pipe):
-        ProbedUnverified.after_draft = spy
-        try:
-            idx = list(range(0, cal.n, 4))[:cal.batch]
-            _, (_, stats) = cal.run(ErrorControlled(50, tol=0.3, probe_tol=1e9), idx=idx)
-        finally:
-            ProbedUnverified.after_draft = original
-        pairs = [(w.start, seen[(w.sample, w.start, w.k)], w.metric[0]) for st in stats for w in st.windows
-                 if seen.get((w.sample, w.start, w.k), 0) > 0 and w.metric and math.isfinite(w.metric[0])]
+        pairs = closing_pairs(cal)
         out = {"windows": len(pairs), "zones": _zones(pairs)}
         out["candidates"] = [cal.row(name, make()) for name, make in GAP_CANDIDATES]
     return out

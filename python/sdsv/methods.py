@@ -16,6 +16,7 @@ from .acceptance import AcceptanceTest
 from .policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
 from .policies.error_controlled import ACCURATE, FAITHFUL_TOL
 from .solvers import SOLVERS
+from .tiny.pipeline import INTENTS
 
 DRAFTS = (None, "lite", "svd", "self")
 
@@ -127,16 +128,12 @@ def self_draft_methods(num_steps: int, verify: str = "endpoints") -> list[Method
     return ms
 
 
-#: the accurate intent's DPM-Solver++(2M) steps as a share of the Euler reference's: 28 of 50, chosen
-#: on the tail study's calibration seeds (docs/tail.md); the tiny pipeline's INTENTS say the same
-ACCURATE_SHARE = 0.56
-
-
 def intent_methods(num_steps: int) -> list[Method]:
     """The self-draft's two intents as the tiny pipeline runs them with ``intent=``: faithful
     (error-controlled windows on Euler with ``num_steps``) and accurate (short windows on
-    DPM-Solver++(2M) with :data:`ACCURATE_SHARE` of them)."""
-    n = max(3, round(ACCURATE_SHARE * num_steps))
+    DPM-Solver++(2M) with the same share of them as the pipeline's defaults: 28 of 50)."""
+    share = INTENTS["accurate"][1] / INTENTS["faithful"][1]
+    n = max(3, round(share * num_steps))
     return [Method(f"faithful: error-ctrl (self, tol {FAITHFUL_TOL:g})", ErrorControlled.faithful(num_steps), "self"),
             Method(f"accurate: error-ctrl on dpm++2m (self, {n} steps)", ErrorControlled.accurate(n), "self",
                    solver="dpm++2m")]
