@@ -15,6 +15,9 @@ Sections: ``where`` (the calibration set's three worst images under error-contro
 forecasting only before / only from step s), ``candidates`` (error estimates on the calibration
 set), ``probe`` (does the probe's error predict the closing error, by zone), ``gap`` (the same
 for the forecast gap, an a-priori estimate that costs no block, and gap-limited windows),
+``transfer`` (the same for EasyCache's transfer-rate bound on the deep blocks), ``depth`` (the
+probe moved to each deep block, on its forecast input; as a window limit, and the step finished
+from the probed block),
 ``accurate`` (candidates for the accurate intent on the calibration set, both yardsticks),
 ``intents`` (the faithful and accurate defaults and the baselines on the report set, both yardsticks),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+import sdsv_kernels
 from sdsv import ErrorControlled, FixedInterval, StagePlan
 from sdsv.evaluation.runner import balanced_prompts
 from sdsv.forecast.anchors import lagrange_coefficients
@@ -247,16 +251,43 @@ def probe(cal: ImageSet) -> dict:
     return {"windows": len(pairs), "zones": _zones(pairs)}
 
 
-class ForecastGapDraft(SelfDraft):
-    """The self-draft with an a-priori error estimate in place of the probe: at every draft call,
-    per row, the gap between the order-1 forecast of the deep residual (what the draft uses) and
-    the order-2 forecast through one more anchor, ``rms(gap) / rms(order-1 forecast)``. It costs
-    no block: the anchors are already kept. Rows with fewer than three anchors report 0 (no
-    estimate yet). Reported through the probe's path (``AnchorBank.probe_errors``), so that a
-    ``ProbedUnverified`` window ends where the gap exceeds its ``probe_tol``."""
+class InputKeepingSplit:
+    """The tiny target's split that also keeps, beside each anchor's deep residual, the hidden
+    state entering the deep blocks (the bank holds ``[residual, h_in]`` on the last dimension)
+    and remembers the draft call's own ``h_in``: what an a-priori estimate reads. Uncompiled:
+    these sections count evaluations and correlations, not milliseconds."""
 
-    def __init__(self, model):
-        super().__init__(model, order=1, slots=3)
+    sdsv_pure = True
+
+    def __init__(self, split: TinyDiTSplit):
+        self.split, self.last_h = split, None
+
+    def forward_with_residual(self, x, sigma, labels, guidance=None):
+        s = self.split
+        h_in, cond, mod = s._enter(x, sigma, labels, guidance)
+        h = h_in
+        for blk in s.deep:
+            h = blk(h, mod)
+        return s._leave(h, cond, mod), torch.cat([h - h_in, h_in], dim=-1)
+
+    def forward_with_forecast(self, x, sigma, bank, index, coeffs, labels, guidance=None):
+        s = self.split
+        h, cond, mod = s._enter(x, sigma, labels, guidance)
+        self.last_h = h
+        width = h.shape[-1]
+        return s._leave(sdsv_kernels.gather_combine(h, bank[..., :width].contiguous(), index, coeffs), cond, mod)
+
+
+class AprioriDraft(SelfDraft):
+    """The self-draft with another error estimate in place of the probe: after every draft
+    call, ``estimate(bank, model_rows, split)`` per model row (0 = no estimate yet) is reported
+    through the probe's path (``AnchorBank.probe_errors``), so that a ``ProbedUnverified``
+    window ends where it exceeds the window's ``probe_tol``. ``split``: an
+    :class:`InputKeepingSplit` (or one that keeps more)."""
+
+    def __init__(self, split: InputKeepingSplit, estimate):
+        super().__init__(split, order=1, slots=3)
+        self.estimate = estimate
 
     @property
     def can_probe(self) -> bool:
@@ -264,40 +295,122 @@ class ForecastGapDraft(SelfDraft):
 
     def target(self, x, sigma, **cond):
         bank = self._bank("target")
-        v, residual = self.model.forward_with_residual(x, sigma, **cond)
-        bank.record(residual)
+        v, kept = self.model.forward_with_residual(x, sigma, **cond)
+        bank.record(kept)
         return v
 
     def draft(self, x, sigma, **cond):
         bank = self._bank("draft")
         store, index, coeffs = bank.forecast_args(x.shape[0], x.device)
         v = self.model.forward_with_forecast(x, sigma, store, index, coeffs, **cond)
-        bank.record_probe(torch.tensor(forecast_gaps(bank, x.shape[0])))
+        bank.record_probe(torch.as_tensor(self.estimate(bank, x.shape[0], self.model)))
         return v
 
 
-def forecast_gaps(bank, model_rows: int) -> list[float]:
+class DepthProbeSplit(InputKeepingSplit):
+    """The probe moved to deep block ``j``, still at the cost of one block: the bank keeps, beside
+    the deep residual, every block's partial residual ``P_i = h_i - h_in`` (``h_i`` after ``i``
+    deep blocks); at a draft step block ``j`` runs for real on its *forecast* input
+    ``h_in + forecast(P_j)`` and is compared with the forecast of its output,
+    ``rms(block_j(h_j^) - h_(j+1)^) / rms(h_(j+1)^ - h_j^)``. ``j = 0`` is the probe of
+    ``ProbedUnverified`` (its input is exact). With ``finish``, the draft's output is finished
+    from the probed block's real output (the blocks after it forecast as a residual from there)
+    instead of from the whole forecast: the probe corrects the step rather than only measuring it."""
+
+    def __init__(self, split: TinyDiTSplit, depth: int, finish: bool = False):
+        super().__init__(split)
+        if not 0 <= depth < len(split.deep):
+            raise ValueError(f"depth must be in 0..{len(split.deep) - 1}, got {depth}")
+        self.depth, self.finish, self.last_probe = depth, finish, None
+
+    def forward_with_residual(self, x, sigma, labels, guidance=None):
+        s = self.split
+        h_in, cond, mod = s._enter(x, sigma, labels, guidance)
+        h, partial = h_in, []
+        for blk in s.deep:
+            h = blk(h, mod)
+            partial.append(h - h_in)
+        # [deep residual, P_1 .. P_(n-1)]: the deep residual first, where the forecast reads it
+        return s._leave(h, cond, mod), torch.cat([partial[-1]] + partial[:-1], dim=-1)
+
+    def forward_with_forecast(self, x, sigma, bank, index, coeffs, labels, guidance=None):
+        s = self.split
+        h, cond, mod = s._enter(x, sigma, labels, guidance)
+        self.last_h, width, n = h, h.shape[-1], len(s.deep)
+        # the coefficient-weighted anchors of every kept part: [rows, *, n * width]
+        anchors = (coeffs[:, 1:].reshape(*coeffs.shape[:1], -1, *([1] * (bank.dim() - 1))) * bank[index]).sum(1)
+
+        def forecast(i):  # h_i^ = h_in + forecast(P_i); P_0 = 0, P_n = the deep residual (first part)
+            if i == 0:
+                return h
+            part = 0 if i == n else i
+            return h + anchors[..., part * width:(part + 1) * width]
+
+        j = self.depth
+        real = s.deep[j](forecast(j), mod)
+        err = (real - forecast(j + 1)).flatten(1).pow(2).mean(1)
+        ref = (forecast(j + 1) - forecast(j)).flatten(1).pow(2).mean(1)
+        self.last_probe = (err / ref.clamp_min(1e-30)).sqrt()
+        if self.finish:
+            return s._leave(real + forecast(n) - forecast(j + 1), cond, mod)
+        return s._leave(h + anchors[..., :width], cond, mod)
+
+
+def _anchors(bank, model_rows: int, n: int):
+    """Per model row: its sigma and its key's newest ``n`` anchors as ``(sigma, bank row)``, or
+    None while it has fewer."""
     samples, sigmas, _ = bank.rows_of(model_rows)
-    r, out = len(bank.tags), []
+    r = len(bank.tags)
     for m, (b, s) in enumerate(zip(samples, sigmas)):
         ring = bank.anchors.get((b, m // r), [])
-        if len(ring) < 3:
+        yield s, ([(a, bank.bank[slot].double()) for slot, a in ring[-n:]] if len(ring) >= n else None)
+
+
+def _rms(t: torch.Tensor) -> torch.Tensor:
+    return t.pow(2).mean().sqrt()
+
+
+def forecast_gaps(bank, model_rows: int, split: InputKeepingSplit) -> list[float]:
+    """Per row: the gap between the order-1 forecast of the deep residual at the row's sigma
+    (what the draft uses) and the order-2 forecast through one more anchor,
+    ``rms(gap) / rms(order-1 forecast)``."""
+    width, out = split.last_h.shape[-1], []
+    for s, use in _anchors(bank, model_rows, 3):
+        if use is None:
             out.append(0.0)
             continue
-        use = ring[-3:]
-        second = lagrange_coefficients([a for _, a in use], s)
-        first = [0.0] + lagrange_coefficients([a for _, a in use[1:]], s)
-        rows = bank.bank[[slot for slot, _ in use]].double()
+        second = lagrange_coefficients([a for a, _ in use], s)
+        first = [0.0] + lagrange_coefficients([a for a, _ in use[1:]], s)
+        rows = [row[..., :width] for _, row in use]
         gap = sum((hi - lo) * row for hi, lo, row in zip(second, first, rows))
         forecast = sum(lo * row for lo, row in zip(first, rows))
-        out.append(float(gap.pow(2).mean().sqrt() / forecast.pow(2).mean().sqrt()))
+        out.append(float(_rms(gap) / _rms(forecast)))
+    return out
+
+
+def transfer_rates(bank, model_rows: int, split: InputKeepingSplit) -> list[float]:
+    """EasyCache's transfer-rate bound on the deep blocks: ``k = rms(dR) / rms(dh)`` between the
+    last two anchors (how much the deep residual moved per unit of its input's move), times the
+    input's move since the last anchor, relative to that anchor's residual:
+    ``k * rms(h - h_a) / rms(R_a)``, ``h`` the draft call's own deep-block input."""
+    h = split.last_h
+    width, out = h.shape[-1], []
+    for m, (_, use) in enumerate(_anchors(bank, model_rows, 2)):
+        if use is None:
+            out.append(0.0)
+            continue
+        (_, older), (_, newest) = use
+        r_b, h_b, r_a, h_a = older[..., :width], older[..., width:], newest[..., :width], newest[..., width:]
+        k = _rms(r_a - r_b) / _rms(h_a - h_b).clamp_min(1e-30)
+        out.append(float(k * _rms(h[m].double() - h_a) / _rms(r_a).clamp_min(1e-30)))
     return out
 
 
 @contextlib.contextmanager
-def forecast_gap_drafts(pipe: TinyPipeline):
-    """Inside: the pipeline's self-draft reports the forecast gap as its probe error."""
-    pipe.self_draft = lambda order=1: ForecastGapDraft(pipe.compiled_split or TinyDiTSplit(pipe.target))
+def apriori_drafts(pipe: TinyPipeline, estimate, split=InputKeepingSplit):
+    """Inside: the pipeline's self-draft (its split wrapped in ``split``) reports ``estimate`` as
+    its probe error."""
+    pipe.self_draft = lambda order=1: AprioriDraft(split(TinyDiTSplit(pipe.target)), estimate)
     try:
         yield
     finally:
@@ -318,10 +431,63 @@ GAP_CANDIDATES = [
 def gap(cal: ImageSet) -> dict:
     """The forecast gap (a-priori, free): does it predict the closing error by zone, and the
     gap-limited windows on the calibration set."""
-    with forecast_gap_drafts(cal.pipe):
+    return _apriori(cal, forecast_gaps, GAP_CANDIDATES)
+
+
+# the transfer rate estimates how far the residual moved since the anchor (not the forecast's
+# miss), so its limits sit higher than the gap's: around its median at the closing states
+TRANSFER_CANDIDATES = [
+    ("transfer 0.15, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.15)),
+    ("transfer 0.2, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.2)),
+    ("transfer 0.3, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.3)),
+    ("transfer 0.5, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.5)),
+    ("transfer 0.2, tol 0.2, k<=8", lambda: ErrorControlled(50, tol=0.2, k_max=8, probe_tol=0.2)),
+    ("transfer 0.3, tol 0.2, k<=8", lambda: ErrorControlled(50, tol=0.2, k_max=8, probe_tol=0.3)),
+]
+
+
+def transfer(cal: ImageSet) -> dict:
+    """EasyCache's transfer-rate bound (a-priori, free), the same two measurements."""
+    return _apriori(cal, transfer_rates, TRANSFER_CANDIDATES)
+
+
+# (deep block, probe limit, tol, k_max)
+DEPTH_CANDIDATES = [(4, 0.1, 0.3, 8), (4, 0.15, 0.3, 8), (4, 0.2, 0.3, 8), (4, 0.15, 0.2, 8), (4, 0.1, 0.2, 8),
+                    (7, 0.1, 0.3, 8), (7, 0.07, 0.3, 8), (6, 0.1, 0.3, 8)]
+# (deep block, tol, k_max): the step finished from the probed block's real output, no limit
+FINISH_CANDIDATES = [(0, 0.3, 4), (4, 0.3, 4), (7, 0.3, 4), (0, 0.3, 8), (7, 0.3, 8)]
+
+
+def depth(cal: ImageSet) -> dict:
+    """The probe at each deep block (on its forecast input, one block each): does its error
+    predict the closing error, by zone; then the best depths' probes as window limits."""
+    out = {"by_block": {}, "candidates": []}
+    for j in range(len(TinyDiTSplit(cal.pipe.target).deep)):
+        print(f"  probe at deep block {j}", flush=True)
+        with _depth_probe(cal.pipe, j):
+            pairs = closing_pairs(cal)
+        out["by_block"][j] = {"windows": len(pairs), "zones": _zones(pairs)}
+    for j, limit, tol, k_max in DEPTH_CANDIDATES:
+        with _depth_probe(cal.pipe, j):
+            out["candidates"].append(cal.row(f"block {j} probe {limit:g}, tol {tol:g}, k<={k_max}",
+                                             ErrorControlled(50, tol=tol, k_max=k_max, probe_tol=limit)))
+    for j, tol, k_max in FINISH_CANDIDATES:
+        with _depth_probe(cal.pipe, j, finish=True):
+            out["candidates"].append(cal.row(f"finished from block {j}, tol {tol:g}, k<={k_max}",
+                                             ErrorControlled(50, tol=tol, k_max=k_max)))
+    return out
+
+
+def _depth_probe(pipe: TinyPipeline, j: int, finish: bool = False):
+    return apriori_drafts(pipe, lambda bank, rows, split: split.last_probe,
+                          split=lambda sp: DepthProbeSplit(sp, j, finish))
+
+
+def _apriori(cal: ImageSet, estimate, candidates_) -> dict:
+    with apriori_drafts(cal.pipe, estimate):
         pairs = closing_pairs(cal)
         out = {"windows": len(pairs), "zones": _zones(pairs)}
-        out["candidates"] = [cal.row(name, make()) for name, make in GAP_CANDIDATES]
+        out["candidates"] = [cal.row(name, make()) for name, make in candidates_]
     return out
 
 
@@ -444,7 +610,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
     return rows
 
 
-SECTIONS = ("where", "candidates", "probe", "gap", "accurate", "intents", "latency")
+SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "accurate", "intents", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -463,11 +629,13 @@ def markdown(result: dict) -> str:
         out.append("")
     tables = {"candidates": "Error estimates on the calibration set",
               "gap": "The forecast gap (a-priori, free) as the in-window estimate, calibration set",
+              "transfer": "The transfer-rate bound (a-priori, free) as the in-window estimate, calibration set",
+              "depth": "The probe at a deeper block (on its forecast input, one block per draft step) as the window limit, calibration set",
               "accurate": "Candidates for the accurate intent on the calibration set",
               "intents": "The intents on the report set"}
     for key, title in tables.items():
         if key in result:
-            rows = result[key]["candidates"] if key == "gap" else result[key]
+            rows = result[key]["candidates"] if key in ("gap", "transfer", "depth") else result[key]
             acc = any("accuracy" in r for r in rows)
             head = "| method | target evals | fid. mean / p5 / p1 / worst |" + (" acc. mean / p5 / p1 / worst |" if acc else "")
             out += [f"## {title}\n", head, "|---|---:|---|" + ("---|" if acc else "")]
@@ -480,7 +648,7 @@ def markdown(result: dict) -> str:
                     cells.append(f"{a['mean']:.2f} / {a['p5']:.2f} / {a['p1']:.2f} / {a['worst']:.2f}" if a else "")
                 out.append("| " + " | ".join(cells) + " |")
             out.append("")
-    for key, what in (("probe", "the probe's error"), ("gap", "the forecast gap")):
+    for key, what in (("probe", "the probe's error"), ("gap", "the forecast gap"), ("transfer", "the transfer rate")):
         if key in result:
             out += [f"## Does {what} predict the closing error?\n",
                     f"{result[key]['windows']} windows; Spearman rank correlation by the window's first step.\n",
@@ -488,6 +656,16 @@ def markdown(result: dict) -> str:
             for z, v in result[key]["zones"].items():
                 out.append(f"| {z} | {v['windows']} | {v['spearman']:.2f} | {v['median_probe']:.3f} | {v['median_closing']:.3f} |")
             out.append("")
+    if "depth" in result:
+        by = result["depth"]["by_block"]
+        zones = list(next(iter(by.values()))["zones"])
+        out += ["## Does the probe at deep block j predict the closing error?\n",
+                f"{next(iter(by.values()))['windows']} windows; Spearman rank correlation by the window's first step "
+                "(block 0 is the sampler's probe).\n", "| block | " + " | ".join(f"steps {z}" for z in zones) + " |",
+                "|---:|" + "---:|" * len(zones)]
+        for j, v in by.items():
+            out.append(f"| {j} | " + " | ".join(f"{v['zones'][z]['spearman']:.2f}" for z in zones) + " |")
+        out.append("")
     if "latency" in result:
         out += ["## Wall-clock at batch 1 (report set's first 8 images, 2 rounds, interleaved)\n",
                 f"Models: {result['latency'][0]['models']}.\n",
@@ -522,7 +700,7 @@ def main(argv=None) -> int:
     pipe = TinyPipeline.from_pretrained(names=("target",))
     with torch.inference_mode():
         t0 = time.time()
-        if {"where", "candidates", "probe", "gap", "accurate"} & set(sections):
+        if {"where", "candidates", "probe", "gap", "transfer", "depth", "accurate"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
@@ -533,7 +711,7 @@ def main(argv=None) -> int:
                 result[name] = intents(rep) if name == "intents" else latency(rep)
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
-                                "accurate": accurate}[name](cal)
+                                "transfer": transfer, "depth": depth, "accurate": accurate}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")

@@ -228,7 +228,7 @@ class _Loop:
 
     def __init__(self, policy, verify, accept, noise, sigmas, models, conds, anchors, bar, solver: Solver):
         self.policy, self.state = policy, policy.start(noise.shape[0])
-        self.kinds = window_kinds(verify, policy.closing_error)
+        self.kinds = window_kinds(verify, policy.closing_error, policy.probe_tol if policy.probes else None)
         self.accept, self.models, self.conds, self.anchors, self.bar = accept, models, conds, anchors, bar
         self.probing = policy.probes
         self.verify = verify

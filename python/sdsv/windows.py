@@ -171,7 +171,8 @@ class ProbedUnverified(UnverifiedWithError):
     """An unverified window watched by the in-window probe: at each draft level the first deep
     block is computed for real and compared with its forecast; when that error exceeds
     ``probe_tol`` the window ends there, before the forecast is used — the state becomes the
-    window's closing target step. Made per policy with :meth:`with_tolerance`."""
+    window's closing target step. Made per call with :meth:`with_tolerance` (the ``"probed"``
+    kind of :func:`window_kinds`)."""
 
     watches_probe = True
     probe_tol = math.inf
@@ -186,15 +187,19 @@ class ProbedUnverified(UnverifiedWithError):
             self.levels, self.rolls, self.verify_rows = level + 1, level, (level,)
 
 
-def window_kinds(verify: str, closing_error: bool) -> dict[str, type[Window]]:
+def window_kinds(verify: str, closing_error: bool, probe_tol: float | None = None) -> dict[str, type[Window]]:
     """The window class of each kind a policy may name, for a call's verification mode
-    (``"endpoints"`` or ``"full"``) and its policy's ``closing_error``."""
-    return {
+    (``"endpoints"`` or ``"full"``), its policy's ``closing_error`` and, for a policy that
+    probes, its ``probe_tol`` (the ``"probed"`` kind)."""
+    kinds = {
         "target": TargetStep,
         "draft": DraftStep,
         "speculate": {"endpoints": VerifiedEndpoints, "full": VerifiedFull}[verify],
         "unverified": UnverifiedWithError if closing_error else Unverified,
     }
+    if probe_tol is not None:
+        kinds["probed"] = ProbedUnverified.with_tolerance(probe_tol)
+    return kinds
 
 
 def is_finite(values: Sequence[float]) -> bool:

@@ -36,13 +36,15 @@ class WindowPolicy:
     ``uses_draft``, ``closing_error`` (evaluate the draft at the last state of unverified
     windows: the window's error) and ``error_metric`` (how that error is measured:
     ``x0_rms`` = sigma rms(t - d), ``v_rms`` = rms(t - d)) and ``probes`` (the self-draft
-    measures its forecast's error at every draft step; windows that watch it may end early)."""
+    measures its forecast's error at every draft step; ``"probed"`` windows end early where it
+    exceeds ``probe_tol``)."""
 
     num_steps: int
     name: str = "custom"
     closing_error: bool = False
     error_metric: str = "x0_rms"
     probes: bool = False  # the self-draft computes the in-window probe at every draft step
+    probe_tol: float | None = None
 
     def start(self, batch: int) -> "PolicyState":
         raise NotImplementedError

@@ -55,9 +55,6 @@ class ErrorControlled(WindowPolicy):
             raise ValueError(f"reject_above must be > 0 or None, got {self.reject_above!r}")
         if self.probe_tol is not None:
             object.__setattr__(self, "probe_tol", as_float("probe_tol", self.probe_tol, positive=True))
-            # windows.py imports this package: the window kind is looked up when first needed
-            from ..windows import ProbedUnverified
-            object.__setattr__(self, "_probed", ProbedUnverified.with_tolerance(self.probe_tol))
 
     @property
     def probes(self) -> bool:
@@ -100,7 +97,7 @@ class ErrorControlledState(PolicyState):
         if step < self.p.warmup:
             return "target", 0
         kind, k = shortened("unverified", self.k_next[sample], step, self.p.num_steps)
-        return (self.p._probed, k) if self.p.probe_tol is not None and kind == "unverified" else (kind, k)
+        return ("probed", k) if self.p.probes and kind == "unverified" else (kind, k)
 
     def observe(self, sample: int, step: int, kind: str, k: int, accepted: int, error: float) -> bool:
         if kind != "unverified":

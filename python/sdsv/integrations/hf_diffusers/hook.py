@@ -60,6 +60,13 @@ class SDSVConfig:
     forecast_order: int = 1
     head_blocks: int = 0
     shard: bool = False
+    intent: str = "faithful"
+
+
+#: intent -> the sampler's step rule: None = the pipeline scheduler's own (faithful: the images the
+#: pipeline gives without sdsv); "accurate" steps DPM-Solver++(2M) over the scheduler's sigmas
+#: (closer to the model's exact sample for the cost: docs/tail.md)
+INTENT_SOLVERS = {"faithful": None, "accurate": "dpm++2m"}
 
 
 @dataclass
@@ -175,6 +182,11 @@ def _default_self_draft_policy(num_steps: int) -> ErrorControlled:
     return ErrorControlled.faithful(num_steps)
 
 
+def _accurate_self_draft_policy(num_steps: int) -> ErrorControlled:
+    """The accurate intent's windows (:meth:`ErrorControlled.accurate`): 1-2 forecast steps."""
+    return ErrorControlled.accurate(num_steps)
+
+
 def _sharded(denoiser):
     """``enable(..., shard=True)``: the denoiser's rows spread over the ranks."""
     from ...distributed import ShardedDenoiser
@@ -187,9 +199,9 @@ def _sharded_split(split):
 
 
 # ---- enable / disable -----------------------------------------------------------------------
-def enable(pipe, draft="self", *, policy=None, accept: AcceptanceTest | None = None, verify: str | None = None,
-           convert_scheduler: bool = False, forecast_order: int = 1, head_blocks: int = 0, shard: bool = False,
-           plan=None):
+def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept: AcceptanceTest | None = None,
+           verify: str | None = None, convert_scheduler: bool = False, forecast_order: int = 1, head_blocks: int = 0,
+           shard: bool = False, plan=None):
     """Make ``pipe(...)`` sample with SDSV: ``pipe.transformer`` is the target, ``draft`` the draft.
 
     ``draft``: ``"self"`` (the default; None means the same) — the **forecast self-draft**: the
@@ -201,7 +213,12 @@ def enable(pipe, draft="self", *, policy=None, accept: AcceptanceTest | None = N
     window policy (:class:`~sdsv.StagePlan`, :class:`~sdsv.ErrorControlled`,
     :class:`~sdsv.FixedInterval`) or a function ``num_inference_steps -> policy``; default
     ``ErrorControlled`` windows with the self-draft (the self-draft's best schedule on the tiny
-    models), ``StagePlan.paper_default`` with a draft transformer. ``accept``: the
+    models), ``StagePlan.paper_default`` with a draft transformer. ``intent``: ``"faithful"``
+    (default) samples with the pipeline scheduler's own step rule, close to the images the
+    pipeline gives without sdsv; ``"accurate"`` steps DPM-Solver++(2M) over the scheduler's sigmas
+    (with the self-draft, ``ErrorControlled.accurate`` windows unless ``policy`` is given): closer
+    to the model's exact sample for the cost, best with fewer steps than the pipeline's Euler
+    default (28 of 50 on the tiny models, docs/tail.md). ``accept``: the
     :class:`~sdsv.AcceptanceTest` (default ``x0_rms <= 0.3``). ``verify``: ``"endpoints"`` (the
     paper's speculative verification, the default) or ``"full"``. Both apply to verified windows
     only: a policy without them (the default self-draft windows, the cache) refuses them. The pipeline's scheduler sets the step rule:
@@ -229,9 +246,14 @@ def enable(pipe, draft="self", *, policy=None, accept: AcceptanceTest | None = N
         family.self_draft_split(pipe.transformer, None, head_blocks)  # refuses an unknown block layout now
     else:
         family.check_draft(pipe.transformer, draft)
+    if intent not in INTENT_SOLVERS:
+        raise ValueError(f"intent must be one of {', '.join(map(repr, INTENT_SOLVERS))}, got {intent!r}")
     policy = policy_argument(policy, plan, "sdsv.enable")
     if policy is None:
-        policy = _default_self_draft_policy if draft == "self" else StagePlan.paper_default
+        if draft != "self":
+            policy = StagePlan.paper_default
+        else:
+            policy = _accurate_self_draft_policy if intent == "accurate" else _default_self_draft_policy
     if not isinstance(policy, WindowPolicy) and not callable(policy):
         raise TypeError(f"policy must be a window policy or a function num_inference_steps -> policy, got "
                         f"{type(policy).__name__}")
@@ -250,7 +272,7 @@ def enable(pipe, draft="self", *, policy=None, accept: AcceptanceTest | None = N
         from ...distributed import rank_and_world
         rank_and_world(None)  # refuse now without a process group
     config = SDSVConfig(draft=draft, policy=policy, accept=accept, verify=verify, convert_scheduler=convert_scheduler,
-                        forecast_order=forecast_order, head_blocks=head_blocks, shard=bool(shard))
+                        forecast_order=forecast_order, head_blocks=head_blocks, shard=bool(shard), intent=intent)
     state = pipe.__dict__.get(_STATE)
     if state is not None:  # enabled already: new settings, same original class
         state.family, state.config = family, config
@@ -382,10 +404,11 @@ class SDSVCall:
         pipe.__dict__.pop("sdsv_stats", None)  # a refused or failed call leaves no stale statistics
         self.family.check_pipeline(pipe)
         self.family.refuse_call(pipe, self.call_args)
-        self.scheduler, self.solver = scheduler_and_solver(pipe.scheduler, self.config.convert_scheduler)
+        self.scheduler, own_rule = scheduler_and_solver(pipe.scheduler, self.config.convert_scheduler)
         # Euler's timesteps are sigma * num_train_timesteps; the multistep schedulers store them as
         # integers (int64(sigma * 1000)): the denoisers then pass the scheduler's own per step
-        self.own_timesteps = self.solver != "euler"
+        self.own_timesteps = own_rule != "euler"
+        self.solver = INTENT_SOLVERS[self.config.intent] or own_rule
 
     def __call__(self):
         hooks = _Hooks(self.pipe, self.scheduler)
