@@ -113,3 +113,22 @@ def test_the_window_ends_at_the_level_whose_forecast_misses():
     last = cls(sample=0, start=5, k=3)
     last.after_draft(3, 9.0)  # the closing state: nothing left to end
     assert last.k == 3 and cls.probe_tol == 0.1 and ProbedUnverified.probe_tol == math.inf
+
+
+def test_a_probed_window_from_a_policy_that_does_not_probe_is_refused():
+    from sdsv import PolicyState, WindowPolicy
+
+    class NamesProbed(WindowPolicy):
+        num_steps, name = 6, "names-probed"
+
+        def start(self, batch):
+            class State(PolicyState):
+                def window(self, sample, step):
+                    return ("target", 0) if step < 2 else ("probed", 1)
+            return State()
+
+        def describe(self):
+            return self.name
+
+    with pytest.raises(ValueError, match="names a 'probed' window but does not probe"):
+        run(ProbedRowwiseSplit(), NamesProbed(), torch.randn(1, 8, dtype=torch.float64))

@@ -269,6 +269,9 @@ class _Loop:
         """Sample ``b``'s next window, as its policy says."""
         kind, k = self.state.window(b, self.pos[b])
         cls = kind if isinstance(kind, type) and issubclass(kind, Window) else self.kinds.get(kind)
+        if kind == "probed" and cls is None:
+            raise ValueError(f"the policy {self.policy.describe()} names a 'probed' window but does not probe: "
+                             "it needs probes = True and a probe_tol")
         if cls is None or k < 0 or (k and not cls.counts_draft_steps) or self.pos[b] + k >= n:
             raise ValueError(f"the policy gave sample {b} at step {self.pos[b]} the window {(kind, k)}, "
                              f"which is not one of {WINDOW_KINDS} with 0 <= k < {n - self.pos[b]}")

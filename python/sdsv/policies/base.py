@@ -25,7 +25,8 @@ from typing import Callable
 
 from .._checks import as_int
 
-WINDOW_KINDS = ("target", "draft", "speculate", "unverified")
+# "probed": an unverified window watched by the in-window probe, for a policy that probes (probe_tol)
+WINDOW_KINDS = ("target", "draft", "speculate", "unverified", "probed")
 ERROR_METRICS = ("x0_rms", "v_rms")
 
 
