@@ -134,7 +134,38 @@ def timestep_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
-class TinyDiT(nn.Module):
+class ThreePartDiT(nn.Module):
+    """What the image and the video target share: the forward in three parts, so that the model
+    can be its own draft (:mod:`sdsv.tiny.split`) — ``embed`` (cheap) -> ``blocks`` (expensive)
+    -> ``head`` (cheap) — and the end of the conditioning. A subclass builds ``t_mlp``, ``ada``,
+    ``blocks`` (and ``g_mlp`` when guidance-distilled) and defines ``embed`` and ``head``."""
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        labels: torch.Tensor,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        h, cond, mod = self.embed(x, sigma, labels, guidance)
+        for blk in self.blocks:
+            h = blk(h, mod)
+        return self.head(h, cond)
+
+    def _modulated(self, cond: torch.Tensor, guidance: torch.Tensor | None, rows: int):
+        """The conditioning vector (sigma and prompt embeddings summed in ``cond``) with the
+        guidance scale added for a guidance-distilled model, and the shared modulation."""
+        cfg = self.cfg
+        if cfg.guidance_embed:
+            if guidance is None:
+                raise ValueError("this model is guidance-distilled: pass guidance=<scale per row>")
+            # guidance scales of 1..10 land in the embedding's sigma-like range 0.1..1
+            cond = cond + self.g_mlp(timestep_embedding(guidance / 10.0, cfg.dim))
+        cond = F.silu(cond)
+        return cond, self.ada(cond).view(rows, 6, cfg.dim)
+
+
+class TinyDiT(ThreePartDiT):
     """Velocity model ``v(x, sigma, labels)``; ``labels[b] = (color, shape)``, null = the counts."""
 
     def __init__(self, cfg: TinyDiTConfig):
@@ -190,20 +221,6 @@ class TinyDiT(nn.Module):
         t = t.reshape(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5)
         return t.reshape(b, c, s, s)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        sigma: torch.Tensor,
-        labels: torch.Tensor,
-        guidance: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        h, cond, mod = self.embed(x, sigma, labels, guidance)
-        for blk in self.blocks:
-            h = blk(h, mod)
-        return self.head(h, cond)
-
-    # The forward in three parts, so the model can be its own draft (sdsv.tiny.split):
-    # embed (cheap) -> blocks (expensive) -> head (cheap).
     def embed(self, x, sigma, labels, guidance=None):
         """Tokens entering the first block, the conditioning vector and the shared modulation."""
         cfg = self.cfg
@@ -213,13 +230,7 @@ class TinyDiT(nn.Module):
             h = torch.cat([words.to(h.dtype), h], dim=1)
         cond = self.t_mlp(timestep_embedding(sigma, cfg.dim))
         cond = cond + self.color_emb(labels[:, 0]) + self.shape_emb(labels[:, 1])
-        if cfg.guidance_embed:
-            if guidance is None:
-                raise ValueError("this model is guidance-distilled: pass guidance=<scale per row>")
-            # guidance scales of 1..10 land in the embedding's sigma-like range 0.1..1
-            cond = cond + self.g_mlp(timestep_embedding(guidance / 10.0, cfg.dim))
-        cond = F.silu(cond)
-        mod = self.ada(cond).view(x.shape[0], 6, cfg.dim)
+        cond, mod = self._modulated(cond, guidance, x.shape[0])
         return h, cond, mod
 
     def head(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

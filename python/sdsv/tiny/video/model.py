@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model import Block, timestep_embedding
+from ..model import Block, ThreePartDiT, timestep_embedding
 
 
 @dataclass
@@ -66,7 +66,7 @@ def sincos_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
     return emb.float()
 
 
-class TinyVideoDiT(nn.Module):
+class TinyVideoDiT(ThreePartDiT):
     """Velocity model ``v(x, sigma, labels)`` of clips; ``labels[b] = (color, shape, motion)``,
     the null label of each word is its count."""
 
@@ -119,12 +119,6 @@ class TinyVideoDiT(nn.Module):
         t = tokens.reshape(b, gt, gh, gw, cfg.channels, cfg.patch_t, cfg.patch, cfg.patch).permute(0, 4, 1, 5, 2, 6, 3, 7)
         return t.reshape(b, cfg.channels, cfg.frames, cfg.image_size, cfg.image_size)
 
-    def forward(self, x, sigma, labels, guidance=None):
-        h, cond, mod = self.embed(x, sigma, labels, guidance)
-        for blk in self.blocks:
-            h = blk(h, mod)
-        return self.head(h, cond)
-
     def embed(self, x, sigma, labels, guidance=None):
         """Tokens entering the first block, the conditioning vector and the shared modulation."""
         cfg = self.cfg
@@ -133,12 +127,7 @@ class TinyVideoDiT(nn.Module):
         h = torch.cat([words.to(h.dtype), h], dim=1)
         cond = self.t_mlp(timestep_embedding(sigma, cfg.dim))
         cond = cond + self.color_emb(labels[:, 0]) + self.shape_emb(labels[:, 1]) + self.motion_emb(labels[:, 2])
-        if cfg.guidance_embed:
-            if guidance is None:
-                raise ValueError("this model is guidance-distilled: pass guidance=<scale per row>")
-            cond = cond + self.g_mlp(timestep_embedding(guidance / 10.0, cfg.dim))
-        cond = F.silu(cond)
-        mod = self.ada(cond).view(x.shape[0], 6, cfg.dim)
+        cond, mod = self._modulated(cond, guidance, x.shape[0])
         return h, cond, mod
 
     def head(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
