@@ -17,7 +17,8 @@ set), ``probe`` (does the probe's error predict the closing error, by zone), ``g
 for the forecast gap, an a-priori estimate that costs no block, and gap-limited windows),
 ``transfer`` (the same for EasyCache's transfer-rate bound on the deep blocks), ``depth`` (the
 probe moved to each deep block, on its forecast input; as a window limit, and the step finished
-from the probed block),
+from the probed block), ``variable`` (the forecast extrapolating in log-SNR, log sigma or sqrt
+sigma instead of sigma),
 ``accurate`` (candidates for the accurate intent on the calibration set, both yardsticks),
 ``intents`` (the faithful and accurate defaults and the baselines on the report set, both yardsticks),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
@@ -40,6 +41,7 @@ import torch
 import sdsv_kernels
 from sdsv import ErrorControlled, FixedInterval, StagePlan
 from sdsv.evaluation.runner import balanced_prompts
+import sdsv.forecast.anchors as anchors_module
 from sdsv.forecast.anchors import lagrange_coefficients
 from sdsv.forecast.self_draft import SelfDraft
 from sdsv.metrics import psnr, tail_summary
@@ -483,6 +485,36 @@ def _depth_probe(pipe: TinyPipeline, j: int, finish: bool = False):
                           split=lambda sp: DepthProbeSplit(sp, j, finish))
 
 
+# the variable the self-draft's forecast extrapolates in: sigma (what it uses; the tiny
+# pipeline's schedule is linear in it), or three monotone maps of it
+FORECAST_VARIABLES = {
+    "sigma": lambda s: s,
+    "log-SNR": lambda s: math.log(max(1 - s, 1e-6) / max(s, 1e-6)),
+    "log sigma": lambda s: math.log(max(s, 1e-6)),
+    "sqrt sigma": lambda s: math.sqrt(max(s, 0.0)),
+}
+
+
+@contextlib.contextmanager
+def forecast_in(f):
+    """Inside: the anchors' forecast coefficients are computed at ``f(sigma)``, not ``sigma``."""
+    original = anchors_module.lagrange_coefficients
+    anchors_module.lagrange_coefficients = lambda sigmas, at: original([f(x) for x in sigmas], f(at))
+    try:
+        yield
+    finally:
+        anchors_module.lagrange_coefficients = original
+
+
+def variable(cal: ImageSet) -> list[dict]:
+    """The faithful windows (tol 0.2, 0.3) with the forecast extrapolating in each variable."""
+    rows = []
+    for name, f in FORECAST_VARIABLES.items():
+        with forecast_in(f):
+            rows += [cal.row(f"forecast in {name}, tol {tol:g}", ErrorControlled(50, tol=tol)) for tol in (0.2, 0.3)]
+    return rows
+
+
 def _apriori(cal: ImageSet, estimate, candidates_) -> dict:
     with apriori_drafts(cal.pipe, estimate):
         pairs = closing_pairs(cal)
@@ -610,7 +642,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
     return rows
 
 
-SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "accurate", "intents", "latency")
+SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "variable", "accurate", "intents", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -631,6 +663,7 @@ def markdown(result: dict) -> str:
               "gap": "The forecast gap (a-priori, free) as the in-window estimate, calibration set",
               "transfer": "The transfer-rate bound (a-priori, free) as the in-window estimate, calibration set",
               "depth": "The probe at a deeper block (on its forecast input, one block per draft step) as the window limit, calibration set",
+              "variable": "The variable the forecast extrapolates in, calibration set",
               "accurate": "Candidates for the accurate intent on the calibration set",
               "intents": "The intents on the report set"}
     for key, title in tables.items():
@@ -700,7 +733,7 @@ def main(argv=None) -> int:
     pipe = TinyPipeline.from_pretrained(names=("target",))
     with torch.inference_mode():
         t0 = time.time()
-        if {"where", "candidates", "probe", "gap", "transfer", "depth", "accurate"} & set(sections):
+        if {"where", "candidates", "probe", "gap", "transfer", "depth", "variable", "accurate"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
@@ -711,7 +744,8 @@ def main(argv=None) -> int:
                 result[name] = intents(rep) if name == "intents" else latency(rep)
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
-                                "transfer": transfer, "depth": depth, "accurate": accurate}[name](cal)
+                                "transfer": transfer, "depth": depth, "variable": variable,
+                                "accurate": accurate}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")

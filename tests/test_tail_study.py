@@ -112,3 +112,14 @@ def test_the_probe_at_depth_0_is_the_samplers_probe_and_the_draft_is_unchanged()
             if depth == 0:
                 torch.testing.assert_close(probe.last_probe, want_err, rtol=1e-4, atol=1e-6)
             assert probe.last_probe.shape == (2,) and bool((probe.last_probe > 0).all())
+
+
+def test_forecasting_in_another_variable_changes_the_coefficients_and_is_undone():
+    bank = _bank_with(lambda s, b: torch.ones(1, WIDTH) * s, [0.9, 0.6])
+    bank.tag([0], [0.4])
+    in_sigma = bank.forecast_args(1, "cpu")[2]
+    assert in_sigma[0, 1:].tolist() == pytest.approx([-2 / 3, 5 / 3])  # the line through 0.9 and 0.6, at 0.4
+    with tail_study.forecast_in(lambda s: s * s):
+        in_square = bank.forecast_args(1, "cpu")[2]
+    assert in_square[0, 1:].tolist() == pytest.approx([(0.16 - 0.36) / (0.81 - 0.36), (0.81 - 0.16) / (0.81 - 0.36)])
+    assert torch.equal(bank.forecast_args(1, "cpu")[2], in_sigma)
