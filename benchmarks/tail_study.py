@@ -496,10 +496,18 @@ FORECAST_VARIABLES = {
 
 
 @contextlib.contextmanager
-def forecast_in(f):
-    """Inside: the anchors' forecast coefficients are computed at ``f(sigma)``, not ``sigma``."""
+def forecast_in(f, scale: float = 1.0):
+    """Inside: the anchors' forecast coefficients are computed at ``f(sigma)``, not ``sigma``,
+    and the extrapolation beyond the newest anchor is scaled by ``scale`` (< 1 damps it toward
+    reusing that anchor, > 1 overshoots)."""
     original = anchors_module.lagrange_coefficients
-    anchors_module.lagrange_coefficients = lambda sigmas, at: original([f(x) for x in sigmas], f(at))
+
+    def coefficients(sigmas, at):
+        c = original([f(x) for x in sigmas], f(at))
+        reuse = [0.0] * (len(c) - 1) + [1.0]
+        return [scale * x + (1 - scale) * r for x, r in zip(c, reuse)]
+
+    anchors_module.lagrange_coefficients = coefficients
     try:
         yield
     finally:
@@ -507,11 +515,14 @@ def forecast_in(f):
 
 
 def variable(cal: ImageSet) -> list[dict]:
-    """The faithful windows (tol 0.2, 0.3) with the forecast extrapolating in each variable."""
+    """The faithful windows (tol 0.2, 0.3) with the forecast extrapolating in each variable, then
+    in sigma with its extrapolation damped or overshot."""
     rows = []
-    for name, f in FORECAST_VARIABLES.items():
-        with forecast_in(f):
-            rows += [cal.row(f"forecast in {name}, tol {tol:g}", ErrorControlled(50, tol=tol)) for tol in (0.2, 0.3)]
+    shapes = [(f"forecast in {name}", f, 1.0) for name, f in FORECAST_VARIABLES.items()]
+    shapes += [(f"forecast in sigma, extrapolation x{a:g}", FORECAST_VARIABLES["sigma"], a) for a in (0.6, 0.8, 1.2)]
+    for label, f, scale in shapes:
+        with forecast_in(f, scale):
+            rows += [cal.row(f"{label}, tol {tol:g}", ErrorControlled(50, tol=tol)) for tol in (0.2, 0.3)]
     return rows
 
 

@@ -123,3 +123,6 @@ def test_forecasting_in_another_variable_changes_the_coefficients_and_is_undone(
         in_square = bank.forecast_args(1, "cpu")[2]
     assert in_square[0, 1:].tolist() == pytest.approx([(0.16 - 0.36) / (0.81 - 0.36), (0.81 - 0.16) / (0.81 - 0.36)])
     assert torch.equal(bank.forecast_args(1, "cpu")[2], in_sigma)
+    with tail_study.forecast_in(lambda s: s, scale=0.5):  # half-way between reuse and the line
+        damped = bank.forecast_args(1, "cpu")[2]
+    assert damped[0, 1:].tolist() == pytest.approx([-1 / 3, 4 / 3])
