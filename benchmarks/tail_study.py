@@ -17,7 +17,7 @@ set), ``probe`` (does the probe's error predict the closing error, by zone), ``g
 for the forecast gap, an a-priori estimate that costs no block, and gap-limited windows),
 ``transfer`` (the same for EasyCache's transfer-rate bound on the deep blocks), ``depth`` (the
 probe moved to each deep block, on its forecast input; as a window limit, and the step finished
-from the probed block), ``variable`` (the forecast extrapolating in log-SNR, log sigma or sqrt
+from the probed block), ``partial`` (the last deep blocks computed at draft steps), ``variable`` (the forecast extrapolating in log-SNR, log sigma or sqrt
 sigma instead of sigma),
 ``accurate`` (candidates for the accurate intent on the calibration set, both yardsticks),
 ``intents`` (the faithful and accurate defaults and the baselines on the report set, both yardsticks),
@@ -317,9 +317,10 @@ class DepthProbeSplit(InputKeepingSplit):
     ``rms(block_j(h_j^) - h_(j+1)^) / rms(h_(j+1)^ - h_j^)``. ``j = 0`` is the probe of
     ``ProbedUnverified`` (its input is exact). With ``finish``, the draft's output is finished
     from the probed block's real output (the blocks after it forecast as a residual from there)
-    instead of from the whole forecast: the probe corrects the step rather than only measuring it."""
+    instead of from the whole forecast: the probe corrects the step rather than only measuring it;
+    with ``finish="rest"`` every block from ``j`` on runs for real (no probe error reported)."""
 
-    def __init__(self, split: TinyDiTSplit, depth: int, finish: bool = False):
+    def __init__(self, split: TinyDiTSplit, depth: int, finish: bool | str = False):
         super().__init__(split)
         if not 0 <= depth < len(split.deep):
             raise ValueError(f"depth must be in 0..{len(split.deep) - 1}, got {depth}")
@@ -349,6 +350,12 @@ class DepthProbeSplit(InputKeepingSplit):
             return h + anchors[..., part * width:(part + 1) * width]
 
         j = self.depth
+        if self.finish == "rest":  # every block from j on computed for real, on the forecast input
+            g = forecast(j)
+            for blk in s.deep[j:]:
+                g = blk(g, mod)
+            self.last_probe = torch.zeros(h.shape[0])
+            return s._leave(g, cond, mod)
         real = s.deep[j](forecast(j), mod)
         err = (real - forecast(j + 1)).flatten(1).pow(2).mean(1)
         ref = (forecast(j + 1) - forecast(j)).flatten(1).pow(2).mean(1)
@@ -480,7 +487,18 @@ def depth(cal: ImageSet) -> dict:
     return out
 
 
-def _depth_probe(pipe: TinyPipeline, j: int, finish: bool = False):
+def partial(cal: ImageSet) -> list[dict]:
+    """The draft with its last deep blocks computed for real, on their forecast input: does
+    computing more of the model at draft steps shrink the misses?"""
+    rows = []
+    for j in (4, 6):
+        with _depth_probe(cal.pipe, j, finish="rest"):
+            rows += [cal.row(f"blocks {j}-7 computed at draft steps, tol {tol:g}", ErrorControlled(50, tol=tol))
+                     for tol in (0.2, 0.3)]
+    return rows
+
+
+def _depth_probe(pipe: TinyPipeline, j: int, finish: bool | str = False):
     return apriori_drafts(pipe, lambda bank, rows, split: split.last_probe,
                           split=lambda sp: DepthProbeSplit(sp, j, finish))
 
@@ -653,7 +671,8 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
     return rows
 
 
-SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "variable", "accurate", "intents", "latency")
+SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "accurate", "intents",
+            "latency")
 
 
 def markdown(result: dict) -> str:
@@ -674,6 +693,7 @@ def markdown(result: dict) -> str:
               "gap": "The forecast gap (a-priori, free) as the in-window estimate, calibration set",
               "transfer": "The transfer-rate bound (a-priori, free) as the in-window estimate, calibration set",
               "depth": "The probe at a deeper block (on its forecast input, one block per draft step) as the window limit, calibration set",
+              "partial": "The last deep blocks computed at draft steps, on their forecast input, calibration set",
               "variable": "The variable the forecast extrapolates in, calibration set",
               "accurate": "Candidates for the accurate intent on the calibration set",
               "intents": "The intents on the report set"}
@@ -744,7 +764,7 @@ def main(argv=None) -> int:
     pipe = TinyPipeline.from_pretrained(names=("target",))
     with torch.inference_mode():
         t0 = time.time()
-        if {"where", "candidates", "probe", "gap", "transfer", "depth", "variable", "accurate"} & set(sections):
+        if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "accurate"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
@@ -755,7 +775,7 @@ def main(argv=None) -> int:
                 result[name] = intents(rep) if name == "intents" else latency(rep)
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
-                                "transfer": transfer, "depth": depth, "variable": variable,
+                                "transfer": transfer, "depth": depth, "partial": partial, "variable": variable,
                                 "accurate": accurate}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))

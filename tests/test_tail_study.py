@@ -112,6 +112,11 @@ def test_the_probe_at_depth_0_is_the_samplers_probe_and_the_draft_is_unchanged()
             if depth == 0:
                 torch.testing.assert_close(probe.last_probe, want_err, rtol=1e-4, atol=1e-6)
             assert probe.last_probe.shape == (2,) and bool((probe.last_probe > 0).all())
+        # every block computed from block 0 on: the draft is the target
+        rest = tail_study.DepthProbeSplit(split, 0, finish="rest")
+        bank = _two_anchor_bank(rest.forward_with_residual, x, labels)
+        v = rest.forward_with_forecast(x, sigma, *bank.forecast_args(2, "cpu"), labels)
+        torch.testing.assert_close(v, model(x, sigma, labels), rtol=1e-5, atol=1e-6)
 
 
 def test_forecasting_in_another_variable_changes_the_coefficients_and_is_undone():
