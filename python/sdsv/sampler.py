@@ -228,7 +228,7 @@ class _Loop:
 
     def __init__(self, policy, verify, accept, noise, sigmas, models, conds, anchors, bar, solver: Solver):
         self.policy, self.state = policy, policy.start(noise.shape[0])
-        self.kinds = window_kinds(verify, policy.closing_error, policy.probe_tol if policy.probes else None)
+        self.kinds = window_kinds(verify, policy.closing_error, policy.probe_tol)
         self.accept, self.models, self.conds, self.anchors, self.bar = accept, models, conds, anchors, bar
         self.probing = policy.probes
         self.verify = verify
@@ -271,7 +271,7 @@ class _Loop:
         cls = kind if isinstance(kind, type) and issubclass(kind, Window) else self.kinds.get(kind)
         if kind == "probed" and cls is None:
             raise ValueError(f"the policy {self.policy.describe()} names a 'probed' window but does not probe: "
-                             "it needs probes = True and a probe_tol")
+                             "it needs a probe_tol")
         if cls is None or k < 0 or (k and not cls.counts_draft_steps) or self.pos[b] + k >= n:
             raise ValueError(f"the policy gave sample {b} at step {self.pos[b]} the window {(kind, k)}, "
                              f"which is not one of {WINDOW_KINDS} with 0 <= k < {n - self.pos[b]}")

@@ -44,11 +44,15 @@ class WindowPolicy:
     name: str = "custom"
     closing_error: bool = False
     error_metric: str = "x0_rms"
-    probes: bool = False  # the self-draft computes the in-window probe at every draft step
-    probe_tol: float | None = None
+    probe_tol: float | None = None  # set: the in-window probe's limit of "probed" windows
 
     def start(self, batch: int) -> "PolicyState":
         raise NotImplementedError
+
+    @property
+    def probes(self) -> bool:
+        """Whether the self-draft computes the in-window probe at every draft step."""
+        return self.probe_tol is not None
 
     @property
     def uses_target(self) -> bool:

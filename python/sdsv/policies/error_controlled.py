@@ -56,10 +56,6 @@ class ErrorControlled(WindowPolicy):
         if self.probe_tol is not None:
             object.__setattr__(self, "probe_tol", as_float("probe_tol", self.probe_tol, positive=True))
 
-    @property
-    def probes(self) -> bool:
-        return self.probe_tol is not None
-
     @classmethod
     def faithful(cls, num_steps: int) -> "ErrorControlled":
         """The self-draft's default: close to what the pipeline's own sampler gives with every

@@ -182,11 +182,6 @@ def _default_self_draft_policy(num_steps: int) -> ErrorControlled:
     return ErrorControlled.faithful(num_steps)
 
 
-def _accurate_self_draft_policy(num_steps: int) -> ErrorControlled:
-    """The accurate intent's windows (:meth:`ErrorControlled.accurate`): 1-2 forecast steps."""
-    return ErrorControlled.accurate(num_steps)
-
-
 def _sharded(denoiser):
     """``enable(..., shard=True)``: the denoiser's rows spread over the ranks."""
     from ...distributed import ShardedDenoiser
@@ -253,7 +248,7 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
         if draft != "self":
             policy = StagePlan.paper_default
         else:
-            policy = _accurate_self_draft_policy if intent == "accurate" else _default_self_draft_policy
+            policy = ErrorControlled.accurate if intent == "accurate" else _default_self_draft_policy
     if not isinstance(policy, WindowPolicy) and not callable(policy):
         raise TypeError(f"policy must be a window policy or a function num_inference_steps -> policy, got "
                         f"{type(policy).__name__}")
