@@ -152,7 +152,9 @@ setup(
     python_requires=">=3.10",
     package_dir={"sdsv": "python/sdsv", "sdsv_kernels": "sdsv_kernels"},
     packages=_packages("python/sdsv", "sdsv") + _packages("sdsv_kernels", "sdsv_kernels"),
-    package_data={"sdsv.tiny": ["weights/*.safetensors", "weights/*.json", "weights/*.md"]},
+    package_data={"sdsv.tiny": ["weights/*.safetensors", "weights/*.json", "weights/*.md"],
+                  # the tiny Flux as a diffusers folder: FluxPipeline.from_pretrained(sdsv.tiny.flux.PIPELINE_DIR)
+                  "sdsv.tiny.flux": ["pipeline/*.json", "pipeline/*.md", "pipeline/*/*.json", "pipeline/*/*.safetensors"]},
     ext_modules=_ext_modules,
     cmdclass={"build_ext": CMakeBuild},
     install_requires=["torch>=2.1", "numpy", "safetensors", "tqdm", "pillow"],
@@ -160,7 +162,9 @@ setup(
         # what the tests and benchmarks import; the exact tested versions of these and of everything
         # they pull in are in constraints.txt, which the README command and .ci/run install with
         "test": ["pytest>=9", "pytest-benchmark>=5.3.1", "hypothesis==6.155.2", "diffusers==0.42.1", "transformers==5.24.0", "triton==3.9.0",
-                 "matplotlib==3.11.2"],
+                 "matplotlib==3.11.2", "cache-dit==1.5.3"],
+        # the caches sdsv is compared with (`sdsv eval --experiment peers`) beyond diffusers' own hooks
+        "peers": ["cache-dit>=1.5.3"],
         # diffusers integration (sdsv.enable): tested with diffusers 0.42.1; a changed timestep
         # convention in another version is detected and refused at the first call
         "diffusers": ["diffusers>=0.42.1", "transformers"],

@@ -12,6 +12,7 @@ import torch
 
 from ...errors import RefusedError
 from .denoisers import flux_denoiser, sd3_denoiser, wan_denoiser
+from .other_caches import describe, step_caches
 from .split import TransformerSplit
 
 
@@ -146,13 +147,13 @@ class Family:
 
 
 def check_no_cache(module, what: str) -> None:
-    """Step caches (FirstBlockCache, MagCache, FasterCache, PAB) reuse activations of the previous
-    step; an SDSV forward holds rows of different steps and samples, so their reuse would be wrong."""
-    if module is not None and getattr(_unwrap(module), "is_cache_enabled", False):
+    """Refuse a model with another step cache attached (:mod:`.other_caches`): its reused
+    activations assume one step per forward, while an SDSV forward holds rows of several steps."""
+    found = step_caches(module)
+    if found:
         raise RefusedError(
-            f"{what} has a step cache enabled ({type(_unwrap(module)._cache_config).__name__}); its reused "
-            "activations assume one step per forward, while SDSV batches rows of different steps: call "
-            ".disable_cache() on it first"
+            f"{what} has another step cache attached: {describe(found)}. Its reused activations assume one "
+            "step per forward, while sdsv batches rows of different steps and samples: remove it first"
         )
 
 

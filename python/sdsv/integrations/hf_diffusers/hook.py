@@ -40,7 +40,7 @@ from ...policies import ErrorControlled, StagePlan, WindowPolicy, policy_argumen
 from ...sampler import check_verification_options, sample
 from ...result import SampleStats
 from ...errors import RefusedError
-from .families import Family, family_of
+from .families import Family, check_no_cache, family_of
 
 _STATE = "_sdsv_state"
 _SUBCLASSES: dict[type, type] = {}
@@ -398,6 +398,8 @@ class SDSVCall:
         self.call_args = {k: v for k, v in bound.arguments.items() if k != "self"}
         pipe.__dict__.pop("sdsv_stats", None)  # a refused or failed call leaves no stale statistics
         self.family.check_pipeline(pipe)
+        if not isinstance(self.config.draft, str):  # a cache may have been attached to it since enable
+            check_no_cache(self.config.draft, "the draft")
         self.family.refuse_call(pipe, self.call_args)
         self.scheduler, own_rule = scheduler_and_solver(pipe.scheduler, self.config.convert_scheduler)
         # Euler's timesteps are sigma * num_train_timesteps; the multistep schedulers store them as
