@@ -35,7 +35,7 @@ from .acceptance import AcceptanceTest
 from .contract import all_finite, check_model_output, is_per_row, is_pure, per_row_names, timed_call
 from .errors import NonFiniteOutputError
 from .forecast import SelfDraft
-from .policies import WINDOW_KINDS, WindowPolicy, policy_argument
+from .policies import WINDOW_KINDS, WindowPolicy
 from .progress import progress_options
 from .result import SampleResult, SampleStats
 from .schedule import check_sigmas
@@ -166,15 +166,13 @@ def sample(
     solver: str | Solver = "euler",
     progress: bool | dict = False,
     per_sample: Sequence[str] | None = None,
-    plan: WindowPolicy | None = None,
     **cond,
 ) -> SampleResult:
     """Sample from ``noise`` along ``sigmas`` with the target, the draft and the window policy.
 
     ``target``/``draft``: ``(x[b, ...], sigma[b], **cond) -> v[b, ...]``, one call = one
     batched forward, one sigma per row. ``policy``: a :class:`~sdsv.StagePlan` (the paper's
-    verified windows) or another window policy (:mod:`sdsv.policies`); ``plan=`` is its former
-    name, accepted for one release with a ``DeprecationWarning``. ``self_draft``: the
+    verified windows) or another window policy (:mod:`sdsv.policies`). ``self_draft``: the
     :class:`~sdsv.forecast.SelfDraft` whose denoisers ``target``/``draft`` are built on (they
     default to its own when None); the sampler keeps its anchors for this call and tells it
     which target evaluations lie on the committed trajectory. ``cond`` kwargs named in
@@ -185,7 +183,6 @@ def sample(
     carries its multistep history through windows (:mod:`sdsv.solvers`). ``progress``: show a
     tqdm bar (a dict is passed to tqdm as options).
     """
-    policy = policy_argument(policy, plan, "sdsv.sample")
     if policy is None:
         raise TypeError("sample() needs a window policy: policy=sdsv.StagePlan.paper_default(num_steps), ...")
     check_verification_options(policy, verify, accept)

@@ -20,7 +20,6 @@ is never mutated by sampling, so one policy serves concurrent calls.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Callable
 
 from .._checks import as_int
@@ -95,17 +94,6 @@ class StatelessState(PolicyState):
 
     def window(self, sample: int, step: int) -> tuple[str, int]:
         return self.window_at(step)
-
-
-def policy_argument(policy, plan, caller: str):
-    """The window policy a caller got as ``policy=`` or as ``plan=``, its name until this release
-    (a ``DeprecationWarning``); both at once is an error. None when neither was given."""
-    if plan is None:
-        return policy
-    if policy is not None:
-        raise TypeError("pass the window policy as policy= (plan= is its deprecated name), not both")
-    warnings.warn(f"{caller}(..., plan=) is deprecated; pass policy=", DeprecationWarning, stacklevel=3)
-    return plan
 
 
 def shortened(kind: str, k: int, step: int, end: int) -> tuple[str, int]:
