@@ -196,10 +196,7 @@ def sample(
     t_start = time.perf_counter()
     batch = noise.shape[0]
     stats = SampleStats()
-    if policy.probes and self_draft is None:
-        raise TypeError(f"the policy {policy.describe()} probes inside its windows: it needs a self_draft "
-                        "(sdsv.SelfDraft) whose split model computes the probe")
-    session = self_draft.session(batch, probe=policy.probes) if self_draft is not None else contextlib.nullcontext()
+    session = self_draft.session(batch) if self_draft is not None else contextlib.nullcontext()
     # sampling never needs autograd: without this, nn.Module models called outside no_grad would
     # keep the whole sampling graph alive (and the custom ops have no backward)
     with torch.no_grad(), tqdm(total=policy.num_steps * batch, **progress_options(progress, "sdsv")) as bar, \
@@ -225,9 +222,8 @@ class _Loop:
 
     def __init__(self, policy, verify, accept, noise, sigmas, models, conds, anchors, bar, solver: Solver):
         self.policy, self.state = policy, policy.start(noise.shape[0])
-        self.kinds = window_kinds(verify, policy.closing_error, policy.probe_tol)
+        self.kinds = window_kinds(verify, policy.closing_error)
         self.accept, self.models, self.conds, self.anchors, self.bar = accept, models, conds, anchors, bar
-        self.probing = policy.probes
         self.verify = verify
         self.x = noise.clone()
         self.dev = noise.device
@@ -266,9 +262,6 @@ class _Loop:
         """Sample ``b``'s next window, as its policy says."""
         kind, k = self.state.window(b, self.pos[b])
         cls = kind if isinstance(kind, type) and issubclass(kind, Window) else self.kinds.get(kind)
-        if kind == "probed" and cls is None:
-            raise ValueError(f"the policy {self.policy.describe()} names a 'probed' window but does not probe: "
-                             "it needs a probe_tol")
         if cls is None or k < 0 or (k and not cls.counts_draft_steps) or self.pos[b] + k >= n:
             raise ValueError(f"the policy gave sample {b} at step {self.pos[b]} the window {(kind, k)}, "
                              f"which is not one of {WINDOW_KINDS} with 0 <= k < {n - self.pos[b]}")
@@ -279,7 +272,7 @@ class _Loop:
         windows, offs, sig = rnd.windows, rnd.offsets, self.sig
         for j in range(rnd.depth):
             lvl = [i for i, w in enumerate(windows) if j < w.levels]
-            if not lvl:  # every window ended early (the probe)
+            if not lvl:  # every window ended early (a kind may shorten itself while it rolls out)
                 break
             rows = [offs[i] + j for i in lvl]
             y = gather_rows(rnd.states, rows)
@@ -288,10 +281,6 @@ class _Loop:
             d = self.models("draft", y, gather_rows(self.sig_t, steps), self.conds.rows(samples), samples,
                             [sig[s] for s in steps])
             scatter_rows(rnd.drafted, rows, d)
-            if self.probing:
-                for i, e in zip(lvl, self.anchors.probe_errors()):
-                    if windows[i].watches_probe:
-                        windows[i].after_draft(j, e)
             roll = [m for m, i in enumerate(lvl) if j < windows[i].rolls]
             if not roll:
                 continue

@@ -24,8 +24,7 @@ from typing import Callable
 
 from .._checks import as_int
 
-# "probed": an unverified window watched by the in-window probe, for a policy that probes (probe_tol)
-WINDOW_KINDS = ("target", "draft", "speculate", "unverified", "probed")
+WINDOW_KINDS = ("target", "draft", "speculate", "unverified")
 ERROR_METRICS = ("x0_rms", "v_rms")
 
 
@@ -35,23 +34,15 @@ class WindowPolicy:
     The sampler reads only what is declared here: ``num_steps``, ``name``, ``uses_target`` /
     ``uses_draft``, ``closing_error`` (evaluate the draft at the last state of unverified
     windows: the window's error) and ``error_metric`` (how that error is measured:
-    ``x0_rms`` = sigma rms(t - d), ``v_rms`` = rms(t - d)) and ``probes`` (the self-draft
-    measures its forecast's error at every draft step; ``"probed"`` windows end early where it
-    exceeds ``probe_tol``)."""
+    ``x0_rms`` = sigma rms(t - d), ``v_rms`` = rms(t - d))."""
 
     num_steps: int
     name: str = "custom"
     closing_error: bool = False
     error_metric: str = "x0_rms"
-    probe_tol: float | None = None  # set: the in-window probe's limit of "probed" windows
 
     def start(self, batch: int) -> "PolicyState":
         raise NotImplementedError
-
-    @property
-    def probes(self) -> bool:
-        """Whether the self-draft computes the in-window probe at every draft step."""
-        return self.probe_tol is not None
 
     @property
     def uses_target(self) -> bool:

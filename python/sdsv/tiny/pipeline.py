@@ -85,17 +85,8 @@ class _CompiledSplit:
         def with_forecast(x, sigma, bank, index, coeffs, labels, guidance=None):
             return split.forward_with_forecast(x, sigma, bank, index, coeffs, labels, guidance)
 
-        def with_probe_residual(x, sigma, labels, guidance=None):
-            return split.forward_with_probe_residual(x, sigma, labels, guidance)
-
-        def with_probe(x, sigma, bank, index, coeffs, labels, guidance=None):
-            return split.forward_with_probe(x, sigma, bank, index, coeffs, labels, guidance)
-
         self.forward_with_residual = torch.compile(_renamed(with_residual, "self_target"), **options)
         self.forward_with_forecast = torch.compile(_renamed(with_forecast, "self_draft"), **options)
-        # compiled at their first call: only probing policies use them
-        self.forward_with_probe_residual = torch.compile(_renamed(with_probe_residual, "probe_target"), **options)
-        self.forward_with_probe = torch.compile(_renamed(with_probe, "probe_draft"), **options)
 
 
 def _renamed(fn, name: str):

@@ -257,9 +257,6 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
         raise ValueError(f"verify must be one of {sdsv_kernels.VERIFY_MODES}, got {verify!r}")
     # a policy given as a function of the step count is checked at each call
     check_verification_options(policy, verify, accept)
-    if isinstance(policy, WindowPolicy) and policy.probes:
-        raise RefusedError("the in-window probe (probe_tol=) needs a split model that computes it; the diffusers "
-                           "self-draft does not yet: use ErrorControlled without probe_tol")
     scheduler_and_solver(pipe.scheduler, convert_scheduler)  # refuse a wrong scheduler now, not at the first call
 
     if shard:
