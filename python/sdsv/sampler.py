@@ -236,7 +236,7 @@ class _Loop:
         sdt = torch.promote_types(noise.dtype, torch.float32)
         self.sig_t = torch.tensor(self.sig, device=noise.device, dtype=sdt)
         self.h_t = torch.tensor([b - a for a, b in zip(self.sig, self.sig[1:])], device=noise.device, dtype=sdt)
-        self.stepper = stepper_for(solver, self.sig, noise, sdt, self.h_t, lockstep=not policy.uses_draft)
+        self.stepper = stepper_for(solver, self.sig, noise, sdt, self.h_t)
         self.pos = [0] * self.batch
         self.stats = models.stats
         self._vk_cache: dict[tuple, torch.Tensor] = {}
