@@ -13,7 +13,7 @@ steps (accuracy: the converged reference). Cost: target evaluations (states) per
 
 Sections: ``where`` (the calibration set's three worst images under error-controlled windows:
 forecasting only before / only from step s), ``candidates`` (error estimates on the calibration
-set), ``probe`` (does the probe's error predict the closing error, by zone), ``gap`` (the same
+set), ``probe`` (does the in-window probe's error predict the closing error, by zone), ``gap`` (the same
 for the forecast gap, an a-priori estimate that costs no block, and gap-limited windows),
 ``transfer`` (the same for EasyCache's transfer-rate bound on the deep blocks), ``depth`` (the
 probe moved to each deep block, on its forecast input; as a window limit, and the step finished
@@ -23,6 +23,11 @@ sigma instead of sigma),
 ``intents`` (the faithful and accurate defaults and the baselines on the report set, both yardsticks),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
 are cached in ``<out>/cache`` (git-ignored).
+
+The in-window estimates (the probe: the first deep block computed for real at each draft step;
+the forecast gap; the transfer rate; the probe at deeper blocks) end a window where they exceed a
+limit: :class:`LimitedWindow`, run by the policy :class:`Limited` and fed by the draft
+:class:`AprioriDraft`. They live here, not in the sampler: none of them paid (docs/tail.md).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from sdsv.metrics import psnr, tail_summary
 from sdsv.policies import PolicyState, WindowPolicy, next_window_length, shortened
 from sdsv.tiny.pipeline import TinyPipeline
 from sdsv.tiny.split import TinyDiTSplit
-from sdsv.windows import ProbedUnverified
+from sdsv.windows import UnverifiedWithError
 
 REPORT_START, CALIBRATION_START = 20_000, 21_056
 
@@ -187,6 +192,80 @@ class Between(WindowPolicy):
         return State()
 
 
+class LimitedWindow(UnverifiedWithError):
+    """An error-controlled (unverified) window that ends early where an in-window error estimate
+    exceeds ``limit``: after the draft's call at each of the window's levels, :func:`report` hands
+    it the estimate at its row (:meth:`after_draft`); above ``limit`` (or NaN) the window ends
+    there, before that forecast is used, and the state becomes the window's closing target step.
+    It works because the sampler reads a window's ``levels`` and ``rolls`` at every draft level
+    (tests/test_tail_study.py checks that it still does)."""
+
+    limit = math.inf
+
+    def __init__(self, sample, start, k):
+        super().__init__(sample, start, k)
+        self.seen = 0  # draft levels reported so far
+        _OPEN[sample] = self
+
+    def after_draft(self, level: int, error: float) -> None:
+        if level < self.k and not error <= self.limit:  # NaN ends the window too
+            self.k = level
+            self.levels, self.rolls, self.verify_rows = level + 1, level, (level,)
+
+
+_OPEN: dict[int, LimitedWindow] = {}  # each sample's newest LimitedWindow (one sampling call at a time)
+
+
+def report(bank, errors) -> None:
+    """The draft call just made measured ``errors`` (one per model row): each sampler row's
+    largest over its guidance branches (a forecast that misses on either branch misses the guided
+    output) goes to that sample's window while it is still rolling out."""
+    r = len(bank.tags)
+    per_row = torch.as_tensor(errors).reshape(-1, r).amax(0).tolist()
+    for b, e in zip(bank.tags, per_row):
+        w = _OPEN.get(b)
+        if w is not None and w.seen < w.levels:
+            level, w.seen = w.seen, w.seen + 1
+            w.after_draft(level, e)
+
+
+class Limited(WindowPolicy):
+    """``inner``'s error-controlled windows as :class:`LimitedWindow` s ending above ``limit``
+    (what ``ErrorControlled(..., probe_tol=limit)`` was while the sampler had the probe)."""
+
+    def __init__(self, inner: ErrorControlled, limit: float):
+        self.inner, self.limit = inner, float(limit)
+        self.num_steps, self.name = inner.num_steps, inner.name
+        self.closing_error, self.error_metric = inner.closing_error, inner.error_metric
+
+    @property
+    def verifies(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()[:-1]}, probe<={self.limit:g}]"
+
+    def start(self, batch: int) -> PolicyState:
+        inner = self.inner.start(batch)
+        window = type(LimitedWindow.__name__, (LimitedWindow,), {"limit": self.limit})
+        _OPEN.clear()
+
+        class State(PolicyState):
+            def window(self, b, step):
+                kind, k = inner.window(b, step)
+                return (window, k) if kind == "unverified" else (kind, k)
+
+            def observe(self, *args):
+                return inner.observe(*args)
+
+        return State()
+
+
+def limited(limit: float, num_steps: int = 50, **policy) -> Limited:
+    """``ErrorControlled(num_steps, **policy)``'s windows ending where the estimate exceeds ``limit``."""
+    return Limited(ErrorControlled(num_steps, **policy), limit)
+
+
 def where(cal: ImageSet) -> dict:
     """The three worst calibration images under error-ctrl tol 0.3: forecasting only before / from step s."""
     base = ErrorControlled(50, tol=0.3)
@@ -211,10 +290,10 @@ CANDIDATES = [
     ("sigma: tol 0.2 to step 30, 0.3 after", lambda: Phased(50, [(30, 0.2, 4), (50, 0.3, 4)])),
     ("sigma: 0.3 / 0.15 in steps 10-30 / 0.3", lambda: Phased(50, [(10, 0.3, 4), (30, 0.15, 4), (50, 0.3, 4)])),
     ("sigma: 0.15 to step 30, 0.3 and k<=8 after", lambda: Phased(50, [(30, 0.15, 4), (50, 0.3, 8)])),
-    ("probe 0.1, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.1)),
-    ("probe 0.1, tol 0.3, k<=4", lambda: ErrorControlled(50, tol=0.3, probe_tol=0.1)),
-    ("probe 0.1, tol 0.2, k<=8", lambda: ErrorControlled(50, tol=0.2, k_max=8, probe_tol=0.1)),
-    ("probe 0.15, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.15)),
+    ("probe 0.1, tol 0.3, k<=8", lambda: limited(0.1, tol=0.3, k_max=8)),
+    ("probe 0.1, tol 0.3, k<=4", lambda: limited(0.1, tol=0.3)),
+    ("probe 0.1, tol 0.2, k<=8", lambda: limited(0.1, tol=0.2, k_max=8)),
+    ("probe 0.15, tol 0.3, k<=8", lambda: limited(0.15, tol=0.3, k_max=8)),
     ("warm-up 5 (tol 0.2)", lambda: ErrorControlled(50, tol=0.2, warmup=5)),
     ("warm-up 5, first window 1 step (tol 0.2)", lambda: ErrorControlled(50, tol=0.2, warmup=5, k_init=1, k_min=1)),
     ("warm-up 8 (tol 0.2)", lambda: ErrorControlled(50, tol=0.2, warmup=8)),
@@ -222,7 +301,13 @@ CANDIDATES = [
 
 
 def candidates(cal: ImageSet) -> list[dict]:
-    return [cal.row(name, make()) for name, make in CANDIDATES]
+    """Each candidate on the calibration set; a limited one with the probe (deep block 0)."""
+    rows = []
+    for name, make in CANDIDATES:
+        policy = make()
+        with _depth_probe(cal.pipe, 0) if isinstance(policy, Limited) else contextlib.nullcontext():
+            rows.append(cal.row(name, policy))
+    return rows
 
 
 def closing_pairs(cal: ImageSet) -> list[tuple[int, float, float]]:
@@ -230,26 +315,27 @@ def closing_pairs(cal: ImageSet) -> list[tuple[int, float, float]]:
     images, one call): ``(first step, the estimate at the closing state, the closing error)``.
     Windows whose estimate is 0 (none yet) are left out."""
     seen: dict[tuple, float] = {}
-    original = ProbedUnverified.after_draft
+    original = LimitedWindow.after_draft
 
     def spy(self, level, error):
         seen[(self.sample, self.start, level)] = error
         return original(self, level, error)
 
-    ProbedUnverified.after_draft = spy
+    LimitedWindow.after_draft = spy
     try:
         idx = list(range(0, cal.n, 4))[:cal.batch]  # one call: window records name samples of that call
-        _, (_, stats) = cal.run(ErrorControlled(50, tol=0.3, probe_tol=1e9), idx=idx)
+        _, (_, stats) = cal.run(limited(1e9, tol=0.3), idx=idx)
     finally:
-        ProbedUnverified.after_draft = original
+        LimitedWindow.after_draft = original
     return [(w.start, seen[(w.sample, w.start, w.k)], w.metric[0]) for st in stats for w in st.windows
             if seen.get((w.sample, w.start, w.k), 0) > 0 and w.metric and math.isfinite(w.metric[0])]
 
 
 def probe(cal: ImageSet) -> dict:
-    """The probe's error at the closing state against the closing error there, Spearman's rank
-    correlation by zone."""
-    pairs = closing_pairs(cal)
+    """The probe's error (deep block 0 computed for real) at the closing state against the
+    closing error there, Spearman's rank correlation by zone."""
+    with _depth_probe(cal.pipe, 0):
+        pairs = closing_pairs(cal)
     return {"windows": len(pairs), "zones": _zones(pairs)}
 
 
@@ -281,19 +367,14 @@ class InputKeepingSplit:
 
 
 class AprioriDraft(SelfDraft):
-    """The self-draft with another error estimate in place of the probe: after every draft
-    call, ``estimate(bank, model_rows, split)`` per model row (0 = no estimate yet) is reported
-    through the probe's path (``AnchorBank.probe_errors``), so that a ``ProbedUnverified``
-    window ends where it exceeds the window's ``probe_tol``. ``split``: an
-    :class:`InputKeepingSplit` (or one that keeps more)."""
+    """The self-draft with an in-window error estimate: after every draft call,
+    ``estimate(bank, model_rows, split)`` per model row (0 = no estimate yet) goes to the
+    windows (:func:`report`), so that a :class:`LimitedWindow` ends where it exceeds its limit.
+    ``split``: an :class:`InputKeepingSplit` (or one that keeps more)."""
 
     def __init__(self, split: InputKeepingSplit, estimate):
         super().__init__(split, order=1, slots=3)
         self.estimate = estimate
-
-    @property
-    def can_probe(self) -> bool:
-        return True
 
     def target(self, x, sigma, **cond):
         bank = self._bank("target")
@@ -305,7 +386,7 @@ class AprioriDraft(SelfDraft):
         bank = self._bank("draft")
         store, index, coeffs = bank.forecast_args(x.shape[0], x.device)
         v = self.model.forward_with_forecast(x, sigma, store, index, coeffs, **cond)
-        bank.record_probe(torch.as_tensor(self.estimate(bank, x.shape[0], self.model)))
+        report(bank, self.estimate(bank, x.shape[0], self.model))
         return v
 
 
@@ -314,8 +395,8 @@ class DepthProbeSplit(InputKeepingSplit):
     the deep residual, every block's partial residual ``P_i = h_i - h_in`` (``h_i`` after ``i``
     deep blocks); at a draft step block ``j`` runs for real on its *forecast* input
     ``h_in + forecast(P_j)`` and is compared with the forecast of its output,
-    ``rms(block_j(h_j^) - h_(j+1)^) / rms(h_(j+1)^ - h_j^)``. ``j = 0`` is the probe of
-    ``ProbedUnverified`` (its input is exact). With ``finish``, the draft's output is finished
+    ``rms(block_j(h_j^) - h_(j+1)^) / rms(h_(j+1)^ - h_j^)``. ``j = 0`` is the in-window probe
+    (the first deep block, on its exact input). With ``finish``, the draft's output is finished
     from the probed block's real output (the blocks after it forecast as a residual from there)
     instead of from the whole forecast: the probe corrects the step rather than only measuring it;
     with ``finish="rest"`` every block from ``j`` on runs for real (no probe error reported)."""
@@ -427,13 +508,13 @@ def apriori_drafts(pipe: TinyPipeline, estimate, split=InputKeepingSplit):
 
 
 GAP_CANDIDATES = [
-    ("gap 0.1, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.1)),
-    ("gap 0.2, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.2)),
-    ("gap 0.3, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.3)),
-    ("gap 0.15, tol 0.3, k<=4", lambda: ErrorControlled(50, tol=0.3, probe_tol=0.15)),
-    ("gap 0.2, tol 0.2, k<=8", lambda: ErrorControlled(50, tol=0.2, k_max=8, probe_tol=0.2)),
-    ("gap 0.15, tol 0.2, k<=4", lambda: ErrorControlled(50, tol=0.2, probe_tol=0.15)),
-    ("gap 0.1, tol 0.25, k<=4", lambda: ErrorControlled(50, tol=0.25, probe_tol=0.1)),
+    ("gap 0.1, tol 0.3, k<=8", lambda: limited(0.1, tol=0.3, k_max=8)),
+    ("gap 0.2, tol 0.3, k<=8", lambda: limited(0.2, tol=0.3, k_max=8)),
+    ("gap 0.3, tol 0.3, k<=8", lambda: limited(0.3, tol=0.3, k_max=8)),
+    ("gap 0.15, tol 0.3, k<=4", lambda: limited(0.15, tol=0.3)),
+    ("gap 0.2, tol 0.2, k<=8", lambda: limited(0.2, tol=0.2, k_max=8)),
+    ("gap 0.15, tol 0.2, k<=4", lambda: limited(0.15, tol=0.2)),
+    ("gap 0.1, tol 0.25, k<=4", lambda: limited(0.1, tol=0.25)),
 ]
 
 
@@ -446,12 +527,12 @@ def gap(cal: ImageSet) -> dict:
 # the transfer rate estimates how far the residual moved since the anchor (not the forecast's
 # miss), so its limits sit higher than the gap's: around its median at the closing states
 TRANSFER_CANDIDATES = [
-    ("transfer 0.15, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.15)),
-    ("transfer 0.2, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.2)),
-    ("transfer 0.3, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.3)),
-    ("transfer 0.5, tol 0.3, k<=8", lambda: ErrorControlled(50, tol=0.3, k_max=8, probe_tol=0.5)),
-    ("transfer 0.2, tol 0.2, k<=8", lambda: ErrorControlled(50, tol=0.2, k_max=8, probe_tol=0.2)),
-    ("transfer 0.3, tol 0.2, k<=8", lambda: ErrorControlled(50, tol=0.2, k_max=8, probe_tol=0.3)),
+    ("transfer 0.15, tol 0.3, k<=8", lambda: limited(0.15, tol=0.3, k_max=8)),
+    ("transfer 0.2, tol 0.3, k<=8", lambda: limited(0.2, tol=0.3, k_max=8)),
+    ("transfer 0.3, tol 0.3, k<=8", lambda: limited(0.3, tol=0.3, k_max=8)),
+    ("transfer 0.5, tol 0.3, k<=8", lambda: limited(0.5, tol=0.3, k_max=8)),
+    ("transfer 0.2, tol 0.2, k<=8", lambda: limited(0.2, tol=0.2, k_max=8)),
+    ("transfer 0.3, tol 0.2, k<=8", lambda: limited(0.3, tol=0.2, k_max=8)),
 ]
 
 
@@ -479,7 +560,7 @@ def depth(cal: ImageSet) -> dict:
     for j, limit, tol, k_max in DEPTH_CANDIDATES:
         with _depth_probe(cal.pipe, j):
             out["candidates"].append(cal.row(f"block {j} probe {limit:g}, tol {tol:g}, k<={k_max}",
-                                             ErrorControlled(50, tol=tol, k_max=k_max, probe_tol=limit)))
+                                             limited(limit, tol=tol, k_max=k_max)))
     for j, tol, k_max in FINISH_CANDIDATES:
         with _depth_probe(cal.pipe, j, finish=True):
             out["candidates"].append(cal.row(f"finished from block {j}, tol {tol:g}, k<={k_max}",
@@ -725,7 +806,7 @@ def markdown(result: dict) -> str:
         zones = list(next(iter(by.values()))["zones"])
         out += ["## Does the probe at deep block j predict the closing error?\n",
                 f"{next(iter(by.values()))['windows']} windows; Spearman rank correlation by the window's first step "
-                "(block 0 is the sampler's probe).\n", "| block | " + " | ".join(f"steps {z}" for z in zones) + " |",
+                "(block 0 is the probe of the section above).\n", "| block | " + " | ".join(f"steps {z}" for z in zones) + " |",
                 "|---:|" + "---:|" * len(zones)]
         for j, v in by.items():
             out.append(f"| {j} | " + " | ".join(f"{v['zones'][z]['spearman']:.2f}" for z in zones) + " |")

@@ -43,16 +43,15 @@ std::tuple<at::Tensor, at::Tensor> accept_commit(const at::Tensor& stats, const 
 }
 
 at::Tensor rollout_step(const at::Tensor& x, const at::Tensor& v, const at::Tensor& h,
-                        const std::optional<at::Tensor>& out, const std::optional<at::Tensor>& uncond,
-                        const std::optional<at::Tensor>& scale) {
+                        const std::optional<at::Tensor>& out) {
   if (x.is_cuda()) {
 #ifdef SDSV_WITH_CUDA
-    return sdsv::rollout_step_cuda(x, v, h, out, uncond, scale);
+    return sdsv::rollout_step_cuda(x, v, h, out);
 #else
     no_cuda("rollout_step");
 #endif
   }
-  return sdsv::rollout_step_cpu(x, v, h, out, uncond, scale);
+  return sdsv::rollout_step_cpu(x, v, h, out);
 }
 
 at::Tensor gather_combine(const at::Tensor& base, const at::Tensor& bank, const at::Tensor& index,
@@ -76,8 +75,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("accept_commit", &accept_commit, py::arg("stats"), py::arg("y"), py::arg("t"), py::arg("h"),
         py::arg("sigma"), py::arg("window_k"), py::arg("metric"), py::arg("tau"), py::arg("full"),
         py::arg("out") = py::none());
-  m.def("rollout_step", &rollout_step, py::arg("x"), py::arg("v"), py::arg("h"), py::arg("out") = py::none(),
-        py::arg("uncond") = py::none(), py::arg("scale") = py::none());
+  m.def("rollout_step", &rollout_step, py::arg("x"), py::arg("v"), py::arg("h"), py::arg("out") = py::none());
   m.def("gather_combine", &gather_combine, py::arg("base"), py::arg("bank"), py::arg("index"), py::arg("coeffs"),
         py::arg("out") = py::none());
 }

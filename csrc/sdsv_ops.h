@@ -1,5 +1,5 @@
 // Ops of sdsv_kernels._C. Semantics: sdsv_kernels/reference.py (the spec); the Python wrappers in
-// sdsv_kernels/_ext.py convert h/sigma/scale to fp32 tensors and the metric/verify names to ints.
+// sdsv_kernels/_ext.py convert h/sigma to fp32 tensors and the metric/verify names to ints.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -21,10 +21,9 @@ std::tuple<at::Tensor, at::Tensor> accept_commit_cpu(const at::Tensor& stats, co
                                                      const at::Tensor& window_k, int64_t metric, double tau, bool full,
                                                      const std::optional<at::Tensor>& out);
 
-// x + h v, or x + h (u + g (v - u)); h, g fp32 with 1 or R values
+// x + h v; h fp32 with 1 or R values
 at::Tensor rollout_step_cpu(const at::Tensor& x, const at::Tensor& v, const at::Tensor& h,
-                            const std::optional<at::Tensor>& out, const std::optional<at::Tensor>& uncond,
-                            const std::optional<at::Tensor>& scale);
+                            const std::optional<at::Tensor>& out);
 
 // out[r] = c[r,0] base[r] + sum_a c[r,a+1] bank[index[r,a]]; fp32/fp16/bf16/fp64 data, index int64
 // [R, A], coeffs [R, A+1] fp32 (fp64 for fp64 data), accumulated in the coefficients' dtype
@@ -60,8 +59,7 @@ std::tuple<at::Tensor, at::Tensor> accept_commit_cuda(const at::Tensor& stats, c
                                                       int64_t metric, double tau, bool full,
                                                       const std::optional<at::Tensor>& out);
 at::Tensor rollout_step_cuda(const at::Tensor& x, const at::Tensor& v, const at::Tensor& h,
-                             const std::optional<at::Tensor>& out, const std::optional<at::Tensor>& uncond,
-                             const std::optional<at::Tensor>& scale);
+                             const std::optional<at::Tensor>& out);
 at::Tensor gather_combine_cuda(const at::Tensor& base, const at::Tensor& bank, const at::Tensor& index,
                                const at::Tensor& coeffs, const std::optional<at::Tensor>& out);
 #endif

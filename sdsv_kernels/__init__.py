@@ -6,7 +6,7 @@ behind the same signatures through :func:`use_backend`, chosen per call by the r
 
 * :func:`pair_stats`   — per-row ``dot(t,d), |t|^2, |d|^2, |t-d|^2, |y+ht|^2`` in fp32
 * :func:`accept_commit` — accepted prefix per sample + the window's closing target step
-* :func:`rollout_step` — ``x + h v`` (optionally guided) into a preallocated buffer row
+* :func:`rollout_step` — ``x + h v`` into a preallocated buffer row
 * :func:`gather_combine` — ``c0 base + sum_a c_a bank[index_a]`` per row (forecast, multistep)
 * :func:`metric_values` — the acceptance metric of each row from its statistics
 """
@@ -31,7 +31,7 @@ def _op(name: str):
 
 
 def _as_acc(x, like: _torch.Tensor) -> _torch.Tensor:
-    """A step size / guidance scale as a tensor in the update's precision: fp32, or fp64 for fp64
+    """A step size as a tensor in the update's precision: fp32, or fp64 for fp64
     latents (a Python float must not be rounded to fp32 on its way to an fp64 update)."""
     acc = _torch.promote_types(like.dtype, _torch.float32)
     if isinstance(x, _torch.Tensor):
@@ -59,17 +59,16 @@ def accept_commit(stats, y, t, h, sigma, window_k, metric, tau, verify, out=None
     return out, accepted
 
 
-def rollout_step(x, v, h, out=None, uncond=None, scale=None):
-    """``x + h v`` (guided: ``x + h (u + g (v - u))``); see :func:`sdsv_kernels.reference.rollout_step`.
-    ``h``/``scale`` may be Python numbers or tensors (one value, or one per row)."""
-    _ref.check_rollout_args(x, v, h, out, uncond, scale)
+def rollout_step(x, v, h, out=None):
+    """``x + h v``; see :func:`sdsv_kernels.reference.rollout_step`. ``h`` may be a Python
+    number or a tensor (one value, or one per row)."""
+    _ref.check_rollout_args(x, v, h, out)
     if x.shape[0] == 0:
         return x.new_empty(x.shape) if out is None else out
     hf = _as_acc(h, x)
-    g = _as_acc(scale, x) if uncond is not None else None
     if out is None:
-        return _op("rollout_step")(x, v, hf, uncond, g)
-    _op("rollout_step_out")(x, v, hf, out, uncond, g)
+        return _op("rollout_step")(x, v, hf)
+    _op("rollout_step_out")(x, v, hf, out)
     return out
 
 

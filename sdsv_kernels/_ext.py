@@ -36,11 +36,8 @@ def accept_commit(stats, y, t, h, sigma, window_k, metric, tau, verify, out=None
     return x, a
 
 
-def rollout_step(x, v, h, out=None, uncond=None, scale=None):
-    if uncond is not None and scale is None:
-        raise ValueError("rollout_step: uncond given without a guidance scale")
-    g = _f32(scale, x.device) if uncond is not None else None
-    return C.rollout_step(x, v, _f32(h, x.device), out, uncond, g)
+def rollout_step(x, v, h, out=None):
+    return C.rollout_step(x, v, _f32(h, x.device), out)
 
 
 def gather_combine(base, bank, index, coeffs, out=None):

@@ -15,8 +15,6 @@ share of the sampler's own time when a round makes half a dozen op calls around 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -68,27 +66,27 @@ def _(stats, y, t, h, sigma, window_k, metric, tau, verify, out):
     return window_k.new_empty((window_k.shape[0],), dtype=torch.int64)
 
 
-def rollout_step(x: Tensor, v: Tensor, h: Tensor, uncond: Optional[Tensor], scale: Optional[Tensor]) -> Tensor:
-    return dispatch("rollout_step", x)(x, v, h, None, uncond, scale).contiguous()
+def rollout_step(x: Tensor, v: Tensor, h: Tensor) -> Tensor:
+    return dispatch("rollout_step", x)(x, v, h, None).contiguous()
 
 
 rollout_step_op = torch.library.custom_op("sdsv::rollout_step", mutates_args=())(rollout_step)
 
 
 @rollout_step_op.register_fake
-def _(x, v, h, uncond, scale):
+def _(x, v, h):
     return x.new_empty(x.shape)
 
 
-def rollout_step_out(x: Tensor, v: Tensor, h: Tensor, out: Tensor, uncond: Optional[Tensor], scale: Optional[Tensor]) -> None:
-    dispatch("rollout_step", x)(x, v, h, out, uncond, scale)
+def rollout_step_out(x: Tensor, v: Tensor, h: Tensor, out: Tensor) -> None:
+    dispatch("rollout_step", x)(x, v, h, out)
 
 
 rollout_step_out_op = torch.library.custom_op("sdsv::rollout_step_out", mutates_args=("out",))(rollout_step_out)
 
 
 @rollout_step_out_op.register_fake
-def _(x, v, h, out, uncond, scale):
+def _(x, v, h, out):
     return None
 
 

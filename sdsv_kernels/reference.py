@@ -180,22 +180,13 @@ def rollout_step(
     v: torch.Tensor,
     h: torch.Tensor,
     out: torch.Tensor | None = None,
-    uncond: torch.Tensor | None = None,
-    scale: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One Euler step per row, ``x + h * v`` — or with guidance ``x + h * (u + g (v - u))``
-    when ``uncond`` (= ``u``) and ``scale`` (= ``g``) are given. ``h`` is a scalar or one value
-    per row. Computed in fp32 (fp64 for fp64 latents), written (in ``x``'s dtype) into ``out`` when given, e.g. the next
+    """One Euler step per row, ``x + h * v``. ``h`` is a scalar or one value per row.
+    Computed in fp32 (fp64 for fp64 latents), written (in ``x``'s dtype) into ``out`` when given, e.g. the next
     row of the window buffer, so the verification batch needs no ``torch.cat``."""
     acc = _acc_dtype(x.dtype)
     hf = torch.as_tensor(h, device=x.device).to(acc).reshape(-1, *([1] * (x.dim() - 1)))
-    vf = v.to(acc)
-    if uncond is not None:
-        if scale is None:
-            raise ValueError("rollout_step: uncond given without a guidance scale")
-        g = torch.as_tensor(scale, device=x.device).to(acc).reshape(-1, *([1] * (x.dim() - 1)))
-        vf = uncond.to(acc) + g * (vf - uncond.to(acc))
-    res = (x.to(acc) + hf * vf).to(x.dtype)
+    res = (x.to(acc) + hf * v.to(acc)).to(x.dtype)
     if out is None:
         return res
     out.copy_(res)
@@ -266,13 +257,9 @@ def check_pair_stats_args(t, d, y, h) -> None:
     _per_row("pair_stats", "h", h, first.shape[0], first, scalar_ok=False)
 
 
-def check_rollout_args(x, v, h, out=None, uncond=None, scale=None) -> None:
-    first = _latents("rollout_step", x=x, v=v, **({"uncond": uncond} if uncond is not None else {}))
+def check_rollout_args(x, v, h, out=None) -> None:
+    first = _latents("rollout_step", x=x, v=v)
     _per_row("rollout_step", "h", h, first.shape[0], first)
-    if uncond is not None:
-        if scale is None:
-            raise ValueError("rollout_step: uncond given without a guidance scale")
-        _per_row("rollout_step", "scale", scale, first.shape[0], first)
     _out("rollout_step", out, first, first.shape)
 
 

@@ -22,8 +22,9 @@ than 15 steps) only concerns third order. Only the sigmas differ: diffusers spac
 ``linspace(1, 0)``; given the same sigmas, the two agree to fp32 rounding.
 
 Coefficients are computed on the host in float64 (``sdsv.solvers.dpm_solver_2m_coefficients``);
-one pure-torch op applies them (``sdsv.solvers.dpm_solver_2m_step``), accumulating in fp32 (fp64 for fp64
-latents). The update is ``x c0 + D c1 + D_prev c2``, the shape of ``sdsv_kernels.gather_combine``.
+one pure-torch op applies them (:func:`dpm_solver_2m_step`, the textbook form: ``D = x - sigma v``
+first), accumulating in fp32 (fp64 for fp64 latents). The sampler applies the same rule as a
+step matrix (``sdsv.solvers.DPMSolver2M``) and agrees with this loop to fp32 rounding.
 """
 
 from __future__ import annotations
@@ -39,7 +40,24 @@ from sdsv.errors import NonFiniteOutputError
 from sdsv.progress import progress_options
 from sdsv.result import SampleResult, SampleStats
 from sdsv.sampler import PerSampleConditioning, check_noise_and_sigmas
-from sdsv.solvers import dpm_solver_2m_coefficients, dpm_solver_2m_step
+from sdsv.solvers import Coefficients, dpm_solver_2m_coefficients
+
+
+def dpm_solver_2m_step(
+    x: torch.Tensor, v: torch.Tensor, sigma: float, coeffs: Coefficients, d_prev: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DPM-Solver++(2M) step: ``D = x - sigma v`` and ``x_next = c_x x + c_d D + c_prev d_prev``.
+
+    Computed in fp32 (fp64 for fp64 latents); returns ``x_next`` in ``x``'s dtype and ``D`` in the
+    accumulation dtype (the next step's ``d_prev``). ``d_prev`` may be None when ``c_prev == 0``."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    c_x, c_d, c_prev = coeffs
+    xf = x.to(acc)
+    d = xf - sigma * v.to(acc)
+    out = c_x * xf + c_d * d
+    if c_prev != 0.0:
+        out = out + c_prev * d_prev
+    return out.to(x.dtype), d
 
 
 def _check_inputs(target, noise, sigmas) -> None:

@@ -104,18 +104,10 @@ def test_summary_names_unverified_windows():
     assert "unverified windows (0 rejected)" in text and "nan" not in text
 
 
-def test_the_former_plan_keyword_and_import_paths_still_work_with_a_deprecation_warning():
+def test_sample_needs_a_window_policy():
     target, noise, sig = RowwiseDenoiser(), torch.randn(2, 3), flow_match_sigmas(6)
-    with pytest.warns(DeprecationWarning, match="policy="):
-        old = sample(target, None, noise, sig, plan=StagePlan.target_only(6))
-    assert torch.equal(old.latents, sample(target, None, noise, sig, policy=StagePlan.target_only(6)).latents)
-    with pytest.raises(TypeError, match="not both"):
-        sample(target, None, noise, sig, policy=StagePlan.target_only(6), plan=StagePlan.target_only(6))
     with pytest.raises(TypeError, match="window policy"):
         sample(target, None, noise, sig)
-    import sdsv.plan
-    import sdsv.policy
-    assert sdsv.plan.StagePlan is StagePlan and sdsv.policy.PolicyRun is PolicyState
 
 
 def test_a_new_window_kind_plugs_in_without_a_name():

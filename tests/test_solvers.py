@@ -113,8 +113,8 @@ def test_identical_draft_accepts_all_and_matches_target_only(dit, verify, plan, 
 
 
 class TargetStepsThatMayDraft(WindowPolicy):
-    """Target steps only, from a policy that declares a draft: the sampler keeps each sample's
-    history and applies the rule's matrices (no batch update of the whole batch)."""
+    """Target steps only, from a policy that declares a draft (its rounds are laid out as a
+    speculative policy's; a target-only policy must give the same numbers)."""
 
     name = "target_steps"
 
@@ -129,8 +129,7 @@ class TargetStepsThatMayDraft(WindowPolicy):
 @pytest.mark.parametrize("verify", ["endpoints", "full"])
 def test_impossible_threshold_reproduces_target_steps_exactly(verify, solver):
     """Every window rejected: every step is a target step, with the same op and inputs as target
-    steps under per-sample history; a target-only policy (whose steps may use the rule's own batch
-    update, DPM-Solver++(2M)'s) agrees to fp32 rounding."""
+    steps under per-sample history, and as a target-only policy's."""
     target, draft = RowwiseDenoiser(), RowwiseDenoiser(bias=0.01)
     noise, sig, lab = torch.randn(3, 4, 5, 6), flow_match_sigmas(50), labels_for(3)
     ref = sample(target, draft, noise, sig, TargetStepsThatMayDraft(50), solver=solver, labels=lab)
@@ -139,19 +138,8 @@ def test_impossible_threshold_reproduces_target_steps_exactly(verify, solver):
                labels=lab)
     assert r.stats.windows and all(w.accepted == 0 for w in r.stats.windows)
     assert torch.equal(r.latents, ref.latents)
-    torch.testing.assert_close(alone.latents, ref.latents, atol=1e-5, rtol=1e-5)
+    assert torch.equal(alone.latents, ref.latents)
     assert r.stats.target_calls == 50
-
-
-def test_target_only_dpm_solver_2m_is_the_plain_loop_bit_for_bit(dit):
-    """A target-only policy on DPM-Solver++(2M) runs the rule's batch update: the plain loop's
-    numbers (the oracle, tests/multistep_oracle.py), bit for bit."""
-    noise, sig, lab = torch.randn(2, 3, 32, 32), flow_match_sigmas(12, shift=3.0), labels_for(2)
-    with torch.no_grad():
-        r = sample(dit_fn(dit), None, noise, sig, StagePlan.target_only(12), solver="dpm++2m", labels=lab)
-        plain = sample_dpm_solver_2m(dit_fn(dit), noise, sig, labels=lab)
-    assert torch.equal(r.latents, plain.latents)
-    assert (r.stats.target_calls, r.stats.target_evals) == (plain.stats.target_calls, plain.stats.target_evals) == (12, 24)
 
 
 @pytest.mark.parametrize("verify", ["endpoints", "full"])

@@ -4,6 +4,7 @@ quadratic. The transfer rate: the residual's move per unit of its input's move b
 two anchors, times the input's move since the last one."""
 
 import importlib.util
+import math
 import types
 from pathlib import Path
 
@@ -90,7 +91,34 @@ def _two_anchor_bank(forward, x, labels, sigmas=(0.9, 0.8)):
     return bank
 
 
-def test_the_probe_at_depth_0_is_the_samplers_probe_and_the_draft_is_unchanged():
+class FirstBlockProbe:
+    """The in-window probe as the sampler had it (its oracle here): the target keeps the deep
+    residual and the first deep block's own residual, ``[r_deep, r_block0]``; at a draft step the
+    first deep block runs for real on its exact input and is compared with its forecast,
+    ``rms(real - forecast) / rms(forecast residual)``."""
+
+    def __init__(self, split):
+        self.split = split
+
+    def forward_with_residual(self, x, sigma, labels):
+        s = self.split
+        h_in, cond, mod = s._enter(x, sigma, labels, None)
+        h = h_probe = s.deep[0](h_in, mod)
+        for blk in s.deep[1:]:
+            h = blk(h, mod)
+        return s._leave(h, cond, mod), torch.cat([h - h_in, h_probe - h_in], dim=-1)
+
+    def error(self, x, sigma, bank, index, coeffs, labels):
+        import sdsv_kernels
+
+        h_in, _, mod = self.split._enter(x, sigma, labels, None)
+        width = h_in.shape[-1]
+        h_hat = sdsv_kernels.gather_combine(torch.cat([h_in, h_in], dim=-1), bank, index, coeffs)[..., width:]
+        err = (self.split.deep[0](h_in, mod) - h_hat).flatten(1).pow(2).mean(1)
+        return (err / (h_hat - h_in).flatten(1).pow(2).mean(1).clamp_min(1e-30)).sqrt()
+
+
+def test_the_probe_at_depth_0_is_the_first_blocks_probe_and_the_draft_is_unchanged():
     from sdsv.tiny.model import TinyDiT, TinyDiTConfig
     from sdsv.tiny.split import TinyDiTSplit
 
@@ -102,8 +130,11 @@ def test_the_probe_at_depth_0_is_the_samplers_probe_and_the_draft_is_unchanged()
     split = TinyDiTSplit(model)
     x, labels, sigma = torch.randn(2, 3, 32, 32), torch.tensor([[0, 1], [2, 3]]), torch.full((2,), 0.6)
     with torch.inference_mode():
-        plain = _two_anchor_bank(split.forward_with_probe_residual, x, labels)
-        want_v, want_err = split.forward_with_probe(x, sigma, *plain.forecast_args(2, "cpu"), labels)
+        plain = _two_anchor_bank(split.forward_with_residual, x, labels)
+        want_v = split.forward_with_forecast(x, sigma, *plain.forecast_args(2, "cpu"), labels)
+        oracle = FirstBlockProbe(split)
+        both = _two_anchor_bank(oracle.forward_with_residual, x, labels)
+        want_err = oracle.error(x, sigma, *both.forecast_args(2, "cpu"), labels)
         for depth in range(3):
             probe = tail_study.DepthProbeSplit(split, depth)
             bank = _two_anchor_bank(probe.forward_with_residual, x, labels)
@@ -117,6 +148,74 @@ def test_the_probe_at_depth_0_is_the_samplers_probe_and_the_draft_is_unchanged()
         bank = _two_anchor_bank(rest.forward_with_residual, x, labels)
         v = rest.forward_with_forecast(x, sigma, *bank.forecast_args(2, "cpu"), labels)
         torch.testing.assert_close(v, model(x, sigma, labels), rtol=1e-5, atol=1e-6)
+
+
+# ---- windows limited by an in-window estimate (the probe's mechanism, kept in the benchmark) ----
+def _limited_run(policy, noise, estimate=lambda bank, rows, split: [1.0] * rows):
+    from sdsv import flow_match_sigmas, sample
+    from toy_models import RowwiseSplit
+
+    sig = flow_match_sigmas(policy.num_steps, shift=2.0, dtype=noise.dtype)
+    return sample(None, None, noise, sig, policy, self_draft=tail_study.AprioriDraft(RowwiseSplit(), estimate))
+
+
+def _mid_schedule(bank, rows, split):
+    """1 at the rows whose sigma lies in (0.4, 0.6), else 0."""
+    return [1.0 if 0.4 < s < 0.6 else 0.0 for s in bank.rows_of(rows)[1]]
+
+
+def test_an_impossible_limit_changes_nothing():
+    from sdsv import ErrorControlled
+
+    noise = torch.randn(3, 8, dtype=torch.float64)
+    plain = _limited_run(ErrorControlled(30, tol=0.2, k_max=6), noise)
+    limited = _limited_run(tail_study.limited(1e30, 30, tol=0.2, k_max=6), noise)
+    assert torch.equal(plain.latents, limited.latents)
+    assert [(w.start, w.k) for w in plain.stats.windows] == [(w.start, w.k) for w in limited.stats.windows]
+
+
+def test_a_limit_that_always_fires_makes_every_step_a_target_step():
+    from sdsv import StagePlan
+
+    noise = torch.randn(2, 8, dtype=torch.float64)
+    ref = _limited_run(StagePlan.target_only(25), noise)
+    r = _limited_run(tail_study.limited(1e-30, 25, tol=1.0, k_init=4, k_max=8), noise)
+    assert r.stats.windows and all(w.k == 0 for w in r.stats.windows)
+    assert r.stats.target_evals == 2 * 25
+    torch.testing.assert_close(r.latents, ref.latents, atol=1e-12, rtol=0)
+
+
+def test_a_limited_window_ends_where_the_estimate_fires_and_a_sample_does_not_depend_on_its_batch_mates():
+    from sdsv import ErrorControlled
+
+    noise = torch.randn(3, 8, dtype=torch.float64)
+    loose = _limited_run(ErrorControlled(40, tol=1.0, k_max=8), noise)
+    policy = tail_study.limited(0.5, 40, tol=1.0, k_max=8)
+    batched = _limited_run(policy, noise, _mid_schedule)
+    ks = [w.k for w in batched.stats.windows]
+    assert min(ks) < max(ks) and batched.stats.target_evals > loose.stats.target_evals
+    for b in range(3):
+        alone = _limited_run(policy, noise[b:b + 1], _mid_schedule)
+        assert torch.equal(alone.latents, batched.latents[b:b + 1])
+        assert [(w.start, w.k) for w in alone.stats.windows] == \
+               [(w.start, w.k) for w in batched.stats.windows if w.sample == b]
+
+
+def test_the_limited_window_ends_at_the_level_whose_estimate_exceeds_the_limit():
+    cls = type("W", (tail_study.LimitedWindow,), {"limit": 0.1})
+    w = cls(sample=0, start=5, k=4)
+    assert (w.levels, w.rolls, tuple(w.verify_rows)) == (5, 4, (4,))
+    w.after_draft(0, 0.05)
+    w.after_draft(1, 0.2)  # y_1's forecast misses: y_1 gets the target
+    assert (w.k, w.levels, w.rolls, tuple(w.verify_rows)) == (1, 2, 1, (1,))
+    nan = cls(sample=0, start=5, k=3)
+    nan.after_draft(2, math.nan)
+    assert nan.k == 2
+    last = cls(sample=0, start=5, k=3)
+    last.after_draft(3, 9.0)  # the closing state: nothing left to end
+    assert last.k == 3
+    policy = tail_study.limited(0.1, 10, tol=0.3, k_max=8)
+    assert policy.describe() == "error_controlled[0-2:target, then tol=0.3, k in [2, 8], order 1, probe<=0.1]"
 
 
 def test_forecasting_in_another_variable_changes_the_coefficients_and_is_undone():

@@ -2,7 +2,7 @@
 // (row, chunk) work items through at::parallel_for. Chunk boundaries are fixed (kChunk elements)
 // and partial sums are combined in chunk order, so results do not depend on the thread count.
 //
-// Inputs: any float dtype (fp32/fp16/bf16; d, y, v, uncond are cast to the first input's dtype
+// Inputs: any float dtype (fp32/fp16/bf16; d, y, v are cast to the first input's dtype
 // if they differ — one documented copy; gather_combine also takes fp64, accumulating in fp64).
 // Rows may have any stride; the elements inside a row must be contiguous, otherwise the row
 // block is made contiguous once (documented copy).
@@ -118,39 +118,28 @@ SDSV_INLINE void stats_chunk_any(const c10::BFloat16* t, const c10::BFloat16* d,
   stats_chunk_bf16(t, d, y, h, n, o);
 }
 
-// ---- out = x + h v  /  x + h (u + g (v - u)) over one chunk ----------------------------------
+// ---- out = x + h v over one chunk ----------------------------------------------------------------
 template <typename T, typename O>
-SDSV_INLINE void axpy_chunk(const T* x, const T* v, const T* u, float h, float g, O* out, int64_t n) {
-  if (u == nullptr) {
-    for (int64_t i = 0; i < n; ++i) out[i] = st<O>(ld(x + i) + h * ld(v + i));
-  } else {
-    for (int64_t i = 0; i < n; ++i) {
-      const float uv = ld(u + i);
-      out[i] = st<O>(ld(x + i) + h * (uv + g * (ld(v + i) - uv)));
-    }
-  }
+SDSV_INLINE void axpy_chunk(const T* x, const T* v, float h, O* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = st<O>(ld(x + i) + h * ld(v + i));
 }
-SDSV_CLONES void axpy_chunk_f32(const float* x, const float* v, const float* u, float h, float g, float* o, int64_t n) {
-  axpy_chunk(x, v, u, h, g, o, n);
+SDSV_CLONES void axpy_chunk_f32(const float* x, const float* v, float h, float* o, int64_t n) {
+  axpy_chunk(x, v, h, o, n);
 }
-SDSV_CLONES void axpy_chunk_f16(const c10::Half* x, const c10::Half* v, const c10::Half* u, float h, float g,
-                                c10::Half* o, int64_t n) {
-  axpy_chunk(x, v, u, h, g, o, n);
+SDSV_CLONES void axpy_chunk_f16(const c10::Half* x, const c10::Half* v, float h, c10::Half* o, int64_t n) {
+  axpy_chunk(x, v, h, o, n);
 }
-SDSV_CLONES void axpy_chunk_bf16(const c10::BFloat16* x, const c10::BFloat16* v, const c10::BFloat16* u, float h,
-                                 float g, c10::BFloat16* o, int64_t n) {
-  axpy_chunk(x, v, u, h, g, o, n);
+SDSV_CLONES void axpy_chunk_bf16(const c10::BFloat16* x, const c10::BFloat16* v, float h, c10::BFloat16* o, int64_t n) {
+  axpy_chunk(x, v, h, o, n);
 }
-SDSV_INLINE void axpy_chunk_any(const float* x, const float* v, const float* u, float h, float g, float* o, int64_t n) {
-  axpy_chunk_f32(x, v, u, h, g, o, n);
+SDSV_INLINE void axpy_chunk_any(const float* x, const float* v, float h, float* o, int64_t n) {
+  axpy_chunk_f32(x, v, h, o, n);
 }
-SDSV_INLINE void axpy_chunk_any(const c10::Half* x, const c10::Half* v, const c10::Half* u, float h, float g,
-                                c10::Half* o, int64_t n) {
-  axpy_chunk_f16(x, v, u, h, g, o, n);
+SDSV_INLINE void axpy_chunk_any(const c10::Half* x, const c10::Half* v, float h, c10::Half* o, int64_t n) {
+  axpy_chunk_f16(x, v, h, o, n);
 }
-SDSV_INLINE void axpy_chunk_any(const c10::BFloat16* x, const c10::BFloat16* v, const c10::BFloat16* u, float h,
-                                float g, c10::BFloat16* o, int64_t n) {
-  axpy_chunk_bf16(x, v, u, h, g, o, n);
+SDSV_INLINE void axpy_chunk_any(const c10::BFloat16* x, const c10::BFloat16* v, float h, c10::BFloat16* o, int64_t n) {
+  axpy_chunk_bf16(x, v, h, o, n);
 }
 
 // ---- out = c0 base + sum_a c_a bank[idx_a] over one chunk --------------------------------------
@@ -360,8 +349,7 @@ std::tuple<at::Tensor, at::Tensor> accept_commit_cpu(const at::Tensor& stats, co
     const int64_t st_y = y2.stride(0), st_t = t2.stride(0), st_o = dest.rows.stride(0);
     for_each_chunk(n_samples, numel, [&](int64_t b, int64_t, int64_t lo, int64_t n) {
       const int64_t r = commit[b];
-      axpy_chunk_any(yp + r * st_y + lo, tp + r * st_t + lo, static_cast<const scalar_t*>(nullptr), hp[r], 0.f,
-                     op + b * st_o + lo, n);
+      axpy_chunk_any(yp + r * st_y + lo, tp + r * st_t + lo, hp[r], op + b * st_o + lo, n);
     });
   });
   if (out.has_value()) {
@@ -373,8 +361,7 @@ std::tuple<at::Tensor, at::Tensor> accept_commit_cpu(const at::Tensor& stats, co
 
 // ================================================================================================
 at::Tensor rollout_step_cpu(const at::Tensor& x, const at::Tensor& v, const at::Tensor& h,
-                            const std::optional<at::Tensor>& out, const std::optional<at::Tensor>& uncond,
-                            const std::optional<at::Tensor>& scale) {
+                            const std::optional<at::Tensor>& out) {
   check_float(x, "rollout_step", "x");
   check_float(v, "rollout_step", "v");
   TORCH_CHECK(x.dim() >= 1 && x.sizes() == v.sizes(), "sdsv cpp rollout_step: x and v must have the same shape");
@@ -385,32 +372,18 @@ at::Tensor rollout_step_cpu(const at::Tensor& x, const at::Tensor& v, const at::
   auto hf = h.to(at::kFloat).contiguous();
   TORCH_CHECK(hf.numel() == 1 || hf.numel() == n_rows, "sdsv cpp rollout_step: h has ", hf.numel(), " values for ",
               n_rows, " rows");
-  at::Tensor u2, gf;
-  const bool guided = uncond.has_value();
-  if (guided) {
-    TORCH_CHECK(scale.has_value(), "sdsv cpp rollout_step: uncond given without a guidance scale");
-    TORCH_CHECK(uncond->sizes() == x.sizes(), "sdsv cpp rollout_step: uncond must have x's shape");
-    u2 = as_rows(like_dtype(*uncond, dt), n_rows);
-    gf = scale->to(at::kFloat).contiguous();
-    TORCH_CHECK(gf.numel() == 1 || gf.numel() == n_rows, "sdsv cpp rollout_step: scale has ", gf.numel(),
-                " values for ", n_rows, " rows");
-  }
   auto dest = destination_safe(out, x.sizes(), n_rows, numel, x.options(), "rollout_step");
   const float* hp = hf.data_ptr<float>();
   const int64_t h_step = hf.numel() > 1 ? 1 : 0;
-  const float* gp = guided ? gf.data_ptr<float>() : nullptr;
-  const int64_t g_step = guided && gf.numel() > 1 ? 1 : 0;
   if (n_rows > 0 && numel > 0) {
     dispatch_float(dt, "sdsv_rollout_step_cpu", [&](auto tag) {
     using scalar_t = decltype(tag);
       const scalar_t* xp = x2.data_ptr<scalar_t>();
       const scalar_t* vp = v2.data_ptr<scalar_t>();
-      const scalar_t* up = guided ? u2.data_ptr<scalar_t>() : nullptr;
       scalar_t* op = dest.rows.data_ptr<scalar_t>();
-      const int64_t st_x = x2.stride(0), st_v = v2.stride(0), st_u = guided ? u2.stride(0) : 0, st_o = dest.rows.stride(0);
+      const int64_t st_x = x2.stride(0), st_v = v2.stride(0), st_o = dest.rows.stride(0);
       for_each_chunk(n_rows, numel, [&](int64_t r, int64_t, int64_t lo, int64_t n) {
-        axpy_chunk_any(xp + r * st_x + lo, vp + r * st_v + lo, up ? up + r * st_u + lo : nullptr, hp[r * h_step],
-                       gp ? gp[r * g_step] : 0.f, op + r * st_o + lo, n);
+        axpy_chunk_any(xp + r * st_x + lo, vp + r * st_v + lo, hp[r * h_step], op + r * st_o + lo, n);
       });
     });
   }

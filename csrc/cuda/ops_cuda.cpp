@@ -123,8 +123,7 @@ std::tuple<at::Tensor, at::Tensor> accept_commit_cuda(const at::Tensor& stats, c
 }
 
 at::Tensor rollout_step_cuda(const at::Tensor& x, const at::Tensor& v, const at::Tensor& h,
-                             const std::optional<at::Tensor>& out, const std::optional<at::Tensor>& uncond,
-                             const std::optional<at::Tensor>& scale) {
+                             const std::optional<at::Tensor>& out) {
   TORCH_CHECK(x.is_cuda() && v.device() == x.device(), "sdsv cuda rollout_step: x and v must be on one CUDA device");
   TORCH_CHECK(x.dim() >= 1 && x.sizes() == v.sizes(), "sdsv cuda rollout_step: x and v must have the same shape");
   const c10::cuda::CUDAGuard guard(x.device());
@@ -133,22 +132,12 @@ at::Tensor rollout_step_cuda(const at::Tensor& x, const at::Tensor& v, const at:
   const int64_t numel = n_rows ? x2.size(1) : 0;
   auto hf = h.to(x.device(), at::kFloat).contiguous();
   TORCH_CHECK(hf.numel() == 1 || hf.numel() == n_rows, "sdsv cuda rollout_step: h needs 1 or R values");
-  at::Tensor u2, gf;
-  if (uncond.has_value()) {
-    TORCH_CHECK(scale.has_value(), "sdsv cuda rollout_step: uncond given without a guidance scale");
-    TORCH_CHECK(uncond->sizes() == x.sizes(), "sdsv cuda rollout_step: uncond must have x's shape");
-    u2 = as_rows(like(*uncond, x), n_rows);
-    gf = scale->to(x.device(), at::kFloat).contiguous();
-    TORCH_CHECK(gf.numel() == 1 || gf.numel() == n_rows, "sdsv cuda rollout_step: scale needs 1 or R values");
-  }
   auto [dest, staged] = destination(out, n_rows, numel, x.options());
   int64_t splits = 1, chunk = 1;
   cuda::plan_splits(n_rows, numel, sm_count(x), &splits, &chunk);
   C10_CUDA_CHECK(cuda::rollout_step(dtype_of(x, "rollout_step"), x2.data_ptr(), x2.stride(0), v2.data_ptr(),
-                                    v2.stride(0), u2.defined() ? u2.data_ptr() : nullptr, u2.defined() ? u2.stride(0) : 0,
-                                    hf.data_ptr<float>(), hf.numel() > 1 ? 1 : 0,
-                                    gf.defined() ? gf.data_ptr<float>() : nullptr, gf.defined() && gf.numel() > 1 ? 1 : 0,
-                                    dest.data_ptr(), dest.stride(0), n_rows, numel, splits, chunk,
+                                    v2.stride(0), hf.data_ptr<float>(), hf.numel() > 1 ? 1 : 0, dest.data_ptr(),
+                                    dest.stride(0), n_rows, numel, splits, chunk,
                                     c10::cuda::getCurrentCUDAStream().stream()));
   if (out.has_value()) {
     if (staged) out->copy_(dest.view(out->sizes()));

@@ -35,11 +35,10 @@ cudaError_t accept_commit(DType dt, const float* stats, const void* y, int64_t s
                           int64_t samples, int64_t numel, int metric, float tau, bool full, void* out,
                           int64_t stride_out, int64_t* accepted, int64_t splits, int64_t chunk, cudaStream_t stream);
 
-// out = x + h v, or x + h (u + g (v - u)) when u != nullptr; h/g: 1 value (step 0) or R (step 1)
-cudaError_t rollout_step(DType dt, const void* x, int64_t stride_x, const void* v, int64_t stride_v, const void* u,
-                         int64_t stride_u, const float* h, int64_t h_step, const float* g, int64_t g_step, void* out,
-                         int64_t stride_out, int64_t rows, int64_t numel, int64_t splits, int64_t chunk,
-                         cudaStream_t stream);
+// out = x + h v; h: 1 value (h_step 0) or R (h_step 1)
+cudaError_t rollout_step(DType dt, const void* x, int64_t stride_x, const void* v, int64_t stride_v, const float* h,
+                         int64_t h_step, void* out, int64_t stride_out, int64_t rows, int64_t numel, int64_t splits,
+                         int64_t chunk, cudaStream_t stream);
 
 // out[r] = c[r,0] base[r] + sum_a c[r,a+1] bank[index[r,a]] for r < rows; index: int64 [rows, terms]
 // contiguous; coeffs: [rows, terms + 1] contiguous, float (double for kF64); terms <= kMaxTerms.

@@ -160,27 +160,16 @@ __global__ void __launch_bounds__(kThreads) accept_commit_kernel(
 template <typename T>
 __global__ void __launch_bounds__(kThreads) rollout_kernel(const T* __restrict__ x, int64_t st_x,
                                                            const T* __restrict__ v, int64_t st_v,
-                                                           const T* __restrict__ u, int64_t st_u,
-                                                           const float* __restrict__ h, int64_t h_step,
-                                                           const float* __restrict__ g, int64_t g_step, T* out,
+                                                           const float* __restrict__ h, int64_t h_step, T* out,
                                                            int64_t st_out, int64_t numel, int64_t chunk) {
   const int64_t split = blockIdx.x, row = blockIdx.y;
   const float hv = h[row * h_step];
-  const float gv = u != nullptr ? g[row * g_step] : 0.f;
   const T* xr = x + row * st_x;
   const T* vr = v + row * st_v;
-  const T* ur = u != nullptr ? u + row * st_u : nullptr;
   T* orow = out + row * st_out;
   const int64_t lo = split * chunk;
   const int64_t hi = lo + chunk < numel ? lo + chunk : numel;
-  for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) {
-    float vv = to_f(vr[i]);
-    if (ur != nullptr) {
-      const float uv = to_f(ur[i]);
-      vv = uv + gv * (vv - uv);
-    }
-    orow[i] = from_f<T>(to_f(xr[i]) + hv * vv);
-  }
+  for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) orow[i] = from_f<T>(to_f(xr[i]) + hv * to_f(vr[i]));
 }
 
 // grid (splits, rows). The row's gathered slot pointers and coefficients are staged in shared
@@ -287,17 +276,16 @@ cudaError_t accept_commit(DType dt, const float* stats, const void* y, int64_t s
   });
 }
 
-cudaError_t rollout_step(DType dt, const void* x, int64_t stride_x, const void* v, int64_t stride_v, const void* u,
-                         int64_t stride_u, const float* h, int64_t h_step, const float* g, int64_t g_step, void* out,
-                         int64_t stride_out, int64_t rows, int64_t numel, int64_t splits, int64_t chunk,
-                         cudaStream_t stream) {
+cudaError_t rollout_step(DType dt, const void* x, int64_t stride_x, const void* v, int64_t stride_v, const float* h,
+                         int64_t h_step, void* out, int64_t stride_out, int64_t rows, int64_t numel, int64_t splits,
+                         int64_t chunk, cudaStream_t stream) {
   if (rows == 0 || numel == 0) return cudaSuccess;
   if (rows > 65535) return cudaErrorInvalidConfiguration;
   return by_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     rollout_kernel<T><<<dim3((unsigned)splits, (unsigned)rows), kThreads, 0, stream>>>(
-        static_cast<const T*>(x), stride_x, static_cast<const T*>(v), stride_v, static_cast<const T*>(u), stride_u, h,
-        h_step, g, g_step, static_cast<T*>(out), stride_out, numel, chunk);
+        static_cast<const T*>(x), stride_x, static_cast<const T*>(v), stride_v, h, h_step, static_cast<T*>(out),
+        stride_out, numel, chunk);
     return cudaGetLastError();
   });
 }

@@ -9,7 +9,6 @@ are built here once. :func:`dominated_by` is how both say which rows lose on (sp
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 from .acceptance import AcceptanceTest
@@ -42,12 +41,6 @@ class Method:
             raise ValueError(f"{self.label}: verify must be 'endpoints' or 'full', got {self.verify!r}")
 
     @property
-    def plan(self) -> WindowPolicy:
-        """Deprecated name of :attr:`policy`, kept for one release."""
-        warnings.warn("Method.plan is deprecated; use Method.policy", DeprecationWarning, stacklevel=2)
-        return self.policy
-
-    @property
     def speculates(self) -> bool:
         """Whether the policy opens verified windows (a custom policy is assumed to)."""
         return self.policy.verifies
@@ -60,12 +53,6 @@ class Method:
         return (self.policy, self.draft if uses_draft else None, self.verify if self.speculates else None,
                 self.accept if self.speculates else None, self.solver,
                 self.forecast_order if uses_draft and self.draft == "self" else None)
-
-    @property
-    def family(self) -> str:
-        """Deprecated name of :attr:`schedule_type` (not a diffusers pipeline ``Family``), kept for one release."""
-        warnings.warn("Method.family is deprecated; use Method.schedule_type", DeprecationWarning, stacklevel=2)
-        return self.schedule_type
 
     @property
     def schedule_type(self) -> str:
@@ -142,15 +129,12 @@ def intent_methods(num_steps: int) -> list[Method]:
 # speculation on DPM-Solver++(2M): half the Euler reference's steps, the target every
 # other step (the cache) or error-controlled windows of 1-2 forecast steps; chosen in an
 # exploration on the demo prompts (docs/self_draft.md, "On DPM-Solver++(2M)")
-DPM_ERROR_CONTROLLED = ACCURATE  # ErrorControlled.accurate's windows
-
-
 def on_dpm_methods(num_steps: int) -> list[Method]:
     """The self-draft's schedules on DPM-Solver++(2M) with ``num_steps // 2`` steps: the cache
-    every 2nd step and the error-controlled windows of :data:`DPM_ERROR_CONTROLLED`."""
+    every 2nd step and error-controlled windows of ``ACCURATE`` (the accurate intent's windows)."""
     n = max(2, num_steps // 2)
     return [Method(f"cache on dpm++2m ({n} steps, every 2)", FixedInterval(n, every=2), "self", solver="dpm++2m"),
-            Method(f"error-ctrl on dpm++2m (self, {n} steps)", ErrorControlled(n, **DPM_ERROR_CONTROLLED), "self",
+            Method(f"error-ctrl on dpm++2m (self, {n} steps)", ErrorControlled(n, **ACCURATE), "self",
                    solver="dpm++2m")]
 
 

@@ -35,7 +35,7 @@ from .acceptance import AcceptanceTest
 from .contract import all_finite, check_model_output, is_per_row, is_pure, per_row_names, timed_call
 from .errors import NonFiniteOutputError
 from .forecast import SelfDraft
-from .policies import WINDOW_KINDS, WindowPolicy, policy_argument
+from .policies import WINDOW_KINDS, WindowPolicy
 from .progress import progress_options
 from .result import SampleResult, SampleStats
 from .schedule import check_sigmas
@@ -166,15 +166,13 @@ def sample(
     solver: str | Solver = "euler",
     progress: bool | dict = False,
     per_sample: Sequence[str] | None = None,
-    plan: WindowPolicy | None = None,
     **cond,
 ) -> SampleResult:
     """Sample from ``noise`` along ``sigmas`` with the target, the draft and the window policy.
 
     ``target``/``draft``: ``(x[b, ...], sigma[b], **cond) -> v[b, ...]``, one call = one
     batched forward, one sigma per row. ``policy``: a :class:`~sdsv.StagePlan` (the paper's
-    verified windows) or another window policy (:mod:`sdsv.policies`); ``plan=`` is its former
-    name, accepted for one release with a ``DeprecationWarning``. ``self_draft``: the
+    verified windows) or another window policy (:mod:`sdsv.policies`). ``self_draft``: the
     :class:`~sdsv.forecast.SelfDraft` whose denoisers ``target``/``draft`` are built on (they
     default to its own when None); the sampler keeps its anchors for this call and tells it
     which target evaluations lie on the committed trajectory. ``cond`` kwargs named in
@@ -185,7 +183,6 @@ def sample(
     carries its multistep history through windows (:mod:`sdsv.solvers`). ``progress``: show a
     tqdm bar (a dict is passed to tqdm as options).
     """
-    policy = policy_argument(policy, plan, "sdsv.sample")
     if policy is None:
         raise TypeError("sample() needs a window policy: policy=sdsv.StagePlan.paper_default(num_steps), ...")
     check_verification_options(policy, verify, accept)
@@ -199,10 +196,7 @@ def sample(
     t_start = time.perf_counter()
     batch = noise.shape[0]
     stats = SampleStats()
-    if policy.probes and self_draft is None:
-        raise TypeError(f"the policy {policy.describe()} probes inside its windows: it needs a self_draft "
-                        "(sdsv.SelfDraft) whose split model computes the probe")
-    session = self_draft.session(batch, probe=policy.probes) if self_draft is not None else contextlib.nullcontext()
+    session = self_draft.session(batch) if self_draft is not None else contextlib.nullcontext()
     # sampling never needs autograd: without this, nn.Module models called outside no_grad would
     # keep the whole sampling graph alive (and the custom ops have no backward)
     with torch.no_grad(), tqdm(total=policy.num_steps * batch, **progress_options(progress, "sdsv")) as bar, \
@@ -228,9 +222,8 @@ class _Loop:
 
     def __init__(self, policy, verify, accept, noise, sigmas, models, conds, anchors, bar, solver: Solver):
         self.policy, self.state = policy, policy.start(noise.shape[0])
-        self.kinds = window_kinds(verify, policy.closing_error, policy.probe_tol)
+        self.kinds = window_kinds(verify, policy.closing_error)
         self.accept, self.models, self.conds, self.anchors, self.bar = accept, models, conds, anchors, bar
-        self.probing = policy.probes
         self.verify = verify
         self.x = noise.clone()
         self.dev = noise.device
@@ -243,7 +236,7 @@ class _Loop:
         sdt = torch.promote_types(noise.dtype, torch.float32)
         self.sig_t = torch.tensor(self.sig, device=noise.device, dtype=sdt)
         self.h_t = torch.tensor([b - a for a, b in zip(self.sig, self.sig[1:])], device=noise.device, dtype=sdt)
-        self.stepper = stepper_for(solver, self.sig, noise, sdt, self.h_t, lockstep=not policy.uses_draft)
+        self.stepper = stepper_for(solver, self.sig, noise, sdt, self.h_t)
         self.pos = [0] * self.batch
         self.stats = models.stats
         self._vk_cache: dict[tuple, torch.Tensor] = {}
@@ -269,9 +262,6 @@ class _Loop:
         """Sample ``b``'s next window, as its policy says."""
         kind, k = self.state.window(b, self.pos[b])
         cls = kind if isinstance(kind, type) and issubclass(kind, Window) else self.kinds.get(kind)
-        if kind == "probed" and cls is None:
-            raise ValueError(f"the policy {self.policy.describe()} names a 'probed' window but does not probe: "
-                             "it needs a probe_tol")
         if cls is None or k < 0 or (k and not cls.counts_draft_steps) or self.pos[b] + k >= n:
             raise ValueError(f"the policy gave sample {b} at step {self.pos[b]} the window {(kind, k)}, "
                              f"which is not one of {WINDOW_KINDS} with 0 <= k < {n - self.pos[b]}")
@@ -282,7 +272,7 @@ class _Loop:
         windows, offs, sig = rnd.windows, rnd.offsets, self.sig
         for j in range(rnd.depth):
             lvl = [i for i, w in enumerate(windows) if j < w.levels]
-            if not lvl:  # every window ended early (the probe)
+            if not lvl:  # every window ended early (a kind may shorten itself while it rolls out)
                 break
             rows = [offs[i] + j for i in lvl]
             y = gather_rows(rnd.states, rows)
@@ -291,10 +281,6 @@ class _Loop:
             d = self.models("draft", y, gather_rows(self.sig_t, steps), self.conds.rows(samples), samples,
                             [sig[s] for s in steps])
             scatter_rows(rnd.drafted, rows, d)
-            if self.probing:
-                for i, e in zip(lvl, self.anchors.probe_errors()):
-                    if windows[i].watches_probe:
-                        windows[i].after_draft(j, e)
             roll = [m for m, i in enumerate(lvl) if j < windows[i].rolls]
             if not roll:
                 continue

@@ -22,19 +22,12 @@ window is the target's ``D`` at ``y_a``. A rejected window's rollout is discarde
 history. This rule costs no model call, makes a draft identical to the target reproduce
 target-only sampling, and makes an impossible threshold reproduce target steps exactly (every
 window closes with the same op and inputs as a target step with per-sample history).
-
-A rule may also have an update of its own for a whole batch at one step (:meth:`Solver.batch_update`;
-DPM-Solver++(2M)'s textbook form, ``D = x - sigma v`` first): the sampler uses it when every
-sample takes target steps only, in lockstep. It is algebraically the matrix form and agrees with
-it to floating-point rounding.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
-
-import torch
+from typing import Sequence
 
 Coefficients = tuple[float, float, float]  # (c_x, c_d, c_prev): x_next = c_x x + c_d D + c_prev D_prev
 
@@ -70,26 +63,6 @@ def dpm_solver_2m_coefficients(sigmas: Sequence[float]) -> list[Coefficients]:
     return out
 
 
-def dpm_solver_2m_step(
-    x: torch.Tensor, v: torch.Tensor, sigma: float, coeffs: Coefficients, d_prev: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One DPM-Solver++(2M) step: ``D = x - sigma v`` and ``x_next = c_x x + c_d D + c_prev d_prev``.
-
-    Computed in fp32 (fp64 for fp64 latents); returns ``x_next`` in ``x``'s dtype and ``D`` in the
-    accumulation dtype (the next step's ``d_prev``). ``d_prev`` may be None when ``c_prev == 0``."""
-    acc = torch.promote_types(x.dtype, torch.float32)
-    c_x, c_d, c_prev = coeffs
-    xf = x.to(acc)
-    d = xf - sigma * v.to(acc)
-    out = c_x * xf + c_d * d
-    if c_prev != 0.0:
-        out = out + c_prev * d_prev
-    return out.to(x.dtype), d
-
-
-BatchUpdate = Callable[[torch.Tensor, torch.Tensor, int, object], tuple[torch.Tensor, object]]
-
-
 class Solver:
     """A linear step rule with ``history`` multistep rows per sample (see the module docstring)."""
 
@@ -99,12 +72,6 @@ class Solver:
     def step_matrices(self, sigmas: Sequence[float]) -> list[list[list[float]]]:
         """Per step ``n``, the float64 matrix ``M_n`` (``history + 1`` rows, ``history + 2`` columns)."""
         raise NotImplementedError
-
-    def batch_update(self, sigmas: Sequence[float]) -> BatchUpdate | None:
-        """The rule's own update of a whole batch at one step, ``(x, v, step, history) ->
-        (x_next, history)`` (history None at the first step), or None: the sampler applies the
-        matrices. Used when every sample takes target steps only, all at the same step."""
-        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -126,15 +93,6 @@ class DPMSolver2M(Solver):
     the previous step's data prediction (:func:`dpm_solver_2m_coefficients`)."""
 
     name, history = "dpm++2m", 1
-
-    def batch_update(self, sigmas):
-        sig = [float(s) for s in sigmas]
-        coeffs = dpm_solver_2m_coefficients(sig)
-
-        def update(x, v, step, d_prev):
-            return dpm_solver_2m_step(x, v, sig[step], coeffs[step], d_prev)
-
-        return update
 
     def step_matrices(self, sigmas):
         out = []

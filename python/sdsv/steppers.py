@@ -9,9 +9,6 @@ A stepper owns how a round's states are laid out and how a step is applied to th
   carries its history rows; a round buffer holds ``[states | draft outputs | history rows]`` and
   every step applies the rule's matrix rows with one ``gather_combine`` each, so a window's
   rollout steps its own history and a rejected window's history is dropped with it.
-* :class:`LockstepStepper` — a rule with a batch update of its own (DPM-Solver++(2M)) when every
-  sample steps with the target at the same step (a policy that never drafts): the whole batch
-  in one update, its history the batch's, no round buffer.
 
 The sampler calls ``open_round`` (the round's state and draft-output buffers, filled with the
 samples' committed states), ``roll`` (draft steps inside the buffer), ``close`` (the windows'
@@ -163,34 +160,9 @@ class MatrixStepper(Stepper):
         self._commit(x, gather_rows(drafted, rows), rows, steps, samples)
 
 
-class LockstepStepper(Stepper):
-    """A batch update ``update(x, v, step, history) -> (x_next, history)`` of the whole batch,
-    every sample at the same step (see the module docstring)."""
-
-    def __init__(self, update, batch: int):
-        self.update, self.batch, self.history = update, batch, None
-
-    def open_round(self, x, active, offsets, total):
-        if total != self.batch or list(offsets) != list(range(self.batch)):
-            raise RuntimeError("a lockstep step rule needs every sample to take one target step per round "
-                               "(a policy whose uses_draft is False must give only target steps)")
-        return x, None
-
-    def close(self, x, t, closings, n_windows, x_next):
-        steps = {c.step for c in closings}
-        if len(closings) != self.batch or len(steps) != 1:
-            raise RuntimeError("a lockstep step rule needs every sample at the same step")
-        x_new, self.history = self.update(x, t, steps.pop(), self.history)
-        x.copy_(x_new)
-
-
 def stepper_for(solver: Solver, sigmas: Sequence[float], like: torch.Tensor, dtype: torch.dtype,
-                h: torch.Tensor, lockstep: bool) -> Stepper:
-    """The stepper of ``solver`` for one call: ``lockstep`` when every sample will only take
-    target steps, at the same steps (a policy that never drafts) and the rule has a batch update."""
+                h: torch.Tensor) -> Stepper:
+    """The stepper of ``solver`` for one call: Euler's fused ops, or the rule's matrices."""
     if isinstance(solver, Euler):
         return EulerStepper(h)
-    update = solver.batch_update(sigmas) if lockstep else None
-    if update is not None:
-        return LockstepStepper(update, like.shape[0])
     return MatrixStepper(solver, sigmas, like, dtype)

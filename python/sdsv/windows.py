@@ -48,15 +48,9 @@ class Window:
     levels = rolls = tested_k = 0
     verify_rows: Sequence[int] = (0,)
     needs_verdict = False
-    watches_probe = False  # True: after_draft gets the probe's error of each of its draft levels
 
     def __init__(self, sample: int, start: int, k: int):
         self.sample, self.start, self.k = sample, start, k
-
-    def after_draft(self, level: int, probe_error: float) -> None:
-        """The draft was just evaluated at ``y_level`` and the in-window probe measured its
-        forecast's ``probe_error`` there (windows with ``watches_probe`` only); a window may end
-        itself here, before that forecast is used."""
 
     def commit(self, verdict: Verdict | None, state: PolicyState, records: list[WindowRecord]) -> int:
         """Observe the outcome (``state``), record it, and return how many steps the sample advances."""
@@ -167,39 +161,15 @@ class UnverifiedWithError(Unverified):
     closing_error = True
 
 
-class ProbedUnverified(UnverifiedWithError):
-    """An unverified window watched by the in-window probe: at each draft level the first deep
-    block is computed for real and compared with its forecast; when that error exceeds
-    ``probe_tol`` the window ends there, before the forecast is used — the state becomes the
-    window's closing target step. Made per call with :meth:`with_tolerance` (the ``"probed"``
-    kind of :func:`window_kinds`)."""
-
-    watches_probe = True
-    probe_tol = math.inf
-
-    @classmethod
-    def with_tolerance(cls, probe_tol: float) -> type["ProbedUnverified"]:
-        return type(cls.__name__, (cls,), {"probe_tol": float(probe_tol)})
-
-    def after_draft(self, level, probe_error):
-        if level < self.k and not probe_error <= self.probe_tol:  # NaN ends the window too
-            self.k = level
-            self.levels, self.rolls, self.verify_rows = level + 1, level, (level,)
-
-
-def window_kinds(verify: str, closing_error: bool, probe_tol: float | None = None) -> dict[str, type[Window]]:
+def window_kinds(verify: str, closing_error: bool) -> dict[str, type[Window]]:
     """The window class of each kind a policy may name, for a call's verification mode
-    (``"endpoints"`` or ``"full"``), its policy's ``closing_error`` and, for a policy that
-    probes, its ``probe_tol`` (the ``"probed"`` kind)."""
-    kinds = {
+    (``"endpoints"`` or ``"full"``) and its policy's ``closing_error``."""
+    return {
         "target": TargetStep,
         "draft": DraftStep,
         "speculate": {"endpoints": VerifiedEndpoints, "full": VerifiedFull}[verify],
         "unverified": UnverifiedWithError if closing_error else Unverified,
     }
-    if probe_tol is not None:
-        kinds["probed"] = ProbedUnverified.with_tolerance(probe_tol)
-    return kinds
 
 
 def is_finite(values: Sequence[float]) -> bool:

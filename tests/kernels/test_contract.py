@@ -46,8 +46,6 @@ def test_rollout_step_refuses_alike(any_backend):
         sdsv_kernels.rollout_step(x, v, h, out=torch.empty((1, 4, 5), device=dev).expand(3, 4, 5))
     with pytest.raises(ValueError, match=r"out must be \(3, 4, 5\) torch.float32"):
         sdsv_kernels.rollout_step(x, v, h, out=torch.empty((3, 4, 5), device=dev, dtype=torch.float64))
-    with pytest.raises(ValueError, match="uncond given without a guidance scale"):
-        sdsv_kernels.rollout_step(x, v, h, uncond=v)
     with pytest.raises(TypeError, match="v is torch.float16, x is torch.float32"):
         sdsv_kernels.rollout_step(x, v.half(), h)
     with pytest.raises(ValueError, match="h must hold 3 values"):

@@ -41,9 +41,8 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.sdsv.accept_commit.default, (stats, y, t, h, sigma, k, "x0_rms", 0.05, "endpoints"))
     out = torch.empty((3, 3, 41))
     torch.library.opcheck(torch.ops.sdsv.accept_commit_out.default, (stats, y, t, h, sigma, k, "cosine", 0.9, "endpoints", out))
-    torch.library.opcheck(torch.ops.sdsv.rollout_step.default, (y, t, h, d, torch.tensor(3.0)))
-    torch.library.opcheck(torch.ops.sdsv.rollout_step.default, (y, t, h, None, None))
-    torch.library.opcheck(torch.ops.sdsv.rollout_step_out.default, (y, t, h, torch.empty_like(y), None, None))
+    torch.library.opcheck(torch.ops.sdsv.rollout_step.default, (y, t, h))
+    torch.library.opcheck(torch.ops.sdsv.rollout_step_out.default, (y, t, h, torch.empty_like(y)))
 
 
 def _verify_round(t, d, y, h, sigma, k, buf):

@@ -17,30 +17,28 @@ SHAPE_IDS = [f"R{r}-D{'x'.join(map(str, s))}" for r, s in SHAPES]
 
 def _inputs(rows, shape, dtype, device, seed=0):
     g = torch.Generator().manual_seed(seed)
-    x, v, u = (torch.randn((rows, *shape), generator=g).to(device=device, dtype=dtype) for _ in range(3))
+    x, v = (torch.randn((rows, *shape), generator=g).to(device=device, dtype=dtype) for _ in range(2))
     h = (-torch.rand(rows, generator=g) * 0.2).to(device)
-    return x, v, u, h
+    return x, v, h
 
 
 @pytest.mark.parametrize("rows,shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
-@pytest.mark.parametrize("guided", [False, True], ids=["plain", "guided"])
-def test_matches_reference(backend, rows, shape, dtype, guided):
+def test_matches_reference(backend, rows, shape, dtype):
     _, dev = backend
-    x, v, u, h = _inputs(rows, shape, dtype, dev)
-    kw = dict(uncond=u, scale=torch.linspace(1.0, 7.5, rows, device=dev)) if guided else {}
-    got = sdsv_kernels.rollout_step(x, v, h, **kw)
-    ref = reference.rollout_step(x.cpu(), v.cpu(), h.cpu(), **{k: w.cpu() for k, w in kw.items()})
+    x, v, h = _inputs(rows, shape, dtype, dev)
+    got = sdsv_kernels.rollout_step(x, v, h)
+    ref = reference.rollout_step(x.cpu(), v.cpu(), h.cpu())
     assert got.dtype == dtype and got.shape == x.shape
     torch.testing.assert_close(got.cpu().float(), ref.float(), **OUT_TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
-def test_scalar_h_and_scale(backend, dtype):
+def test_scalar_h(backend, dtype):
     _, dev = backend
-    x, v, u, _ = _inputs(3, (5, 41), dtype, dev, seed=1)
-    got = sdsv_kernels.rollout_step(x, v, -0.05, uncond=u, scale=4.0)
-    ref = reference.rollout_step(x.cpu(), v.cpu(), -0.05, uncond=u.cpu(), scale=4.0)
+    x, v, _ = _inputs(3, (5, 41), dtype, dev, seed=1)
+    got = sdsv_kernels.rollout_step(x, v, -0.05)
+    ref = reference.rollout_step(x.cpu(), v.cpu(), -0.05)
     torch.testing.assert_close(got.cpu().float(), ref.float(), **OUT_TOL[dtype])
 
 
@@ -49,7 +47,7 @@ def test_writes_into_window_buffer_rows(backend, dtype):
     """out = rows of a preallocated window buffer (contiguous slice, strided rows, and a
     transposed view that needs the staging path); nothing else in the buffer changes."""
     _, dev = backend
-    x, v, _, h = _inputs(3, (4, 29), dtype, dev, seed=2)
+    x, v, h = _inputs(3, (4, 29), dtype, dev, seed=2)
     ref = reference.rollout_step(x.cpu(), v.cpu(), h.cpu())
     buf = torch.full((8, 4, 29), 7.0, device=dev, dtype=dtype)
     for rows in (slice(1, 4), slice(1, 7, 2)):
@@ -68,24 +66,17 @@ def test_writes_into_window_buffer_rows(backend, dtype):
 
 def test_non_contiguous_inputs(backend):
     _, dev = backend
-    x, v, u, h = _inputs(6, (9, 31), torch.float32, dev, seed=4)
-    xs, vs, us = (a.transpose(1, 2) for a in (x, v, u))
-    got = sdsv_kernels.rollout_step(xs[::2], vs[::2], h[::2], uncond=us[::2], scale=2.0)
-    ref = reference.rollout_step(xs[::2].cpu(), vs[::2].cpu(), h[::2].cpu(), uncond=us[::2].cpu(), scale=2.0)
+    x, v, h = _inputs(6, (9, 31), torch.float32, dev, seed=4)
+    xs, vs = (a.transpose(1, 2) for a in (x, v))
+    got = sdsv_kernels.rollout_step(xs[::2], vs[::2], h[::2])
+    ref = reference.rollout_step(xs[::2].cpu(), vs[::2].cpu(), h[::2].cpu())
     torch.testing.assert_close(got.cpu(), ref, **OUT_TOL[torch.float32])
-
-
-def test_uncond_without_scale_is_an_error(backend):
-    _, dev = backend
-    x, v, u, h = _inputs(2, (10,), torch.float32, dev)
-    with pytest.raises(ValueError, match="guidance scale"):
-        sdsv_kernels.rollout_step(x, v, h, uncond=u)
 
 
 def test_float64_takes_the_reference(backend):
     """fp64 latents are served by the reference (fp64 updates) even under a forced native backend."""
     _, dev = backend
-    x, v, _, h = _inputs(3, (4, 5), torch.float64, dev, seed=8)
+    x, v, h = _inputs(3, (4, 5), torch.float64, dev, seed=8)
     assert sdsv_kernels.resolve(x) == "reference"
     got = sdsv_kernels.rollout_step(x, v, h)
     assert got.dtype == torch.float64

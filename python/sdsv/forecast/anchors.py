@@ -53,9 +53,6 @@ class AnchorBank:
         self.pending: torch.Tensor | None = None  # residuals of the last target call
         self.pending_tags: list[int] = []
         self.pending_sigmas: list[float] = []
-        # the in-window probe (sdsv.windows.ProbedUnverified): set by the self-draft's session
-        self.probing = False
-        self.last_probe: torch.Tensor | None = None  # per model row of the last draft call
 
     # ---- the sampler's side -------------------------------------------------------------
     def tag(self, samples: Sequence[int], sigmas: Sequence[float]) -> None:
@@ -111,20 +108,6 @@ class AnchorBank:
                 f"residuals, the first call had {self.branches} of {tuple(self.bank.shape[1:])}"
             )
         self.pending, self.pending_tags, self.pending_sigmas = residual, self.tags, self.tag_sigmas
-
-    def record_probe(self, errors: torch.Tensor) -> None:
-        """The probe's error of each model row of the draft call just made."""
-        self.last_probe = errors
-
-    def probe_errors(self) -> list[float]:
-        """Per sampler row of the last draft call, the probe's error: the largest over the row's
-        guidance branches (a forecast that misses on either branch misses the guided output).
-        One host sync."""
-        if self.last_probe is None:
-            raise RuntimeError("no draft call has measured a probe")
-        r = len(self.tags)
-        per_branch = self.last_probe.reshape(-1, r)
-        return per_branch.amax(0).tolist()
 
     def forecast_args(self, model_rows: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(bank, index [M, A], coeffs [M, A+1])`` for :func:`sdsv_kernels.gather_combine`:

@@ -71,22 +71,10 @@ class SelfDraft:
         """As pure as the split model says it is (``sdsv_pure = True``: never writes into its inputs)."""
         return bool(getattr(self.model, "sdsv_pure", False))
 
-    @property
-    def can_probe(self) -> bool:
-        """Whether the split model provides the in-window probe (``forward_with_probe_residual``
-        and ``forward_with_probe``: its first deep block computed for real at draft steps)."""
-        return all(callable(getattr(self.model, n, None)) for n in ("forward_with_probe_residual", "forward_with_probe"))
-
     @contextlib.contextmanager
-    def session(self, batch: int, probe: bool = False) -> Iterator[AnchorBank]:
-        """A fresh anchor bank for one sampling call of ``batch`` samples (the sampler opens it).
-        With ``probe``, every draft call also measures the probe's error of each row
-        (:meth:`AnchorBank.probe_errors`)."""
-        if probe and not self.can_probe:
-            raise TypeError(f"the policy probes inside its windows, but the split model {type(self.model).__name__} "
-                            "has no forward_with_probe_residual / forward_with_probe")
+    def session(self, batch: int) -> Iterator[AnchorBank]:
+        """A fresh anchor bank for one sampling call of ``batch`` samples (the sampler opens it)."""
         bank = AnchorBank(batch, self.order, self.slots)
-        bank.probing = probe
         token = self._active.set(bank)
         try:
             yield bank
@@ -102,8 +90,7 @@ class SelfDraft:
 
     def target(self, x: torch.Tensor, sigma: torch.Tensor, **cond) -> torch.Tensor:
         bank = self._bank("target")
-        forward = self.model.forward_with_probe_residual if bank.probing else self.model.forward_with_residual
-        v, residual = forward(x, sigma, **cond)
+        v, residual = self.model.forward_with_residual(x, sigma, **cond)
         bank.record(residual)
         return v
 
@@ -112,11 +99,7 @@ class SelfDraft:
         # a model that makes its guidance rows itself (diffusers' denoisers) says how many it runs
         rows = self.model.model_rows(x, **cond) if hasattr(self.model, "model_rows") else x.shape[0]
         store, index, coeffs = bank.forecast_args(rows, x.device)
-        if not bank.probing:
-            return self.model.forward_with_forecast(x, sigma, store, index, coeffs, **cond)
-        v, probe_error = self.model.forward_with_probe(x, sigma, store, index, coeffs, **cond)
-        bank.record_probe(probe_error)
-        return v
+        return self.model.forward_with_forecast(x, sigma, store, index, coeffs, **cond)
 
     def __repr__(self) -> str:
         return f"SelfDraft({type(self.model).__name__}, order={self.order}, slots={self.slots})"

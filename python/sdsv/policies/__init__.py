@@ -8,12 +8,12 @@
 """
 
 from .base import (ERROR_METRICS, WINDOW_KINDS, PolicyState, StatelessState, WindowPolicy, next_window_length,
-                   policy_argument, shortened)
+                   shortened)
 from .error_controlled import ErrorControlled, ErrorControlledState
 from .fixed_interval import FixedInterval
 from .stage_plan import Segment, SegmentKind, StagePlan
 
 __all__ = [
     "ERROR_METRICS", "WINDOW_KINDS", "ErrorControlled", "ErrorControlledState", "FixedInterval", "PolicyState",
-    "Segment", "SegmentKind", "StagePlan", "StatelessState", "WindowPolicy", "next_window_length", "policy_argument", "shortened",
+    "Segment", "SegmentKind", "StagePlan", "StatelessState", "WindowPolicy", "next_window_length", "shortened",
 ]

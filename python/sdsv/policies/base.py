@@ -20,13 +20,11 @@ is never mutated by sampling, so one policy serves concurrent calls.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Callable
 
 from .._checks import as_int
 
-# "probed": an unverified window watched by the in-window probe, for a policy that probes (probe_tol)
-WINDOW_KINDS = ("target", "draft", "speculate", "unverified", "probed")
+WINDOW_KINDS = ("target", "draft", "speculate", "unverified")
 ERROR_METRICS = ("x0_rms", "v_rms")
 
 
@@ -36,23 +34,15 @@ class WindowPolicy:
     The sampler reads only what is declared here: ``num_steps``, ``name``, ``uses_target`` /
     ``uses_draft``, ``closing_error`` (evaluate the draft at the last state of unverified
     windows: the window's error) and ``error_metric`` (how that error is measured:
-    ``x0_rms`` = sigma rms(t - d), ``v_rms`` = rms(t - d)) and ``probes`` (the self-draft
-    measures its forecast's error at every draft step; ``"probed"`` windows end early where it
-    exceeds ``probe_tol``)."""
+    ``x0_rms`` = sigma rms(t - d), ``v_rms`` = rms(t - d))."""
 
     num_steps: int
     name: str = "custom"
     closing_error: bool = False
     error_metric: str = "x0_rms"
-    probe_tol: float | None = None  # set: the in-window probe's limit of "probed" windows
 
     def start(self, batch: int) -> "PolicyState":
         raise NotImplementedError
-
-    @property
-    def probes(self) -> bool:
-        """Whether the self-draft computes the in-window probe at every draft step."""
-        return self.probe_tol is not None
 
     @property
     def uses_target(self) -> bool:
@@ -95,17 +85,6 @@ class StatelessState(PolicyState):
 
     def window(self, sample: int, step: int) -> tuple[str, int]:
         return self.window_at(step)
-
-
-def policy_argument(policy, plan, caller: str):
-    """The window policy a caller got as ``policy=`` or as ``plan=``, its name until this release
-    (a ``DeprecationWarning``); both at once is an error. None when neither was given."""
-    if plan is None:
-        return policy
-    if policy is not None:
-        raise TypeError("pass the window policy as policy= (plan= is its deprecated name), not both")
-    warnings.warn(f"{caller}(..., plan=) is deprecated; pass policy=", DeprecationWarning, stacklevel=3)
-    return plan
 
 
 def shortened(kind: str, k: int, step: int, end: int) -> tuple[str, int]:

@@ -35,7 +35,6 @@ class ErrorControlled(WindowPolicy):
     reject_above: float | None = None
     error_metric: str = "v_rms"
     name: str = "error_controlled"
-    probe_tol: float | None = None
     closing_error: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
@@ -53,8 +52,6 @@ class ErrorControlled(WindowPolicy):
             raise ValueError(f"error_metric must be 'x0_rms' or 'v_rms', got {self.error_metric!r}")
         if self.reject_above is not None and not self.reject_above > 0:
             raise ValueError(f"reject_above must be > 0 or None, got {self.reject_above!r}")
-        if self.probe_tol is not None:
-            object.__setattr__(self, "probe_tol", as_float("probe_tol", self.probe_tol, positive=True))
 
     @classmethod
     def faithful(cls, num_steps: int) -> "ErrorControlled":
@@ -79,9 +76,8 @@ class ErrorControlled(WindowPolicy):
 
     def describe(self) -> str:
         rej = "" if self.reject_above is None else f", reject>{self.reject_above:g}"
-        probe = "" if self.probe_tol is None else f", probe<={self.probe_tol:g}"
         return (f"{self.name}[0-{self.warmup}:target, then tol={self.tol:g}, k in [{self.k_min}, {self.k_max}], "
-                f"order {self.order}{rej}{probe}]")
+                f"order {self.order}{rej}]")
 
 
 class ErrorControlledState(PolicyState):
@@ -92,8 +88,7 @@ class ErrorControlledState(PolicyState):
     def window(self, sample: int, step: int) -> tuple[str, int]:
         if step < self.p.warmup:
             return "target", 0
-        kind, k = shortened("unverified", self.k_next[sample], step, self.p.num_steps)
-        return ("probed", k) if self.p.probes and kind == "unverified" else (kind, k)
+        return shortened("unverified", self.k_next[sample], step, self.p.num_steps)
 
     def observe(self, sample: int, step: int, kind: str, k: int, accepted: int, error: float) -> bool:
         if kind != "unverified":

@@ -13,7 +13,7 @@ import torch
 from ..acceptance import AcceptanceTest
 from ..forecast import SelfDraft
 from ..guidance import ClassifierFreeGuidance
-from ..policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy, policy_argument
+from ..policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
 from ..solvers import SOLVERS
 from ..result import SampleStats
 from ..sampler import sample
@@ -85,17 +85,8 @@ class _CompiledSplit:
         def with_forecast(x, sigma, bank, index, coeffs, labels, guidance=None):
             return split.forward_with_forecast(x, sigma, bank, index, coeffs, labels, guidance)
 
-        def with_probe_residual(x, sigma, labels, guidance=None):
-            return split.forward_with_probe_residual(x, sigma, labels, guidance)
-
-        def with_probe(x, sigma, bank, index, coeffs, labels, guidance=None):
-            return split.forward_with_probe(x, sigma, bank, index, coeffs, labels, guidance)
-
         self.forward_with_residual = torch.compile(_renamed(with_residual, "self_target"), **options)
         self.forward_with_forecast = torch.compile(_renamed(with_forecast, "self_draft"), **options)
-        # compiled at their first call: only probing policies use them
-        self.forward_with_probe_residual = torch.compile(_renamed(with_probe_residual, "probe_target"), **options)
-        self.forward_with_probe = torch.compile(_renamed(with_probe, "probe_draft"), **options)
 
 
 def _renamed(fn, name: str):
@@ -225,14 +216,13 @@ class TinyPipeline:
         seed: int | Sequence[int] = 0,
         shift: float = 1.0,
         progress: bool | dict = False,
-        plan: WindowPolicy | None = None,
     ) -> TinyOutput:
         """Images for ``prompts`` ('a <colour> <shape>'), one seed per image.
 
         ``draft``: ``"lite"``, ``"svd"`` (trained drafts) or ``"self"`` (the target forecasting
-        its own blocks, of ``forecast_order`` 0/1/2). ``policy``: any window policy (``plan=`` is
-        its deprecated name, accepted for one release); by default, with ``draft="self"`` the
-        ``intent``'s error-controlled windows, with a trained draft the paper's multi-stage plan.
+        its own blocks, of ``forecast_order`` 0/1/2). ``policy``: any window policy; by default,
+        with ``draft="self"`` the ``intent``'s error-controlled windows, with a trained draft the
+        paper's multi-stage plan.
         ``intent`` sets what is not given: ``"faithful"`` (default) stays close to the
         pipeline's own sampler, Euler with 50 steps, with :meth:`ErrorControlled.faithful`
         windows; ``"accurate"`` gets closer to the model's exact sample for fewer target calls:
@@ -247,7 +237,6 @@ class TinyPipeline:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompts given: pass one prompt or a list of them ('a <colour> <shape>')")
-        policy = policy_argument(policy, plan, "TinyPipeline")
         if policy is not None and num_steps is not None and policy.num_steps != num_steps:
             raise ValueError(f"num_steps={num_steps} but the policy {policy.name!r} has {policy.num_steps} steps: "
                              "pass one of them (the policy's count is used)")

@@ -9,8 +9,6 @@ it better, so the default keeps none.
 
 from __future__ import annotations
 
-import torch
-
 import sdsv_kernels
 
 from .model import TinyDiT
@@ -52,28 +50,4 @@ class TinyDiTSplit:
     def forward_with_forecast(self, x, sigma, bank, index, coeffs, labels, guidance=None):
         h, cond, mod = self._enter(x, sigma, labels, guidance)
         return self._leave(sdsv_kernels.gather_combine(h, bank, index, coeffs), cond, mod)
-
-    # ---- the in-window probe: the first deep block computed for real (sdsv.windows.ProbedUnverified)
-    def forward_with_probe_residual(self, x, sigma, labels, guidance=None):
-        """The full forward, and the deep residual with the first deep block's own residual
-        beside it (last dimension: ``[r_deep, r_probe]``)."""
-        h_in, cond, mod = self._enter(x, sigma, labels, guidance)
-        h = self.deep[0](h_in, mod)
-        h_probe = h
-        for blk in self.deep[1:]:
-            h = blk(h, mod)
-        return self._leave(h, cond, mod), torch.cat([h - h_in, h_probe - h_in], dim=-1)
-
-    def forward_with_probe(self, x, sigma, bank, index, coeffs, labels, guidance=None):
-        """The draft's forward (the deep blocks forecast, as ``forward_with_forecast``), and per
-        row the probe's relative error: the first deep block computed for real against its own
-        forecast from the same anchors, ``rms(real - forecast) / rms(forecast residual)``."""
-        h_in, cond, mod = self._enter(x, sigma, labels, guidance)
-        both = sdsv_kernels.gather_combine(torch.cat([h_in, h_in], dim=-1), bank, index, coeffs)
-        width = h_in.shape[-1]
-        h_deep, h_probe_hat = both[..., :width], both[..., width:]
-        h_probe = self.deep[0](h_in, mod)
-        err = (h_probe - h_probe_hat).flatten(1).pow(2).mean(1)
-        ref = (h_probe_hat - h_in).flatten(1).pow(2).mean(1)
-        return self._leave(h_deep, cond, mod), (err / ref.clamp_min(1e-30)).sqrt()
 

@@ -36,7 +36,7 @@ import torch
 
 from ...acceptance import AcceptanceTest
 from ...forecast import SelfDraft
-from ...policies import ErrorControlled, StagePlan, WindowPolicy, policy_argument
+from ...policies import ErrorControlled, StagePlan, WindowPolicy
 from ...sampler import check_verification_options, sample
 from ...result import SampleStats
 from ...errors import RefusedError
@@ -196,7 +196,7 @@ def _sharded_split(split):
 # ---- enable / disable -----------------------------------------------------------------------
 def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept: AcceptanceTest | None = None,
            verify: str | None = None, convert_scheduler: bool = False, forecast_order: int = 1, head_blocks: int = 0,
-           shard: bool = False, plan=None):
+           shard: bool = False):
     """Make ``pipe(...)`` sample with SDSV: ``pipe.transformer`` is the target, ``draft`` the draft.
 
     ``draft``: ``"self"`` (the default; None means the same) — the **forecast self-draft**: the
@@ -243,7 +243,6 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
         family.check_draft(pipe.transformer, draft)
     if intent not in INTENT_SOLVERS:
         raise ValueError(f"intent must be one of {', '.join(map(repr, INTENT_SOLVERS))}, got {intent!r}")
-    policy = policy_argument(policy, plan, "sdsv.enable")
     if policy is None:
         if draft != "self":
             policy = StagePlan.paper_default
@@ -258,9 +257,6 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
         raise ValueError(f"verify must be one of {sdsv_kernels.VERIFY_MODES}, got {verify!r}")
     # a policy given as a function of the step count is checked at each call
     check_verification_options(policy, verify, accept)
-    if isinstance(policy, WindowPolicy) and policy.probes:
-        raise RefusedError("the in-window probe (probe_tol=) needs a split model that computes it; the diffusers "
-                           "self-draft does not yet: use ErrorControlled without probe_tol")
     scheduler_and_solver(pipe.scheduler, convert_scheduler)  # refuse a wrong scheduler now, not at the first call
 
     if shard:

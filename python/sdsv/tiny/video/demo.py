@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ...methods import DPM_ERROR_CONTROLLED, SELF_SDSV_ACCEPT, Method
+from ...methods import SELF_SDSV_ACCEPT, Method
 from ...metrics import psnr
 from ...policies import ErrorControlled, FixedInterval, StagePlan
+from ...policies.error_controlled import ACCURATE
 from ..weights import load_model, shipped_path
 from .pipeline import DEFAULT_SOLVER, TinyVideoPipeline
 
@@ -41,7 +42,7 @@ def methods(n: int) -> list[Method]:
         *(Method(f"target-only ({k} steps, {solver})", StagePlan.target_only(k), solver=solver) for k, solver in fewer),
         Method("cache every 3 (self)", FixedInterval(n, every=3), "self", **on),
         Method("faithful: error-ctrl (self, tol 0.2)", ErrorControlled.faithful(n), "self", **on),
-        Method("error-ctrl (self, k 1-2)", ErrorControlled(n, **DPM_ERROR_CONTROLLED), "self", **on),
+        Method("error-ctrl (self, k 1-2)", ErrorControlled(n, **ACCURATE), "self", **on),
         Method("sdsv-slow (self)", StagePlan.slow(n), "self", accept=SELF_SDSV_ACCEPT, **on),
         Method("improved-draft (lite)", StagePlan.improved_draft(n), "lite", **on),
         Method("sdsv-fast (lite)", StagePlan.fast(n), "lite", **on),
