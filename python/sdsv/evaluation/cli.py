@@ -5,6 +5,7 @@ the shipped tiny models, measured on this machine, into markdown tables and PNG 
     sdsv eval --experiment pareto --quick   # CI-sized smoke run (seconds)
     sdsv eval --experiment tail             # the tail: percentiles on 1056 images, two references (not in 'all')
     sdsv eval --experiment wan-video        # the paper's Wan2.1 rows on 56 clips of the tiny video model (not in 'all')
+    sdsv eval --experiment peers            # sdsv beside diffusers' cache hooks and cache-dit on the tiny FluxPipeline (not in 'all')
 
 Every method is sampled once per run over a fixed set of prompts and seeds and shared by the
 experiments that use it; reference-based metrics compare with the target-only images.
@@ -35,9 +36,11 @@ from ..tiny.pipeline import DEFAULT_GUIDANCE
 # the tail: 48 prompts x 22 seeds to report on (configurations are chosen on the next seeds, by
 # benchmarks/tail_study.py), the first 96 of them for the convergence check
 FULL = dict(images=256, steps=50, batch=32, latency_images=5, pareto_images=32, taus=(0.2, 0.4), k2s=(5, 15),
-            tail_images=1056, calibration_images=0, convergence_images=96, tail_batch=96, video_clips=56)
+            tail_images=1056, calibration_images=0, convergence_images=96, tail_batch=96, video_clips=56,
+            peers_images=1056, peers_batch1_images=240, peers_calibration_images=48, peers_batch=8)
 QUICK = dict(images=4, steps=8, batch=2, latency_images=1, pareto_images=2, taus=(0.1,), k2s=(5,),
-             tail_images=4, calibration_images=2, convergence_images=2, tail_batch=2, video_clips=2)
+             tail_images=4, calibration_images=2, convergence_images=2, tail_batch=2, video_clips=2,
+             peers_images=4, peers_batch1_images=2, peers_calibration_images=2, peers_batch=2)
 FEWER_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)  # of the full schedule: 10, 15, 20, 25, 30 of 50
 DPM_STEP_FRACTIONS = (0.2, 0.3, 0.4, 0.5)         # DPM-Solver++(2M): 10, 15, 20, 25 of 50
 # table2's baselines (the demo's picks): Euler 20 of 50, DPM-Solver++(2M) 15, 20 and 25 of 50
@@ -45,7 +48,7 @@ TABLE_FEWER = ((0.4, "euler"), (0.3, "dpm++2m"), (0.4, "dpm++2m"), (0.5, "dpm++2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", default="all", choices=list(EXPERIMENTS) + ["tail", "wan-video", "all"],
+    p.add_argument("--experiment", default="all", choices=list(EXPERIMENTS) + ["tail", "wan-video", "peers", "all"],
                    help="'all' runs the paper's four (table1, table2, warmup, pareto), not the tail (its "
                         "1056 images x 7 rows and a 100-step reference take about an hour on 2 cores)")
     p.add_argument("--quick", action="store_true",
@@ -73,6 +76,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"wan-video: clips (default {FULL['video_clips']}; every motion every 7 clips)")
     p.add_argument("--tail-batch", type=int_at_least(1), default=None,
                    help=f"tail: sampling batch (default {FULL['tail_batch']})")
+    p.add_argument("--peers-images", type=int_at_least(2), default=None,
+                   help=f"peers: report images at --peers-batch (default {FULL['peers_images']})")
+    p.add_argument("--peers-batch1-images", type=int_at_least(1), default=None,
+                   help=f"peers: the first this many again at batch 1 (default {FULL['peers_batch1_images']})")
+    p.add_argument("--peers-calibration-images", type=int_at_least(0), default=None,
+                   help=f"peers: images MagCache and sdsv.calibrate are fitted on, seeds after the report set's "
+                        f"(default {FULL['peers_calibration_images']}; 0 leaves those rows out)")
+    p.add_argument("--peers-batch", type=int_at_least(1), default=None,
+                   help=f"peers: the batch of the main run (default {FULL['peers_batch']})")
+    p.add_argument("--flux", type=Path, default=None, help="peers: the tiny Flux folder (default: shipped)")
     p.add_argument("--draft", default="svd", choices=["lite", "svd"], help="draft of table2 and warmup")
     p.add_argument("--metric", default=DEFAULT_METRIC, choices=["x0_rms", "state_rel_l2", "rel_l2", "cosine"])
     p.add_argument("--tau", type=finite_float(), default=DEFAULT_TAU, help="acceptance threshold of every SDSV method")
@@ -119,6 +132,15 @@ def check_arguments(p: argparse.ArgumentParser, args) -> None:
         p.error(f"argument --pareto-images: a multiple of --batch ({batch}) up to --images ({size['images']}), got {n}")
     if args.experiment == "tail":
         _check_tail(p, size)
+    if args.experiment == "peers":
+        from ..tiny.flux.components import PIPELINE_DIR
+        if size["peers_batch1_images"] > size["peers_images"]:
+            p.error(f"argument --peers-batch1-images: at most --peers-images ({size['peers_images']}), "
+                    f"got {size['peers_batch1_images']}")
+        if not ((args.flux or PIPELINE_DIR) / "model_index.json").exists():
+            p.error(f"argument --flux: no diffusers pipeline folder at {args.flux or PIPELINE_DIR} "
+                    "(train one with python -m sdsv.tiny.flux.train)")
+        return
     if args.experiment == "wan-video":
         from ..tiny.video.demo import methods as video_methods
         from ..tiny.weights import VIDEO_MODEL_NAMES
@@ -179,6 +201,12 @@ def main(args) -> int:
         from .video import wan_video
         markdown, _, files = wan_video(pick("video_clips"), steps, out, args.weights, args.guidance,
                                        progress=not args.quiet)
+        print(markdown + "\nfiles: " + ", ".join(str(f) for f in files) + "\n", flush=True)
+    elif args.experiment == "peers":  # the tiny FluxPipeline, every peer through its own API
+        from .peers import peers
+        markdown, _, files = peers(out, pick("peers_images"), pick("peers_batch1_images"),
+                                   pick("peers_calibration_images"), pick("peers_batch"), steps, args.flux,
+                                   progress=not args.quiet)
         print(markdown + "\nfiles: " + ", ".join(str(f) for f in files) + "\n", flush=True)
     elif args.experiment == "tail":  # its own runner: other seeds, the converged reference's steps
         sets = SeedSets(pick("tail_images"), pick("calibration_images"))

@@ -1,0 +1,450 @@
+"""sdsv beside the caches users already run (``sdsv eval --experiment peers``).
+
+On the trained tiny ``FluxPipeline`` (:mod:`sdsv.tiny.flux`), every method runs through its own
+public API on the same prompts and seeds: the pipeline alone (50 steps and fewer),
+``sdsv.enable`` (faithful, accurate, calibrated), each diffusers cache hook
+(``transformer.enable_cache(...)``) and cache-dit's DBCache with and without its calibrators
+(``cache_dit.enable_cache(pipe, ...)``), each at its documented defaults and at more settings
+that trace its speed-quality curve.
+
+Per method: the transformer's deep work per image, counted as the multiply-accumulates of its
+``nn.Linear`` layers (every block's projections and MLPs; a cache that skips a block, an attention
+or a feed-forward inside a call skips its Linear calls, so what it skipped is not counted), in
+units of one full evaluation of one image; the wall-clock speed-up over the 50-step pipeline
+(methods timed in turns, batch by batch, in one run; VAE decode included); PSNR in float
+(mean / 5th / 1st percentile / worst image) and SSIM against the 50-step output (fidelity) and
+against a converged solution (accuracy: the pipeline with DPM-Solver++(2M) at twice the steps).
+Images are compared in pixels in [0, 1], decoded by the pipeline itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..metrics import psnr, ssim, tail_summary
+from tqdm import tqdm
+
+#: the report set's first seed (the tail's and the tables' seeds are below 40 000); the
+#: calibration set (what MagCache and sdsv.calibrate are fitted on) follows it
+PEER_SEED = 40_000
+REFERENCE_STEPS = 50
+CONVERGED_FACTOR = 2  # the converged solution: DPM-Solver++(2M) with twice the reference's steps
+GUIDANCE = 3.0
+
+
+# ---- the methods ------------------------------------------------------------------------------
+@dataclass
+class Row:
+    """One method at one setting: how to put it on the pipeline and take it off again."""
+
+    name: str
+    family: str                       # "pipeline", "sdsv", "diffusers <cache>", "cache-dit <calibrator>"
+    steps: int = REFERENCE_STEPS
+    attach: Callable | None = None    # attach(pipe) through the method's own API
+    detach: Callable | None = None
+    scheduler: Callable | None = None  # a scheduler for this row (the converged reference)
+    notes: str = ""
+    pipeline: str = "main"            # rows on another pipeline instance: cache-dit's disable_cache
+    #                                   leaves its patched transformer forward, on which diffusers'
+    #                                   FirstBlockCache then fails
+
+
+def pipeline_rows(steps: int = REFERENCE_STEPS) -> list[Row]:
+    """The pipeline alone: ``steps`` (the reference) and fewer (25, 15, 12, 10 of 50)."""
+    fewer = sorted({max(1, round(steps * f)) for f in (0.5, 0.3, 0.24, 0.2)} - {steps}, reverse=True)
+    return [Row(f"pipeline, {n} steps", "pipeline", n) for n in (steps, *fewer)]
+
+
+def converged_row(steps: int = REFERENCE_STEPS) -> Row:
+    def dpm(pipe):
+        from diffusers import DPMSolverMultistepScheduler
+
+        # FluxPipeline always passes a resolution shift mu, which this scheduler takes only with
+        # dynamic shifting: its sigmas are then spaced as shift ~1.6 at 64 tokens; the ODE is the same
+        return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, prediction_type="flow_prediction",
+                                           use_flow_sigmas=True, flow_shift=1.0, use_dynamic_shifting=True,
+                                           time_shift_type="exponential")
+    n = CONVERGED_FACTOR * steps
+    return Row(f"converged: DPM-Solver++(2M), {n} steps", "reference", n, scheduler=dpm)
+
+
+def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS) -> list[Row]:
+    """The faithful default, the accurate intent (DPM-Solver++(2M) at 28 of 50 steps, as the tiny
+    pipeline's accurate intent) and a policy calibrated on the calibration set."""
+    import sdsv
+
+    accurate = max(2, round(steps * 0.56))
+    rows = [Row("sdsv faithful", "sdsv", steps, attach=lambda p: sdsv.enable(p), detach=sdsv.disable),
+            Row(f"sdsv accurate, {accurate} steps", "sdsv", accurate, attach=lambda p: sdsv.enable(p, intent="accurate"),
+                detach=sdsv.disable)]
+    if calibrated_policy is not None:
+        rows.append(Row("sdsv calibrated", "sdsv", steps, attach=lambda p: sdsv.enable(p, policy=calibrated_policy),
+                        detach=sdsv.disable))
+    return rows
+
+
+def _diffusers(name: str, family: str, make_config: Callable, steps: int = REFERENCE_STEPS, notes: str = "") -> Row:
+    return Row(name, f"diffusers {family}", steps, attach=lambda p: p.transformer.enable_cache(make_config(p)),
+               detach=lambda p: p.transformer.disable_cache(), notes=notes)
+
+
+def diffusers_rows(mag_ratios: list[float] | None, steps: int = REFERENCE_STEPS) -> list[Row]:
+    """diffusers' cache hooks: the documented defaults first, then settings along each curve."""
+    from diffusers import hooks as H
+
+    ts = lambda p: p.current_timestep  # noqa: E731 - the callback the docs pass to PAB / FasterCache
+    def row(name, family, make_config, notes=""):
+        return _diffusers(name, family, make_config, steps, notes)
+
+    rows = [row(f"FirstBlockCache threshold={t}{' (default)' if t == 0.05 else ''}", "FirstBlockCache",
+                lambda p, t=t: H.FirstBlockCacheConfig(threshold=t)) for t in (0.05, 0.1, 0.2, 0.4)]
+    for interval, before in ((5, 3), (3, 3), (2, 3)):
+        rows.append(row(f"TaylorSeerCache interval={interval}{' (default)' if interval == 5 else ''}", "TaylorSeerCache",
+                               lambda p, i=interval, b=before: H.TaylorSeerCacheConfig(cache_interval=i, disable_cache_before_step=b,
+                                                                                      taylor_factors_dtype=torch.float32)))
+    if mag_ratios is not None:
+        for t in (0.06, 0.12, 0.24):
+            rows.append(row(f"MagCache threshold={t}{' (default)' if t == 0.06 else ''}", "MagCache",
+                                   lambda p, t=t: H.MagCacheConfig(threshold=t, mag_ratios=mag_ratios,
+                                                                   num_inference_steps=steps),
+                                   notes="mag_ratios calibrated on the calibration set as its docs say"))
+    for t in (0.25, 0.1, 0.5):
+        rows.append(row(f"SeaCache threshold={t}{' (default)' if t == 0.25 else ''}", "SeaCache",
+                               lambda p, t=t: H.SeaCacheConfig(threshold=t)))
+    for skip in (2, 3, 4):
+        rows.append(row(f"PyramidAttentionBroadcast skip={skip}", "PyramidAttentionBroadcast",
+                               lambda p, s=skip: H.PyramidAttentionBroadcastConfig(
+                                   spatial_attention_block_skip_range=s, current_timestep_callback=lambda: ts(p))))
+    for skip in (2, 3, 4):
+        rows.append(row(f"FasterCache skip={skip}{' (default)' if skip == 2 else ''}", "FasterCache",
+                               lambda p, s=skip: H.FasterCacheConfig(
+                                   spatial_attention_block_skip_range=s, is_guidance_distilled=True,
+                                   current_timestep_callback=lambda: ts(p))))
+    return rows
+
+
+def cache_dit_rows(depth_blocks: int, steps: int = REFERENCE_STEPS) -> list[Row]:
+    """cache-dit's DBCache, Fn scaled from its default (8 of FLUX.1's 57 blocks) to this depth."""
+    import cache_dit as cd
+
+    fn = max(1, round(8 * depth_blocks / 57))
+    calibrators = {"none": lambda: None, "TaylorSeer": lambda: cd.TaylorSeerCalibratorConfig(taylorseer_order=1),
+                   "FoCa": lambda: cd.FoCaCalibratorConfig(), "DMD": lambda: cd.DMDCalibratorConfig()}
+    rows = []
+    for cal, make in calibrators.items():
+        for t in (0.08, 0.16, 0.32):
+            def attach(p, t=t, make=make):
+                cd.enable_cache(p, cache_config=cd.DBCacheConfig(Fn_compute_blocks=fn, Bn_compute_blocks=0,
+                                                                 residual_diff_threshold=t), calibrator_config=make())
+            rows.append(Row(f"cache-dit DBCache F{fn}B0 r={t}{' (default)' if t == 0.08 else ''}, calibrator {cal}",
+                            f"cache-dit {cal}", steps, attach=attach, detach=lambda p: cd.disable_cache(p),
+                            pipeline="cache-dit"))
+    return rows
+
+
+def calibrate_mag_ratios(pipe, prompts, seeds, batch: int, steps: int = REFERENCE_STEPS) -> list[float]:
+    """MagCache's calibration as its docs describe it: one run with ``calibrate=True``, the printed
+    ratios read back (one run of ``batch`` calibration images; the ratio is their mean)."""
+    from diffusers import hooks as H
+
+    pipe.transformer.enable_cache(H.MagCacheConfig(calibrate=True, num_inference_steps=steps))
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            _draw(pipe, prompts[:batch], seeds[:batch], steps)
+    finally:
+        pipe.transformer.disable_cache()
+    found = re.findall(r"\[([-0-9.,\se]+)\]", buf.getvalue())
+    if not found:
+        raise RuntimeError(f"MagCache calibration printed no ratios: {buf.getvalue()[:200]!r}")
+    return [float(v) for v in found[-1].split(",")]
+
+
+# ---- counting the deep work -------------------------------------------------------------------
+class LinearWork:
+    """Multiply-accumulates of a module's ``nn.Linear`` layers, counted with forward hooks."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.macs = 0
+        self._handles = [m.register_forward_hook(self._count) for m in module.modules()
+                         if isinstance(m, torch.nn.Linear)]
+
+    def _count(self, mod, inputs, output) -> None:
+        self.macs += inputs[0].numel() // mod.in_features * mod.in_features * mod.out_features
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def macs_per_evaluation(pipe) -> int:
+    """One full transformer evaluation of one image (one pipeline step at batch 1)."""
+    work = LinearWork(pipe.transformer)
+    try:
+        _draw(pipe, ["a red circle"], [0], 1)
+    finally:
+        work.remove()
+    return work.macs
+
+
+# ---- running ----------------------------------------------------------------------------------
+def _draw(pipe, prompts, seeds, steps: int) -> torch.Tensor:
+    from ..tiny.flux.components import call_kwargs
+
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    return pipe(list(prompts), generator=gens, output_type="pt", **call_kwargs(steps=steps, guidance=GUIDANCE)).images.float()
+
+
+@dataclass
+class RowRun:
+    images: list = field(default_factory=list)
+    seconds: float = 0.0
+    macs: int = 0
+    error: str | None = None
+
+
+def run_rows(pipes: dict, rows: list[Row], prompts, seeds, batch: int, desc: str, progress: bool = True) -> dict[str, RowRun]:
+    """Every row on every batch, the rows in turns within each batch (so a slow minute of the
+    machine falls on every method alike), each on ``pipes[row.pipeline]``. A row that fails says
+    why and is left out."""
+    runs = {r.name: RowRun() for r in rows}
+    bar = tqdm(total=len(prompts) * len(rows), desc=desc, unit="img", mininterval=5.0, disable=not progress)
+    for i in range(0, len(prompts), batch):
+        p, s = prompts[i:i + batch], seeds[i:i + batch]
+        for row in rows:
+            run, pipe = runs[row.name], pipes[row.pipeline]
+            own_scheduler = pipe.scheduler
+            if run.error is None:
+                try:
+                    if row.scheduler is not None:
+                        pipe.scheduler = row.scheduler(pipe)
+                    if row.attach is not None:
+                        row.attach(pipe)
+                    work = LinearWork(pipe.transformer)
+                    try:
+                        t0 = time.perf_counter()
+                        run.images.append(_draw(pipe, p, s, row.steps))
+                        run.seconds += time.perf_counter() - t0
+                    finally:
+                        work.remove()
+                    run.macs += work.macs
+                except Exception as e:  # noqa: BLE001 - a peer that cannot run here is reported, not fatal
+                    run.error = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+                finally:
+                    if row.detach is not None:
+                        with contextlib.suppress(Exception):
+                            row.detach(pipe)
+                    pipe.scheduler = own_scheduler
+            bar.update(len(p))
+    bar.close()
+    return runs
+
+
+def summarise(rows: list[Row], runs: dict[str, RowRun], ref: str, converged: str, macs_one: int) -> list[dict]:
+    """One dict per row: deep work, speed-up, the tail against both references, dominance."""
+    ref_img, conv_img = torch.cat(runs[ref].images), torch.cat(runs[converged].images)
+    out = []
+    for row in rows:
+        run = runs[row.name]
+        d = {"method": row.name, "family": row.family, "steps": row.steps, "notes": row.notes}
+        if run.error is not None:
+            d["error"] = run.error
+            out.append(d)
+            continue
+        img = torch.cat(run.images)
+        n = img.shape[0]
+        d["deep_evals"] = run.macs / (n * macs_one)
+        d["speedup"] = runs[ref].seconds / run.seconds
+        d["seconds_per_image"] = run.seconds / n
+        for y, other in (("fid", ref_img), ("acc", conv_img)):
+            if row.name == ref and y == "fid" or row.name == converged and y == "acc":
+                continue
+            t = tail_summary(psnr(img, other))
+            d.update({f"{y}_{k}": v for k, v in t.items()})
+            d[f"{y}_ssim"] = ssim(img, other).mean().item()
+        out.append(d)
+    for y in ("fid", "acc"):
+        for d in out:
+            if f"{y}_p5" in d and d["family"] != "reference":
+                d[f"{y}_dominated_by"] = [o["method"] for o in out if o is not d and f"{y}_p5" in o
+                                          and o["family"] != "reference" and o["speedup"] >= d["speedup"]
+                                          and o[f"{y}_p5"] >= d[f"{y}_p5"]
+                                          and (o["speedup"] > d["speedup"] or o[f"{y}_p5"] > d[f"{y}_p5"])]
+    return out
+
+
+def worst_images(rows: list[dict], runs: dict[str, RowRun], ref: str, k: int = 3) -> dict[str, list[int]]:
+    """Per method, the indices of its ``k`` worst images against the 50-step output."""
+    ref_img = torch.cat(runs[ref].images)
+    worst = {}
+    for d in rows:
+        if "fid_p5" in d:
+            per = psnr(torch.cat(runs[d["method"]].images), ref_img)
+            worst[d["method"]] = per.argsort()[:k].tolist()
+    return worst
+
+
+def save(out: Path, name: str, rows: list[dict], meta: dict) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    return path
+
+
+# ---- the experiment ---------------------------------------------------------------------------
+def all_rows(pipe, calibrated_policy, mag_ratios, steps: int = REFERENCE_STEPS) -> list[Row]:
+    depth = len(pipe.transformer.transformer_blocks) + len(pipe.transformer.single_transformer_blocks)
+    rows = [*pipeline_rows(steps), converged_row(steps), *sdsv_rows(calibrated_policy, steps),
+            *diffusers_rows(mag_ratios, steps)]
+    try:
+        rows += cache_dit_rows(depth, steps)
+    except ImportError:  # cache-dit is an optional extra: pip install 'sdsv[peers]'
+        pass
+    return rows
+
+
+def _plot(tables: dict[str, list[dict]], path: Path) -> Path:
+    """One panel per (batch, yardstick): speed-up against the 5th percentile (filled) and the mean
+    (hollow), one colour per method family, sdsv's rows labelled."""
+    from .report import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(tables), 2, figsize=(14, 5.6 * len(tables)), squeeze=False)
+    families = sorted({d["family"] for rows in tables.values() for d in rows if d["family"] != "reference"})
+    colours = dict(zip(families, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    for (batch, rows), ax_row in zip(tables.items(), axes):
+        for ax, (y, what) in zip(ax_row, (("fid", "fidelity: vs the 50-step output"), ("acc", "accuracy: vs the converged solution"))):
+            for fam in families:
+                pts = sorted((d for d in rows if d["family"] == fam and f"{y}_p5" in d), key=lambda d: d["speedup"])
+                if not pts:
+                    continue
+                c = colours[fam]
+                ax.plot([d["speedup"] for d in pts], [d[f"{y}_p5"] for d in pts], marker="o", ls="--" if fam == "pipeline" else "none",
+                        color=c, ms=7 if fam == "sdsv" else 5, label=fam)
+                for d in pts:
+                    ax.plot([d["speedup"]] * 2, [d[f"{y}_p5"], d[f"{y}_mean"]], color=c, lw=0.6, alpha=0.5)
+                    ax.plot([d["speedup"]], [d[f"{y}_mean"]], marker="o", ms=3, color=c, mfc="white")
+                    if fam in ("sdsv", "pipeline"):
+                        ax.annotate(d["method"].replace("pipeline, ", ""), (d["speedup"], d[f"{y}_p5"]),
+                                    textcoords="offset points", xytext=(4, -9), fontsize=6)
+            ax.set_title(f"{batch}: {what}\nfilled: 5th percentile, hollow: mean", fontsize=9)
+            ax.set_xlabel("wall-clock speed-up over the 50-step pipeline")
+            ax.set_ylabel("PSNR, dB")
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _worst_grid(rows: list[dict], runs: dict[str, RowRun], ref: str, prompts, path: Path) -> Path:
+    """Each method's worst image (against the 50-step output) beside the 50-step image of the same
+    prompt and seed: columns are the methods, the top row their worst image, the bottom row the
+    reference."""
+    from .report import _pyplot
+
+    plt = _pyplot()
+    ref_img = torch.cat(runs[ref].images)
+    shown = [d for d in rows if "fid_worst" in d]
+    fig, axes = plt.subplots(2, len(shown), figsize=(1.25 * len(shown) + 1, 3.4), squeeze=False)
+    for c, d in enumerate(shown):
+        img = torch.cat(runs[d["method"]].images)
+        i = int(psnr(img, ref_img).argmin())
+        for r, pic in enumerate((img[i], ref_img[i])):
+            ax = axes[r][c]
+            ax.imshow(pic.clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[0][c].set_title(f"{d['method']}\n{d['fid_worst']:.1f} dB, '{prompts[i]}'", fontsize=5)
+    axes[0][0].set_ylabel("worst image", fontsize=7)
+    axes[1][0].set_ylabel("50 steps", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+COLUMNS = [("method", "method", "s"), ("deep_evals", "deep evals / image", ".1f"), ("speedup", "speed-up", ".2f"),
+           ("fid_mean", "fid. mean", ".2f"), ("fid_p5", "fid. p5", ".2f"), ("fid_p1", "fid. p1", ".2f"),
+           ("fid_worst", "fid. worst", ".2f"), ("fid_ssim", "fid. SSIM", ".4f"), ("acc_mean", "acc. mean", ".2f"),
+           ("acc_p5", "acc. p5", ".2f"), ("acc_worst", "acc. worst", ".2f"),
+           ("fid_dominated_by", "fid. dominated", lambda v: str(len(v))),
+           ("acc_dominated_by", "acc. dominated", lambda v: str(len(v)))]
+
+
+def peers(out: Path, images: int, batch1_images: int, calibration_images: int = 48, batch: int = 8,
+          steps: int = REFERENCE_STEPS, flux_dir: Path | None = None, progress: bool = True) -> tuple[str, dict, list[Path]]:
+    """Run every row at ``batch`` on ``images`` report images and at batch 1 on the first
+    ``batch1_images`` of them; returns (markdown, results, files)."""
+    import sdsv
+
+    from ..tiny.flux.components import PIPELINE_DIR, TEXT_LEN, load_pipeline
+    from .report import md_table, provenance
+    from .runner import balanced_prompts
+
+    pipes = {name: load_pipeline(flux_dir or PIPELINE_DIR) for name in ("main", "cache-dit")}
+    for p in pipes.values():
+        p.set_progress_bar_config(disable=True)
+    pipe = pipes["main"]
+    _quiet_cache_dit()
+    n_all = images + calibration_images
+    prompts, seeds = balanced_prompts(n_all), [PEER_SEED + i for i in range(n_all)]
+    cal_p, cal_s = prompts[images:], seeds[images:]
+    prompts, seeds = prompts[:images], seeds[:images]
+    t0 = time.perf_counter()
+    mag = calibrated = None
+    if cal_p:
+        mag = calibrate_mag_ratios(pipe, cal_p, cal_s, min(batch, len(cal_p)), steps)
+        calibrated = sdsv.calibrate(pipe, cal_p, target_psnr=CALIBRATED_P5, num_steps=steps, seed=cal_s[0],
+                                    height=32, width=32, max_sequence_length=TEXT_LEN, guidance_scale=GUIDANCE).policy
+    rows = all_rows(pipe, calibrated, mag, steps)
+    macs_one = macs_per_evaluation(pipe)
+    ref, conv = rows[0].name, next(r.name for r in rows if r.family == "reference")
+    tables, files, all_runs = {}, [], {}
+    for label, n, b in ((f"batch {batch}", images, batch), ("batch 1", batch1_images, 1)):
+        runs = run_rows(pipes, rows, prompts[:n], seeds[:n], b, desc=f"peers, {label}", progress=progress)
+        tables[label] = summarise(rows, runs, ref, conv, macs_one)
+        all_runs[label] = runs
+    meta = {"images": images, "batch1_images": batch1_images, "batch": batch, "steps": steps,
+            "seeds": [seeds[0], seeds[-1]], "calibration_seeds": [cal_s[0], cal_s[-1]] if cal_s else None,
+            "calibrated_target_p5": CALIBRATED_P5, "mag_ratios": mag, "macs_per_evaluation": macs_one,
+            "seconds": round(time.perf_counter() - t0), "provenance": provenance(None), "counting": LinearWork.__doc__}
+    out.mkdir(parents=True, exist_ok=True)
+    files.append(save(out, "peers", tables, meta))
+    files.append(_plot(tables, out / "peers.png"))
+    files.append(_worst_grid(tables[f"batch {batch}"], all_runs[f"batch {batch}"], ref, prompts, out / "peers_worst.png"))
+    md = [f"## sdsv beside the caches users run: tiny FluxPipeline, {images} images at batch {batch}, "
+          f"{batch1_images} at batch 1, {steps} steps\n",
+          f"seeds {seeds[0]}..{seeds[-1]} (chosen on nothing); calibration seeds {meta['calibration_seeds']}; "
+          f"{meta['seconds']} s; {meta['provenance']['machine']}; {meta['provenance']['versions']}\n"]
+    for label, t in tables.items():
+        md += [f"### {label}\n", md_table(t, COLUMNS), ""]
+        errors = [f"- {d['method']}: {d['error']}" for d in t if "error" in d]
+        if errors:
+            md += ["Rows that could not run:", *errors, ""]
+    text = "\n".join(md) + "\n"
+    (out / "peers.md").write_text(text)
+    files.append(out / "peers.md")
+    return text, tables, files
+
+
+CALIBRATED_P5 = 32.0  # dB against the 50-step output, 5th percentile on the calibration set
+
+
+def _quiet_cache_dit() -> None:
+    """cache-dit logs every enable at INFO level; the run's progress bar says enough."""
+    import logging
+
+    for name in list(logging.root.manager.loggerDict):
+        if "cache_dit" in name.lower() or "cache-dit" in name.lower():
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,87 @@
+"""``sdsv eval --experiment peers``: every peer runs through its own API on the trained tiny
+FluxPipeline, the deep work is counted from what actually ran, and the summary's dominance is
+right."""
+
+import math
+
+import pytest
+import torch
+
+from sdsv.evaluation import peers as P
+
+pytest.importorskip("diffusers")
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    from sdsv.tiny.flux import load_pipeline
+
+    out = {name: load_pipeline() for name in ("main", "cache-dit")}
+    for p in out.values():
+        p.set_progress_bar_config(disable=True)
+    return out
+
+
+def _one_per_family(rows):
+    seen, out = set(), []
+    for r in rows:
+        if r.family not in seen:
+            seen.add(r.family)
+            out.append(r)
+    return out
+
+
+def test_one_setting_of_every_peer_runs_on_the_trained_pipeline(pipes):
+    pytest.importorskip("cache_dit")
+    pipe = pipes["main"]
+    mag = P.calibrate_mag_ratios(pipe, ["a red circle", "a blue ring"], [7, 8], 2, STEPS)
+    assert len(mag) == STEPS and all(math.isfinite(v) and v > 0 for v in mag)
+    rows = _one_per_family([*P.pipeline_rows(STEPS), *P.sdsv_rows(None, STEPS), *P.diffusers_rows(mag, STEPS),
+                            *P.cache_dit_rows(12, STEPS)])
+    assert {r.family for r in rows} >= {"sdsv", "diffusers FirstBlockCache", "diffusers TaylorSeerCache", "diffusers MagCache",
+                                        "diffusers SeaCache", "diffusers PyramidAttentionBroadcast", "diffusers FasterCache",
+                                        "cache-dit none", "cache-dit TaylorSeer", "cache-dit FoCa", "cache-dit DMD"}
+    runs = P.run_rows(pipes, rows, ["a red circle", "a green cross"], [1, 2], 2, "test", progress=False)
+    macs_one = P.macs_per_evaluation(pipe)
+    for r in rows:
+        run = runs[r.name]
+        assert run.error is None, (r.name, run.error)
+        img = torch.cat(run.images)
+        assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
+        assert 0 < run.macs / (2 * macs_one) <= STEPS + 1e-9, r.name
+    assert runs[rows[0].name].macs == 2 * STEPS * macs_one  # the pipeline alone: exactly one evaluation per step
+    assert runs["sdsv faithful"].macs < runs[rows[0].name].macs
+    # every method took itself off again: the pipeline draws what it drew before
+    again = P.run_rows(pipes, rows[:1], ["a red circle", "a green cross"], [1, 2], 2, "test", progress=False)
+    torch.testing.assert_close(again[rows[0].name].images[0], runs[rows[0].name].images[0], rtol=0, atol=0)
+
+
+def test_a_cache_that_skips_blocks_counts_less_deep_work(pipes):
+    from diffusers import hooks as H
+
+    skip_all = P._diffusers("FBC never recomputes", "diffusers FirstBlockCache",
+                            lambda p: H.FirstBlockCacheConfig(threshold=1e9), STEPS)
+    runs = P.run_rows(pipes, [P.pipeline_rows(STEPS)[0], skip_all], ["a red circle"], [3], 1, "test", progress=False)
+    full, skipped = runs["pipeline, 6 steps"].macs, runs["FBC never recomputes"].macs
+    assert skipped < 0.6 * full  # after its first step only the first block (and the embedders) run
+
+
+def test_summary_tail_and_dominance():
+    rows = [P.Row("ref", "pipeline"), P.Row("conv", "reference"), P.Row("fast good", "sdsv"), P.Row("slow bad", "x")]
+    img = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = lambda s: torch.randn(img.shape, generator=torch.Generator().manual_seed(s))  # noqa: E731
+    runs = {"ref": P.RowRun([img], 10.0, 40), "conv": P.RowRun([img + 0.01 * noise(1)], 20.0, 80),
+            "fast good": P.RowRun([img + 0.01 * noise(2)], 2.0, 10), "slow bad": P.RowRun([img + 0.1 * noise(3)], 5.0, 20)}
+    out = {d["method"]: d for d in P.summarise(rows, runs, "ref", "conv", macs_one=10)}
+    assert out["fast good"]["speedup"] == 5.0 and out["fast good"]["deep_evals"] == 0.25
+    assert out["slow bad"]["fid_dominated_by"] == ["fast good"] and out["fast good"]["fid_dominated_by"] == []
+    assert out["fast good"]["fid_p5"] <= out["fast good"]["fid_mean"] and "fid_p5" not in out["ref"]
+    assert "acc_p5" in out["ref"] and "acc_p5" not in out["conv"]
+
+
+def test_a_row_that_cannot_run_is_reported_not_fatal(pipes):
+    def boom(p):
+        raise RuntimeError("not on this pipeline")
+    runs = P.run_rows(pipes, [P.Row("broken", "x", STEPS, attach=boom)], ["a red circle"], [0], 1, "test", progress=False)
+    assert runs["broken"].error == "RuntimeError: not on this pipeline"
