@@ -18,6 +18,12 @@
 #      op_bandwidth.json, op_profile.txt, gpu-<device>-<date>.json, summary.md, extras.tgz (the rest).
 # A failed or killed stage does not stop the next; every JSON is written as its results come.
 #   OUT=/some/dir bash benchmarks/gpu/run_device.sh
+# Two more stages run only when named in STAGES (issue "On a GPU"):
+#   peers       the peers at Flux/Wan size: each method's overhead per step at matched deep work
+#               (peers_overhead.py, eager and regional compile) -> peers_overhead.json
+#   train_flux  the tiny Flux trained on the GPU (python -m sdsv.tiny.flux.train --device cuda,
+#               every stage but the report) -> tiny_flux/ inside extras.tgz
+#   e.g. STAGES=train_flux,peers,ops OUT=$OUT bash benchmarks/gpu/run_device.sh
 # Knobs: DEADLINE_S, STAGES (default rcurve,e2e,ops,compile,bench,tests: a rerun names fewer),
 # E2E_SECTIONS (default e2e,decode), E2E_ARGS, SCALE=1 (also the older scale check).
 # DRY=1: a CPU rehearsal of this script (tiny configs, no build, no GPU): checks the plumbing only.
@@ -56,7 +62,7 @@ else
   $PY -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))' 2>&1 | tee -a "$LOG" || exit 2
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.memory,driver_version --format=csv 2>&1 | tee -a "$LOG"
 fi
-if ! $PY -c "import diffusers" 2>/dev/null && [ -d .gpu_wheels ]; then
+if ! $PY -c "import diffusers, cache_dit" 2>/dev/null && [ -d .gpu_wheels ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu_wheels/*.whl >>"$LOG" 2>&1
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
@@ -94,6 +100,16 @@ if (( HAVE_DIFFUSERS )) && want e2e; then
   E2E_LEFT=$(( $(left) - 220 )); (( E2E_LEFT > 260 )) && E2E_LEFT=260
   run_stage "end to end" 60 $(( E2E_LEFT + 20 )) $E2E --sections ${E2E_SECTIONS:-e2e,decode} --total-s $E2E_LEFT
 fi
+if want train_flux; then
+  for st in vae transformer guidance draft; do
+    run_stage "tiny Flux: $st" 20 ${TRAIN_CAP_S:-120} $PY -m sdsv.tiny.flux.train --stage $st --device $( (( DRY )) && echo cpu || echo cuda ) \
+      --out "$OUT/tiny_flux" --work /tmp/tiny_flux_work $( (( DRY )) && echo "--vae-steps 2 --transformer-steps 2 --distill-steps 1 --batch 2" )
+  done
+fi
+if (( HAVE_DIFFUSERS )) && want peers; then
+  run_stage "peers at Flux/Wan size" 60 ${PEERS_CAP_S:-240} $PY benchmarks/gpu/peers_overhead.py --out "$OUT" $TINY \
+    --total-s $(( ${PEERS_CAP_S:-240} - 60 ))
+fi
 want ops && run_stage "op bandwidth and profile" 30 80 $PY benchmarks/gpu/op_bandwidth.py --out "$OUT" --ncu --ncu-timeout 30 $SMOKE
 if (( HAVE_DIFFUSERS )); then
   want compile && run_stage "torch.compile with the hooks" 60 130 $E2E --sections compile --budget-s 110
@@ -113,7 +129,7 @@ fi
 stamp "summary"
 $PY benchmarks/gpu/summarize.py "$OUT" >"$OUT/summary.md" 2>>"$LOG" || echo "summary failed" | tee -a "$LOG"
 # the device returns at most 8 files: everything but the main results goes into one archive
-( cd "$OUT" && rm -f ./*.tmp && extra=$(ls | grep -v -x -E 'device\.log|build\.log|e2e_check\.json|op_bandwidth\.json|op_profile\.txt|summary\.md|gpu-.*[0-9]\.json|extras\.tgz') \
-  && [ -n "$extra" ] && tar czf extras.tgz $extra && rm -f $extra )
+( cd "$OUT" && rm -f ./*.tmp && extra=$(ls | grep -v -x -E 'device\.log|build\.log|e2e_check\.json|op_bandwidth\.json|op_profile\.txt|summary\.md|gpu-.*[0-9]\.json|peers_overhead\.json|extras\.tgz') \
+  && [ -n "$extra" ] && tar czf extras.tgz $extra && rm -rf $extra )
 stamp "done"
 ls -la "$OUT" | tee -a "$LOG"

@@ -73,3 +73,23 @@ def test_op_bandwidth_smoke(tmp_path, monkeypatch):
     assert all(c["frac_copy_same_bytes"] > 0 for c in ok)
     assert all(c["profile"]["host_us_per_call"] > 0 for c in ok if c["backend"] != "reference")
     assert os.path.getsize(tmp_path / "op_profile.txt") > 0
+
+
+def test_peers_overhead_tiny(tmp_path):
+    """The GPU peers script runs every method, eager, on the tiny Flux config; the pipeline alone is
+    the unit of work and the methods that skip blocks count less."""
+    pytest.importorskip("cache_dit")
+    import peers_overhead
+
+    for steps, computed in ((10, 4), (28, 8), (50, 15), (8, 1)):
+        mask = peers_overhead.compute_mask(steps, computed, warmup=8)
+        assert len(mask) == steps and sum(mask) == computed and mask[0] == 1 and (computed == 1 or mask[-1] == 1)
+    assert peers_overhead.main(["--tiny", "--out", str(tmp_path), "--sections", "flux-tiny-8", "--modes", "eager",
+                                "--deep-fraction", "0.4"]) == 0
+    data = json.load(open(tmp_path / "peers_overhead.json"))
+    rows = data["sections"]["flux-tiny-8"]["modes"]["eager"]
+    assert set(rows) == set(peers_overhead.METHODS)
+    assert all("error" not in r for r in rows.values()), {k: r.get("error") for k, r in rows.items()}
+    assert rows["plain"]["work_fraction"] == 1.0 and rows["plain"]["module_calls"] == 8
+    assert rows["cachedit"]["work_fraction"] < 1.0 and rows["sdsv"]["work_fraction"] < 1.0
+    assert data["env"]["deep_fraction"] == 0.4

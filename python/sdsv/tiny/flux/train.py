@@ -40,18 +40,20 @@ ALL_PROMPTS = [prompt_of(c, s) for c in range(len(COLORS)) for s in range(len(SH
 
 # ---- the VAE ----------------------------------------------------------------------------------
 def train_vae(args) -> dict:
-    vae = C.build_vae(args.seed)
+    dev = torch.device(args.device)
+    vae = C.build_vae(args.seed).to(dev)
 
     def loss_fn(m, g):
-        x, _, _ = make_batch(args.batch, g)
+        x = make_batch(args.batch, g)[0].to(dev)
         post = m.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(dev)
         rec = m.decode(z).sample
         kl = 0.5 * (post.mean.square() + post.var - 1 - post.logvar).mean()
         return F.mse_loss(rec, x) + args.vae_kl * kl
 
     ema, hist, secs = _optimise(vae, args.vae_steps, args.batch, args.vae_lr, args.seed + 10, loss_fn, "vae",
                                 ema_decay=0.99, checkpoint=Path(args.work) / "vae.ckpt")
+    ema = ema.cpu()
     g = torch.Generator().manual_seed(4242)
     x, _, _ = make_batch(512, g)
     with torch.no_grad():
@@ -86,7 +88,7 @@ class Conditioning:
     """The pipeline's own prompt embeddings of every prompt and of the empty one (computed once:
     the text encoders are frozen), the VAE to encode images, and the latent packing."""
 
-    def __init__(self, out: Path, seed: int):
+    def __init__(self, out: Path, seed: int, device: str = "cpu"):
         from diffusers import AutoencoderKL, FluxPipeline
 
         self.vae = AutoencoderKL.from_pretrained(str(out / "vae")).eval().requires_grad_(False)
@@ -96,23 +98,27 @@ class Conditioning:
         with torch.no_grad():
             embeds, pooled, self.txt_ids = pipe.encode_prompt(ALL_PROMPTS + [""], prompt_2=None,
                                                               max_sequence_length=C.TEXT_LEN)
-        self.embeds, self.pooled = embeds, pooled  # row len(ALL_PROMPTS) is the empty prompt
+        self.device = torch.device(device)
+        self.vae = self.vae.to(self.device)
+        self.txt_ids = self.txt_ids.to(self.device)
+        self.embeds, self.pooled = embeds.to(self.device), pooled.to(self.device)  # row len(ALL_PROMPTS): the empty prompt
         side = IMAGE_SIZE // 2
-        self.img_ids = FluxPipeline._prepare_latent_image_ids(1, side // 2, side // 2, "cpu", torch.float32)
+        self.img_ids = FluxPipeline._prepare_latent_image_ids(1, side // 2, side // 2, self.device, torch.float32)
         self.pack = lambda z: FluxPipeline._pack_latents(z, z.shape[0], z.shape[1], side, side)
 
     def batch(self, n: int, g: torch.Generator, dropout: float):
         """``(x_t packed, sigma, prompt rows, velocity, loss weights)`` of ``n`` fresh images."""
+        # data and noise drawn on the CPU from one generator (the same stream on any device)
         x, color, shape, mask = make_batch(n, g, return_mask=True)
         with torch.no_grad():
-            z = self.vae.encode(x).latent_dist.mean
+            z = self.vae.encode(x.to(self.device)).latent_dist.mean
         z = (z - self.vae.config.shift_factor) * self.vae.config.scaling_factor
-        noise = torch.randn(z.shape, generator=g)
-        sigma = sample_sigmas(n, g)
+        noise = torch.randn(z.shape, generator=g).to(self.device)
+        sigma = sample_sigmas(n, g).to(self.device)
         s = sigma[:, None, None, None]
         rows = color * len(SHAPES) + shape
-        rows = torch.where(torch.rand(n, generator=g) < dropout, torch.full_like(rows, len(ALL_PROMPTS)), rows)
-        w = F.max_pool2d(shape_weights(mask), 2).expand(-1, z.shape[1], -1, -1)
+        rows = torch.where(torch.rand(n, generator=g) < dropout, torch.full_like(rows, len(ALL_PROMPTS)), rows).to(self.device)
+        w = F.max_pool2d(shape_weights(mask.to(self.device)), 2).expand(-1, z.shape[1], -1, -1)
         return (self.pack((1 - s) * z + s * noise), sigma, rows, self.pack(noise - z), self.pack(w.contiguous()))
 
     def velocity(self, model, xt, sigma, rows, guidance):
@@ -123,7 +129,7 @@ class Conditioning:
 
 def _save(model, folder: Path) -> None:
     """Ship fp16 weights (half the size; ``from_pretrained`` loads them as fp32)."""
-    copy.deepcopy(model).half().save_pretrained(folder)
+    copy.deepcopy(model).half().cpu().save_pretrained(folder)
 
 
 def _weighted_mse(pred, want, w):
@@ -138,10 +144,10 @@ def _load_transformer(folder: Path):
 
 def train_transformer(args) -> dict:
     out = Path(args.out)
-    cond = Conditioning(out, args.seed)
+    cond = Conditioning(out, args.seed, args.device)
     model = _load_transformer(Path(args.init_from)) if args.init_from else C.build_transformer(args.seed)
-    model.train()
-    ones = torch.ones(args.batch)
+    model.to(cond.device).train()
+    ones = torch.ones(args.batch, device=cond.device)
 
     def loss_fn(m, g):
         xt, sigma, rows, v, w = cond.batch(args.batch, g, args.label_dropout)
@@ -162,7 +168,7 @@ def _distill(student, teacher_velocity, cond, args, desc, checkpoint) -> tuple:
 
     def loss_fn(m, g):
         xt, sigma, rows, _, w = cond.batch(args.batch, g, dropout=0.0)
-        scale = lo + (hi - lo) * torch.rand(args.batch, generator=g)
+        scale = (lo + (hi - lo) * torch.rand(args.batch, generator=g)).to(cond.device)
         with torch.no_grad():
             want = teacher_velocity(xt, sigma, rows, scale)
         return _weighted_mse(cond.velocity(m, xt, sigma, rows, scale), want, w)
@@ -173,10 +179,10 @@ def _distill(student, teacher_velocity, cond, args, desc, checkpoint) -> tuple:
 
 def train_guidance(args) -> dict:
     out = Path(args.out)
-    cond = Conditioning(out, args.seed)
-    teacher = _load_transformer(out / "transformer").eval().requires_grad_(False)
-    empty = torch.full((args.batch,), len(ALL_PROMPTS))
-    ones = torch.ones(2 * args.batch)
+    cond = Conditioning(out, args.seed, args.device)
+    teacher = _load_transformer(out / "transformer").to(cond.device).eval().requires_grad_(False)
+    empty = torch.full((args.batch,), len(ALL_PROMPTS), device=cond.device)
+    ones = torch.ones(2 * args.batch, device=cond.device)
 
     def guided(xt, sigma, rows, scale):  # u + g (c - u), cond and uncond rows in one call
         c, u = cond.velocity(teacher, torch.cat([xt, xt]), torch.cat([sigma, sigma]), torch.cat([rows, empty]), ones).chunk(2)
@@ -212,9 +218,9 @@ def make_lite(target):
 def train_draft(args) -> dict:
     """The ``lite`` draft, fitted to the guidance-distilled target at the same guidance scale."""
     out = Path(args.out)
-    cond = Conditioning(out, args.seed)
-    target = _load_transformer(out / "transformer").eval().requires_grad_(False)
-    lite = make_lite(target).train()
+    cond = Conditioning(out, args.seed, args.device)
+    target = _load_transformer(out / "transformer").to(cond.device).eval().requires_grad_(False)
+    lite = make_lite(target).to(cond.device).train()
     ema, hist, secs = _distill(lite, lambda xt, sigma, rows, scale: cond.velocity(target, xt, sigma, rows, scale),
                                cond, args, "draft lite", Path(args.work) / "lite.ckpt")
     _save(ema, out / "draft_lite")
@@ -263,6 +269,7 @@ def main(argv=None) -> None:
     p.add_argument("--work", default=str(WORK_DIR), help="checkpoints, for resuming")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="e.g. cuda: a GPU trains every stage in minutes")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--vae-steps", type=int, default=3000)
     p.add_argument("--vae-lr", type=float, default=1e-3)
