@@ -36,7 +36,8 @@ import torch
 
 from ...acceptance import AcceptanceTest
 from ...forecast import SelfDraft
-from ...policies import ErrorControlled, StagePlan, WindowPolicy
+from ...intents import INTENTS, default_policy, intent_named
+from ...policies import WindowPolicy
 from ...sampler import check_verification_options, sample
 from ...result import SampleStats
 from ...errors import RefusedError
@@ -61,12 +62,6 @@ class SDSVConfig:
     head_blocks: int = 0
     shard: bool = False
     intent: str = "faithful"
-
-
-#: intent -> the sampler's step rule: None = the pipeline scheduler's own (faithful: the images the
-#: pipeline gives without sdsv); "accurate" steps DPM-Solver++(2M) over the scheduler's sigmas
-#: (closer to the model's exact sample for the cost: docs/tail.md)
-INTENT_SOLVERS = {"faithful": None, "accurate": "dpm++2m"}
 
 
 @dataclass
@@ -177,11 +172,6 @@ def scheduler_and_solver(s, convert: bool):
     return euler, "euler"
 
 
-def _default_self_draft_policy(num_steps: int) -> ErrorControlled:
-    """The self-draft's default windows (:meth:`ErrorControlled.faithful`)."""
-    return ErrorControlled.faithful(num_steps)
-
-
 def _sharded(denoiser):
     """``enable(..., shard=True)``: the denoiser's rows spread over the ranks."""
     from ...distributed import ShardedDenoiser
@@ -207,13 +197,14 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
     ``pipe.transformer`` (fewer blocks, quantized, distilled...; checked here). ``policy``: a
     window policy (:class:`~sdsv.StagePlan`, :class:`~sdsv.ErrorControlled`,
     :class:`~sdsv.FixedInterval`) or a function ``num_inference_steps -> policy``; default
-    ``ErrorControlled`` windows with the self-draft (the self-draft's best schedule on the tiny
-    models), ``StagePlan.paper_default`` with a draft transformer. ``intent``: ``"faithful"``
-    (default) samples with the pipeline scheduler's own step rule, close to the images the
-    pipeline gives without sdsv; ``"accurate"`` steps DPM-Solver++(2M) over the scheduler's sigmas
-    (with the self-draft, ``ErrorControlled.accurate`` windows unless ``policy`` is given): closer
-    to the model's exact sample for the cost, best with fewer steps than the pipeline's Euler
-    default (28 of 50 on the tiny models, docs/tail.md). ``accept``: the
+    (:func:`sdsv.intents.default_policy`) the intent's ``ErrorControlled`` windows with the
+    self-draft, ``StagePlan.paper_default`` with a draft transformer. ``intent``
+    (:mod:`sdsv.intents`): ``"faithful"`` (default) samples with the pipeline scheduler's own step
+    rule, close to the images the pipeline gives without sdsv; ``"accurate"`` steps
+    DPM-Solver++(2M) over the scheduler's sigmas (with the self-draft, ``ErrorControlled.accurate``
+    windows unless ``policy`` is given): closer to the model's exact sample for the cost, best
+    with fewer steps than the pipeline's Euler default (28 of 50 on the tiny models,
+    docs/tail.md); the step count stays the call's ``num_inference_steps``. ``accept``: the
     :class:`~sdsv.AcceptanceTest` (default ``x0_rms <= 0.3``). ``verify``: ``"endpoints"`` (the
     paper's speculative verification, the default) or ``"full"``. Both apply to verified windows
     only: a policy without them (the default self-draft windows, the cache) refuses them. The pipeline's scheduler sets the step rule:
@@ -241,13 +232,9 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
         family.self_draft_split(pipe.transformer, None, head_blocks)  # refuses an unknown block layout now
     else:
         family.check_draft(pipe.transformer, draft)
-    if intent not in INTENT_SOLVERS:
-        raise ValueError(f"intent must be one of {', '.join(map(repr, INTENT_SOLVERS))}, got {intent!r}")
+    intent_named(intent)
     if policy is None:
-        if draft != "self":
-            policy = StagePlan.paper_default
-        else:
-            policy = ErrorControlled.accurate if intent == "accurate" else _default_self_draft_policy
+        policy = default_policy(intent, self_draft=draft == "self")
     if not isinstance(policy, WindowPolicy) and not callable(policy):
         raise TypeError(f"policy must be a window policy or a function num_inference_steps -> policy, got "
                         f"{type(policy).__name__}")
@@ -401,7 +388,7 @@ class SDSVCall:
         # Euler's timesteps are sigma * num_train_timesteps; the multistep schedulers store them as
         # integers (int64(sigma * 1000)): the denoisers then pass the scheduler's own per step
         self.own_timesteps = own_rule != "euler"
-        self.solver = INTENT_SOLVERS[self.config.intent] or own_rule
+        self.solver = INTENTS[self.config.intent].solver_for(own_rule)
 
     def __call__(self):
         hooks = _Hooks(self.pipe, self.scheduler)

@@ -36,6 +36,8 @@ class TinyVideoPipeline(TinyPipeline):
     """The video target, its trained ``lite`` draft and ``"self"`` (the target forecasting its
     own blocks). Called like :class:`TinyPipeline`; returns ``.frames``."""
 
+    own_solver = DEFAULT_SOLVER  # Wan's: the faithful intent samples with it
+
     @classmethod
     def from_pretrained(cls, weights_dir: str | Path | None = None,
                         names: Sequence[str] = ("target", "lite")) -> "TinyVideoPipeline":
@@ -64,10 +66,9 @@ class TinyVideoPipeline(TinyPipeline):
         """Clips for ``prompts`` ('a <colour> <shape> <motion>'), one seed per clip.
 
         Takes :meth:`TinyPipeline.__call__`'s keyword arguments (steps, window policy, draft
-        ``"lite"`` / ``"self"``, solver, guidance, seed, ...); ``solver`` defaults to
-        ``"unipc"`` and ``draft`` to ``"lite"``.
+        ``"lite"`` / ``"self"``, solver, intent, guidance, seed, ...); ``solver`` defaults to the
+        intent's, UniPC for the faithful one, and ``draft`` to ``"lite"``.
         """
-        kwargs.setdefault("solver", DEFAULT_SOLVER)
         kwargs.setdefault("draft", DEFAULT_DRAFT)
         out = super().__call__(prompts, **kwargs)
         return TinyVideoOutput(frames=out.images, latents=out.latents, stats=out.stats)
