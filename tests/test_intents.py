@@ -40,7 +40,7 @@ def test_accurate_is_dpm_solver_with_28_steps_and_short_windows(pipe):
     assert (p.num_steps, p.tol, p.k_min, p.k_max) == (28, ACCURATE["tol"], ACCURATE["k_min"], ACCURATE["k_max"])
     assert DEFAULTS["accurate"] == ("dpm++2m", 28) and DEFAULTS["faithful"] == ("euler", 50)
     # the demo's and the tail experiment's rows run what the intents run
-    from sdsv.methods import intent_methods
+    from sdsv.evaluation.methods import intent_methods
     faithful, accurate = intent_methods(50)
     assert (faithful.solver, faithful.policy) == (DEFAULTS["faithful"][0], ErrorControlled.faithful(50))
     assert (accurate.solver, accurate.policy) == (DEFAULTS["accurate"][0], ErrorControlled.accurate(DEFAULTS["accurate"][1]))

@@ -31,7 +31,7 @@ from .acceptance import AcceptanceTest
 from .evaluation.report import machine
 from .evaluation.tail import converged_reference
 from .cli_args import check, check_weights, finite_float, int_at_least, tiny_prompt, weights_folder
-from .methods import Method, dominated_by, fewer_steps, intent_methods, on_dpm_methods, self_draft_methods
+from .evaluation.methods import Method, dominated_by, fewer_steps, intent_methods, on_dpm_methods, self_draft_methods
 from .metrics import psnr, ssim
 from .policies import StagePlan
 from .tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ...methods import SELF_SDSV_ACCEPT, Method
+from ...evaluation.methods import SELF_SDSV_ACCEPT, Method
 from ...evaluation.report import machine
 from ...metrics import psnr
 from ...policies import ErrorControlled, FixedInterval, StagePlan

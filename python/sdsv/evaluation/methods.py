@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .acceptance import AcceptanceTest
-from .policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
-from .policies.error_controlled import ACCURATE, FAITHFUL_TOL
-from .intents import INTENTS
-from .solvers import SOLVERS
+from ..acceptance import AcceptanceTest
+from ..policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
+from ..policies.error_controlled import ACCURATE, FAITHFUL_TOL
+from ..intents import INTENTS
+from ..solvers import SOLVERS
 
 DRAFTS = (None, "lite", "svd", "self")
 
