@@ -14,7 +14,7 @@ from ..acceptance import AcceptanceTest
 from ..forecast import SelfDraft
 from ..guidance import ClassifierFreeGuidance
 from ..intents import default_policy, intent_named
-from ..policies import FixedInterval, WindowPolicy
+from ..policies import FixedInterval, StagePlan, WindowPolicy
 from ..solvers import SOLVERS
 from ..result import SampleStats
 from ..sampler import sample
@@ -132,6 +132,11 @@ class TinyPipeline:
 
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
         return torch.tensor([parse_prompt(p) for p in prompts], dtype=torch.long)
+
+    def calibration_runs(self, prompts: Sequence[str], seed: int, num_steps: int | None,
+                         call_kwargs: dict) -> "TinyCalibrationRuns":
+        """What :func:`sdsv.calibrate` compares on this pipeline (:class:`sdsv.calibrate.CalibrationRuns`)."""
+        return TinyCalibrationRuns(self, prompts, seed, num_steps, call_kwargs)
 
     def denoiser(self, name: str, guidance: float = DEFAULT_GUIDANCE):
         """The sampler-facing callable ``(x, sigma, labels) -> v`` of one model at one guidance scale."""
@@ -265,3 +270,25 @@ class TinyPipeline:
         res = sample(tgt, drf, noise, sigmas, policy, verify=verify, accept=accept, progress=progress,
                      self_draft=self_draft, solver=solver, labels=labels)
         return TinyOutput.of(res)
+
+
+class TinyCalibrationRuns:
+    """:func:`sdsv.calibrate` on the tiny pipeline: the reference is the target alone with the
+    call's solver (the pipeline's own sampler), each policy tried runs the self-draft; image
+    ``i`` uses seed ``seed + i``; ``num_steps`` defaults to the pipeline's own 50."""
+
+    def __init__(self, pipe: TinyPipeline, prompts: Sequence[str], seed: int, num_steps: int | None,
+                 call_kwargs: dict):
+        for k in ("policy", "draft", "seed", "num_steps"):
+            if k in call_kwargs:
+                raise TypeError(f"calibrate sets {k}= itself; pass the others (solver=, guidance=, ...)")
+        self.pipe, self.prompts, self.kwargs = pipe, list(prompts), call_kwargs
+        self.num_steps = pipe.own_steps if num_steps is None else int(num_steps)
+        self.seeds = [seed + i for i in range(len(self.prompts))]
+
+    def run(self, policy: WindowPolicy) -> tuple[torch.Tensor, float]:
+        out = self.pipe(self.prompts, policy=policy, draft="self", seed=self.seeds, **self.kwargs)
+        return out.images, out.stats.target_evals / len(self.prompts)
+
+    def reference(self) -> tuple[torch.Tensor, float]:
+        return self.run(StagePlan.target_only(self.num_steps))  # the plain target, as the pipeline samples without sdsv
