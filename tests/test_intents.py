@@ -26,6 +26,8 @@ def test_faithful_is_the_default_and_only_a_default(pipe):
     out = pipe(PROMPTS, draft="self", num_steps=20, seed=3)
     same = pipe(PROMPTS, draft="self", policy=ErrorControlled.faithful(20), solver="euler", seed=3)
     assert torch.equal(out.latents, same.latents)
+    plain = pipe(PROMPTS, num_steps=20, seed=3)  # a plain call is the faithful self-draft
+    assert torch.equal(plain.latents, out.latents)
     assert {w.kind for w in out.stats.windows} == {"unverified"}
     assert out.stats.target_evals < 2 * 20  # windows were taken
     p = ErrorControlled.faithful(50)

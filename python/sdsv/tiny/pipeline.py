@@ -102,8 +102,8 @@ def _plain(model):
 
 
 class TinyPipeline:
-    """The target and its drafts with the project's own trained weights: the trained ``lite``
-    and ``svd`` drafts, and ``"self"``, the target forecasting its own blocks (no weights)."""
+    """The target and its drafts with the project's own trained weights: ``"self"``, the target
+    forecasting its own blocks (no weights; the default), and the trained ``lite`` and ``svd``."""
 
     #: the step rule and step count of the pipeline's own sampler
     own_solver, own_steps = DEFAULT_SOLVER, DEFAULT_STEPS
@@ -220,7 +220,7 @@ class TinyPipeline:
         *,
         num_steps: int | None = None,
         policy: WindowPolicy | None = None,
-        draft: str = "svd",
+        draft: str = "self",
         forecast_order: int = 1,
         solver: str | None = None,
         intent: str = "faithful",
@@ -233,8 +233,9 @@ class TinyPipeline:
     ) -> TinyOutput:
         """Images for ``prompts`` ('a <colour> <shape>'), one seed per image.
 
-        ``draft``: ``"lite"``, ``"svd"`` (trained drafts) or ``"self"`` (the target forecasting
-        its own blocks, of ``forecast_order`` 0/1/2). ``policy``: any window
+        ``draft``: ``"self"`` (the default, as :func:`sdsv.enable`'s: the target forecasting its
+        own blocks, of ``forecast_order`` 0/1/2) or a trained draft, ``"lite"`` or ``"svd"`` (~20 dB
+        from the target). ``policy``: any window
         policy; by default (:func:`sdsv.intents.default_policy`) with the self-draft the
         ``intent``'s error-controlled windows, with a trained draft the paper's multi-stage plan.
         ``intent`` (:mod:`sdsv.intents`) sets what is not given: ``"faithful"`` (default) stays
