@@ -183,7 +183,7 @@ def test_the_draft_fed_the_exact_residual_is_the_target(case, cfg, monkeypatch):
     from sdsv.integrations.hf_diffusers import hook
     c, pipe = case
     captured = {}
-    real = hook.sample
+    real = hook.sample_checked
 
     def capture(target, draft, latents, sigmas, plan, **kw):
         captured.update(target=target, latents=latents, sigmas=sigmas,
@@ -191,7 +191,7 @@ def test_the_draft_fed_the_exact_residual_is_the_target(case, cfg, monkeypatch):
                                                                     "progress")})
         return real(target, draft, latents, sigmas, plan, **kw)
 
-    monkeypatch.setattr(hook, "sample", capture)
+    monkeypatch.setattr(hook, "sample_checked", capture)
     _enabled_run(c, pipe, c.kwargs(batch=2, cfg=cfg, steps=STEPS), policy=StagePlan.target_only)
     split = family_of(pipe).self_draft_split(pipe.transformer, captured["target"], head_blocks=0)
     x, sigma = captured["latents"], captured["sigmas"][2].expand(2)
