@@ -16,7 +16,7 @@ from sdsv.evaluation import (
     inception_score, perceptual_distance, prompt_alignment,
 )
 from sdsv.evaluation.experiments import _vs_fewer, _who_wins
-from sdsv.methods import Method, dominated_by, fewer_steps, intent_methods, on_dpm_methods, self_draft_methods
+from sdsv.evaluation.methods import Method, dominated_by, fewer_steps, intent_methods, on_dpm_methods, self_draft_methods
 from sdsv.tiny.classifier import ShapeClassifier
 from sdsv.tiny.data import class_index, make_batch, num_classes, parse_prompt
 from sdsv.tiny.model import TinyDiT, TinyDiTConfig

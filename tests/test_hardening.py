@@ -146,9 +146,12 @@ def test_tiny_pipeline_argument_errors_and_default_is_a_speedup():
         pipe([])
     with pytest.raises(ValueError, match="num_steps=30 but the policy 'paper_default' has 50 steps"):
         pipe("a red circle", num_steps=30, policy=StagePlan.paper_default(50))
-    # the defaults (paper plan, svd draft, the default test) spend fewer target rows than target-only
+    # the defaults (the faithful self-draft's error-controlled windows) spend fewer target rows than target-only
     out = pipe(["a red circle", "a blue square"])
-    assert out.stats.target_evals < 2 * 50 and out.stats.acceptance_rate > 0.8
+    assert out.stats.target_evals < 2 * 50 and {w.kind for w in out.stats.windows} == {"unverified"}
+    # the paper's plan with the trained svd draft and the default test, too
+    svd = pipe(["a red circle", "a blue square"], draft="svd")
+    assert svd.stats.target_evals < 2 * 50 and svd.stats.acceptance_rate > 0.8
 
 
 # ---- 2. models that write into their inputs -----------------------------------------------------

@@ -9,7 +9,10 @@ import torch
 
 from sdsv import ErrorControlled, StagePlan
 from sdsv.policies.error_controlled import ACCURATE, FAITHFUL_TOL
-from sdsv.tiny.pipeline import INTENTS, TinyPipeline
+from sdsv.intents import INTENTS, default_policy
+from sdsv.tiny.pipeline import TinyPipeline
+
+DEFAULTS = {name: TinyPipeline.intent_defaults(name) for name in INTENTS}  # (solver, steps) of each intent
 
 PROMPTS = ["a red circle", "a blue square"]
 
@@ -23,6 +26,8 @@ def test_faithful_is_the_default_and_only_a_default(pipe):
     out = pipe(PROMPTS, draft="self", num_steps=20, seed=3)
     same = pipe(PROMPTS, draft="self", policy=ErrorControlled.faithful(20), solver="euler", seed=3)
     assert torch.equal(out.latents, same.latents)
+    plain = pipe(PROMPTS, num_steps=20, seed=3)  # a plain call is the faithful self-draft
+    assert torch.equal(plain.latents, out.latents)
     assert {w.kind for w in out.stats.windows} == {"unverified"}
     assert out.stats.target_evals < 2 * 20  # windows were taken
     p = ErrorControlled.faithful(50)
@@ -35,12 +40,12 @@ def test_accurate_is_dpm_solver_with_28_steps_and_short_windows(pipe):
     assert torch.equal(out.latents, same.latents)
     p = ErrorControlled.accurate(28)
     assert (p.num_steps, p.tol, p.k_min, p.k_max) == (28, ACCURATE["tol"], ACCURATE["k_min"], ACCURATE["k_max"])
-    assert INTENTS["accurate"] == ("dpm++2m", 28) and INTENTS["faithful"] == ("euler", 50)
+    assert DEFAULTS["accurate"] == ("dpm++2m", 28) and DEFAULTS["faithful"] == ("euler", 50)
     # the demo's and the tail experiment's rows run what the intents run
-    from sdsv.methods import intent_methods
+    from sdsv.evaluation.methods import intent_methods
     faithful, accurate = intent_methods(50)
-    assert (faithful.solver, faithful.policy) == (INTENTS["faithful"][0], ErrorControlled.faithful(50))
-    assert (accurate.solver, accurate.policy) == (INTENTS["accurate"][0], ErrorControlled.accurate(INTENTS["accurate"][1]))
+    assert (faithful.solver, faithful.policy) == (DEFAULTS["faithful"][0], ErrorControlled.faithful(50))
+    assert (accurate.solver, accurate.policy) == (DEFAULTS["accurate"][0], ErrorControlled.accurate(DEFAULTS["accurate"][1]))
     assert max(w.k for w in out.stats.windows) <= ACCURATE["k_max"]
 
 
@@ -51,16 +56,18 @@ def test_an_intent_sets_only_what_the_call_leaves_open(pipe):
     assert torch.equal(out.latents, same.latents)
     # a trained draft keeps the paper's multi-stage plan, on the intent's solver and steps
     lite = pipe(PROMPTS[:1], draft="lite", intent="accurate", seed=1)
-    plan = pipe(PROMPTS[:1], draft="lite", policy=StagePlan.paper_default(INTENTS["accurate"][1]), solver="dpm++2m", seed=1)
+    plan = pipe(PROMPTS[:1], draft="lite", policy=StagePlan.paper_default(DEFAULTS["accurate"][1]), solver="dpm++2m", seed=1)
     assert torch.equal(lite.latents, plan.latents)
 
 
 def test_an_unknown_intent_is_refused(pipe):
-    with pytest.raises(ValueError, match="intent must be one of faithful, accurate"):
+    with pytest.raises(ValueError, match="intent must be one of 'faithful', 'accurate', got 'fast'"):
         pipe(PROMPTS, draft="self", intent="fast")
 
 
 def test_enable_defaults_to_the_faithful_windows():
-    from sdsv.integrations.hf_diffusers.hook import _default_self_draft_policy
-    assert _default_self_draft_policy(28) == ErrorControlled.faithful(28)
-    assert _default_self_draft_policy(2).warmup == 2
+    # sdsv.enable and the tiny pipeline take their default from the same function
+    assert default_policy("faithful", self_draft=True)(28) == ErrorControlled.faithful(28)
+    assert default_policy("faithful", self_draft=True)(2).warmup == 2
+    assert default_policy("accurate", self_draft=True) == ErrorControlled.accurate
+    assert default_policy("accurate", self_draft=False) == StagePlan.paper_default

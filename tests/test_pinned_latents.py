@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from sdsv import ErrorControlled, FixedInterval, StagePlan
-from sdsv.methods import SELF_SDSV_ACCEPT, Method
+from sdsv.evaluation.methods import SELF_SDSV_ACCEPT, Method
 from sdsv.policies.error_controlled import ACCURATE
 from sdsv.tiny.pipeline import TinyPipeline
 

@@ -13,7 +13,7 @@ from sdsv.evaluation.tail import (
 )
 from sdsv import ErrorControlled
 from sdsv.metrics import percentile, tail_summary
-from sdsv.tiny.pipeline import INTENTS
+from sdsv.tiny.pipeline import TinyPipeline
 
 
 # ---- the percentile -------------------------------------------------------------------------
@@ -69,7 +69,7 @@ def test_tail_methods_at_50_steps():
     faithful, accurate = ms[-2], ms[-1]
     assert faithful.policy == ErrorControlled.faithful(50) and faithful.solver == "euler" and faithful.draft == "self"
     assert accurate.policy == ErrorControlled.accurate(28) and accurate.solver == "dpm++2m"
-    assert (accurate.solver, accurate.policy.num_steps) == INTENTS["accurate"]  # the intent the pipeline runs
+    assert (accurate.solver, accurate.policy.num_steps) == TinyPipeline.intent_defaults("accurate")  # the intent the pipeline runs
     conv = converged_reference(50)
     assert conv.solver == "dpm++2m" and conv.policy.num_steps == CONVERGED_FACTOR * 50 == 100
     assert [(m.solver, m.policy.num_steps) for m in convergence_checks(50)] == [("dpm++2m", CHECK_FACTOR * 50)]

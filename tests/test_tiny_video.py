@@ -193,7 +193,7 @@ def test_impossible_threshold_reproduces_target_only(draft, solver):
     torch.testing.assert_close(r.latents, ref.latents, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kwargs", [dict(policy=StagePlan.paper_default(16)),
+@pytest.mark.parametrize("kwargs", [dict(policy=StagePlan.paper_default(16), draft="lite"),
                                     dict(policy=StagePlan.paper_default(16), draft="self"),
                                     dict(policy=ErrorControlled(16, tol=0.3), draft="self"),
                                     dict(policy=FixedInterval(16, every=3), draft="self")],
@@ -232,7 +232,7 @@ def test_identical_draft_on_the_shipped_video_target():
     pipe = TinyVideoPipeline.from_pretrained(names=("target",))
     pipe.models["lite"] = pipe.target
     ref = pipe(PROMPTS[0], policy=StagePlan.target_only(20))
-    r = pipe(PROMPTS[0], policy=StagePlan.paper_default(20), accept=AcceptanceTest("x0_rms", 1e-4))
+    r = pipe(PROMPTS[0], policy=StagePlan.paper_default(20), draft="lite", accept=AcceptanceTest("x0_rms", 1e-4))
     assert r.stats.acceptance_rate == 1.0
     torch.testing.assert_close(r.latents, ref.latents, atol=1e-4, rtol=0)
 

@@ -5,6 +5,7 @@ from .calibrate import Calibration, CalibrationError, calibrate
 from .guidance import ClassifierFreeGuidance
 from .forecast import SelfDraft
 from .errors import NonFiniteOutputError, RefusedError
+from .intents import INTENTS, Intent
 from .policies import (ErrorControlled, FixedInterval, PolicyState, Segment, StagePlan, WindowPolicy,
                        next_window_length)
 from .result import SampleResult, SampleStats, WindowRecord
@@ -25,7 +26,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "AcceptanceTest", "Calibration", "CalibrationError", "ClassifierFreeGuidance", "ErrorControlled", "FixedInterval", "IgnoredOptionWarning", "NonFiniteOutputError",
+    "AcceptanceTest", "Calibration", "CalibrationError", "ClassifierFreeGuidance", "ErrorControlled", "FixedInterval", "INTENTS", "IgnoredOptionWarning", "Intent", "NonFiniteOutputError",
     "PolicyState", "RefusedError", "SampleResult", "SampleStats", "Segment", "SelfDraft", "StagePlan", "WindowPolicy", "WindowRecord",
     "calibrate", "next_window_length", "check_sigmas", "disable", "enable", "flow_match_sigmas", "sample",
 ]

@@ -9,6 +9,11 @@ the reference (the 5th by default: 95% of the calibration images at least that c
 returned :class:`Calibration` holds the policy, what it measured and every tolerance tried;
 ``sdsv.enable(pipe, policy=cal.policy)`` or ``pipe(..., policy=cal.policy)`` uses it.
 
+What ``calibrate`` needs from a pipeline is :class:`CalibrationRuns`: the reference and one run
+per policy. A pipeline of your own provides them with a method ``calibration_runs(prompts,
+seed, num_steps, call_kwargs)`` (the tiny pipeline does); any other pipeline is taken for a
+diffusers pipeline that :func:`sdsv.enable` supports (:mod:`sdsv.integrations.hf_diffusers.calibration`).
+
 A target met on the calibration seeds is a measurement on those images, not a guarantee on
 others: the figure on unseen seeds scatters around it (``docs/tail.md`` reports how much), so
 calibrate on prompts like the ones you will run, and on more of them for a low percentile.
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 
@@ -27,6 +32,20 @@ from .policies import ErrorControlled, WindowPolicy
 
 #: tolerances tried by default, loosest (fastest) first
 DEFAULT_TOLS = (0.6, 0.45, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05)
+
+
+class CalibrationRuns(Protocol):
+    """The runs :func:`calibrate` compares, on one list of prompts and seeds: each returns
+    ``(images [n, ...] in [0, 1], target evaluations per image)``. ``num_steps``: the step count
+    of the reference and of every policy tried."""
+
+    num_steps: int
+
+    def reference(self) -> tuple[torch.Tensor, float]:
+        """The pipeline's own ``num_steps``-step sampler, without speculation."""
+
+    def run(self, policy: WindowPolicy) -> tuple[torch.Tensor, float]:
+        """The pipeline sampling with ``policy``."""
 
 
 class CalibrationError(ValueError):
@@ -113,11 +132,12 @@ def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: f
     """The fastest policy whose ``percentile``-th percentile PSNR against the pipeline's own
     ``num_steps``-step output reaches ``target_psnr`` dB on ``prompts`` (see the module docstring).
 
-    ``pipe``: a :class:`sdsv.tiny.TinyPipeline` (``num_steps`` default 50; ``call_kwargs`` such as
-    ``solver=`` and ``guidance=`` go to every call, the self-draft drafts) or a diffusers pipeline
-    that :func:`sdsv.enable` supports (``num_steps`` default: the pipeline's
-    ``num_inference_steps`` default; ``call_kwargs`` go to ``pipe(...)``, e.g. ``height``,
-    ``width``, ``guidance_scale``). ``policy(tol, num_steps)``: the policy family searched
+    ``pipe``: a pipeline with a ``calibration_runs`` method that returns its
+    :class:`CalibrationRuns`, such as :class:`sdsv.tiny.pipeline.TinyPipeline` (``num_steps``
+    default 50; ``call_kwargs`` such as ``solver=`` and ``guidance=`` go to every call, the
+    self-draft drafts), or a diffusers pipeline that :func:`sdsv.enable` supports (``num_steps``
+    default: the pipeline's ``num_inference_steps`` default; ``call_kwargs`` go to ``pipe(...)``,
+    e.g. ``height``, ``width``, ``guidance_scale``). ``policy(tol, num_steps)``: the policy family searched
     (default :class:`~sdsv.ErrorControlled` windows of the self-draft). ``seed``: image ``i`` uses
     ``seed + i``. Raises :class:`CalibrationError` when no tolerance meets the target.
     """
@@ -133,32 +153,12 @@ def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: f
         raise ValueError(f"tols must be positive finite numbers, got {tols!r}")
     policy = policy or (lambda tol, n: ErrorControlled(n, tol=tol))
 
-    from .tiny.pipeline import TinyPipeline
-    if isinstance(pipe, TinyPipeline):
-        n = 50 if num_steps is None else int(num_steps)
-        adapter = _TinyAdapter(pipe, prompts, seed, call_kwargs)
-    else:
+    runs_for = getattr(pipe, "calibration_runs", None)
+    if runs_for is None:
         from .integrations.hf_diffusers.calibration import DiffusersAdapter
-        adapter = DiffusersAdapter(pipe, prompts, seed, num_steps, call_kwargs)
-        n = adapter.num_steps
-    reference, reference_evals = adapter.reference(n)
-    return search(adapter.run, reference, reference_evals, lambda tol: policy(tol, n), target_psnr, percentile, tols)
-
-
-class _TinyAdapter:
-    """The tiny pipeline's reference (target-only, the same solver) and policy runs (self-draft)."""
-
-    def __init__(self, pipe, prompts, seed, call_kwargs):
-        for k in ("policy", "plan", "draft", "seed", "num_steps"):
-            if k in call_kwargs:
-                raise TypeError(f"calibrate sets {k}= itself; pass the others (solver=, guidance=, ...)")
-        self.pipe, self.prompts, self.kwargs = pipe, prompts, call_kwargs
-        self.seeds = [seed + i for i in range(len(prompts))]
-
-    def run(self, policy):
-        out = self.pipe(self.prompts, policy=policy, draft="self", seed=self.seeds, **self.kwargs)
-        return out.images, out.stats.target_evals / len(self.prompts)
-
-    def reference(self, n: int):
-        from .policies import StagePlan
-        return self.run(StagePlan.target_only(n))  # the plain target, as the pipeline samples without sdsv
+        runs: CalibrationRuns = DiffusersAdapter(pipe, prompts, seed, num_steps, call_kwargs)
+    else:
+        runs = runs_for(prompts, seed, num_steps, call_kwargs)
+    n = runs.num_steps
+    reference, reference_evals = runs.reference()
+    return search(runs.run, reference, reference_evals, lambda tol: policy(tol, n), target_psnr, percentile, tols)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,9 +28,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .acceptance import AcceptanceTest
+from .evaluation.report import machine
 from .evaluation.tail import converged_reference
 from .cli_args import check, check_weights, finite_float, int_at_least, tiny_prompt, weights_folder
-from .methods import Method, dominated_by, fewer_steps, intent_methods, on_dpm_methods, self_draft_methods
+from .evaluation.methods import Method, dominated_by, fewer_steps, intent_methods, on_dpm_methods, self_draft_methods
 from .metrics import psnr, ssim
 from .policies import StagePlan
 from .tiny.pipeline import DEFAULT_GUIDANCE, TinyPipeline
@@ -245,11 +245,6 @@ def save_speed_quality_plot(rows: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def machine() -> str:
-    return (f"{platform.processor() or platform.machine()} x{os.cpu_count()} cpus, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, python {platform.python_version()}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

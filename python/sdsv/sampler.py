@@ -118,27 +118,34 @@ class IgnoredOptionWarning(UserWarning):
     """An option was given that the chosen window policy does not use."""
 
 
-def check_verification_options(policy, verify, accept) -> None:
+def check_verification_options(policy, verify, accept, stacklevel: int = 3) -> None:
     """``verify=`` and ``accept=`` set how verified windows are checked; a policy that opens none
     ignores them, which would hide a mistake (e.g. a threshold meant for SDSV given to the
     error-controlled windows), so it is said. A warning, not an error: sweeping one set of
-    options over several policies is legitimate."""
+    options over several policies is legitimate. ``stacklevel``: the frame the warning names,
+    counted from here (3: the caller of the function that calls this one)."""
     if isinstance(policy, WindowPolicy) and not policy.verifies:
         given = [name for name, value in (("verify", verify), ("accept", accept)) if value is not None]
         if given:
             warnings.warn(f"{' and '.join(f'{g}=' for g in given)} ignored: the policy {policy.describe()} "
                           f"({type(policy).__name__}) opens no verified window, the only kind that uses "
-                          f"{'them' if len(given) > 1 else 'it'}", IgnoredOptionWarning, stacklevel=3)
+                          f"{'them' if len(given) > 1 else 'it'}", IgnoredOptionWarning, stacklevel=stacklevel)
 
 
-def _check_inputs(target, draft, noise, sigmas, policy, verify, accept, self_draft) -> None:
-    if not isinstance(policy, WindowPolicy):
-        raise TypeError(f"policy must be a window policy (sdsv.StagePlan, FixedInterval, ErrorControlled), "
-                        f"got {type(policy).__name__}")
-    if not isinstance(accept, AcceptanceTest):
+def check_options(policy, verify, accept) -> tuple[str, AcceptanceTest]:
+    """:func:`sample`'s verification options where they enter — ``sample`` itself, or
+    :func:`sdsv.enable` once for every call — checked and defaulted: ``(verify, accept)``.
+    ``policy``: the window policy they go with (or a function of the step count, whose
+    policies are only known per call), to say when it ignores them."""
+    if accept is not None and not isinstance(accept, AcceptanceTest):
         raise TypeError(f"accept must be a sdsv.AcceptanceTest, got {type(accept).__name__}")
-    if verify not in sdsv_kernels.VERIFY_MODES:
+    if verify is not None and verify not in sdsv_kernels.VERIFY_MODES:
         raise ValueError(f"verify must be one of {sdsv_kernels.VERIFY_MODES}, got {verify!r}")
+    check_verification_options(policy, verify, accept, stacklevel=4)
+    return ("endpoints" if verify is None else verify), (AcceptanceTest() if accept is None else accept)
+
+
+def _check_inputs(target, draft, noise, sigmas, policy, self_draft) -> None:
     if self_draft is not None and not isinstance(self_draft, SelfDraft):
         raise TypeError(f"self_draft must be a sdsv.SelfDraft, got {type(self_draft).__name__}")
     check_noise_and_sigmas(noise, sigmas)
@@ -185,14 +192,28 @@ def sample(
     """
     if policy is None:
         raise TypeError("sample() needs a window policy: policy=sdsv.StagePlan.paper_default(num_steps), ...")
-    check_verification_options(policy, verify, accept)
-    verify = verify if verify is not None else "endpoints"
-    accept = accept if accept is not None else AcceptanceTest()
+    if not isinstance(policy, WindowPolicy):
+        raise TypeError(f"policy must be a window policy (sdsv.StagePlan, FixedInterval, ErrorControlled), "
+                        f"got {type(policy).__name__}")
+    verify, accept = check_options(policy, verify, accept)
     solver = get_solver(solver)
     if isinstance(self_draft, SelfDraft):
         target = self_draft.target if target is None else target
         draft = self_draft.draft if draft is None else draft
-    _check_inputs(target, draft, noise, sigmas, policy, verify, accept, self_draft)
+    _check_inputs(target, draft, noise, sigmas, policy, self_draft)
+    return sample_checked(target, draft, noise, sigmas, policy, verify, accept, self_draft=self_draft,
+                          solver=solver, progress=progress, per_sample=per_sample, **cond)
+
+
+def sample_checked(target: Denoiser | None, draft: Denoiser | None, noise: torch.Tensor, sigmas: torch.Tensor,
+                   policy: WindowPolicy, verify: str, accept: AcceptanceTest, *, self_draft: SelfDraft | None = None,
+                   solver: str | Solver = "euler", progress: bool | dict = False,
+                   per_sample: Sequence[str] | None = None, **cond) -> SampleResult:
+    """:func:`sample` without its argument checks, for an entry point that made them where the
+    arguments entered (:func:`sdsv.enable`: the options once, the policy, latents and schedule at
+    each call): ``verify`` and ``accept`` as :func:`check_options` returns them, ``policy`` of as
+    many steps as ``sigmas``, ``target``/``draft`` the callables the policy uses."""
+    solver = get_solver(solver)  # a name becomes its Solver
     t_start = time.perf_counter()
     batch = noise.shape[0]
     stats = SampleStats()

@@ -176,6 +176,42 @@ def test_whole_model_compile_is_refused_unless_dynamo_guards_hooks():
     sdsv.disable(pipe)
 
 
+def test_enable_checks_the_settings_and_splits_the_transformer_once(monkeypatch):
+    """The options are checked at enable, not again at every call; the split is made at enable
+    and reused by every call, and made again only for a transformer replaced since."""
+    from sdsv import sampler
+    from sdsv.integrations.hf_diffusers import hook, split
+
+    counts = {"checks": 0, "splits": 0}
+    real_check, real_init = sampler.check_options, split.TransformerSplit.__init__
+
+    def check(*a, **k):
+        counts["checks"] += 1
+        return real_check(*a, **k)
+
+    def init(self, *a, **k):
+        counts["splits"] += 1
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(sampler, "check_options", check)
+    monkeypatch.setattr(hook, "check_options", check)
+    monkeypatch.setattr(split.TransformerSplit, "__init__", init)
+    c = CASES["flux"]
+    pipe = c.build()
+    kw = c.kwargs(batch=1, cfg=False, steps=STEPS)
+    sdsv.enable(pipe)
+    try:
+        first, second = _run(c, pipe, **kw), _run(c, pipe, **kw)
+        assert torch.equal(first, second) and pipe.sdsv_stats.draft_evals > 0
+        assert counts == {"checks": 1, "splits": 1}
+        pipe.transformer = c.build().transformer  # another transformer: split again, at its first call
+        _run(c, pipe, **kw)
+        _run(c, pipe, **kw)
+        assert counts == {"checks": 1, "splits": 2}
+    finally:
+        sdsv.disable(pipe)
+
+
 @pytest.mark.parametrize("cfg", [False, True], ids=["noCFG", "CFG"])
 def test_the_draft_fed_the_exact_residual_is_the_target(case, cfg, monkeypatch):
     """The split's contract, per family: the draft with the target's own residual as its only
@@ -183,7 +219,7 @@ def test_the_draft_fed_the_exact_residual_is_the_target(case, cfg, monkeypatch):
     from sdsv.integrations.hf_diffusers import hook
     c, pipe = case
     captured = {}
-    real = hook.sample
+    real = hook.sample_checked
 
     def capture(target, draft, latents, sigmas, plan, **kw):
         captured.update(target=target, latents=latents, sigmas=sigmas,
@@ -191,7 +227,7 @@ def test_the_draft_fed_the_exact_residual_is_the_target(case, cfg, monkeypatch):
                                                                     "progress")})
         return real(target, draft, latents, sigmas, plan, **kw)
 
-    monkeypatch.setattr(hook, "sample", capture)
+    monkeypatch.setattr(hook, "sample_checked", capture)
     _enabled_run(c, pipe, c.kwargs(batch=2, cfg=cfg, steps=STEPS), policy=StagePlan.target_only)
     split = family_of(pipe).self_draft_split(pipe.transformer, captured["target"], head_blocks=0)
     x, sigma = captured["latents"], captured["sigmas"][2].expand(2)

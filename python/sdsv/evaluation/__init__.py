@@ -6,7 +6,7 @@ from .features import (
     ClassifierFeatures, frechet_distance, frechet_distance_from_stats, inception_score, perceptual_distance,
     prompt_alignment,
 )
-from ..methods import Method
+from .methods import Method
 from .runner import MethodRun, Runner, balanced_prompts
 
 __all__ = [

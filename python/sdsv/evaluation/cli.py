@@ -22,7 +22,7 @@ import torch
 
 from ..acceptance import AcceptanceTest
 from ..cli_args import check, check_weights, finite_float, int_at_least, weights_folder
-from ..methods import on_dpm_methods, self_draft_methods
+from .methods import on_dpm_methods, self_draft_methods
 from ..policies import StagePlan
 from ..tiny.weights import MODEL_NAMES
 from .experiments import EXPERIMENTS, RUNNERS, EvalConfig

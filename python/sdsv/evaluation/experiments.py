@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..acceptance import AcceptanceTest
-from ..methods import (
+from .methods import (
     SELF_SDSV_ACCEPT, Method, cache, dominated_by, error_controlled, fewer_steps, on_dpm_methods, sdsv_self,
     self_draft_methods,
 )

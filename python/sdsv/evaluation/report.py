@@ -67,6 +67,12 @@ def provenance(weights_dir: str | Path | None, backend: str = "eager") -> dict:
     }
 
 
+def machine() -> str:
+    """The processor, its cores, torch's version and threads, Python's: one line for result headers."""
+    return (f"{platform.processor() or platform.machine()} x{os.cpu_count()} cpus, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, python {platform.python_version()}")
+
+
 def header(title: str, setup: str, prov: dict) -> str:
     w = ", ".join(f"{k} {v}" for k, v in prov["weights"].items())
     return (f"## {title}\n\n{setup}\n\n"

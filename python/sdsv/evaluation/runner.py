@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..methods import Method
+from .methods import Method
 from ..metrics import psnr, ssim
 from ..tiny.data import COLOR_NAMES, SHAPES, class_index, make_batch, prompt_of
 from ..tiny.weights import MODEL_NAMES, load_model, shipped_path

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..methods import Method, cache, dominated_by, fewer_steps, intent_methods
+from .methods import Method, cache, dominated_by, fewer_steps, intent_methods
 from ..metrics import psnr, ssim, tail_summary
 from .report import header, md_table, provenance, tail_plot
 from .runner import Runner

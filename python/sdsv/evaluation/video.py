@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ..demo import machine
 from ..metrics import tail_summary
+from .report import machine
 from ..tiny.video.data import COLOR_NAMES, MOTIONS, SHAPES, prompt_of
 from ..tiny.video.demo import PAPER_WAN, classify, fmt_or_dash, run
 from ..tiny.video.pipeline import DEFAULT_SOLVER, TinyVideoPipeline

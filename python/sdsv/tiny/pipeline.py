@@ -13,7 +13,8 @@ import torch
 from ..acceptance import AcceptanceTest
 from ..forecast import SelfDraft
 from ..guidance import ClassifierFreeGuidance
-from ..policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
+from ..intents import default_policy, intent_named
+from ..policies import FixedInterval, StagePlan, WindowPolicy
 from ..solvers import SOLVERS
 from ..result import SampleStats
 from ..sampler import sample
@@ -24,9 +25,8 @@ from .split import TinyDiTSplit
 from .weights import MODEL_NAMES, load_model, shipped_path
 
 DEFAULT_GUIDANCE = 3.0
-#: intent -> (solver, steps) when the call does not name them: "faithful" reproduces the
-#: pipeline's own 50-step Euler sampler, "accurate" gets closer to the model's exact sample
-INTENTS = {"faithful": ("euler", 50), "accurate": ("dpm++2m", 28)}
+#: the pipeline's own sampler, what the intents (:mod:`sdsv.intents`) start from: 50 Euler steps
+DEFAULT_SOLVER, DEFAULT_STEPS = "euler", 50
 
 
 class CompileUnavailable(RuntimeError):
@@ -102,8 +102,11 @@ def _plain(model):
 
 
 class TinyPipeline:
-    """The target and its drafts with the project's own trained weights: the trained ``lite``
-    and ``svd`` drafts, and ``"self"``, the target forecasting its own blocks (no weights)."""
+    """The target and its drafts with the project's own trained weights: ``"self"``, the target
+    forecasting its own blocks (no weights; the default), and the trained ``lite`` and ``svd``."""
+
+    #: the step rule and step count of the pipeline's own sampler
+    own_solver, own_steps = DEFAULT_SOLVER, DEFAULT_STEPS
 
     def __init__(self, models: dict[str, TinyDiT]):
         if "target" not in models:
@@ -121,8 +124,19 @@ class TinyPipeline:
     def target(self) -> TinyDiT:
         return self.models["target"]
 
+    @classmethod
+    def intent_defaults(cls, intent: str) -> tuple[str, int]:
+        """``(solver, steps)`` of a call with ``intent`` that names neither (:mod:`sdsv.intents`)."""
+        i = intent_named(intent)
+        return i.solver_for(cls.own_solver), i.num_steps(cls.own_steps)
+
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
         return torch.tensor([parse_prompt(p) for p in prompts], dtype=torch.long)
+
+    def calibration_runs(self, prompts: Sequence[str], seed: int, num_steps: int | None,
+                         call_kwargs: dict) -> "TinyCalibrationRuns":
+        """What :func:`sdsv.calibrate` compares on this pipeline (:class:`sdsv.calibrate.CalibrationRuns`)."""
+        return TinyCalibrationRuns(self, prompts, seed, num_steps, call_kwargs)
 
     def denoiser(self, name: str, guidance: float = DEFAULT_GUIDANCE):
         """The sampler-facing callable ``(x, sigma, labels) -> v`` of one model at one guidance scale."""
@@ -206,7 +220,7 @@ class TinyPipeline:
         *,
         num_steps: int | None = None,
         policy: WindowPolicy | None = None,
-        draft: str = "svd",
+        draft: str = "self",
         forecast_order: int = 1,
         solver: str | None = None,
         intent: str = "faithful",
@@ -219,20 +233,20 @@ class TinyPipeline:
     ) -> TinyOutput:
         """Images for ``prompts`` ('a <colour> <shape>'), one seed per image.
 
-        ``draft``: ``"lite"``, ``"svd"`` (trained drafts) or ``"self"`` (the target forecasting
-        its own blocks, of ``forecast_order`` 0/1/2). ``policy``: any window policy; by default,
-        with ``draft="self"`` the ``intent``'s error-controlled windows, with a trained draft the
-        paper's multi-stage plan.
-        ``intent`` sets what is not given: ``"faithful"`` (default) stays close to the
-        pipeline's own sampler, Euler with 50 steps, with :meth:`ErrorControlled.faithful`
-        windows; ``"accurate"`` gets closer to the model's exact sample for fewer target calls:
-        DPM-Solver++(2M) with 28 steps and :meth:`ErrorControlled.accurate` windows
-        (docs/tail.md measures both against both yardsticks). ``solver``: ``"euler"``,
-        ``"dpm++2m"`` (DPM-Solver++(2M)) or ``"unipc"``, for every policy (:mod:`sdsv.solvers`).
+        ``draft``: ``"self"`` (the default, as :func:`sdsv.enable`'s: the target forecasting its
+        own blocks, of ``forecast_order`` 0/1/2) or a trained draft, ``"lite"`` or ``"svd"`` (~20 dB
+        from the target). ``policy``: any window
+        policy; by default (:func:`sdsv.intents.default_policy`) with the self-draft the
+        ``intent``'s error-controlled windows, with a trained draft the paper's multi-stage plan.
+        ``intent`` (:mod:`sdsv.intents`) sets what is not given: ``"faithful"`` (default) stays
+        close to the pipeline's own sampler, Euler with 50 steps, with
+        :meth:`ErrorControlled.faithful` windows; ``"accurate"`` gets closer to the model's exact
+        sample for fewer target calls: DPM-Solver++(2M) with 28 steps and
+        :meth:`ErrorControlled.accurate` windows (docs/tail.md measures both against both
+        yardsticks). ``solver``: ``"euler"``, ``"dpm++2m"`` (DPM-Solver++(2M)) or ``"unipc"``, for
+        every policy (:mod:`sdsv.solvers`).
         """
-        if intent not in INTENTS:
-            raise ValueError(f"intent must be one of {', '.join(INTENTS)}, got {intent!r}")
-        default_solver, default_steps = INTENTS[intent]
+        default_solver, default_steps = self.intent_defaults(intent)
         solver = default_solver if solver is None else solver
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
@@ -241,11 +255,7 @@ class TinyPipeline:
             raise ValueError(f"num_steps={num_steps} but the policy {policy.name!r} has {policy.num_steps} steps: "
                              "pass one of them (the policy's count is used)")
         if policy is None:
-            n = default_steps if num_steps is None else num_steps
-            if draft != "self":
-                policy = StagePlan.paper_default(n)
-            else:
-                policy = ErrorControlled.faithful(n) if intent == "faithful" else ErrorControlled.accurate(n)
+            policy = default_policy(intent, self_draft=draft == "self")(default_steps if num_steps is None else num_steps)
         labels = self.encode(prompts)
         noise = self.noise(len(prompts), seed)
         sigmas = flow_match_sigmas(policy.num_steps, shift)
@@ -261,3 +271,25 @@ class TinyPipeline:
         res = sample(tgt, drf, noise, sigmas, policy, verify=verify, accept=accept, progress=progress,
                      self_draft=self_draft, solver=solver, labels=labels)
         return TinyOutput.of(res)
+
+
+class TinyCalibrationRuns:
+    """:func:`sdsv.calibrate` on the tiny pipeline: the reference is the target alone with the
+    call's solver (the pipeline's own sampler), each policy tried runs the self-draft; image
+    ``i`` uses seed ``seed + i``; ``num_steps`` defaults to the pipeline's own 50."""
+
+    def __init__(self, pipe: TinyPipeline, prompts: Sequence[str], seed: int, num_steps: int | None,
+                 call_kwargs: dict):
+        for k in ("policy", "draft", "seed", "num_steps"):
+            if k in call_kwargs:
+                raise TypeError(f"calibrate sets {k}= itself; pass the others (solver=, guidance=, ...)")
+        self.pipe, self.prompts, self.kwargs = pipe, list(prompts), call_kwargs
+        self.num_steps = pipe.own_steps if num_steps is None else int(num_steps)
+        self.seeds = [seed + i for i in range(len(self.prompts))]
+
+    def run(self, policy: WindowPolicy) -> tuple[torch.Tensor, float]:
+        out = self.pipe(self.prompts, policy=policy, draft="self", seed=self.seeds, **self.kwargs)
+        return out.images, out.stats.target_evals / len(self.prompts)
+
+    def reference(self) -> tuple[torch.Tensor, float]:
+        return self.run(StagePlan.target_only(self.num_steps))  # the plain target, as the pipeline samples without sdsv

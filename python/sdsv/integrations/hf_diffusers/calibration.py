@@ -13,7 +13,8 @@ from .hook import disable, enable, enabled_config
 
 
 class DiffusersAdapter:
-    """One image per call (image ``i``: its prompt, ``generator`` seeded ``seed + i``), decoded to
+    """:func:`sdsv.calibrate`'s runs (:class:`sdsv.calibrate.CalibrationRuns`) on a diffusers
+    pipeline. One image per call (image ``i``: its prompt, ``generator`` seeded ``seed + i``), decoded to
     ``output_type="pt"`` (values in [0, 1]); cost = target evaluations of states per image
     (``num_steps`` for the reference, ``pipe.sdsv_stats.target_evals`` with SDSV)."""
 
@@ -41,7 +42,7 @@ class DiffusersAdapter:
             evals += self.pipe.sdsv_stats.target_evals if with_sdsv else self.num_steps
         return torch.cat(out), evals / len(self.images)
 
-    def reference(self, n: int):
+    def reference(self):
         disable(self.pipe)
         try:
             return self._images(with_sdsv=False)

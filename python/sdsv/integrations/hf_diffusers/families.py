@@ -16,7 +16,7 @@ from .other_caches import describe, step_caches
 from .split import TransformerSplit
 
 
-def _unwrap(module):
+def unwrap(module):
     """The module behind a ``torch.compile`` wrapper, for type and config checks."""
     return getattr(module, "_orig_mod", module)
 
@@ -65,13 +65,13 @@ class Family:
         """The forecast self-draft's split of ``transformer`` (:mod:`.split`); refuses a block
         layout other than this family's, and a whole-model compile that would drop its hooks."""
         check_hooks_survive_compile(transformer)
-        return TransformerSplit(denoiser, _unwrap(transformer), self.block_stacks, head_blocks)
+        return TransformerSplit(denoiser, unwrap(transformer), self.block_stacks, head_blocks)
 
     def check_draft(self, target, draft) -> None:
         """Refuse a draft whose input/output contract differs from the target's, saying what differs."""
         import diffusers
         want = getattr(diffusers, self.transformer_class)
-        d, t = _unwrap(draft), _unwrap(target)
+        d, t = unwrap(draft), unwrap(target)
         if not isinstance(d, want):
             raise RefusedError(
                 f"the draft is a {type(d).__name__}, but the {self.name} adapter needs a {self.transformer_class} "

@@ -36,11 +36,13 @@ import torch
 
 from ...acceptance import AcceptanceTest
 from ...forecast import SelfDraft
-from ...policies import ErrorControlled, StagePlan, WindowPolicy
-from ...sampler import check_verification_options, sample
+from ...intents import INTENTS, default_policy, intent_named
+from ...policies import WindowPolicy
+from ...sampler import check_noise_and_sigmas, check_options, check_verification_options, sample_checked
 from ...result import SampleStats
 from ...errors import RefusedError
-from .families import Family, check_no_cache, family_of
+from .families import Family, check_hooks_survive_compile, check_no_cache, family_of, unwrap
+from .split import TransformerSplit
 
 _STATE = "_sdsv_state"
 _SUBCLASSES: dict[type, type] = {}
@@ -63,17 +65,18 @@ class SDSVConfig:
     intent: str = "faithful"
 
 
-#: intent -> the sampler's step rule: None = the pipeline scheduler's own (faithful: the images the
-#: pipeline gives without sdsv); "accurate" steps DPM-Solver++(2M) over the scheduler's sigmas
-#: (closer to the model's exact sample for the cost: docs/tail.md)
-INTENT_SOLVERS = {"faithful": None, "accurate": "dpm++2m"}
-
-
 @dataclass
 class _State:
+    """What :func:`enable` keeps on the pipeline: its class, its family, its settings as given
+    (``config``), those checked with their defaults (``verify``, ``accept``), and the self-draft's
+    split of ``pipe.transformer`` (built once; None with a draft transformer)."""
+
     original_class: type
     family: Family
     config: SDSVConfig
+    verify: str
+    accept: AcceptanceTest
+    split: TransformerSplit | None
 
 
 class _Captured(Exception):
@@ -177,11 +180,6 @@ def scheduler_and_solver(s, convert: bool):
     return euler, "euler"
 
 
-def _default_self_draft_policy(num_steps: int) -> ErrorControlled:
-    """The self-draft's default windows (:meth:`ErrorControlled.faithful`)."""
-    return ErrorControlled.faithful(num_steps)
-
-
 def _sharded(denoiser):
     """``enable(..., shard=True)``: the denoiser's rows spread over the ranks."""
     from ...distributed import ShardedDenoiser
@@ -207,16 +205,18 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
     ``pipe.transformer`` (fewer blocks, quantized, distilled...; checked here). ``policy``: a
     window policy (:class:`~sdsv.StagePlan`, :class:`~sdsv.ErrorControlled`,
     :class:`~sdsv.FixedInterval`) or a function ``num_inference_steps -> policy``; default
-    ``ErrorControlled`` windows with the self-draft (the self-draft's best schedule on the tiny
-    models), ``StagePlan.paper_default`` with a draft transformer. ``intent``: ``"faithful"``
-    (default) samples with the pipeline scheduler's own step rule, close to the images the
-    pipeline gives without sdsv; ``"accurate"`` steps DPM-Solver++(2M) over the scheduler's sigmas
-    (with the self-draft, ``ErrorControlled.accurate`` windows unless ``policy`` is given): closer
-    to the model's exact sample for the cost, best with fewer steps than the pipeline's Euler
-    default (28 of 50 on the tiny models, docs/tail.md). ``accept``: the
+    (:func:`sdsv.intents.default_policy`) the intent's ``ErrorControlled`` windows with the
+    self-draft, ``StagePlan.paper_default`` with a draft transformer. ``intent``
+    (:mod:`sdsv.intents`): ``"faithful"`` (default) samples with the pipeline scheduler's own step
+    rule, close to the images the pipeline gives without sdsv; ``"accurate"`` steps
+    DPM-Solver++(2M) over the scheduler's sigmas (with the self-draft, ``ErrorControlled.accurate``
+    windows unless ``policy`` is given): closer to the model's exact sample for the cost, best
+    with fewer steps than the pipeline's Euler default (28 of 50 on the tiny models,
+    docs/tail.md); the step count stays the call's ``num_inference_steps``. ``accept``: the
     :class:`~sdsv.AcceptanceTest` (default ``x0_rms <= 0.3``). ``verify``: ``"endpoints"`` (the
     paper's speculative verification, the default) or ``"full"``. Both apply to verified windows
-    only: a policy without them (the default self-draft windows, the cache) refuses them. The pipeline's scheduler sets the step rule:
+    only: a policy without them (the default self-draft windows, the cache) says they are ignored
+    (:class:`~sdsv.IgnoredOptionWarning`). The pipeline's scheduler sets the step rule:
     ``FlowMatchEulerDiscreteScheduler`` samples with Euler steps, ``DPMSolverMultistepScheduler``
     configured as DPM-Solver++(2M) on flow sigmas with the sampler's ``"dpm++2m"`` (the same
     steps, speculated on), ``UniPCMultistepScheduler`` as the Wan2.1 checkpoints ship it with
@@ -228,8 +228,6 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
 
     After each call ``pipe.sdsv_stats`` holds the run's :class:`~sdsv.SampleStats`. Returns ``pipe``.
     """
-    import sdsv_kernels
-
     family = family_of(pipe)
     family.check_pipeline(pipe)
     draft = "self" if draft is None else draft
@@ -238,25 +236,18 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
             raise ValueError(f"draft must be a transformer or 'self' (the forecast self-draft), got {draft!r}")
         if forecast_order not in (0, 1, 2):
             raise ValueError(f"forecast_order must be 0, 1 or 2, got {forecast_order!r}")
-        family.self_draft_split(pipe.transformer, None, head_blocks)  # refuses an unknown block layout now
+        split = family.self_draft_split(pipe.transformer, None, head_blocks)  # refuses an unknown block layout now
     else:
         family.check_draft(pipe.transformer, draft)
-    if intent not in INTENT_SOLVERS:
-        raise ValueError(f"intent must be one of {', '.join(map(repr, INTENT_SOLVERS))}, got {intent!r}")
+        split = None
+    intent_named(intent)
     if policy is None:
-        if draft != "self":
-            policy = StagePlan.paper_default
-        else:
-            policy = ErrorControlled.accurate if intent == "accurate" else _default_self_draft_policy
+        policy = default_policy(intent, self_draft=draft == "self")
     if not isinstance(policy, WindowPolicy) and not callable(policy):
         raise TypeError(f"policy must be a window policy or a function num_inference_steps -> policy, got "
                         f"{type(policy).__name__}")
-    if accept is not None and not isinstance(accept, AcceptanceTest):
-        raise TypeError(f"accept must be a sdsv.AcceptanceTest, got {type(accept).__name__}")
-    if verify is not None and verify not in sdsv_kernels.VERIFY_MODES:
-        raise ValueError(f"verify must be one of {sdsv_kernels.VERIFY_MODES}, got {verify!r}")
-    # a policy given as a function of the step count is checked at each call
-    check_verification_options(policy, verify, accept)
+    # checked once, here, for every call; a policy given as a function of the step count is checked at each call
+    checked_verify, checked_accept = check_options(policy, verify, accept)
     scheduler_and_solver(pipe.scheduler, convert_scheduler)  # refuse a wrong scheduler now, not at the first call
 
     if shard:
@@ -265,11 +256,10 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
     config = SDSVConfig(draft=draft, policy=policy, accept=accept, verify=verify, convert_scheduler=convert_scheduler,
                         forecast_order=forecast_order, head_blocks=head_blocks, shard=bool(shard), intent=intent)
     state = pipe.__dict__.get(_STATE)
-    if state is not None:  # enabled already: new settings, same original class
-        state.family, state.config = family, config
+    original = type(pipe) if state is None else state.original_class  # enabled already: new settings, same class
+    object.__setattr__(pipe, _STATE, _State(original, family, config, checked_verify, checked_accept, split))
+    if state is not None:
         return pipe
-    original = type(pipe)
-    object.__setattr__(pipe, _STATE, _State(original, family, config))
     pipe.__class__ = _sdsv_subclass(original)
     return pipe
 
@@ -370,10 +360,15 @@ def _progress_option(pipe):
     return cfg
 
 
-def _resolve_policy(policy, n: int) -> WindowPolicy:
+def _resolve_policy(config: SDSVConfig, n: int) -> WindowPolicy:
+    """The call's policy for ``n`` steps: ``enable`` checked a policy given as such; one given as a
+    function of the step count is checked here, as what it returns is known only now."""
+    policy = config.policy
     p = policy(n) if not isinstance(policy, WindowPolicy) else policy
     if not isinstance(p, WindowPolicy):
         raise TypeError(f"the policy function returned {type(p).__name__}, expected a window policy")
+    if p is not policy:
+        check_verification_options(p, config.verify, config.accept, stacklevel=6)  # the caller's pipe(...)
     if p.num_steps != n:
         raise ValueError(f"policy {p.name!r} has {p.num_steps} steps but the pipeline runs {n}: pass "
                          "num_inference_steps to match, or a function num_inference_steps -> policy as policy")
@@ -388,7 +383,7 @@ class SDSVCall:
     def __init__(self, pipe, original_call, args: tuple, kwargs: dict):
         state: _State = pipe.__dict__[_STATE]
         self.pipe, self.original_call, self.args, self.kwargs = pipe, original_call, args, kwargs
-        self.family, self.config = state.family, state.config
+        self.state, self.family, self.config = state, state.family, state.config
         bound = inspect.signature(original_call).bind(pipe, *args, **kwargs)
         bound.apply_defaults()
         self.call_args = {k: v for k, v in bound.arguments.items() if k != "self"}
@@ -401,7 +396,7 @@ class SDSVCall:
         # Euler's timesteps are sigma * num_train_timesteps; the multistep schedulers store them as
         # integers (int64(sigma * 1000)): the denoisers then pass the scheduler's own per step
         self.own_timesteps = own_rule != "euler"
-        self.solver = INTENT_SOLVERS[self.config.intent] or own_rule
+        self.solver = INTENTS[self.config.intent].solver_for(own_rule)
 
     def __call__(self):
         hooks = _Hooks(self.pipe, self.scheduler)
@@ -436,7 +431,7 @@ class SDSVCall:
         return sigmas, timesteps
 
     def models(self, policy: WindowPolicy, make, calls: list[dict], sigmas, timesteps):
-        """``(target, draft, self_draft)`` for :func:`sdsv.sample`, each built once (sharded when asked)."""
+        """``(target, draft, self_draft)`` for the sampler, each built once per call (sharded when asked)."""
         cfg, family, pipe = self.config, self.family, self.pipe
 
         def denoiser(transformer):
@@ -450,24 +445,36 @@ class SDSVCall:
         family.check_timestep(first, target.timestep(sigmas[:1].expand(first["timestep"].shape[0]),
                                                      first["hidden_states"]))
         if cfg.draft == "self" and policy.uses_draft:
-            split = family.self_draft_split(pipe.transformer, target, cfg.head_blocks)
+            split = self.self_draft_split().with_denoiser(target)
+            self_draft = SelfDraft(_sharded_split(split) if cfg.shard else split, order=cfg.forecast_order)
             # the self-draft's own target (recording residuals) and draft
-            return None, None, SelfDraft(_sharded_split(split) if cfg.shard else split, order=cfg.forecast_order)
+            return self_draft.target, self_draft.draft, self_draft
         draft = None if cfg.draft == "self" else denoiser(cfg.draft)
         if cfg.shard:
             target, draft = _sharded(target), None if draft is None else _sharded(draft)
         return target, draft, None
 
+    def self_draft_split(self) -> TransformerSplit:
+        """The split :func:`enable` built, rebuilt only for a transformer replaced since; a
+        whole-model compile since enable is refused (it would drop the split's hooks)."""
+        state, transformer = self.state, self.pipe.transformer
+        check_hooks_survive_compile(transformer)
+        if state.split.transformer is not unwrap(transformer):
+            state.split = self.family.self_draft_split(transformer, None, self.config.head_blocks)
+        return state.split
+
     def sample_and_decode(self, captured: _Captured, calls: list[dict]):
         cfg, pipe = self.config, self.pipe
         latents = captured.latents
         sigmas, timesteps = self.schedule(captured)
-        policy = _resolve_policy(cfg.policy, sigmas.numel() - 1)
+        check_noise_and_sigmas(latents, sigmas)  # the latents may be the caller's (latents=)
+        policy = _resolve_policy(cfg, sigmas.numel() - 1)
         make, cond = self.family.conditioning(pipe, self.call_args, calls, latents,
                                               int(self.scheduler.config.num_train_timesteps))
         target, draft, self_draft = self.models(policy, make, calls, sigmas, timesteps)
-        result = sample(target, draft, latents, sigmas, policy, verify=cfg.verify, accept=cfg.accept,
-                        solver=self.solver, self_draft=self_draft, progress=_progress_option(pipe), **cond)
+        result = sample_checked(target, draft, latents, sigmas, policy, verify=self.state.verify,
+                                accept=self.state.accept, solver=self.solver, self_draft=self_draft,
+                                progress=_progress_option(pipe), **cond)
         pipe.__dict__["sdsv_stats"] = result.stats
         output = self.family.decode(pipe, result.latents, self.call_args)
         pipe.maybe_free_model_hooks()

@@ -26,6 +26,7 @@ Flux.1-dev / Wan2.1-1.3B size on an H200: 0.9% / 0.3% of a target call
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 
@@ -37,7 +38,8 @@ from ...errors import RefusedError
 class TransformerSplit:
     """``forward_with_residual`` / ``forward_with_forecast`` of a diffusers transformer, run
     through ``denoiser`` (a :class:`~.denoisers.TransformerDenoiser` of that transformer, which
-    makes the model call(s) of one sampler call). ``stacks``: the names of the block
+    makes the model call(s) of one sampler call; None until :meth:`with_denoiser` gives one:
+    :func:`sdsv.enable` finds the layout once, each call brings its own conditioning). ``stacks``: the names of the block
     ``ModuleList`` s, in execution order. ``head_blocks``: leading blocks the draft computes
     (counted across the stacks); ``head_blocks`` = all blocks forecasts nothing (the draft is
     then the target: a diagnostic)."""
@@ -70,6 +72,12 @@ class TransformerSplit:
                 self._first_deep = mods[left]
                 break
             left -= len(mods)
+
+    def with_denoiser(self, denoiser) -> "TransformerSplit":
+        """This split (its block layout, found once) run through one call's ``denoiser``."""
+        bound = copy.copy(self)
+        bound.denoiser = denoiser
+        return bound
 
     def model_rows(self, x: torch.Tensor, **cond) -> int:
         """Rows of the transformer's call(s) for ``x``: doubled by classifier-free guidance

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ...methods import SELF_SDSV_ACCEPT, Method
+from ...evaluation.methods import SELF_SDSV_ACCEPT, Method
+from ...evaluation.report import machine
 from ...metrics import psnr
 from ...policies import ErrorControlled, FixedInterval, StagePlan
 from ...policies.error_controlled import ACCURATE
@@ -149,8 +150,6 @@ def write_strip(path: Path, clips: torch.Tensor, zoom: int = 2) -> None:
 def main(args) -> int:
     """``sdsv demo --video`` (the demo's ``--steps``, ``--seed``, ``--guidance``, ``--threads``,
     ``--weights``, ``--out``, ``--json``)."""
-    from ...demo import machine
-
     torch.set_num_threads(args.threads)
     pipe = TinyVideoPipeline.from_pretrained(args.weights)
     classifier = load_model(shipped_path("video_classifier", args.weights))

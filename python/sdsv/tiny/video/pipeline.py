@@ -3,8 +3,8 @@
 Everything the image pipeline does carries over unchanged: the sampler treats a latent's
 dimensions after the first as one state (clips ``[b, 3, T, H, W]`` like images), and the
 self-draft forecasts the blocks' residual over tokens whatever they cover. What differs is
-the prompt ("a <colour> <shape> <motion>"), the noise's shape, the draft (``lite``; there is
-no ``svd`` video draft) and the solver's default, UniPC, as Wan's.
+the prompt ("a <colour> <shape> <motion>"), the noise's shape, the trained draft (``lite``;
+there is no ``svd`` video draft) and the pipeline's own step rule, UniPC, as Wan's.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from .data import parse_prompt
 from .model import TinyVideoDiT
 
 DEFAULT_SOLVER = "unipc"
-DEFAULT_DRAFT = "lite"
 
 
 @dataclass
@@ -35,6 +34,8 @@ class TinyVideoOutput:
 class TinyVideoPipeline(TinyPipeline):
     """The video target, its trained ``lite`` draft and ``"self"`` (the target forecasting its
     own blocks). Called like :class:`TinyPipeline`; returns ``.frames``."""
+
+    own_solver = DEFAULT_SOLVER  # Wan's: the faithful intent samples with it
 
     @classmethod
     def from_pretrained(cls, weights_dir: str | Path | None = None,
@@ -64,10 +65,8 @@ class TinyVideoPipeline(TinyPipeline):
         """Clips for ``prompts`` ('a <colour> <shape> <motion>'), one seed per clip.
 
         Takes :meth:`TinyPipeline.__call__`'s keyword arguments (steps, window policy, draft
-        ``"lite"`` / ``"self"``, solver, guidance, seed, ...); ``solver`` defaults to
-        ``"unipc"`` and ``draft`` to ``"lite"``.
+        ``"self"`` (default) / ``"lite"``, solver, intent, guidance, seed, ...); ``solver``
+        defaults to the intent's, UniPC for the faithful one.
         """
-        kwargs.setdefault("solver", DEFAULT_SOLVER)
-        kwargs.setdefault("draft", DEFAULT_DRAFT)
         out = super().__call__(prompts, **kwargs)
         return TinyVideoOutput(frames=out.images, latents=out.latents, stats=out.stats)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .acceptance import AcceptanceTest
-from .policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
-from .policies.error_controlled import ACCURATE, FAITHFUL_TOL
-from .solvers import SOLVERS
-from .tiny.pipeline import INTENTS
+from ..acceptance import AcceptanceTest
+from ..policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
+from ..policies.error_controlled import ACCURATE, FAITHFUL_TOL
+from ..intents import INTENTS
+from ..solvers import SOLVERS
 
 DRAFTS = (None, "lite", "svd", "self")
 
@@ -116,14 +116,16 @@ def self_draft_methods(num_steps: int, verify: str = "endpoints") -> list[Method
 
 
 def intent_methods(num_steps: int) -> list[Method]:
-    """The self-draft's two intents as the tiny pipeline runs them with ``intent=``: faithful
-    (error-controlled windows on Euler with ``num_steps``) and accurate (short windows on
-    DPM-Solver++(2M) with the same share of them as the pipeline's defaults: 28 of 50)."""
-    share = INTENTS["accurate"][1] / INTENTS["faithful"][1]
-    n = max(3, round(share * num_steps))
-    return [Method(f"faithful: error-ctrl (self, tol {FAITHFUL_TOL:g})", ErrorControlled.faithful(num_steps), "self"),
-            Method(f"accurate: error-ctrl on dpm++2m (self, {n} steps)", ErrorControlled.accurate(n), "self",
-                   solver="dpm++2m")]
+    """The self-draft's two intents (:mod:`sdsv.intents`) as the tiny pipeline runs them with
+    ``intent=`` when its own sampler has ``num_steps`` Euler steps: faithful (error-controlled
+    windows on Euler with ``num_steps``) and accurate (short windows on DPM-Solver++(2M) with the
+    intent's share of the steps: 28 of 50)."""
+    faithful, accurate = INTENTS["faithful"], INTENTS["accurate"]
+    n = max(3, accurate.num_steps(num_steps))
+    return [Method(f"faithful: error-ctrl (self, tol {FAITHFUL_TOL:g})", faithful.windows(num_steps), "self",
+                   solver=faithful.solver_for("euler")),
+            Method(f"accurate: error-ctrl on dpm++2m (self, {n} steps)", accurate.windows(n), "self",
+                   solver=accurate.solver_for("euler"))]
 
 
 # speculation on DPM-Solver++(2M): half the Euler reference's steps, the target every
