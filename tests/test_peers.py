@@ -69,7 +69,7 @@ def test_a_cache_that_skips_blocks_counts_less_deep_work(pipes):
 
 def test_summary_tail_and_dominance():
     rows = [P.Row("ref", "pipeline"), P.Row("conv", "reference"), P.Row("fast good", "sdsv"), P.Row("slow bad", "x")]
-    img = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    img = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     noise = lambda s: torch.randn(img.shape, generator=torch.Generator().manual_seed(s))  # noqa: E731
     runs = {"ref": P.RowRun([img], 10.0, 40), "conv": P.RowRun([img + 0.01 * noise(1)], 20.0, 80),
             "fast good": P.RowRun([img + 0.01 * noise(2)], 2.0, 10), "slow bad": P.RowRun([img + 0.1 * noise(3)], 5.0, 20)}

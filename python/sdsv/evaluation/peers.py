@@ -78,11 +78,12 @@ def converged_row(steps: int = REFERENCE_STEPS) -> Row:
 
 
 def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS) -> list[Row]:
-    """The faithful default, the accurate intent (DPM-Solver++(2M) at 28 of 50 steps, as the tiny
-    pipeline's accurate intent) and a policy calibrated on the calibration set."""
+    """The faithful default, the accurate intent at its share of the steps (28 of 50) and a policy
+    calibrated on the calibration set."""
     import sdsv
+    from ..intents import INTENTS
 
-    accurate = max(2, round(steps * 0.56))
+    accurate = INTENTS["accurate"].num_steps(steps)
     rows = [Row("sdsv faithful", "sdsv", steps, attach=lambda p: sdsv.enable(p), detach=sdsv.disable),
             Row(f"sdsv accurate, {accurate} steps", "sdsv", accurate, attach=lambda p: sdsv.enable(p, intent="accurate"),
                 detach=sdsv.disable)]

@@ -228,6 +228,22 @@ def train_draft(args) -> dict:
             "steps": args.distill_steps, "batch": args.batch, "seconds": round(secs), "loss": hist}
 
 
+def snapshot(args) -> dict:
+    """The transformer stage's EMA weights so far, written to the folder (for a pipeline that loads
+    while training goes on, or to carry a run over to another machine: ``--init-from`` warm-starts
+    from the folder when the checkpoint is not there)."""
+    ckpt = Path(args.work) / "transformer.ckpt"
+    if not ckpt.exists():
+        raise SystemExit(f"--stage snapshot: no checkpoint at {ckpt}")
+    ck = torch.load(ckpt, weights_only=False)
+    model = C.build_transformer(args.seed)
+    model.load_state_dict(ck["ema"])
+    _save(model, Path(args.out) / "transformer")
+    loss = [h for h in ck["history"] if "loss" in h]
+    return {"of_stage": "transformer", "step": ck["step"], "of_steps": args.transformer_steps,
+            "loss": loss[-1]["loss"] if loss else None}
+
+
 def write_markdown(out: Path) -> None:
     """``train_log.md``: the log's key numbers for people (``train_log.json`` has everything)."""
     log = json.loads((out / "train_log.json").read_text())
@@ -235,6 +251,10 @@ def write_markdown(out: Path) -> None:
     lines = ["# Tiny Flux: training log", "",
              f"machine: {m.get('processor')} x{m.get('cpus')} cpus, {m.get('platform')}, torch {m.get('torch')}", "",
              "| stage | params | steps x batch | threads | minutes | final loss |", "|---|---|---|---|---|---|"]
+    snap = log.get("snapshot")
+    if snap and "transformer" not in log:
+        lines.insert(4, f"**In training**: the shipped transformer is the EMA after step {snap['step']} of "
+                        f"{snap['of_steps']} of the transformer stage (loss {snap['loss']:.4f}), not yet guidance-distilled.\n")
     for st in ("vae", "transformer", "guidance", "draft"):
         r = log.get(st)
         if r:
@@ -264,7 +284,8 @@ def write_markdown(out: Path) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", default="all", choices=["all", "vae", "transformer", "guidance", "draft", "report"])
+    p.add_argument("--stage", default="all", choices=["all", "vae", "transformer", "guidance", "draft", "report", "snapshot"],
+                   help="snapshot: write the transformer stage's EMA weights so far into the folder")
     p.add_argument("--out", default=str(C.PIPELINE_DIR), help="the diffusers folder written")
     p.add_argument("--work", default=str(WORK_DIR), help="checkpoints, for resuming")
     p.add_argument("--seed", type=int, default=0)
@@ -293,7 +314,7 @@ def main(argv=None) -> None:
             result = report(out)
         else:
             result = {"vae": train_vae, "transformer": train_transformer, "guidance": train_guidance,
-                      "draft": train_draft}[stage](args)
+                      "draft": train_draft, "snapshot": snapshot}[stage](args)
         result["wall_s"] = round(time.time() - t0)
         write_log(out, stage, result)
         write_markdown(out)
