@@ -85,3 +85,19 @@ def test_a_row_that_cannot_run_is_reported_not_fatal(pipes):
         raise RuntimeError("not on this pipeline")
     runs = P.run_rows(pipes, [P.Row("broken", "x", STEPS, attach=boom)], ["a red circle"], [0], 1, "test", progress=False)
     assert runs["broken"].error == "RuntimeError: not on this pipeline"
+
+
+def test_an_interrupted_run_picks_up_its_finished_batches(pipes, tmp_path):
+    rows = P.pipeline_rows(STEPS)[:2]
+    first = P.run_rows(pipes, rows, ["a red circle", "a green cross"], [1, 2], 1, "test", progress=False, cache=tmp_path)
+    assert len(list(tmp_path.glob("batch1_*.pt"))) == 2
+
+    def boom(p):
+        raise RuntimeError("recomputed")
+    again = [P.Row(r.name, r.family, r.steps, attach=boom) for r in rows]
+    second = P.run_rows(pipes, again, ["a red circle", "a green cross"], [1, 2], 1, "test", progress=False, cache=tmp_path)
+    for r in rows:
+        assert second[r.name].error is None and second[r.name].macs == first[r.name].macs
+        torch.testing.assert_close(torch.cat(second[r.name].images), torch.cat(first[r.name].images), rtol=0, atol=0)
+    other_seeds = P.run_rows(pipes, again, ["a red circle", "a green cross"], [5, 6], 1, "test", progress=False, cache=tmp_path)
+    assert other_seeds[rows[0].name].error == "RuntimeError: recomputed"

@@ -71,3 +71,16 @@ def test_the_lite_draft_keeps_every_other_block_of_the_target():
 def test_a_missing_folder_says_how_to_make_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="sdsv.tiny.flux.train"):
         C.load_pipeline(tmp_path)
+
+
+def test_the_shipped_folder_loads_offline_at_its_trained_size(monkeypatch):
+    from diffusers import FluxPipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = FluxPipeline.from_pretrained(str(C.PIPELINE_DIR))
+    assert pipe.vae.config.sample_size == 32 and pipe.tokenizer_2.model_max_length == C.TEXT_LEN
+    assert pipe.transformer.dtype == torch.float32  # stored in fp16, used in fp32
+    pipe.set_progress_bar_config(disable=True)
+    img = pipe(["a red circle", "a blue ring"], generator=[torch.Generator().manual_seed(s) for s in (0, 1)],
+               output_type="pt", **C.call_kwargs(steps=3)).images
+    assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all() and 0 <= img.min() and img.max() <= 1

@@ -213,39 +213,62 @@ class RowRun:
     error: str | None = None
 
 
-def run_rows(pipes: dict, rows: list[Row], prompts, seeds, batch: int, desc: str, progress: bool = True) -> dict[str, RowRun]:
+def _run_batch(pipe, row: Row, prompts, seeds) -> tuple[torch.Tensor, float, int]:
+    """``(images, seconds, deep MACs)`` of ``row`` on one batch, the method put on and taken off."""
+    own_scheduler = pipe.scheduler
+    try:
+        if row.scheduler is not None:
+            pipe.scheduler = row.scheduler(pipe)
+        if row.attach is not None:
+            row.attach(pipe)
+        work = LinearWork(pipe.transformer)
+        try:
+            t0 = time.perf_counter()
+            images = _draw(pipe, prompts, seeds, row.steps)
+            return images, time.perf_counter() - t0, work.macs
+        finally:
+            work.remove()
+    finally:
+        if row.detach is not None:
+            with contextlib.suppress(Exception):
+                row.detach(pipe)
+        pipe.scheduler = own_scheduler
+
+
+def run_rows(pipes: dict, rows: list[Row], prompts, seeds, batch: int, desc: str, progress: bool = True,
+             cache: Path | None = None) -> dict[str, RowRun]:
     """Every row on every batch, the rows in turns within each batch (so a slow minute of the
     machine falls on every method alike), each on ``pipes[row.pipeline]``. A row that fails says
-    why and is left out."""
+    why and is left out. With ``cache`` (a folder), each finished batch is saved there and a rerun
+    picks up where an interrupted one stopped (same rows, prompts and seeds)."""
     runs = {r.name: RowRun() for r in rows}
     bar = tqdm(total=len(prompts) * len(rows), desc=desc, unit="img", mininterval=5.0, disable=not progress)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
     for i in range(0, len(prompts), batch):
         p, s = prompts[i:i + batch], seeds[i:i + batch]
+        path = cache / f"batch{batch}_{i:06d}.pt" if cache is not None else None
+        done = torch.load(path) if path is not None and path.exists() else None
+        if done is not None and (done["seeds"] != list(s) or sorted(done["rows"]) != sorted(runs)):
+            done = None  # another run's file: compute again
+        results = done["rows"] if done is not None else {}
         for row in rows:
-            run, pipe = runs[row.name], pipes[row.pipeline]
-            own_scheduler = pipe.scheduler
-            if run.error is None:
+            run = runs[row.name]
+            if row.name not in results and run.error is None:
                 try:
-                    if row.scheduler is not None:
-                        pipe.scheduler = row.scheduler(pipe)
-                    if row.attach is not None:
-                        row.attach(pipe)
-                    work = LinearWork(pipe.transformer)
-                    try:
-                        t0 = time.perf_counter()
-                        run.images.append(_draw(pipe, p, s, row.steps))
-                        run.seconds += time.perf_counter() - t0
-                    finally:
-                        work.remove()
-                    run.macs += work.macs
+                    results[row.name] = _run_batch(pipes[row.pipeline], row, p, s)
                 except Exception as e:  # noqa: BLE001 - a peer that cannot run here is reported, not fatal
-                    run.error = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
-                finally:
-                    if row.detach is not None:
-                        with contextlib.suppress(Exception):
-                            row.detach(pipe)
-                    pipe.scheduler = own_scheduler
+                    results[row.name] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+            got = results.get(row.name)
+            if isinstance(got, str):
+                run.error = run.error or got
+            elif got is not None and run.error is None:
+                run.images.append(got[0])
+                run.seconds += got[1]
+                run.macs += got[2]
             bar.update(len(p))
+        if path is not None and done is None:
+            torch.save({"seeds": list(s), "rows": results}, path)
     bar.close()
     return runs
 
@@ -413,7 +436,8 @@ def peers(out: Path, images: int, batch1_images: int, calibration_images: int = 
     ref, conv = rows[0].name, next(r.name for r in rows if r.family == "reference")
     tables, files, all_runs = {}, [], {}
     for label, n, b in ((f"batch {batch}", images, batch), ("batch 1", batch1_images, 1)):
-        runs = run_rows(pipes, rows, prompts[:n], seeds[:n], b, desc=f"peers, {label}", progress=progress)
+        runs = run_rows(pipes, rows, prompts[:n], seeds[:n], b, desc=f"peers, {label}", progress=progress,
+                        cache=out / "cache")
         tables[label] = summarise(rows, runs, ref, conv, macs_one)
         all_runs[label] = runs
     meta = {"images": images, "batch1_images": batch1_images, "batch": batch, "steps": steps,
