@@ -101,3 +101,20 @@ def test_an_interrupted_run_picks_up_its_finished_batches(pipes, tmp_path):
         torch.testing.assert_close(torch.cat(second[r.name].images), torch.cat(first[r.name].images), rtol=0, atol=0)
     other_seeds = P.run_rows(pipes, again, ["a red circle", "a green cross"], [5, 6], 1, "test", progress=False, cache=tmp_path)
     assert other_seeds[rows[0].name].error == "RuntimeError: recomputed"
+
+
+def test_a_trained_draft_row_counts_the_drafts_work_too(pipes):
+    from sdsv.tiny.flux.train import make_lite
+
+    draft = make_lite(pipes["main"].transformer).eval()
+    row = P.sdsv_rows(None, STEPS, draft)[-1]
+    assert row.counted == (draft,)
+    runs = P.run_rows(pipes, [row], ["a red circle"], [4], 1, "test", progress=False)
+    assert runs[row.name].error is None
+    only_target = P.LinearWork(pipes["main"].transformer)
+    try:
+        P.run_rows(pipes, [P.Row("again", "sdsv", STEPS, attach=row.attach, detach=row.detach)], ["a red circle"], [4], 1,
+                   "test", progress=False)
+    finally:
+        only_target.remove()
+    assert runs[row.name].macs > only_target.macs > 0  # the draft's calls are counted on top

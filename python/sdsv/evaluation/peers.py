@@ -53,6 +53,7 @@ class Row:
     detach: Callable | None = None
     scheduler: Callable | None = None  # a scheduler for this row (the converged reference)
     notes: str = ""
+    counted: tuple = ()               # models besides the pipeline's transformer whose work counts (a draft)
     pipeline: str = "main"            # rows on another pipeline instance: cache-dit's disable_cache
     #                                   leaves its patched transformer forward, on which diffusers'
     #                                   FirstBlockCache then fails
@@ -77,9 +78,10 @@ def converged_row(steps: int = REFERENCE_STEPS) -> Row:
     return Row(f"converged: DPM-Solver++(2M), {n} steps", "reference", n, scheduler=dpm)
 
 
-def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS) -> list[Row]:
-    """The faithful default, the accurate intent at its share of the steps (28 of 50) and a policy
-    calibrated on the calibration set."""
+def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS, draft=None) -> list[Row]:
+    """The faithful default, the accurate intent at its share of the steps (28 of 50), a policy
+    calibrated on the calibration set, and SDSV's batched verification with a trained ``draft``
+    (the paper's Table 1 on a real pipeline class; its work counted too)."""
     import sdsv
     from ..intents import INTENTS
 
@@ -90,6 +92,9 @@ def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS) -> list[Row]
     if calibrated_policy is not None:
         rows.append(Row("sdsv calibrated", "sdsv", steps, attach=lambda p: sdsv.enable(p, policy=calibrated_policy),
                         detach=sdsv.disable))
+    if draft is not None:
+        rows.append(Row("sdsv, lite draft (SDSV verification)", "sdsv", steps, attach=lambda p: sdsv.enable(p, draft=draft),
+                        detach=sdsv.disable, counted=(draft,)))
     return rows
 
 
@@ -172,11 +177,11 @@ def calibrate_mag_ratios(pipe, prompts, seeds, batch: int, steps: int = REFERENC
 
 # ---- counting the deep work -------------------------------------------------------------------
 class LinearWork:
-    """Multiply-accumulates of a module's ``nn.Linear`` layers, counted with forward hooks."""
+    """Multiply-accumulates of the modules' ``nn.Linear`` layers, counted with forward hooks."""
 
-    def __init__(self, module: torch.nn.Module):
+    def __init__(self, *modules: torch.nn.Module):
         self.macs = 0
-        self._handles = [m.register_forward_hook(self._count) for m in module.modules()
+        self._handles = [m.register_forward_hook(self._count) for module in modules for m in module.modules()
                          if isinstance(m, torch.nn.Linear)]
 
     def _count(self, mod, inputs, output) -> None:
@@ -221,7 +226,7 @@ def _run_batch(pipe, row: Row, prompts, seeds) -> tuple[torch.Tensor, float, int
             pipe.scheduler = row.scheduler(pipe)
         if row.attach is not None:
             row.attach(pipe)
-        work = LinearWork(pipe.transformer)
+        work = LinearWork(pipe.transformer, *row.counted)
         try:
             t0 = time.perf_counter()
             images = _draw(pipe, prompts, seeds, row.steps)
@@ -325,9 +330,9 @@ def save(out: Path, name: str, rows: list[dict], meta: dict) -> Path:
 
 
 # ---- the experiment ---------------------------------------------------------------------------
-def all_rows(pipe, calibrated_policy, mag_ratios, steps: int = REFERENCE_STEPS) -> list[Row]:
+def all_rows(pipe, calibrated_policy, mag_ratios, steps: int = REFERENCE_STEPS, draft=None) -> list[Row]:
     depth = len(pipe.transformer.transformer_blocks) + len(pipe.transformer.single_transformer_blocks)
-    rows = [*pipeline_rows(steps), converged_row(steps), *sdsv_rows(calibrated_policy, steps),
+    rows = [*pipeline_rows(steps), converged_row(steps), *sdsv_rows(calibrated_policy, steps, draft),
             *diffusers_rows(mag_ratios, steps)]
     try:
         rows += cache_dit_rows(depth, steps)
@@ -431,7 +436,12 @@ def peers(out: Path, images: int, batch1_images: int, calibration_images: int = 
         mag = calibrate_mag_ratios(pipe, cal_p, cal_s, min(batch, len(cal_p)), steps)
         calibrated = sdsv.calibrate(pipe, cal_p, target_psnr=CALIBRATED_P5, num_steps=steps, seed=cal_s[0],
                                     height=32, width=32, max_sequence_length=TEXT_LEN, guidance_scale=GUIDANCE).policy
-    rows = all_rows(pipe, calibrated, mag, steps)
+    draft_dir = Path(flux_dir or PIPELINE_DIR) / "draft_lite"
+    draft = None
+    if draft_dir.exists():
+        from diffusers import FluxTransformer2DModel
+        draft = FluxTransformer2DModel.from_pretrained(str(draft_dir)).eval()
+    rows = all_rows(pipe, calibrated, mag, steps, draft)
     macs_one = macs_per_evaluation(pipe)
     ref, conv = rows[0].name, next(r.name for r in rows if r.family == "reference")
     tables, files, all_runs = {}, [], {}
