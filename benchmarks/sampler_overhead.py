@@ -9,7 +9,7 @@ with the compiled ``sdsv_kernels/_C*.so`` copied in), in alternating subprocesse
 the same machine: on a shared VM the speed drifts by tens of percent over minutes.
 
     python benchmarks/sampler_overhead.py --compare /tmp/old --rounds 6 --repeats 5 \\
-        --json benchmarks/results/sampler_overhead.json
+        --json benchmarks/results/sampler_overhead/tiny.json
 """
 
 from __future__ import annotations

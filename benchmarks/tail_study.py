@@ -1,5 +1,6 @@
 """Bounding the self-draft's tail: where the damage enters, which error estimates catch it, and the
-two intents against both yardsticks (docs/tail.md holds the results and their reading).
+two intents against both yardsticks (benchmarks/results/tail_study/README.md reads the results;
+docs/tail.md describes the intents they chose).
 
 Images: prompt ``i`` of ``sdsv.evaluation.runner.balanced_prompts``, seed ``start + i``; the
 calibration set (where configurations are compared and chosen) starts at seed 21056, the report

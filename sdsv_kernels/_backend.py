@@ -31,9 +31,9 @@ _REGISTRY: dict[str, tuple[dict[str, Callable] | None, bool | str, tuple[str, ..
 }
 _LOADERS: dict[str, Callable[[], tuple[dict[str, Callable] | None, bool | str, tuple[str, ...]]]] = {}
 # per device type, in order of preference for "auto". CUDA tensors: the extension's kernels
-# first, measured on an H200 at Flux/Wan latent sizes (benchmarks/results/gpu-h200-2026-11-30):
-# faster than Triton in 37 of 40 (op, size, rows, dtype) cases, 1.8-17x at Flux size where
-# Triton's launch path dominates; Triton serves when the extension was built without CUDA.
+# first, the fastest provider on an H200 at Flux/Wan latent sizes in all but the largest
+# gather_combine cases (docs/kernels.md, "GPU"); Triton serves when the extension was built
+# without CUDA.
 _PREFERENCE = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpp", "reference")}
 _KNOWN = ("reference", "cpp", "triton", "cuda")
 _local = threading.local()

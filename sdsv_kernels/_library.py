@@ -8,9 +8,10 @@ mutate ``out`` (``accept_commit_out`` returns only the counts, ``rollout_step_ou
 ``gather_combine_out`` nothing).
 
 Each op's implementation is also a plain function of this module, which the public wrappers call
-directly outside ``torch.compile`` (:func:`sdsv_kernels._op`): measured on a 2-core CPU right
-after a model forward, the dispatcher's trip through a custom op cost ~50 us a call, a sizeable
-share of the sampler's own time when a round makes half a dozen op calls around a cheap draft.
+directly outside ``torch.compile`` (:func:`sdsv_kernels._op`): right after a model forward the
+dispatcher's trip through a custom op costs more than the small op itself, a sizeable share of the
+sampler's own time when a round makes half a dozen op calls around a cheap draft
+(docs/self_draft.md, the sampler's own work).
 """
 
 from __future__ import annotations

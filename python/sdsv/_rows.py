@@ -1,6 +1,7 @@
 """Rows of a batch buffer as views where they are evenly spaced (the common case: one sample,
-or one row per sample), else gathered/scattered by index. On a 2-core CPU every small op made
-between two model forwards costs ~10-50 us, so a view instead of an index tensor matters."""
+or one row per sample), else gathered/scattered by index. Right after a model forward a small op
+costs many times its warm time on a CPU, so a view instead of an index tensor matters
+(docs/self_draft.md, the sampler's own work)."""
 
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ class AcceptanceTest:
     """
 
     metric: str = "x0_rms"
-    # 0.3: benchmarks/results/tau_sweep.md — at 0.05 SDSV with the trained drafts is 3x SLOWER than
-    # the target alone (4% of draft steps accepted); 0.3 accepts ~97% and is the demo's setting
+    # 0.3: the strictest threshold at which both trained drafts keep (nearly) every window
+    # (benchmarks/results/tau_sweep.md, docs/demo.md "Choosing the acceptance test")
     tau: float = 0.3
 
     def __post_init__(self) -> None:

@@ -6,10 +6,9 @@ time, speedup over target-only, acceptance, PSNR/SSIM against the target-only im
 and PSNR against a converged solution (accuracy: DPM-Solver++(2M) with twice the steps,
 sampled once after the timed rounds, so the timing is unchanged).
 After one warm-up call per method, the methods take turns image by image (``--repeats`` rounds
-over all prompts; wall time is the mean round). On this project's shared 2-core VM a process's
-speed drifts by up to ~30% over seconds (it also runs ~30% faster for about a second after being
-idle); timing each method in a block of its own put the same configuration anywhere between
-1.2x and 2.0x, while taking turns image by image agrees within a few percent between rounds.
+over all prompts; wall time is the mean round). On a shared machine a process's speed drifts
+over seconds; taking turns lets every method see the same machine, where timing each method in a
+block of its own did not reproduce (docs/demo.md, "How it is measured").
 The models run through ``torch.compile`` unless ``--no-compile``
 (:meth:`sdsv.tiny.pipeline.TinyPipeline.compile` says why).
 """
@@ -100,9 +99,8 @@ def run(args) -> tuple[list[dict], str, dict[str, list[float]]]:
             bar.set_postfix_str(f"warm-up, {m.label}")
             pipe(prompts[0], seed=seeds[0], **kw[m.label])
             bar.update(1)
-        # methods take turns image by image, so every method sees the same machine: on a shared
-        # 2-core VM a method's speed drifts by up to ~30% over seconds, which moved the speedup
-        # of one configuration between 1.2x and 2.0x when each method ran in a block of its own
+        # methods take turns image by image, so every method sees the same machine: a shared
+        # machine's speed drifts over seconds (docs/demo.md, "How it is measured")
         for r in range(args.repeats):
             for p, (prompt, seed) in enumerate(zip(prompts, seeds)):
                 for m in methods:

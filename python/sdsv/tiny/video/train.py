@@ -11,8 +11,8 @@ draft to the target's guided velocity. Stages (each seeded, resumable from its c
 * ``lite``       — every other block of the target (:func:`sdsv.tiny.compress.make_lite`),
                    distilled to its guided velocity at guidance 1..5.
 
-The defaults took 76 minutes on one thread of a shared 2-core VM (target 54, lite 19.5, classifier 2). The log goes to
-``<out>/video_train_log.md`` (human) and ``<out>/video_train_log.json`` (per stage).
+The log goes to ``<out>/video_train_log.md`` (human; how long each stage took) and
+``<out>/video_train_log.json`` (per stage); docs/tiny_video.md reads the shipped run's.
 """
 
 from __future__ import annotations
