@@ -314,34 +314,21 @@ class _Loop:
     def _verify_and_commit(self, rnd: "_Round", verified: list[int]) -> None:
         """One target call over every window's verification rows, the round's verdicts (one host
         sync), each window's commit, and the closing steps."""
-        windows, offs, pos, sig = rnd.windows, rnd.offsets, self.pos, self.sig
-        vrows, vsteps, vsamples, firsts = [], [], [], []
-        for i in verified:
-            w = windows[i]
-            firsts.append(len(vrows))
-            vrows += [offs[i] + j for j in w.verify_rows]
-            vsteps += [w.start + j for j in w.verify_rows]
-            vsamples += [w.sample] * len(w.verify_rows)
-        yv, vindex = gather_rows_and_index(rnd.states, vrows)
-        sig_v, sindex = gather_rows_and_index(self.sig_t, vsteps)
-        t = self.models("target", yv, sig_v, self.conds.rows(vsamples), vsamples, [sig[s] for s in vsteps])
+        sig = self.sig
+        v = _Verification(rnd, verified)
+        yv, vindex = gather_rows_and_index(rnd.states, v.rows)
+        sig_v, sindex = gather_rows_and_index(self.sig_t, v.steps)
+        t = self.models("target", yv, sig_v, self.conds.rows(v.samples), v.samples, [sig[s] for s in v.steps])
         verdicts, x_next = [None] * len(verified), None
         if self.stepper.fused or rnd.needs_verdict:
-            h_v = gather_rows(self.h_t, vsteps, sindex)
-            verdicts, x_next = self._verdicts(rnd, verified, firsts, vrows, vindex, yv, t, h_v, sig_v)
+            h_v = gather_rows(self.h_t, v.steps, sindex)
+            verdicts, x_next = self._verdicts(rnd, verified, v.firsts, v.rows, vindex, yv, t, h_v, sig_v)
         elif not all_finite(t):
-            _raise_non_finite(rnd, t, vrows, sig)
-        committed, closings, advanced = [], [], 0
-        for n, (i, first, verdict) in enumerate(zip(verified, firsts, verdicts)):
-            w = windows[i]
-            advance = w.commit(verdict, self.state, self.stats.windows)
-            committed += [first + r for r in w.on_path(advance)]
-            if advance:
-                closings.append(Closing(n, w.sample, offs[i] + advance - 1, first + w.closing_row(advance),
-                                        w.start + advance - 1))
-            pos[w.sample] += advance
-            advanced += advance
-        self.bar.update(advanced)
+            _raise_non_finite(rnd, t, v.rows, sig)
+        committed, closings, advances = v.commit(verdicts, self.state, self.stats.windows)
+        for i, advance in zip(verified, advances):
+            self.pos[rnd.windows[i].sample] += advance
+        self.bar.update(sum(advances))
         if self.anchors is not None:
             self.anchors.commit(committed)
         self.stepper.close(self.x, t, closings, len(verified), x_next)
@@ -420,6 +407,34 @@ class _Round:
             self.depth = max(self.depth, w.levels)
             (self.verified if w.verify_rows else self.drafting).append(i)
             self.needs_verdict = self.needs_verdict or w.needs_verdict
+
+
+class _Verification:
+    """The rows of one target call that verifies a round's windows: which rows of the round
+    buffer (``rows``), at which steps and of which samples, where each window's rows start in the
+    call (``firsts``); after the verdicts, each window's commit as the rows it keeps on the path
+    (for the anchors), its closing step and how far it advanced."""
+
+    def __init__(self, rnd: _Round, verified: list[int]):
+        self.windows = [rnd.windows[i] for i in verified]
+        self.offsets = [rnd.offsets[i] for i in verified]
+        self.rows, self.steps, self.samples, self.firsts = [], [], [], []
+        for w, off in zip(self.windows, self.offsets):
+            self.firsts.append(len(self.rows))
+            self.rows += [off + j for j in w.verify_rows]
+            self.steps += [w.start + j for j in w.verify_rows]
+            self.samples += [w.sample] * len(w.verify_rows)
+
+    def commit(self, verdicts, state, records) -> tuple[list[int], list[Closing], list[int]]:
+        """``(rows of the call on the committed path, closings, advance of each window)``."""
+        committed, closings, advances = [], [], []
+        for n, (w, off, first, verdict) in enumerate(zip(self.windows, self.offsets, self.firsts, verdicts)):
+            advance = w.commit(verdict, state, records)
+            committed += [first + r for r in w.on_path(advance)]
+            if advance:
+                closings.append(Closing(n, w.sample, off + advance - 1, first + w.closing_row(advance), w.start + advance - 1))
+            advances.append(advance)
+        return committed, closings, advances
 
 
 def _raise_non_finite(rnd: _Round, t, vrows, sig_host) -> None:
