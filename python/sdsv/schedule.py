@@ -22,6 +22,8 @@ def check_sigmas(sigmas: torch.Tensor) -> None:
     if not isinstance(sigmas, torch.Tensor) or sigmas.dim() != 1 or sigmas.numel() < 2:
         shape = tuple(sigmas.shape) if isinstance(sigmas, torch.Tensor) else type(sigmas).__name__
         raise ValueError(f"sigmas must be a 1-D tensor of num_steps + 1 >= 2 values, got {shape}")
+    if sigmas.device.type == "meta":
+        raise ValueError("sigmas are on the meta device: they hold no values (make them on the latents' device or the CPU)")
     if not torch.isfinite(sigmas).all():
         raise ValueError("sigmas contain NaN or inf")
     steps = sigmas[1:] - sigmas[:-1]
