@@ -1,6 +1,7 @@
 """Property-based checks of the public entry points' arguments (issue 33): for ``sdsv.sample``,
-``TinyPipeline.__call__``, ``sdsv.calibrate`` and the window policies' constructors, any value
-of a wrong type or out of range, given for one argument with every other one valid, raises a
+``TinyPipeline.__call__``, ``sdsv.calibrate``, the window policies' and the self-draft's
+constructors, any value of a wrong type or out of range, given for one argument with every other
+one valid, raises a
 TypeError or ValueError whose message names that argument — never another exception, and never
 a result: nothing is sampled (the models and the sampler refuse to run here), so a value that
 slipped through fails the test. A new argument is covered by adding a line to its table."""
@@ -18,11 +19,12 @@ import torch
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from sdsv import AcceptanceTest, ErrorControlled, FixedInterval, StagePlan, calibrate, flow_match_sigmas, sample  # noqa: E402
+from sdsv import (AcceptanceTest, ErrorControlled, FixedInterval, SelfDraft, StagePlan, calibrate,  # noqa: E402
+                  flow_match_sigmas, sample)
 from sdsv.tiny.data import parse_prompt  # noqa: E402
 from sdsv.tiny.pipeline import TinyPipeline  # noqa: E402
 
-from toy_models import random_dit  # noqa: E402
+from toy_models import RowwiseSplit, random_dit  # noqa: E402
 
 EXAMPLES = int(os.environ.get("SDSV_HYPOTHESIS_EXAMPLES", "12"))  # per argument
 PROPS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True)
@@ -211,7 +213,7 @@ def test_calibrate_refuses_any_bad_argument_by_name(toy_pipe, name, data):
         refuses(lambda: calibrate(**args), name)
 
 
-# ---- the window policies' constructors -----------------------------------------------------------
+# ---- the window policies' (and the self-draft's) constructors -----------------------------------------------------------
 POLICIES = {
     "StagePlan": (StagePlan, dict(num_steps=10, stage0_steps=2, warmup_steps=4, k_warmup=1, k_main=3), {
         "num_steps": bad_int(minimum=4), "stage0_steps": bad_int(minimum=0, maximum=4),
@@ -243,6 +245,9 @@ FACTORIES = {
     "StagePlan.conservative_warmup": (StagePlan.conservative_warmup, dict(num_steps=10, k=9),
                                       {"num_steps": bad_int(minimum=1), "k": bad_int(minimum=1)}),
 }
+POLICIES["SelfDraft"] = (lambda **k: SelfDraft(RowwiseSplit(), **k), dict(order=1), {
+    "order": bad_int(minimum=0, maximum=2), "slots": not_none(bad_int(minimum=2)),
+})
 CASES = [(c, a) for table in (POLICIES, FACTORIES) for c, (_, _, bad) in table.items() for a in sorted(bad)]
 
 

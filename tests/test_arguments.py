@@ -291,3 +291,35 @@ def test_sample_checks_progress():
         _sample(progress="yes")
     _sample(progress=None)
     _sample(progress={"disable": True})
+
+
+# ---- the self-draft ------------------------------------------------------------------------------
+
+def test_a_target_that_goes_past_the_self_draft_is_named():
+    """sample(target, ..., self_draft=sd) with a target that is not sd.target (nor calls it): the
+    forecast would have no anchors; said at the first target call, naming self_draft."""
+    from sdsv import SelfDraft
+
+    from toy_models import RowwiseSplit
+
+    sd = SelfDraft(RowwiseSplit())
+    policy = ErrorControlled(8, k_min=1, k_init=1)
+    with pytest.raises(ValueError, match="self_draft: the target call went past the self-draft") as e:
+        sample(RowwiseDenoiser(), None, torch.randn(2, 4), flow_match_sigmas(8), policy, self_draft=sd)
+    one_line(e)
+    ok = sample(None, None, torch.randn(2, 4), flow_match_sigmas(8), policy, self_draft=sd)  # its own target
+    assert ok.stats.draft_evals > 0
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(order=1.5), TypeError, "order must be an int"),
+    (dict(order=3), ValueError, r"order \(of the forecast\) must be 0, 1 or 2"),
+    (dict(order=1, slots="3"), TypeError, "slots must be an int"),
+])
+def test_self_draft_checks_its_order(kwargs, exc, match):
+    from sdsv import SelfDraft
+
+    from toy_models import RowwiseSplit
+
+    with pytest.raises(exc, match=match):
+        SelfDraft(RowwiseSplit(), **kwargs)

@@ -128,11 +128,17 @@ class _Models:
                  samples: Sequence[int], sig_rows: Sequence[float]) -> torch.Tensor:
         if self.anchors is not None:
             self.anchors.tag(samples, sig_rows)
+            records = self.anchors.records
         try:
-            return timed_call(which, self.fns[which], x, sigma, cond, self.stats, self.copy_inputs[which])
+            out = timed_call(which, self.fns[which], x, sigma, cond, self.stats, self.copy_inputs[which])
         except Exception as e:
             setattr(e, _FAILED_CALL, which)
             raise
+        if which == "target" and self.anchors is not None and self.anchors.records == records:
+            raise ValueError("self_draft: the target call went past the self-draft (it recorded no anchors for the "
+                             "forecast): with self_draft=, the target must be self_draft.target or call it (e.g. "
+                             "ClassifierFreeGuidance(self_draft.target, ...)), or None for self_draft.target")
+        return out
 
 
 def check_noise_and_sigmas(noise, sigmas) -> None:
