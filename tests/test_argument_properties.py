@@ -1,10 +1,10 @@
 """Property-based checks of the public entry points' arguments (issue 33): for ``sdsv.sample``,
 ``TinyPipeline.__call__``, ``sdsv.calibrate``, the window policies' and the self-draft's
 constructors, any value of a wrong type or out of range, given for one argument with every other
-one valid, raises a
-TypeError or ValueError whose message names that argument — never another exception, and never
-a result: nothing is sampled (the models and the sampler refuse to run here), so a value that
-slipped through fails the test. A new argument is covered by adding a line to its table."""
+one valid, raises a TypeError or ValueError whose message names that argument — never another
+exception, and never a result: nothing is sampled (the models and the sampler refuse to run
+here), so a value that slipped through fails the test. A new argument is covered by adding a
+line to its table."""
 
 from __future__ import annotations
 
