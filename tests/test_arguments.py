@@ -313,7 +313,7 @@ def test_a_target_that_goes_past_the_self_draft_is_named():
 
 @pytest.mark.parametrize("kwargs, exc, match", [
     (dict(order=1.5), TypeError, "order must be an int"),
-    (dict(order=3), ValueError, r"order \(of the forecast\) must be 0, 1 or 2"),
+    (dict(order=3), ValueError, r"order must be 0, 1 or 2 \(the forecast's order in sigma\)"),
     (dict(order=1, slots="3"), TypeError, "slots must be an int"),
 ])
 def test_self_draft_checks_its_order(kwargs, exc, match):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import sdsv.evaluation.cli as eval_cli
+import sdsv.tiny.video.demo  # noqa: F401 - imported here: imported under nothing_loads, it would keep the patched load_model
 from sdsv.cli import main as cli_main
 from sdsv.tiny import weights
 

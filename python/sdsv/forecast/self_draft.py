@@ -60,7 +60,7 @@ class SelfDraft:
                 raise TypeError(f"a self-draft needs a split model with {name}(); got {type(model).__name__}")
         order = as_int("order", order)
         if order not in (0, 1, 2):
-            raise ValueError(f"order (of the forecast) must be 0, 1 or 2, got {order!r}")
+            raise ValueError(f"order must be 0, 1 or 2 (the forecast's order in sigma), got {order!r}")
         self.model, self.order = model, order
         self.slots = order + 1 if slots is None else as_int("slots", slots)
         if self.slots < order + 1:
