@@ -1,10 +1,10 @@
 """Property-based checks of the public entry points' arguments (issue 33): for ``sdsv.sample``,
 ``TinyPipeline.__call__``, ``sdsv.calibrate``, the window policies' and the self-draft's
-constructors, any value of a wrong type or out of range, given for one argument with every other
-one valid, raises a TypeError or ValueError whose message names that argument — never another
-exception, and never a result: nothing is sampled (the models and the sampler refuse to run
-here), so a value that slipped through fails the test. A new argument is covered by adding a
-line to its table."""
+constructors and ``sdsv.flow_match_sigmas``, any value of a wrong type or out of range, given for
+one argument with every other one valid, raises a TypeError or ValueError whose message names
+that argument — never another exception, and never a result: nothing is sampled (the models and
+the sampler refuse to run here), so a value that slipped through fails the test. A new argument
+is covered by adding a line to its table."""
 
 from __future__ import annotations
 
@@ -213,7 +213,7 @@ def test_calibrate_refuses_any_bad_argument_by_name(toy_pipe, name, data):
         refuses(lambda: calibrate(**args), name)
 
 
-# ---- the window policies' (and the self-draft's) constructors -----------------------------------------------------------
+# ---- the window policies', the self-draft's and the schedule's constructors -----------------------------------------------------------
 POLICIES = {
     "StagePlan": (StagePlan, dict(num_steps=10, stage0_steps=2, warmup_steps=4, k_warmup=1, k_main=3), {
         "num_steps": bad_int(minimum=4), "stage0_steps": bad_int(minimum=0, maximum=4),
@@ -245,6 +245,10 @@ FACTORIES = {
     "StagePlan.conservative_warmup": (StagePlan.conservative_warmup, dict(num_steps=10, k=9),
                                       {"num_steps": bad_int(minimum=1), "k": bad_int(minimum=1)}),
 }
+POLICIES["flow_match_sigmas"] = (flow_match_sigmas, dict(num_steps=10), {
+    "num_steps": bad_int(minimum=1), "shift": bad_float(positive=True),
+    "dtype": st.one_of(junk, st.sampled_from([torch.int64, torch.bool, torch.complex64, "float32", float])),
+})
 POLICIES["SelfDraft"] = (lambda **k: SelfDraft(RowwiseSplit(), **k), dict(order=1), {
     "order": bad_int(minimum=0, maximum=2), "slots": not_none(bad_int(minimum=2)),
 })

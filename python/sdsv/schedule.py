@@ -12,6 +12,8 @@ def flow_match_sigmas(num_steps: int, shift: float = 1.0, dtype=torch.float32) -
     ``s' = shift s / (1 + (shift - 1) s)`` (``shift=1`` leaves it linear)."""
     num_steps = as_int("num_steps", num_steps, minimum=1)
     shift = as_float("shift", shift, positive=True)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and not dtype.is_complex):
+        raise TypeError(f"dtype must be a floating-point torch.dtype (torch.float32, ...), got {dtype!r}")
     s = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
     s = shift * s / (1 + (shift - 1) * s)
     return s.to(dtype)
