@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import sdsv.evaluation.cli as eval_cli
+import sdsv.tiny.video.demo  # noqa: F401 - imported here: imported under nothing_loads, it would keep the patched load_model
 from sdsv.cli import main as cli_main
 from sdsv.tiny import weights
 
@@ -86,3 +87,78 @@ def test_eval_writes_to_a_fresh_folder_by_default(tmp_path, monkeypatch):
     parser_help = eval_cli.argparse.ArgumentParser()
     eval_cli.add_arguments(parser_help)
     assert parser_help.parse_args([]).out is None  # None: main() makes a fresh folder
+
+
+# ---- outputs are checked before anything is sampled (issue 33) ----------------------------------
+
+@pytest.mark.parametrize("command", ["demo", "eval"])
+def test_out_that_is_a_file_or_cannot_be_made_is_refused_before_sampling(capsys, tmp_path, command):
+    file = tmp_path / "results.txt"
+    file.write_text("keep me")
+    line = one_line_error(capsys, [command, "--out", str(file)])
+    assert line.startswith(f"sdsv {command}: error: argument --out") and "is a file, not a folder" in line, line
+    line = one_line_error(capsys, [command, "--out", str(file / "sub" / "dir")])
+    assert "argument --out: cannot create" in line and "is a file, not a folder" in line, line
+    assert file.read_text() == "keep me"
+
+
+def test_demo_json_that_is_a_folder_or_cannot_be_made_is_refused(capsys, tmp_path):
+    line = one_line_error(capsys, ["demo", "--json", str(tmp_path)])
+    assert "argument --json" in line and "is a folder, not a file" in line, line
+    (tmp_path / "f").write_text("")
+    line = one_line_error(capsys, ["demo", "--json", str(tmp_path / "f" / "table.json")])
+    assert "argument --json: cannot create" in line, line
+
+
+def test_outputs_that_can_be_made_pass_the_check(tmp_path):
+    import argparse
+
+    from sdsv.cli_args import check_output_file, check_output_folder
+
+    parser = argparse.ArgumentParser()
+    for text in (None, "", str(tmp_path), str(tmp_path / "new" / "deeper")):
+        check_output_folder(parser, "--out", text)
+    check_output_file(parser, "--json", str(tmp_path / "new" / "t.json"))
+    assert not (tmp_path / "new").exists()  # checked, not made
+
+
+# ---- sdsv demo --video: every option is used or refused (issue 33) -------------------------------
+
+@pytest.mark.parametrize("args, option", [
+    (["--drafts", "svd"], "--drafts"),
+    (["--drafts", "lite", "svd"], "--drafts"),
+    (["--plan", "fast"], "--plan"),
+    (["--plan", "paper_default"], "--plan"),  # the image demo's default, given: still not used
+    (["--tau", "0.2"], "--tau"),
+    (["--metric", "cosine"], "--metric"),
+    (["--verify", "full"], "--verify"),
+    (["--repeats", "2"], "--repeats"),
+    (["--compile"], "--compile"),
+    (["--prompts", "a red circle"], "--prompts"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_video_demo_refuses_what_it_would_ignore(capsys, args, option):
+    line = one_line_error(capsys, ["demo", "--video", *args])
+    assert line.startswith(f"sdsv demo: error: argument {option}"), line
+
+
+def test_video_demo_uses_drafts_and_the_image_demo_keeps_its_defaults(monkeypatch):
+    import argparse
+
+    from sdsv import demo
+    from sdsv.tiny.video.demo import methods
+
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    args = parser.parse_args(["--video", "--drafts", "self", "--no-compile"])
+    demo.check_arguments(parser, args)
+    assert args.drafts == ["self"] and args.compile is False
+    rows = methods(10, args.drafts)
+    assert {m.draft for m in rows} == {None, "self"} and len(rows) < len(methods(10))
+    args = parser.parse_args(["--video"])
+    demo.check_arguments(parser, args)
+    assert args.drafts == ["lite", "self"] and {m.draft for m in methods(10, args.drafts)} == {None, "lite", "self"}
+    args = parser.parse_args(["--out", ""])
+    demo.check_arguments(parser, args)
+    assert (args.plan, args.verify, args.metric, args.tau, args.repeats, args.compile) == (
+        "paper_default", "endpoints", demo.DEFAULT_METRIC, demo.DEFAULT_TAU, 3, True)
+    assert args.drafts == ["lite", "svd", "self"]

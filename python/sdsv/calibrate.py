@@ -21,12 +21,12 @@ calibrate on prompts like the ones you will run, and on more of them for a low p
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 import torch
 
+from ._checks import as_float, as_floats, as_int, as_list, as_seeds
 from .metrics import percentile, psnr
 from .policies import ErrorControlled, WindowPolicy
 
@@ -137,21 +137,34 @@ def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: f
     default 50; ``call_kwargs`` such as ``solver=`` and ``guidance=`` go to every call, the
     self-draft drafts), or a diffusers pipeline that :func:`sdsv.enable` supports (``num_steps``
     default: the pipeline's ``num_inference_steps`` default; ``call_kwargs`` go to ``pipe(...)``,
-    e.g. ``height``, ``width``, ``guidance_scale``). ``policy(tol, num_steps)``: the policy family searched
-    (default :class:`~sdsv.ErrorControlled` windows of the self-draft). ``seed``: image ``i`` uses
-    ``seed + i``. Raises :class:`CalibrationError` when no tolerance meets the target.
+    e.g. ``height``, ``width``, ``guidance_scale``; a prompt may be a dict of one call's
+    arguments, such as ``prompt_embeds``; the cost is counted per image a call returns).
+    ``policy(tol, num_steps)``: the policy family searched, a function that returns a window
+    policy of ``num_steps`` steps (default :class:`~sdsv.ErrorControlled` windows of the
+    self-draft). ``tols``: the tolerances tried (one number or several). ``seed``: image ``i``
+    uses ``seed + i``. Every argument is checked, and every policy of the ladder built, before
+    anything is sampled. Raises :class:`CalibrationError` when no tolerance meets the target.
     """
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts:
-        raise ValueError("calibrate needs at least one prompt")
-    if not (isinstance(target_psnr, (int, float)) and math.isfinite(target_psnr)):
-        raise ValueError(f"target_psnr must be a finite number of dB, got {target_psnr!r}")
-    if not (isinstance(percentile, (int, float)) and 0 <= percentile <= 100):
-        raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
-    tols = [float(t) for t in tols]
-    if not tols or any(not (math.isfinite(t) and t > 0) for t in tols):
-        raise ValueError(f"tols must be positive finite numbers, got {tols!r}")
-    policy = policy or (lambda tol, n: ErrorControlled(n, tol=tol))
+    if pipe is None:
+        raise TypeError("pipe must be a pipeline (a TinyPipeline, or a diffusers pipeline sdsv.enable supports), "
+                        "got None")
+    if isinstance(prompts, (list, tuple)) and not prompts:
+        raise ValueError("prompts is empty: calibrate needs at least one prompt")
+    prompts = as_list("prompts", prompts, (str, dict), "a prompt (a str, or a dict of one call's arguments)")
+    target_psnr = as_float("target_psnr", target_psnr)
+    percentile = as_float("percentile", percentile)
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile:g}")
+    tols = as_floats("tols", tols, positive=True)
+    if num_steps is not None:
+        num_steps = as_int("num_steps", num_steps, minimum=1)
+    as_seeds("seed", seed, len(prompts))
+    if isinstance(policy, WindowPolicy):
+        raise TypeError(f"policy must be a function (tol, num_steps) -> window policy, the family searched, got a "
+                        f"{type(policy).__name__} instance: pass e.g. policy=lambda tol, n: ErrorControlled(n, tol=tol)")
+    if policy is not None and not callable(policy):
+        raise TypeError(f"policy must be a function (tol, num_steps) -> window policy, got {type(policy).__name__}")
+    policy = policy or (lambda tol, n: ErrorControlled(n, tol=tol, warmup=min(2, n)))
 
     runs_for = getattr(pipe, "calibration_runs", None)
     if runs_for is None:
@@ -160,5 +173,21 @@ def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: f
     else:
         runs = runs_for(prompts, seed, num_steps, call_kwargs)
     n = runs.num_steps
+    ladder = {tol: ladder_policy(policy, tol, n) for tol in sorted(set(tols), reverse=True)}
+    if not any(p.uses_draft for p in ladder.values()):
+        raise ValueError(f"num_steps={n} leaves no policy of the ladder a step to speculate on "
+                         f"({ladder[max(ladder)].describe()} samples the target alone, as the reference does): "
+                         "calibrate with more steps")
     reference, reference_evals = runs.reference()
-    return search(runs.run, reference, reference_evals, lambda tol: policy(tol, n), target_psnr, percentile, tols)
+    return search(runs.run, reference, reference_evals, ladder.__getitem__, target_psnr, percentile, list(ladder))
+
+
+def ladder_policy(policy: Callable[[float, int], WindowPolicy], tol: float, n: int) -> WindowPolicy:
+    """``policy(tol, n)``, checked: a window policy of ``n`` steps."""
+    p = policy(tol, n)
+    if not isinstance(p, WindowPolicy):
+        raise TypeError(f"policy({tol:g}, {n}) returned {type(p).__name__}, expected a window policy of {n} steps")
+    if p.num_steps != n:
+        raise ValueError(f"policy({tol:g}, {n}) returned a policy of {p.num_steps} steps, not num_steps={n}: the "
+                         "reference samples num_steps steps; build the policy from its second argument")
+    return p

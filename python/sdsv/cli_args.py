@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -83,3 +84,41 @@ def check_weights(parser: argparse.ArgumentParser, folder: Path | None, names: l
     if missing:
         parser.error(f"argument --weights: {str(folder)!r} has no {', '.join(missing)}")
 
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or the closest of its ancestors that exists (the folder it would be made in)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_creatable(parser: argparse.ArgumentParser, option: str, text: str, path: Path) -> None:
+    base = _nearest_existing(path.parent if not path.exists() else path)
+    if not base.is_dir():
+        parser.error(f"argument {option}: cannot create {text!r}: {str(base)!r} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        parser.error(f"argument {option}: cannot write into {str(base)!r} (permission denied)")
+
+
+def check_output_folder(parser: argparse.ArgumentParser, option: str, text: str | None) -> None:
+    """A folder the command will write into, checked before anything is sampled (it is made
+    then): not a file, and creatable. ``None`` or ``''``: nothing is written."""
+    if not text:
+        return
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        parser.error(f"argument {option}: {text!r} is a file, not a folder")
+    _check_creatable(parser, option, text, path)
+
+
+def check_output_file(parser: argparse.ArgumentParser, option: str, text: str | None) -> None:
+    """A file the command will write, checked before anything is sampled: not a folder, and
+    creatable (its folder is made then)."""
+    if not text:
+        return
+    path = Path(text)
+    if path.is_dir():
+        parser.error(f"argument {option}: {text!r} is a folder, not a file")
+    _check_creatable(parser, option, text, path)

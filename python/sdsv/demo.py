@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from .acceptance import AcceptanceTest
 from .evaluation.report import machine
 from .evaluation.tail import converged_reference
-from .cli_args import check, check_weights, finite_float, int_at_least, tiny_prompt, weights_folder
+from .cli_args import (check, check_output_file, check_output_folder, check_weights, finite_float, int_at_least,
+                       tiny_prompt, weights_folder)
 from .evaluation.methods import Method, dominated_by, fewer_steps, intent_methods, on_dpm_methods, self_draft_methods
 from .metrics import psnr, ssim
 from .policies import StagePlan
@@ -250,41 +251,72 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="'a <color> <shape>' prompts")
     p.add_argument("--steps", type=int_at_least(2), default=50, help="sampling steps (default 50)")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the first prompt; prompt i uses seed + i")
-    p.add_argument("--plan", default="paper_default", choices=["paper_default", "fast", "slow"], help="SDSV stage plan")
-    p.add_argument("--verify", default="endpoints", choices=["endpoints", "full"])
-    p.add_argument("--metric", default=DEFAULT_METRIC, choices=["x0_rms", "state_rel_l2", "rel_l2", "cosine"])
-    p.add_argument("--tau", type=finite_float(), default=DEFAULT_TAU, help="acceptance threshold (range depends on --metric)")
+    # the options the video demo does not use default to None, so that giving one with --video is refused
+    # (check_arguments puts the image demo's defaults in)
+    p.add_argument("--plan", default=None, choices=["paper_default", "fast", "slow"],
+                   help="SDSV stage plan (default paper_default)")
+    p.add_argument("--verify", default=None, choices=["endpoints", "full"], help="(default endpoints)")
+    p.add_argument("--metric", default=None, choices=["x0_rms", "state_rel_l2", "rel_l2", "cosine"],
+                   help=f"(default {DEFAULT_METRIC})")
+    p.add_argument("--tau", type=finite_float(), default=None,
+                   help=f"acceptance threshold (range depends on --metric; default {DEFAULT_TAU})")
     p.add_argument("--guidance", type=finite_float(0.0), default=DEFAULT_GUIDANCE, help="classifier-free guidance scale")
-    p.add_argument("--drafts", nargs="+", default=["lite", "svd", "self"], choices=["lite", "svd", "self"],
-                   help="drafts to compare: the trained lite/svd, and self (the target forecasting its own blocks, "
-                        "with the cache and error-controlled schedules)")
+    p.add_argument("--drafts", nargs="+", default=None, choices=list(DRAFT_CHOICES),
+                   help="drafts to compare (default all): the trained lite/svd, and self (the target forecasting "
+                        "its own blocks, with the cache and error-controlled schedules); the video demo has lite "
+                        "and self")
     p.add_argument("--out", default="sdsv_demo", help="folder for demo_grid.png ('' to skip)")
     p.add_argument("--json", default=None, help="also write the table as JSON to this file")
     p.add_argument("--weights", type=weights_folder, default=None, help="folder of tiny-model weights (default: shipped)")
     p.add_argument("--threads", type=int_at_least(1), default=min(2, os.cpu_count() or 1), help="torch CPU threads")
-    p.add_argument("--repeats", type=int_at_least(1), default=3,
+    p.add_argument("--repeats", type=int_at_least(1), default=None,
                    help="rounds of timing (each runs every method over all prompts, taking turns image by image); "
                         "wall time is the mean round (default 3)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="run every model through torch.compile first (default; falls back to eager with a "
                         "warning where inductor cannot build); --no-compile measures eager PyTorch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--video", action="store_true",
-                   help="the tiny video model instead (8 prompts, one per motion; uses --steps, --seed, --guidance, "
-                        "--threads, --weights, --out, --json)")
+                   help="the tiny video model instead (8 prompts, one per motion, eager; uses --steps, --seed, "
+                        "--guidance, --drafts (lite, self), --threads, --weights, --out, --json; refuses the others)")
+
+
+#: every draft the demo's rows may use
+DRAFT_CHOICES = ("lite", "svd", "self")
+#: the image demo's defaults of the options the video demo refuses (None in the parser: given or not)
+IMAGE_ONLY = {"plan": "paper_default", "verify": "endpoints", "metric": DEFAULT_METRIC, "tau": DEFAULT_TAU,
+              "repeats": 3, "compile": True}
 
 
 def check_arguments(p: argparse.ArgumentParser, args) -> None:
     """What one option's type cannot see: the threshold's range for its metric, the schedules
-    the step count must allow, the weights the pipeline loads."""
+    the step count must allow, the weights the pipeline loads, the outputs it will write; and
+    with ``--video``, every option the video demo would not use is refused."""
+    check_output_folder(p, "--out", args.out)
+    check_output_file(p, "--json", args.json)
     if args.video:
-        from .tiny.video.demo import methods as video_methods
+        from .tiny.video.demo import VIDEO_DRAFTS, methods as video_methods
         from .tiny.weights import VIDEO_MODEL_NAMES
         if args.prompts != list(DEFAULT_PROMPTS):
             p.error("argument --prompts: the video demo samples its own 8 prompts (one per motion)")
+        for name in IMAGE_ONLY:
+            if getattr(args, name) is not None and not (name == "compile" and args.compile is False):
+                option = "--compile" if name == "compile" else f"--{name}"
+                p.error(f"argument {option}: not used by the video demo (its rows are fixed, its models eager); "
+                        "leave it out with --video")
+        args.compile = False
+        unknown = [d for d in args.drafts or () if d not in VIDEO_DRAFTS]
+        if unknown:
+            p.error(f"argument --drafts: the video demo has no {', '.join(unknown)} draft (it has "
+                    f"{', '.join(VIDEO_DRAFTS)})")
+        args.drafts = list(args.drafts or VIDEO_DRAFTS)
         check(p, "--steps", lambda: video_methods(args.steps))
         check_weights(p, args.weights, list(VIDEO_MODEL_NAMES) + ["video_classifier"])
         return
+    for name, default in IMAGE_ONLY.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    args.drafts = list(args.drafts or DRAFT_CHOICES)
     check(p, "--tau", lambda: AcceptanceTest(args.metric, args.tau))
     check(p, "--steps", lambda: methods_for(args.steps, args.drafts, args.plan, args.verify))
     check_weights(p, args.weights, list(MODEL_NAMES))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable
 
+from ._checks import as_str
 from .policies import ErrorControlled, StagePlan, WindowPolicy
 
 
@@ -47,11 +48,9 @@ INTENTS = {
 
 
 def intent_named(name: str) -> Intent:
-    """The :class:`Intent` called ``name``; a :class:`ValueError` naming the others otherwise."""
-    intent = INTENTS.get(name) if isinstance(name, str) else None
-    if intent is None:
-        raise ValueError(f"intent must be one of {', '.join(map(repr, INTENTS))}, got {name!r}")
-    return intent
+    """The :class:`Intent` called ``name``; a :class:`ValueError` naming the others otherwise (a
+    :class:`TypeError` for a value that is not a str)."""
+    return INTENTS[as_str("intent", name, tuple(INTENTS))]
 
 
 def default_policy(intent: str, self_draft: bool) -> Callable[[int], WindowPolicy]:

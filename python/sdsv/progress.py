@@ -11,3 +11,10 @@ def progress_options(progress, desc: str) -> dict:
     opts.pop("total", None)
     opts["disable"] = bool(opts.get("disable", False)) or progress is False or progress is None
     return opts
+
+
+def check_progress(progress) -> None:
+    """``progress`` is one of the values :func:`progress_options` takes (a clear error otherwise)."""
+    if not (progress is None or type(progress).__name__ in ("bool", "bool_") or isinstance(progress, dict)):
+        raise TypeError(f"progress must be True, False or a dict of tqdm options, got {progress!r} "
+                        f"({type(progress).__name__})")

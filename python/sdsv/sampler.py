@@ -36,7 +36,7 @@ from .contract import all_finite, check_model_output, is_per_row, is_pure, per_r
 from .errors import NonFiniteOutputError
 from .forecast import SelfDraft
 from .policies import WINDOW_KINDS, WindowPolicy
-from .progress import progress_options
+from .progress import check_progress, progress_options
 from .result import SampleResult, SampleStats
 from .schedule import check_sigmas
 from .solvers import Solver, get_solver
@@ -58,6 +58,7 @@ class PerSampleConditioning:
 
     def __init__(self, cond: dict, batch: int, per_sample=None):
         self.cond, self.batch = cond, batch
+        check_per_sample(per_sample, cond)
         per_sample = per_row_names(cond, batch, per_sample)  # one name is a name, not its letters
         for k in per_sample:
             v = cond.get(k)
@@ -84,6 +85,33 @@ class PerSampleConditioning:
         return out
 
 
+def check_per_sample(per_sample, cond: dict) -> None:
+    """``per_sample``: None, one conditioning kwarg's name or a list of them, each given."""
+    names = [per_sample] if isinstance(per_sample, str) else per_sample
+    if names is None:
+        return
+    if not isinstance(names, (list, tuple, set, frozenset)) or not all(isinstance(k, str) for k in names):
+        raise TypeError(f"per_sample must be None, a conditioning kwarg's name or a list of them, got {per_sample!r}")
+    missing = [k for k in names if k not in cond]
+    if missing:
+        raise ValueError(f"per_sample names {', '.join(map(repr, missing))}, not among this call's conditioning "
+                         f"kwargs {sorted(cond)}")
+
+
+def shared_by_default(cond: dict, batch: int, per_sample) -> dict:
+    """The tensors :class:`PerSampleConditioning` passes whole to every call only because their
+    first dimension is not the batch (``per_sample`` None): a per-sample kwarg with a wrong batch
+    looks like that, so a model call that fails names them (:func:`sample`)."""
+    if per_sample is not None:
+        return {}
+    return {k: tuple(v.shape) for k, v in cond.items()
+            if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] not in (1, batch)}
+
+
+#: the attribute :class:`_Models` sets on an exception a model call (or its output check) raised: the model's name
+_FAILED_CALL = "_sdsv_model_call"
+
+
 class _Models:
     """Calls the two denoisers under the contract (:func:`sdsv.contract.timed_call`); with a
     self-draft, every call first tells its anchor bank which sample and sigma each row has."""
@@ -100,7 +128,17 @@ class _Models:
                  samples: Sequence[int], sig_rows: Sequence[float]) -> torch.Tensor:
         if self.anchors is not None:
             self.anchors.tag(samples, sig_rows)
-        return timed_call(which, self.fns[which], x, sigma, cond, self.stats, self.copy_inputs[which])
+            records = self.anchors.records
+        try:
+            out = timed_call(which, self.fns[which], x, sigma, cond, self.stats, self.copy_inputs[which])
+        except Exception as e:
+            setattr(e, _FAILED_CALL, which)
+            raise
+        if which == "target" and self.anchors is not None and self.anchors.records == records:
+            raise ValueError("self_draft: the target call went past the self-draft (it recorded no anchors for the "
+                             "forecast): with self_draft=, the target must be self_draft.target or call it (e.g. "
+                             "ClassifierFreeGuidance(self_draft.target, ...)), or None for self_draft.target")
+        return out
 
 
 def check_noise_and_sigmas(noise, sigmas) -> None:
@@ -109,6 +147,8 @@ def check_noise_and_sigmas(noise, sigmas) -> None:
         raise ValueError("noise must be a floating-point tensor [batch, ...latent dims]")
     if noise.shape[0] < 1 or noise[0].numel() == 0:
         raise ValueError(f"noise has an empty batch or latent: shape {tuple(noise.shape)}")
+    if noise.device.type == "meta":
+        raise ValueError("noise is on the meta device: it holds no values to sample from")
     if not torch.isfinite(noise).all():
         raise ValueError("noise contains NaN or inf")
     check_sigmas(sigmas)
@@ -197,12 +237,26 @@ def sample(
                         f"got {type(policy).__name__}")
     verify, accept = check_options(policy, verify, accept)
     solver = get_solver(solver)
+    check_progress(progress)
     if isinstance(self_draft, SelfDraft):
         target = self_draft.target if target is None else target
         draft = self_draft.draft if draft is None else draft
     _check_inputs(target, draft, noise, sigmas, policy, self_draft)
-    return sample_checked(target, draft, noise, sigmas, policy, verify, accept, self_draft=self_draft,
-                          solver=solver, progress=progress, per_sample=per_sample, **cond)
+    check_per_sample(per_sample, cond)
+    shared = shared_by_default(cond, noise.shape[0], per_sample)
+    try:
+        return sample_checked(target, draft, noise, sigmas, policy, verify, accept, self_draft=self_draft,
+                              solver=solver, progress=progress, per_sample=per_sample, **cond)
+    except (TypeError, ValueError, RuntimeError, IndexError) as e:
+        which = getattr(e, _FAILED_CALL, None)
+        if not shared or which is None or isinstance(e, torch.OutOfMemoryError):
+            raise
+        why = " ".join(str(e).split())[:200]
+        named = ", ".join(f"{k!r} {shape}" for k, shape in shared.items())
+        raise ValueError(
+            f"the {which} model failed ({type(e).__name__}: {why}) on conditioning passed whole to every call because "
+            f"its first dimension is not the batch ({noise.shape[0]}): {named}. A per-sample kwarg needs one row per "
+            "sample; name the per-sample kwargs with per_sample=[...] if these are shared") from e
 
 
 def sample_checked(target: Denoiser | None, draft: Denoiser | None, noise: torch.Tensor, sigmas: torch.Tensor,

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..acceptance import AcceptanceTest
-from ..cli_args import check, check_weights, finite_float, int_at_least, weights_folder
+from ..cli_args import check, check_output_folder, check_weights, finite_float, int_at_least, weights_folder
 from .methods import on_dpm_methods, self_draft_methods
 from ..policies import StagePlan
 from ..tiny.weights import MODEL_NAMES
@@ -120,6 +120,7 @@ def _schedules(steps: int) -> None:
 
 def check_arguments(p: argparse.ArgumentParser, args) -> None:
     """What one option's type cannot see, checked before any model is loaded."""
+    check_output_folder(p, "--out", args.out)
     size = _sizes(args)
     check(p, "--tau", lambda: AcceptanceTest(args.metric, args.tau))
     for tau in args.taus or ():

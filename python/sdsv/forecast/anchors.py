@@ -53,6 +53,7 @@ class AnchorBank:
         self.pending: torch.Tensor | None = None  # residuals of the last target call
         self.pending_tags: list[int] = []
         self.pending_sigmas: list[float] = []
+        self.records = 0  # target calls recorded: the sampler checks that each target call records one
 
     # ---- the sampler's side -------------------------------------------------------------
     def tag(self, samples: Sequence[int], sigmas: Sequence[float]) -> None:
@@ -108,6 +109,7 @@ class AnchorBank:
                 f"residuals, the first call had {self.branches} of {tuple(self.bank.shape[1:])}"
             )
         self.pending, self.pending_tags, self.pending_sigmas = residual, self.tags, self.tag_sigmas
+        self.records += 1
 
     def forecast_args(self, model_rows: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(bank, index [M, A], coeffs [M, A+1])`` for :func:`sdsv_kernels.gather_combine`:

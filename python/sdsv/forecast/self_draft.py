@@ -23,6 +23,7 @@ from typing import Iterator, Protocol
 
 import torch
 
+from .._checks import as_int
 from .anchors import AnchorBank
 
 _ids = itertools.count()
@@ -57,10 +58,11 @@ class SelfDraft:
         for name in ("forward_with_residual", "forward_with_forecast"):
             if not callable(getattr(model, name, None)):
                 raise TypeError(f"a self-draft needs a split model with {name}(); got {type(model).__name__}")
+        order = as_int("order", order)
         if order not in (0, 1, 2):
-            raise ValueError(f"forecast order must be 0, 1 or 2, got {order!r}")
+            raise ValueError(f"order must be 0, 1 or 2 (the forecast's order in sigma), got {order!r}")
         self.model, self.order = model, order
-        self.slots = order + 1 if slots is None else int(slots)
+        self.slots = order + 1 if slots is None else as_int("slots", slots)
         if self.slots < order + 1:
             raise ValueError(f"an order-{order} forecast needs slots >= {order + 1}, got {self.slots}")
         self._active: contextvars.ContextVar[AnchorBank | None] = contextvars.ContextVar(

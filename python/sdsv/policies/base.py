@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from .._checks import as_int
+from .._checks import as_int, as_str
 
 WINDOW_KINDS = ("target", "draft", "speculate", "unverified")
 ERROR_METRICS = ("x0_rms", "v_rms")
@@ -107,7 +107,8 @@ def next_window_length(k: int, error: float, tol: float, order: int, k_min: int,
 
 
 def check_steps(policy) -> None:
-    """``num_steps`` >= 1 and ``warmup`` in [0, num_steps], as ints (``sdsv._checks``)."""
+    """``num_steps`` >= 1 and ``warmup`` in [0, num_steps], as ints, and ``name`` a str (``sdsv._checks``)."""
+    as_str("name", policy.name)
     object.__setattr__(policy, "num_steps", as_int("num_steps", policy.num_steps, minimum=1))
     warmup = as_int("warmup", policy.warmup, minimum=0)
     if warmup > policy.num_steps:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .._checks import as_float, as_int
+from .._checks import as_float, as_int, as_str
 from .base import ERROR_METRICS, PolicyState, WindowPolicy, check_steps, next_window_length, shortened
 
 
@@ -48,8 +48,7 @@ class ErrorControlled(WindowPolicy):
             raise ValueError(f"need 1 <= k_min ({self.k_min}) <= k_init ({self.k_init}) <= k_max ({self.k_max})")
         if self.order < 0:
             raise ValueError(f"order must be >= 0, got {self.order}")
-        if self.error_metric not in ERROR_METRICS:
-            raise ValueError(f"error_metric must be 'x0_rms' or 'v_rms', got {self.error_metric!r}")
+        as_str("error_metric", self.error_metric, ERROR_METRICS)
         if self.reject_above is not None and not self.reject_above > 0:
             raise ValueError(f"reject_above must be > 0 or None, got {self.reject_above!r}")
 
@@ -58,6 +57,7 @@ class ErrorControlled(WindowPolicy):
         """The self-draft's default: close to what the pipeline's own sampler gives with every
         step computed (fidelity). A call of fewer than 3 steps runs the target alone (its 2
         warm-up steps are the whole call)."""
+        num_steps = as_int("num_steps", num_steps, minimum=1)
         return cls(num_steps, tol=FAITHFUL_TOL, warmup=min(2, num_steps), name="faithful")
 
     @classmethod
@@ -65,10 +65,16 @@ class ErrorControlled(WindowPolicy):
         """Short windows for a second-order solver (DPM-Solver++(2M)) with fewer steps than the
         pipeline's default: closer to the model's exact sample (the converged ODE solution)
         than the pipeline's own Euler sampler, at a fraction of its target calls."""
+        num_steps = as_int("num_steps", num_steps, minimum=1)
         return cls(num_steps, warmup=min(2, num_steps), name="accurate", **ACCURATE)
 
     def start(self, batch: int) -> PolicyState:
         return ErrorControlledState(self, batch)
+
+    @property
+    def uses_draft(self) -> bool:
+        # the last step is always the target's: a window needs a step after the warm-up and before it
+        return self.warmup < self.num_steps - 1
 
     @property
     def verifies(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._checks import as_int
+from .._checks import as_bool, as_int
 from .base import PolicyState, StatelessState, WindowPolicy, check_steps, shortened
 
 
@@ -23,6 +23,7 @@ class FixedInterval(WindowPolicy):
     def __post_init__(self) -> None:
         check_steps(self)
         object.__setattr__(self, "every", as_int("every (1 = the target every step)", self.every, minimum=1))
+        object.__setattr__(self, "closing_error", as_bool("closing_error", self.closing_error))
 
     def start(self, batch: int) -> PolicyState:
         return StatelessState(self.window_at)

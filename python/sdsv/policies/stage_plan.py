@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from .._checks import as_int
+from .._checks import as_int, as_str
 from .base import PolicyState, StatelessState, WindowPolicy
 
 SegmentKind = Literal["target", "speculate", "draft"]
@@ -43,6 +43,7 @@ class StagePlan(WindowPolicy):
     def __post_init__(self) -> None:
         for name in ("num_steps", "stage0_steps", "warmup_steps", "k_warmup", "k_main"):
             object.__setattr__(self, name, as_int(name, getattr(self, name)))
+        as_str("name", self.name)
         n = self.num_steps
         if n < 1:
             raise ValueError(f"num_steps must be a positive int, got {n!r}")
@@ -52,8 +53,7 @@ class StagePlan(WindowPolicy):
             raise ValueError(
                 f"warmup_steps={self.warmup_steps} must lie in [stage0_steps={self.stage0_steps}, num_steps={n}]"
             )
-        if self.main not in ("speculate", "draft"):
-            raise ValueError(f"main must be 'speculate' or 'draft', got {self.main!r}")
+        as_str("main", self.main, ("speculate", "draft"))
         if self.main == "speculate":
             if self.warmup_steps > self.stage0_steps and self.k_warmup < 1:
                 raise ValueError(f"k_warmup must be >= 1 when Stage-1 has steps, got {self.k_warmup}")
@@ -70,44 +70,55 @@ class StagePlan(WindowPolicy):
     @classmethod
     def paper_default(cls, num_steps: int = 50) -> "StagePlan":
         """Config (d): 2 target steps, K=3 until 20% of the steps, K=9 after (~2.1x in the paper)."""
+        num_steps = as_int("num_steps", num_steps, minimum=1)
         w = max(cls._warmup(num_steps), min(2, num_steps))
         return cls(num_steps, min(2, num_steps), w, 3, 9, name="paper_default")
 
     @classmethod
     def fast(cls, num_steps: int = 50) -> "StagePlan":
         """SDSV-fast: 5 target steps, then K=3 until 20%, K=9 after."""
+        num_steps = as_int("num_steps", num_steps, minimum=1)
         s0 = min(5, num_steps)
         return cls(num_steps, s0, max(cls._warmup(num_steps), s0), 3, 9, name="fast")
 
     @classmethod
     def slow(cls, num_steps: int = 50) -> "StagePlan":
         """SDSV-slow: like the default but shorter Stage-2 windows (K=5): more verification."""
+        num_steps = as_int("num_steps", num_steps, minimum=1)
         s0 = min(2, num_steps)
         return cls(num_steps, s0, max(cls._warmup(num_steps), s0), 3, 5, name="slow")
 
     @classmethod
     def minimal_warmup(cls, num_steps: int = 50, k: int = 9) -> "StagePlan":
         """Figure 2 (a): 2 target steps, then Stage-2 windows straight away."""
+        num_steps = as_int("num_steps", num_steps, minimum=1)
+        k = as_int("k", k, minimum=0)
         s0 = min(2, num_steps)
         return cls(num_steps, s0, s0, 1, k, name="minimal_warmup")
 
     @classmethod
     def conservative_warmup(cls, num_steps: int = 50, k: int = 9) -> "StagePlan":
         """Figure 2 (c): 20% of the steps by the target, then Stage-2 windows."""
+        num_steps = as_int("num_steps", num_steps, minimum=1)
+        k = as_int("k", k, minimum=0)
         w = cls._warmup(num_steps)
         return cls(num_steps, w, w, 1, k, name="conservative_warmup")
 
     @classmethod
     def target_only(cls, num_steps: int = 50) -> "StagePlan":
+        num_steps = as_int("num_steps", num_steps, minimum=1)
         return cls(num_steps, num_steps, num_steps, 0, 0, name="target_only")
 
     @classmethod
     def draft_only(cls, num_steps: int = 50) -> "StagePlan":
+        num_steps = as_int("num_steps", num_steps, minimum=1)
         return cls(num_steps, 0, 0, 0, 0, main="draft", name="draft_only")
 
     @classmethod
     def improved_draft(cls, num_steps: int = 50, stage0_steps: int = 5) -> "StagePlan":
         """The seed's Improved-Draft baseline: target for ``stage0_steps``, draft for the rest."""
+        num_steps = as_int("num_steps", num_steps, minimum=1)
+        stage0_steps = as_int("stage0_steps", stage0_steps, minimum=0)
         s0 = min(stage0_steps, num_steps)
         return cls(num_steps, s0, s0, 0, 0, main="draft", name="improved_draft")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 from dataclasses import dataclass
@@ -10,14 +11,16 @@ from typing import Callable, Sequence
 
 import torch
 
+from .._checks import as_float, as_int, as_list, as_seeds, as_str
 from ..acceptance import AcceptanceTest
 from ..forecast import SelfDraft
 from ..guidance import ClassifierFreeGuidance
 from ..intents import default_policy, intent_named
 from ..policies import FixedInterval, StagePlan, WindowPolicy
+from ..progress import check_progress
 from ..solvers import SOLVERS
 from ..result import SampleStats
-from ..sampler import sample
+from ..sampler import check_options, sample
 from ..schedule import flow_match_sigmas
 from .data import parse_prompt
 from .model import TinyDiT
@@ -107,6 +110,8 @@ class TinyPipeline:
 
     #: the step rule and step count of the pipeline's own sampler
     own_solver, own_steps = DEFAULT_SOLVER, DEFAULT_STEPS
+    #: what a prompt looks like, for messages
+    prompt_form = "'a <colour> <shape>'"
 
     def __init__(self, models: dict[str, TinyDiT]):
         if "target" not in models:
@@ -205,12 +210,16 @@ class TinyPipeline:
             return "eager (torch.compile unavailable)"
         return "torch.compile (inductor)"
 
+    def prompt_list(self, prompts) -> list[str]:
+        """``prompts`` (one str or a list of them) as a list; a clear error for anything else."""
+        if isinstance(prompts, (list, tuple)) and not prompts:
+            raise ValueError(f"no prompts given: pass one prompt or a list of them ({self.prompt_form})")
+        return as_list("prompts", prompts, (str,), f"a prompt ({self.prompt_form})")
+
     @staticmethod
     def noise(num: int, seed: int | Sequence[int]) -> torch.Tensor:
         """One generator per image (seed + i), so an image does not depend on its batch mates."""
-        seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + i for i in range(num)]
-        if len(seeds) != num:
-            raise ValueError(f"{len(seeds)} seeds for {num} images")
+        seeds = as_seeds("seed", seed, num)
         return torch.stack([torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
     @torch.inference_mode()
@@ -246,50 +255,83 @@ class TinyPipeline:
         yardsticks). ``solver``: ``"euler"``, ``"dpm++2m"`` (DPM-Solver++(2M)) or ``"unipc"``, for
         every policy (:mod:`sdsv.solvers`).
         """
-        default_solver, default_steps = self.intent_defaults(intent)
-        solver = default_solver if solver is None else solver
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise ValueError("no prompts given: pass one prompt or a list of them ('a <colour> <shape>')")
-        if policy is not None and num_steps is not None and policy.num_steps != num_steps:
-            raise ValueError(f"num_steps={num_steps} but the policy {policy.name!r} has {policy.num_steps} steps: "
-                             "pass one of them (the policy's count is used)")
-        if policy is None:
-            policy = default_policy(intent, self_draft=draft == "self")(default_steps if num_steps is None else num_steps)
-        labels = self.encode(prompts)
-        noise = self.noise(len(prompts), seed)
-        sigmas = flow_match_sigmas(policy.num_steps, shift)
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+        c = self.check_call(prompts, num_steps=num_steps, policy=policy, draft=draft, forecast_order=forecast_order,
+                            solver=solver, intent=intent, verify=verify, accept=accept, guidance=guidance, seed=seed,
+                            shift=shift, progress=progress)
+        policy, draft, guidance = c.policy, c.draft, c.guidance
         self_draft = None
         if draft == "self" and policy.uses_draft:  # a target-only policy samples the plain target
-            self_draft = self.self_draft(forecast_order)
+            self_draft = self.self_draft(c.forecast_order)
             tgt, drf = self.self_denoisers(self_draft, guidance)
         else:
             tgt = self.denoiser("target", guidance) if policy.uses_target else None
             drf = self.denoiser(draft, guidance) if policy.uses_draft else None
-        res = sample(tgt, drf, noise, sigmas, policy, verify=verify, accept=accept, progress=progress,
-                     self_draft=self_draft, solver=solver, labels=labels)
+        res = sample(tgt, drf, c.noise, c.sigmas, policy, verify=verify, accept=accept, progress=progress,
+                     self_draft=self_draft, solver=c.solver, labels=c.labels)
         return TinyOutput.of(res)
+
+    def check_call(self, prompts, *, num_steps=None, policy=None, draft="self", forecast_order=1, solver=None,
+                   intent="faithful", verify=None, accept=None, guidance=DEFAULT_GUIDANCE, seed=0, shift=1.0,
+                   progress=False) -> types.SimpleNamespace:
+        """:meth:`__call__`'s arguments checked (a one-line error naming the first bad one) and
+        resolved, before anything is sampled: the policy, solver, labels, noise and sigmas."""
+        default_solver, default_steps = self.intent_defaults(intent)
+        solver = default_solver if solver is None else as_str("solver", solver)
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+        prompts = self.prompt_list(prompts)
+        if num_steps is not None:
+            num_steps = as_int("num_steps", num_steps, minimum=1)
+        if policy is not None and not isinstance(policy, WindowPolicy):
+            raise TypeError(f"policy must be a window policy (sdsv.ErrorControlled, StagePlan, FixedInterval), got "
+                            f"{type(policy).__name__}")
+        if policy is not None and num_steps is not None and policy.num_steps != num_steps:
+            raise ValueError(f"num_steps={num_steps} but the policy {policy.name!r} has {policy.num_steps} steps: "
+                             "pass one of them (the policy's count is used)")
+        as_str("draft", draft)
+        if as_int("forecast_order", forecast_order) not in (0, 1, 2):
+            raise ValueError(f"forecast_order must be 0, 1 or 2, got {forecast_order!r}")
+        guidance = as_float("guidance", guidance)
+        if guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {guidance:g}")
+        check_options(None, verify, accept)  # their types; sample() says if the policy ignores them
+        check_progress(progress)
+        if policy is None:
+            policy = default_policy(intent, self_draft=draft == "self")(default_steps if num_steps is None else num_steps)
+        drafts = ["self", *(n for n in self.models if n != "target")]
+        if policy.uses_draft and draft not in drafts and draft != "target":  # a policy without draft steps needs none
+            raise ValueError(f"draft must be one of {', '.join(map(repr, drafts))} (the models loaded), got {draft!r}")
+        return types.SimpleNamespace(
+            policy=policy, draft=draft, forecast_order=int(forecast_order), solver=solver, guidance=guidance,
+            labels=self.encode(prompts), noise=self.noise(len(prompts), seed), sigmas=flow_match_sigmas(policy.num_steps, shift))
 
 
 class TinyCalibrationRuns:
-    """:func:`sdsv.calibrate` on the tiny pipeline: the reference is the target alone with the
-    call's solver (the pipeline's own sampler), each policy tried runs the self-draft; image
-    ``i`` uses seed ``seed + i``; ``num_steps`` defaults to the pipeline's own 50."""
+    """:func:`sdsv.calibrate` on the tiny pipeline (and its video subclass): the reference is the
+    target alone with the call's solver (the pipeline's own sampler), each policy tried runs the
+    self-draft; image ``i`` uses seed ``seed + i``; ``num_steps`` defaults to the pipeline's own 50.
+    The prompts and the call's arguments are checked here, before anything is sampled."""
 
     def __init__(self, pipe: TinyPipeline, prompts: Sequence[str], seed: int, num_steps: int | None,
                  call_kwargs: dict):
         for k in ("policy", "draft", "seed", "num_steps"):
             if k in call_kwargs:
                 raise TypeError(f"calibrate sets {k}= itself; pass the others (solver=, guidance=, ...)")
-        self.pipe, self.prompts, self.kwargs = pipe, list(prompts), call_kwargs
-        self.num_steps = pipe.own_steps if num_steps is None else int(num_steps)
-        self.seeds = [seed + i for i in range(len(self.prompts))]
+        unknown = sorted(set(call_kwargs) - set(inspect.signature(TinyPipeline.__call__).parameters) - {"self"})
+        if unknown:
+            raise TypeError(f"calibrate: {type(pipe).__name__} takes no argument {', '.join(unknown)}")
+        self.pipe, self.prompts, self.kwargs = pipe, pipe.prompt_list(prompts), call_kwargs
+        pipe.encode(self.prompts)  # a prompt the models do not understand, refused now
+        self.num_steps = pipe.own_steps if num_steps is None else num_steps
+        self.seeds = as_seeds("seed", seed, len(self.prompts))
+        # the call's own checks (solver, guidance, intent, ...), on a policy that samples nothing yet
+        self.pipe.check_call(self.prompts, policy=StagePlan.target_only(self.num_steps), draft="self",
+                             seed=self.seeds, **self.kwargs)
 
     def run(self, policy: WindowPolicy) -> tuple[torch.Tensor, float]:
         out = self.pipe(self.prompts, policy=policy, draft="self", seed=self.seeds, **self.kwargs)
-        return out.images, out.stats.target_evals / len(self.prompts)
+        images = out.images if isinstance(out, TinyOutput) else out.frames  # a video pipeline's clips
+        return images, out.stats.target_evals / len(self.prompts)
 
     def reference(self) -> tuple[torch.Tensor, float]:
         return self.run(StagePlan.target_only(self.num_steps))  # the plain target, as the pipeline samples without sdsv

@@ -34,12 +34,17 @@ PROMPTS = ("a red circle moving left", "a blue square moving right", "a green tr
 PAPER_WAN = {"improved-draft (lite)": "3.67x", "sdsv-fast (lite)": "3.01x", "sdsv-slow (lite)": "1.77x"}
 
 
-def methods(n: int) -> list[Method]:
+#: the drafts of the video demo's rows (there is no video svd draft)
+VIDEO_DRAFTS = ("lite", "self")
+
+
+def methods(n: int, drafts=VIDEO_DRAFTS) -> list[Method]:
+    """The rows at ``n`` steps: the target alone with fewer steps, and the rows of ``drafts``."""
     on = dict(solver=DEFAULT_SOLVER)
     half, fifth = max(2, n // 2), max(2, n // 5)
     fewer = dict.fromkeys([(half, "euler"), (max(2, 3 * n // 10), "dpm++2m"), (half, DEFAULT_SOLVER),
                            (max(2, 3 * n // 10), DEFAULT_SOLVER), (fifth, DEFAULT_SOLVER)])  # few steps: no twins
-    return [
+    return [m for m in [
         *(Method(f"target-only ({k} steps, {solver})", StagePlan.target_only(k), solver=solver) for k, solver in fewer),
         Method("cache every 3 (self)", FixedInterval(n, every=3), "self", **on),
         Method("faithful: error-ctrl (self, tol 0.2)", ErrorControlled.faithful(n), "self", **on),
@@ -48,7 +53,7 @@ def methods(n: int) -> list[Method]:
         Method("improved-draft (lite)", StagePlan.improved_draft(n), "lite", **on),
         Method("sdsv-fast (lite)", StagePlan.fast(n), "lite", **on),
         Method("sdsv-slow (lite)", StagePlan.slow(n), "lite", **on),
-    ]
+    ] if m.draft is None or m.draft in drafts]
 
 
 def frame_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -65,10 +70,10 @@ def temporal_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((da - db).flatten(1).pow(2).mean(1) / db.flatten(1).pow(2).mean(1).clamp_min(1e-12)).sqrt()
 
 
-def run(pipe: TinyVideoPipeline, prompts, n: int, seed: int, guidance: float, progress=print):
-    """Sample every prompt (prompt ``i`` with seed ``seed + i``) with the reference and every row;
-    returns the rows (``per_clip``: each clip's mean frame PSNR) and the reference clips."""
-    ms = methods(n)
+def run(pipe: TinyVideoPipeline, prompts, n: int, seed: int, guidance: float, progress=print, drafts=VIDEO_DRAFTS):
+    """Sample every prompt (prompt ``i`` with seed ``seed + i``) with the reference and every row
+    (of ``drafts``); returns the rows (``per_clip``: each clip's mean frame PSNR) and the reference clips."""
+    ms = methods(n, drafts)
     seeds = [seed + i for i in range(len(prompts))]
     ref_plan = StagePlan.target_only(n)
     clips = {m.label: [] for m in ms}
@@ -148,15 +153,16 @@ def write_strip(path: Path, clips: torch.Tensor, zoom: int = 2) -> None:
 
 
 def main(args) -> int:
-    """``sdsv demo --video`` (the demo's ``--steps``, ``--seed``, ``--guidance``, ``--threads``,
-    ``--weights``, ``--out``, ``--json``)."""
+    """``sdsv demo --video`` (the demo's ``--steps``, ``--seed``, ``--guidance``, ``--drafts``,
+    ``--threads``, ``--weights``, ``--out``, ``--json``)."""
     torch.set_num_threads(args.threads)
-    pipe = TinyVideoPipeline.from_pretrained(args.weights)
+    drafts = tuple(getattr(args, "drafts", None) or VIDEO_DRAFTS)
+    pipe = TinyVideoPipeline.from_pretrained(args.weights, names=("target", "lite") if "lite" in drafts else ("target",))
     classifier = load_model(shipped_path("video_classifier", args.weights))
     t0 = time.time()
     with torch.inference_mode():
         rows, ref = run(pipe, PROMPTS, args.steps, args.seed, args.guidance,
-                        progress=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)))
+                        progress=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)), drafts=drafts)
     classify(rows, classifier, pipe.encode(PROMPTS))
     print(f"\nSDSV video demo: {len(PROMPTS)} prompts, clips {list(ref.shape[1:])} (C, T, H, W), {args.steps} steps, "
           f"guidance {args.guidance:g}; {time.time() - t0:.0f} s")

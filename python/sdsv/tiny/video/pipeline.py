@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from ..._checks import as_seeds
 from ..pipeline import CompileUnavailable, TinyPipeline
 from ...result import SampleStats
 from ..weights import load_model, shipped_path
@@ -36,6 +37,7 @@ class TinyVideoPipeline(TinyPipeline):
     own blocks). Called like :class:`TinyPipeline`; returns ``.frames``."""
 
     own_solver = DEFAULT_SOLVER  # Wan's: the faithful intent samples with it
+    prompt_form = "'a <colour> <shape> <motion>'"
 
     @classmethod
     def from_pretrained(cls, weights_dir: str | Path | None = None,
@@ -51,9 +53,7 @@ class TinyVideoPipeline(TinyPipeline):
 
     def noise(self, num: int, seed: int | Sequence[int]) -> torch.Tensor:
         """One generator per clip (seed + i), so a clip does not depend on its batch mates."""
-        seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + i for i in range(num)]
-        if len(seeds) != num:
-            raise ValueError(f"{len(seeds)} seeds for {num} clips")
+        seeds = as_seeds("seed", seed, num, what="clips")
         cfg = self.target.cfg
         shape = (cfg.channels, cfg.frames, cfg.image_size, cfg.image_size)
         return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
