@@ -3,7 +3,8 @@
 For every family: which transformer config keys make up the model's input/output contract (a
 draft must agree on all of them), which ``__call__`` arguments SDSV cannot honour, how the
 pipeline's own transformer calls of the first step turn into the sampler's conditioning, and
-how the final latents are decoded exactly as the pipeline decodes them.
+which block lists the self-draft forecasts. Nothing of a pipeline's decode is here: the pipeline
+decodes sdsv's final latents itself (:mod:`.hook`).
 """
 
 from __future__ import annotations
@@ -142,9 +143,6 @@ class Family:
         """-> (denoiser factory ``model -> TransformerDenoiser``, per-sample cond dict)."""
         raise NotImplementedError
 
-    def decode(self, pipe, latents: torch.Tensor, args: dict):
-        raise NotImplementedError
-
 
 def check_no_cache(module, what: str) -> None:
     """Refuse a model with another step cache attached (:mod:`.other_caches`): its reused
@@ -206,21 +204,6 @@ class FluxFamily(Family):
             return flux_denoiser(model, true_cfg_scale=scale, negative_txt_ids=neg_txt, **static)
         return make, cond
 
-    def decode(self, pipe, latents, args):
-        from diffusers.pipelines.flux.pipeline_output import FluxPipelineOutput
-        from diffusers.utils.torch_utils import get_module_execution_device
-        if args["output_type"] == "latent":
-            image = latents
-        else:
-            height = args["height"] or pipe.default_sample_size * pipe.vae_scale_factor
-            width = args["width"] or pipe.default_sample_size * pipe.vae_scale_factor
-            lat = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
-            lat = (lat / pipe.vae.config.scaling_factor) + pipe.vae.config.shift_factor
-            lat = lat.to(get_module_execution_device(pipe.vae))
-            image = pipe.vae.decode(lat, return_dict=False)[0]
-            image = pipe.image_processor.postprocess(image, output_type=args["output_type"])
-        return FluxPipelineOutput(images=image) if args["return_dict"] else (image,)
-
 
 # ---------------------------------------------------------------------------------------------
 class WanFamily(Family):
@@ -259,25 +242,6 @@ class WanFamily(Family):
             return wan_denoiser(model, guidance_scale=scale, num_train_timesteps=num_train_timesteps,
                                 attention_kwargs=attn)
         return make, cond
-
-    def decode(self, pipe, latents, args):
-        from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
-        from diffusers.utils.torch_utils import get_module_execution_device
-        # WanPipeline's Euler step leaves its latents in the transformer's dtype (the scheduler casts
-        # to the model output's dtype); SDSV keeps them in fp32 while sampling and hands back the
-        # pipeline's dtype, so output_type="latent" has the same dtype with and without SDSV
-        latents = latents.to(pipe.transformer.dtype)
-        if args["output_type"] == "latent":
-            video = latents
-        else:
-            vae = pipe.vae
-            lat = latents.to(get_module_execution_device(vae), dtype=vae.dtype)
-            mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(lat.device, lat.dtype)
-            inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(lat.device, lat.dtype)
-            lat = lat / inv_std + mean
-            video = vae.decode(lat, return_dict=False)[0]
-            video = pipe.video_processor.postprocess_video(video, output_type=args["output_type"])
-        return WanPipelineOutput(frames=video) if args["return_dict"] else (video,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,15 +283,6 @@ class SD3Family(Family):
                                 joint_attention_kwargs=attn)
         return make, cond
 
-    def decode(self, pipe, latents, args):
-        from diffusers.pipelines.stable_diffusion_3.pipeline_output import StableDiffusion3PipelineOutput
-        if args["output_type"] == "latent":
-            image = latents
-        else:
-            lat = (latents / pipe.vae.config.scaling_factor) + pipe.vae.config.shift_factor
-            image = pipe.vae.decode(lat, return_dict=False)[0]
-            image = pipe.image_processor.postprocess(image, output_type=args["output_type"])
-        return StableDiffusion3PipelineOutput(images=image) if args["return_dict"] else (image,)
 
 
 FAMILIES: tuple[Family, ...] = (FluxFamily(), WanFamily(), SD3Family())
