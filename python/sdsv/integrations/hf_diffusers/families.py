@@ -25,18 +25,22 @@ def unwrap(module):
 def check_hooks_survive_compile(transformer) -> None:
     """Refuse a whole-model compiled transformer when dynamo does not guard on module hooks.
 
-    The self-draft records the residual with hooks on the transformer's modules. With dynamo's
-    default ``skip_nnmodule_hook_guards = True`` a graph compiled before the hooks were added is
-    reused after, and the hooks never run (the call then fails far from the cause, or a later plain
-    call replays hooks that are gone). Compiling the repeated blocks only keeps the hooked modules
-    outside the compiled graphs, and the guard setting makes dynamo recompile per hook state.
+    The self-draft's hooks are ``ModelHook`` s in the blocks' and ``norm_out``'s diffusers
+    ``HookRegistry`` (:mod:`.split`), registered while a call samples. The checked way to compile
+    is the repeated blocks (``compile_repeated_blocks``): the first sdsv call compiles the hooked
+    blocks' few variants (target, forecast; per block class) and later calls reuse them. A
+    whole-model compile is refused under dynamo's default ``skip_nnmodule_hook_guards = True``,
+    with which a graph compiled before a module's torch hooks were added ignores them. The
+    registry hooks replace the modules' ``forward`` instead and were measured to run under a
+    whole-model compile as well (tiny Flux on a CPU, eager and inductor backends), not yet at
+    model scale: the refusal stays until that is checked.
     """
     whole = getattr(transformer, "_compiled_call_impl", None) is not None or hasattr(transformer, "_orig_mod")
     if whole and getattr(torch._dynamo.config, "skip_nnmodule_hook_guards", True):
         raise RefusedError(
             "the transformer is compiled as a whole (transformer.compile() or torch.compile(transformer)), and "
-            "torch._dynamo does not guard on module hooks, which the self-draft adds: a graph compiled without "
-            "them would be reused. Compile the repeated blocks instead "
+            "torch._dynamo does not guard on module hooks, which the self-draft adds to its blocks: sdsv checks "
+            "them under a compile of the repeated blocks. Compile those instead "
             "(pipe.transformer.compile_repeated_blocks(fullgraph=True)), or set "
             "torch._dynamo.config.skip_nnmodule_hook_guards = False before compiling")
 
@@ -64,7 +68,8 @@ class Family:
 
     def self_draft_split(self, transformer, denoiser, head_blocks: int = 0):
         """The forecast self-draft's split of ``transformer`` (:mod:`.split`); refuses a block
-        layout other than this family's, and a whole-model compile that would drop its hooks."""
+        layout other than this family's, a block class diffusers' caches cannot skip, and a
+        whole-model compile (:func:`check_hooks_survive_compile`)."""
         check_hooks_survive_compile(transformer)
         return TransformerSplit(denoiser, unwrap(transformer), self.block_stacks, head_blocks)
 

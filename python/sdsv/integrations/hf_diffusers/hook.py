@@ -32,6 +32,7 @@ SD3 skip-layer guidance, Wan2.2's second transformer) are refused before anythin
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import sys
@@ -386,6 +387,7 @@ class SDSVCall:
         self.solver = INTENTS[self.config.intent].solver_for(own_rule)
         self.progress = _progress_option(pipe)  # read before the call hides the pipeline's own bar
         self.stats: SampleStats | None = None
+        self.split: TransformerSplit | None = None  # the self-draft's split of this call, when it forecasts
 
     def __call__(self):
         from .registry import CAPTURE_HOOK, FirstStepCapture, RegisteredHooks
@@ -445,7 +447,7 @@ class SDSVCall:
         family.check_timestep(first, target.timestep(sigmas[:1].expand(first["timestep"].shape[0]),
                                                      first["hidden_states"]))
         if cfg.draft == "self" and policy.uses_draft:
-            split = self.self_draft_split().with_denoiser(target)
+            split = self.split = self.self_draft_split().with_denoiser(target)
             self_draft = SelfDraft(_sharded_split(split) if cfg.shard else split, order=cfg.forecast_order)
             # the self-draft's own target (recording residuals) and draft
             return self_draft.target, self_draft.draft, self_draft
@@ -456,7 +458,7 @@ class SDSVCall:
 
     def self_draft_split(self) -> TransformerSplit:
         """The split :func:`enable` built, rebuilt only for a transformer replaced since; a
-        whole-model compile since enable is refused (it would drop the split's hooks)."""
+        whole-model compile since enable is refused (:func:`.families.check_hooks_survive_compile`)."""
         state, transformer = self.state, self.pipe.transformer
         check_hooks_survive_compile(transformer)
         if state.split.transformer is not unwrap(transformer):
@@ -468,8 +470,8 @@ class SDSVCall:
         its first step's; samples the whole schedule and returns the final latents. The pipeline's
         loop then skips its remaining steps (``interrupt``) and decodes them."""
         if self.stats is not None:
-            raise RefusedError(f"{type(self.pipe).__name__} stepped again after SDSV sampled its whole schedule and set "
-                               "its interrupt flag: an unsupported pipeline variant")
+            raise RefusedError(f"{type(self.pipe).__name__} stepped again after SDSV sampled its whole schedule "
+                               "and set its interrupt flag: an unsupported pipeline variant")
         self.captured.remove()  # the transformer is the model again
         cfg, pipe, calls = self.config, self.pipe, self.capture.calls
         sigmas, timesteps = self.schedule(latents, timestep)
@@ -479,9 +481,11 @@ class SDSVCall:
         make, cond = self.family.conditioning(pipe, self.call_args, calls, latents,
                                               int(self.scheduler.config.num_train_timesteps))
         target, draft, self_draft = self.models(policy, make, calls, sigmas, timesteps)
-        result = sample_checked(target, draft, latents, sigmas, policy, verify=self.state.verify,
-                                accept=self.state.accept, solver=self.solver, self_draft=self_draft,
-                                progress=self.progress, **cond)
+        # the self-draft's hooks are registered for the sampling only
+        with self.split.attached() if self.split is not None else contextlib.nullcontext():
+            result = sample_checked(target, draft, latents, sigmas, policy, verify=self.state.verify,
+                                    accept=self.state.accept, solver=self.solver, self_draft=self_draft,
+                                    progress=self.progress, **cond)
         self.stats = result.stats
         pipe._interrupt = True  # the pipeline's loop skips its remaining steps, then decodes what we return
         return result.latents

@@ -2,8 +2,13 @@
 
 Every hook sdsv puts on a model is a ``ModelHook`` registered in the module's registry, the
 mechanism diffusers' own caches use, so it sits in the same chain as any other hook attached
-there: :class:`FirstStepCapture` on the pipeline's transformer while the pipeline runs up to
-its first step (:mod:`.hook`) records the transformer's calls instead of running them.
+there:
+
+* :class:`FirstStepCapture` on the pipeline's transformer while the pipeline runs up to its first
+  step (:mod:`.hook`): it records the transformer's calls instead of running them;
+* :class:`DeepBlockHook` on each forecast block and :class:`NormOutHook` on ``norm_out`` while
+  one call samples with the self-draft (:mod:`.split`): the residual recorded in target calls,
+  the blocks skipped and the forecast put in their place in draft calls.
 
 Their names start with ``sdsv_``, none of the step caches' names (:mod:`.other_caches`), so sdsv
 never takes its own hooks for another cache. :class:`RegisteredHooks` puts every module back
@@ -16,11 +21,14 @@ from __future__ import annotations
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks._helpers import TransformerBlockRegistry
 
 from ...errors import RefusedError
 
 PREFIX = "sdsv_"
 CAPTURE_HOOK = "sdsv_first_step_capture"
+BLOCK_HOOK = "sdsv_forecast_block"
+NORM_OUT_HOOK = "sdsv_norm_out"
 
 
 # ---- the pipeline's first step ----------------------------------------------------------------
@@ -39,6 +47,82 @@ class FirstStepCapture(ModelHook):
                                "expects keyword arguments (an unsupported pipeline variant)")
         self.calls.append({k: (dict(v) if isinstance(v, dict) else v) for k, v in kwargs.items()})
         return (torch.zeros_like(kwargs["hidden_states"]),)
+
+
+# ---- the self-draft's split -------------------------------------------------------------------
+class CallState:
+    """What the split's hooks do during the current model call: ``mode`` None (pass through),
+    ``"record"`` (a target call: ``ins`` / ``outs`` collect h_in / h_out) or ``"forecast"`` (a
+    draft call: the deep blocks are skipped, ``forecast(h)`` replaces what reaches ``norm_out``)."""
+
+    def __init__(self):
+        self.end()
+
+    def begin(self, mode: str, forecast=None) -> None:
+        self.mode, self.ins, self.outs, self.forecast = mode, [], [], forecast
+
+    def end(self) -> None:
+        self.mode, self.ins, self.outs, self.forecast = None, [], [], None
+
+
+def block_metadata(block):
+    """diffusers' ``TransformerBlockRegistry`` entry for ``block``'s class (where its forward takes
+    and returns the hidden states: what its caches use to skip a block), or a refusal."""
+    try:
+        return TransformerBlockRegistry.get(type(block))
+    except ValueError:
+        raise RefusedError(f"{type(block).__name__} is not in diffusers' TransformerBlockRegistry: the self-draft "
+                           "cannot skip it (where its outputs go is unknown); pass a draft transformer instead"
+                           ) from None
+
+
+class DeepBlockHook(ModelHook):
+    """On each forecast block: in a draft call the block is skipped and returns its inputs in its
+    output layout (as FirstBlockCache's skipped blocks do); the first one records its
+    image-token input in a target call."""
+
+    def __init__(self, state: CallState, metadata, first: bool):
+        super().__init__()
+        self.state, self.metadata, self.first = state, metadata, first
+
+    def new_forward(self, module, *args, **kwargs):
+        state, meta = self.state, self.metadata
+        if state.mode == "forecast":
+            h = meta._get_parameter_from_args_kwargs(meta.hidden_states_argument_name, args, kwargs)
+            if meta.return_encoder_hidden_states_index is None:
+                return h
+            out = [None, None]
+            out[meta.return_hidden_states_index] = h
+            out[meta.return_encoder_hidden_states_index] = meta._get_parameter_from_args_kwargs(
+                meta.encoder_hidden_states_argument_name, args, kwargs)
+            return tuple(out)
+        if self.first and state.mode == "record":
+            state.ins.append(meta._get_parameter_from_args_kwargs(meta.hidden_states_argument_name, args, kwargs))
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+
+class NormOutHook(ModelHook):
+    """On ``norm_out``: records the hidden state that reaches it (target call) or replaces it by
+    the forecast (draft call)."""
+
+    def __init__(self, state: CallState):
+        super().__init__()
+        self.state = state
+
+    def pre_forward(self, module, *args, **kwargs):
+        state = self.state
+        if state.mode is None:
+            return args, kwargs
+        if "hidden_states" in kwargs:
+            h = kwargs["hidden_states"]
+            if state.mode == "record":
+                state.outs.append(h)
+                return args, kwargs
+            return args, {**kwargs, "hidden_states": state.forecast(h)}
+        if state.mode == "record":
+            state.outs.append(args[0])
+            return args, kwargs
+        return (state.forecast(args[0]), *args[1:]), kwargs
 
 
 # ---- registration -----------------------------------------------------------------------------
