@@ -139,6 +139,25 @@ def test_disable_leaves_no_hook_no_swapped_block_and_no_cached_tensor():
     assert captured and all(r() is None for r in captured), "a tensor the self-draft saw is still referenced"
 
 
+def test_the_self_drafts_hooks_live_from_enable_to_disable():
+    """The split's hooks are registered once, by enable (again with the same transformer: kept),
+    and are the same objects in every call, so a compiled model's graphs stay valid from call to
+    call; disable removes them, each module's forward and registry as before."""
+    c = CASES["wan"]
+    pipe = c.build()
+    block, norm_out = pipe.transformer.blocks[-1], pipe.transformer.norm_out
+    kw = c.kwargs(batch=1, cfg=False, steps=STEPS)
+    sdsv.enable(pipe)
+    hooked = block.forward, norm_out.forward
+    assert all(f is not None for f in hooked) and "forward" in block.__dict__
+    _run(c, pipe, **kw)
+    sdsv.enable(pipe, policy=FixedInterval(STEPS, every=2))  # new settings, same split
+    _run(c, pipe, **kw)
+    assert (block.forward, norm_out.forward) == hooked and pipe.sdsv_stats.draft_evals > 0
+    sdsv.disable(pipe)
+    assert all("forward" not in m.__dict__ and "_diffusers_hook" not in m.__dict__ for m in (block, norm_out))
+
+
 def test_unknown_block_layout_and_step_caches_are_refused():
     from diffusers import FirstBlockCacheConfig
     c = CASES["sd3"]

@@ -26,9 +26,10 @@ def check_hooks_survive_compile(transformer) -> None:
     """Refuse a whole-model compiled transformer when dynamo does not guard on module hooks.
 
     The self-draft's hooks are ``ModelHook`` s in the blocks' and ``norm_out``'s diffusers
-    ``HookRegistry`` (:mod:`.split`), registered while a call samples. The checked way to compile
-    is the repeated blocks (``compile_repeated_blocks``): the first sdsv call compiles the hooked
-    blocks' few variants (target, forecast; per block class) and later calls reuse them. A
+    ``HookRegistry`` (:mod:`.split`), registered from ``sdsv.enable`` to ``sdsv.disable``. The
+    checked way to compile is the repeated blocks (``compile_repeated_blocks``): the first sdsv
+    call compiles the hooked blocks' few variants (target, draft; per block class) and later
+    calls reuse them. A
     whole-model compile is refused under dynamo's default ``skip_nnmodule_hook_guards = True``,
     with which a graph compiled before a module's torch hooks were added ignores them. The
     registry hooks replace the modules' ``forward`` instead and were measured to run under a

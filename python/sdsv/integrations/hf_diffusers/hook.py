@@ -76,7 +76,8 @@ class SDSVConfig:
 class _State:
     """What :func:`enable` keeps on the pipeline: its class, its family, its settings as given
     (``config``), those checked with their defaults (``verify``, ``accept``), and the self-draft's
-    split of ``pipe.transformer`` (built once; None with a draft transformer)."""
+    split of ``pipe.transformer`` (built once, its hooks attached until :func:`disable`; None with
+    a draft transformer)."""
 
     original_class: type
     family: Family
@@ -229,13 +230,18 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
     """
     family = family_of(pipe)
     family.check_pipeline(pipe)
+    state = pipe.__dict__.get(_STATE)
     draft = "self" if draft is None else draft
     if isinstance(draft, str):
         if draft != "self":
             raise ValueError(f"draft must be a transformer or 'self' (the forecast self-draft), got {draft!r}")
         if forecast_order not in (0, 1, 2):
             raise ValueError(f"forecast_order must be 0, 1 or 2, got {forecast_order!r}")
-        split = family.self_draft_split(pipe.transformer, None, head_blocks)  # refuses an unknown block layout now
+        split = None if state is None else state.split
+        if split is not None and split.transformer is unwrap(pipe.transformer) and split.head_blocks == head_blocks:
+            check_hooks_survive_compile(pipe.transformer)  # enabled again: the same split, its hooks kept
+        else:
+            split = family.self_draft_split(pipe.transformer, None, head_blocks)  # refuses an unknown block layout
     else:
         family.check_draft(pipe.transformer, draft)
         split = None
@@ -254,8 +260,11 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
         rank_and_world(None)  # refuse now without a process group
     config = SDSVConfig(draft=draft, policy=policy, accept=accept, verify=verify, convert_scheduler=convert_scheduler,
                         forecast_order=forecast_order, head_blocks=head_blocks, shard=bool(shard), intent=intent)
-    state = pipe.__dict__.get(_STATE)
     original = type(pipe) if state is None else state.original_class  # enabled already: new settings, same class
+    if state is not None and state.split is not None and state.split is not split:
+        state.split.detach()
+    if split is not None:
+        split.attach()  # the self-draft's hooks, until disable
     object.__setattr__(pipe, _STATE, _State(original, family, config, checked_verify, checked_accept, split))
     if state is not None:
         return pipe
@@ -264,11 +273,14 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
 
 
 def disable(pipe):
-    """Undo :func:`enable`: the original class back, ``sdsv_stats`` and the SDSV settings removed."""
+    """Undo :func:`enable`: the original class back, the self-draft's hooks, ``sdsv_stats`` and the
+    SDSV settings removed."""
     state = pipe.__dict__.get(_STATE)
     if state is None:
         return pipe
     pipe.__class__ = state.original_class
+    if state.split is not None:
+        state.split.detach()
     pipe.__dict__.pop(_STATE, None)
     pipe.__dict__.pop("sdsv_stats", None)
     return pipe
@@ -462,7 +474,10 @@ class SDSVCall:
         state, transformer = self.state, self.pipe.transformer
         check_hooks_survive_compile(transformer)
         if state.split.transformer is not unwrap(transformer):
-            state.split = self.family.self_draft_split(transformer, None, self.config.head_blocks)
+            split = self.family.self_draft_split(transformer, None, self.config.head_blocks)
+            state.split.detach()  # from the transformer replaced
+            split.attach()
+            state.split = split
         return state.split
 
     def sample(self, latents: torch.Tensor, timestep) -> torch.Tensor:
@@ -481,7 +496,7 @@ class SDSVCall:
         make, cond = self.family.conditioning(pipe, self.call_args, calls, latents,
                                               int(self.scheduler.config.num_train_timesteps))
         target, draft, self_draft = self.models(policy, make, calls, sigmas, timesteps)
-        # the self-draft's hooks are registered for the sampling only
+        # the self-draft's hooks are attached since enable (attached() keeps them so)
         with self.split.attached() if self.split is not None else contextlib.nullcontext():
             result = sample_checked(target, draft, latents, sigmas, policy, verify=self.state.verify,
                                     accept=self.state.accept, solver=self.solver, self_draft=self_draft,

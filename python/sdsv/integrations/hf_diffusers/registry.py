@@ -6,9 +6,10 @@ there:
 
 * :class:`FirstStepCapture` on the pipeline's transformer while the pipeline runs up to its first
   step (:mod:`.hook`): it records the transformer's calls instead of running them;
-* :class:`DeepBlockHook` on each forecast block and :class:`NormOutHook` on ``norm_out`` while
-  one call samples with the self-draft (:mod:`.split`): the residual recorded in target calls,
-  the blocks skipped and the forecast put in their place in draft calls.
+* :class:`DeepBlockHook` on each forecast block and :class:`NormOutHook` on ``norm_out`` from
+  ``sdsv.enable`` to ``sdsv.disable`` with the self-draft (:mod:`.split`): the residual recorded
+  in target calls, the blocks skipped and the forecast put in their place in draft calls,
+  everything passed through otherwise.
 
 Their names start with ``sdsv_``, none of the step caches' names (:mod:`.other_caches`), so sdsv
 never takes its own hooks for another cache. :class:`RegisteredHooks` puts every module back

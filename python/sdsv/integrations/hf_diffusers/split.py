@@ -2,8 +2,9 @@
 
 The split (:class:`sdsv.forecast.SplitModel`) is made from the model's own structure, through
 ``ModelHook`` s in diffusers' own ``HookRegistry`` (:mod:`.registry`) — the mechanism diffusers'
-FirstBlockCache uses to skip the same blocks — registered while one sdsv call samples and removed
-after it; no diffusers code is copied:
+FirstBlockCache uses to skip the same blocks — registered by ``sdsv.enable`` and removed by
+``sdsv.disable`` (the same hook objects for every call, so a compiled model's graphs stay valid
+from call to call); no diffusers code is copied:
 
 * the **deep part** is the block stacks (Flux: ``transformer_blocks`` then
   ``single_transformer_blocks``; Wan: ``blocks``; SD3: ``transformer_blocks``) after the first
@@ -44,9 +45,9 @@ class TransformerSplit:
     :func:`sdsv.enable` finds the layout once, each call brings its own conditioning).
     ``stacks``: the names of the block ``ModuleList`` s, in execution order. ``head_blocks``:
     leading blocks the draft computes (counted across the stacks); ``head_blocks`` = all blocks
-    forecasts nothing (the draft is then the target: a diagnostic). Its hooks are registered for
-    the ``with split.attached():`` block (a whole sampling call) or, outside one, for each of
-    its calls."""
+    forecasts nothing (the draft is then the target: a diagnostic). Its hooks are registered by
+    :meth:`attach` (``sdsv.enable``) until :meth:`detach` (``sdsv.disable``), for a ``with
+    split.attached():`` block, or, when not attached, for each of its calls."""
 
     sdsv_pure = True  # diffusers' transformers do not write into their inputs
 
@@ -72,12 +73,13 @@ class TransformerSplit:
         self._deep = [block for mods in lists for block in mods][head_blocks:]
         from .registry import block_metadata
         self._metadata = [block_metadata(block) for block in self._deep]  # refuses a block diffusers cannot skip
-        self._state = None  # the hooks' CallState while attached
+        self._state = self._hooks = None  # while attached: the hooks' CallState and the RegisteredHooks
 
     def with_denoiser(self, denoiser) -> "TransformerSplit":
-        """This split (its block layout, found once) run through one call's ``denoiser``."""
+        """This split (its block layout, found once, and its hooks if attached) run through one
+        call's ``denoiser``."""
         bound = copy.copy(self)
-        bound.denoiser, bound._state = denoiser, None
+        bound.denoiser = denoiser
         return bound
 
     def model_rows(self, x: torch.Tensor, **cond) -> int:
@@ -85,13 +87,11 @@ class TransformerSplit:
         (``negative_*`` conditioning), cond and uncond of every state, branch-major."""
         return x.shape[0] * (2 if any(k.startswith("negative_") for k in cond) else 1)
 
-    # ---- the hooks: registered for one sampling call (or one split call), always removed -----
-    @contextlib.contextmanager
-    def attached(self):
-        """The split's hooks in the modules' registries for the ``with`` block (nested: once);
-        the modules are left exactly as they were after it."""
-        if self._state is not None:
-            yield self._state
+    # ---- the hooks: registered from sdsv.enable to sdsv.disable, or for one call ------------
+    def attach(self) -> None:
+        """Register the split's hooks in the modules' registries (attached already: nothing
+        happens). They pass everything through outside the split's two calls."""
+        if self._hooks is not None:
             return
         from .registry import BLOCK_HOOK, NORM_OUT_HOOK, CallState, DeepBlockHook, NormOutHook, RegisteredHooks, \
             invalidate_registry_caches
@@ -101,12 +101,33 @@ class TransformerSplit:
             for i, (block, meta) in enumerate(zip(self._deep, self._metadata)):
                 hooks.register(block, DeepBlockHook(state, meta, first=i == 0), BLOCK_HOOK)
             hooks.register(self.transformer.norm_out, NormOutHook(state), NORM_OUT_HOOK)
-            self._state = state
-            yield state
-        finally:
-            self._state = None
+        except BaseException:
             hooks.remove()
-            invalidate_registry_caches(self.transformer)
+            raise
+        self._state, self._hooks = state, hooks
+        invalidate_registry_caches(self.transformer)
+
+    def detach(self) -> None:
+        """Remove the split's hooks, each module left exactly as it was (not attached: nothing happens)."""
+        if self._hooks is None:
+            return
+        from .registry import invalidate_registry_caches
+
+        hooks, self._hooks, self._state = self._hooks, None, None
+        hooks.remove()
+        invalidate_registry_caches(self.transformer)
+
+    @contextlib.contextmanager
+    def attached(self):
+        """The hooks' :class:`~.registry.CallState` with the hooks registered for the ``with``
+        block; hooks attached before are kept attached after it."""
+        mine = self._hooks is None
+        self.attach()
+        try:
+            yield self._state
+        finally:
+            if mine:
+                self.detach()
 
     # ---- the two calls ----------------------------------------------------------------------
     def forward_with_residual(self, x: torch.Tensor, sigma: torch.Tensor, **cond):
