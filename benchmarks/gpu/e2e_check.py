@@ -562,7 +562,7 @@ def explain_split(ctx, family, size):
     split = TransformerSplit(den, model, stacks, head_blocks=0)
     sigma = torch.full((1,), 0.7, device=ctx.device)
     out = {}
-    with torch.no_grad():
+    with torch.no_grad(), split.attached():  # the hooks registered once, as for a whole sampling call
         _, residual = split.forward_with_residual(x, sigma, **cond)
         bank = torch.cat([residual, residual])
         index = torch.tensor([[0, 1]], device=ctx.device)

@@ -199,12 +199,14 @@ def run_model(name, args, device, dtype, rows, results):
         sden = make_den(target, static)
         for head in (0, 1):
             split = TransformerSplit(sden, target, BLOCK_STACKS[name], head_blocks=head)
-            _, residual = split.forward_with_residual(x, sigma, **cond)
-            n_rows = residual.shape[0]
-            bank = torch.cat([residual, residual])  # two anchors per row
-            index = torch.stack([torch.arange(n_rows), torch.arange(n_rows) + n_rows], 1).to(device)
-            coeffs = torch.tensor([[1.0, 1.3, -0.3]] * n_rows, device=device)
-            t = time_call(lambda: split.forward_with_forecast(x, sigma, bank, index, coeffs, **cond), device, args.reps)
+            with split.attached():  # the hooks registered once, as for a whole sampling call
+                _, residual = split.forward_with_residual(x, sigma, **cond)
+                n_rows = residual.shape[0]
+                bank = torch.cat([residual, residual])  # two anchors per row
+                index = torch.stack([torch.arange(n_rows), torch.arange(n_rows) + n_rows], 1).to(device)
+                coeffs = torch.tensor([[1.0, 1.3, -0.3]] * n_rows, device=device)
+                t = time_call(lambda: split.forward_with_forecast(x, sigma, bank, index, coeffs, **cond), device,
+                              args.reps)
             key = f"self_draft_head{head}_b1"
             out["forward"][key] = t
             if base:

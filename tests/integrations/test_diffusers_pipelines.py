@@ -138,6 +138,29 @@ def test_disable_restores_the_pipeline_exactly(case):
     _close(_run(c, pipe, "latent", **kw), _run(c, pipe, "latent", **kw))
 
 
+def test_the_pipeline_finishes_its_own_call(case, monkeypatch):
+    """sdsv samples inside the pipeline's first scheduler step; the pipeline's loop then skips its
+    remaining steps (no transformer call besides the sampler's) and the pipeline decodes the
+    result itself, once, with its own VAE."""
+    c, pipe = case
+    kw = c.kwargs(batch=2, cfg=True, steps=STEPS)
+    ref = _reference(pipe, c, "np", **kw)
+    forwards, decodes = [], []
+    real_forward, real_decode = type(pipe.transformer).forward, type(pipe.vae).decode
+    monkeypatch.setattr(type(pipe.transformer), "forward", lambda self, *a, **k: forwards.append(1) or
+                        real_forward(self, *a, **k))
+    monkeypatch.setattr(type(pipe.vae), "decode", lambda self, *a, **k: decodes.append(1) or real_decode(self, *a, **k))
+    sdsv.enable(pipe, policy=StagePlan.target_only)
+    try:
+        out = _run(c, pipe, "np", **kw)
+        st = pipe.sdsv_stats
+    finally:
+        sdsv.disable(pipe)
+    assert len(forwards) == st.target_calls == STEPS and len(decodes) == 1
+    assert pipe.interrupt is False  # as after any call of the pipeline
+    _close(out, ref)
+
+
 def test_return_dict_false_and_default_plan(case):
     c, pipe = case
     kw = c.kwargs(batch=1, cfg=False, steps=STEPS)

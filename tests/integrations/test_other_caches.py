@@ -88,3 +88,44 @@ def test_cache_dit_is_refused_by_name_and_sdsv_disable_leaves_it_alone():
     sdsv.enable(pipe)
     pipe(**flux_kwargs(steps=4), output_type="latent")
     sdsv.disable(pipe)
+
+
+def test_sdsv_hooks_sit_in_diffusers_registries_beside_other_hooks_and_are_no_cache():
+    """sdsv's hooks are ModelHooks in diffusers' HookRegistry, in the same chains as any other
+    hook: a user's (non-cache) hook on the transformer sees every model call sdsv's sampler makes,
+    one on a forecast block runs in target calls only (draft calls skip the block); sdsv's own
+    hooks are never taken for a step cache; after the call only the user's hooks are left."""
+    pipe = flux_pipe()
+    seen = {"transformer": 0, "block": 0, "sdsv": set(), "caches": []}
+
+    class Count(H.ModelHook):
+        def __init__(self, key):
+            super().__init__()
+            self.key = key
+
+        def pre_forward(self, module, *args, **kwargs):
+            seen[self.key] += 1
+            for m in pipe.transformer.modules():
+                seen["sdsv"].update(n for n in getattr(m.__dict__.get("_diffusers_hook"), "hooks", {}) if
+                                    n.startswith("sdsv_"))
+            seen["caches"] += step_caches(pipe.transformer)
+            return args, kwargs
+
+    block = pipe.transformer.single_transformer_blocks[-1]
+    for module, key in ((pipe.transformer, "transformer"), (block, "block")):
+        H.HookRegistry.check_if_exists_or_initialize(module).register_hook(Count(key), "count")
+    kw = dict(flux_kwargs(steps=6), output_type="latent")
+    ref = pipe(**kw, generator=torch.Generator().manual_seed(0)).images
+    assert seen["transformer"] == seen["block"] == 6
+    seen.update(transformer=0, block=0)
+    sdsv.enable(pipe, policy=sdsv.FixedInterval(6, every=2))
+    out = pipe(**kw, generator=torch.Generator().manual_seed(0)).images
+    st = pipe.sdsv_stats
+    sdsv.disable(pipe)
+    assert st.draft_calls > 0 and seen["transformer"] == st.target_calls + st.draft_calls
+    assert seen["block"] == st.target_calls
+    assert seen["sdsv"] == {"sdsv_forecast_block", "sdsv_norm_out"} and seen["caches"] == []
+    for module in pipe.transformer.modules():
+        assert list(getattr(module.__dict__.get("_diffusers_hook"), "hooks", {})) in ([], ["count"])
+    assert out.shape == ref.shape and torch.isfinite(out).all()
+    torch.testing.assert_close(pipe(**kw, generator=torch.Generator().manual_seed(0)).images, ref, rtol=0, atol=0)

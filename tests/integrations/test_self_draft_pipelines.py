@@ -108,27 +108,54 @@ def test_disable_leaves_no_hook_no_swapped_block_and_no_cached_tensor():
     lists = {name: tr._modules[name] for name in family_of(pipe).block_stacks}
     kw = c.kwargs(batch=1, cfg=False, steps=STEPS)
     captured = []
-    orig = torch.nn.Module.register_forward_pre_hook
+    from diffusers.hooks import HookRegistry
+    from sdsv.integrations.hf_diffusers.registry import CAPTURE_HOOK
+    orig = HookRegistry.register_hook
 
-    def spy(self, hook, *a, **k):  # keep a weak reference to whatever the hooks saw
-        def wrapped(module, args, kwargs=None):
-            res = hook(module, args, kwargs) if kwargs is not None else hook(module, args)
-            for x in (args or ()):
-                if isinstance(x, torch.Tensor):
-                    captured.append(weakref.ref(x))
-            return res
-        return orig(self, wrapped, *a, **k)
+    def spy(self, hook, name):  # keep a weak reference to whatever the self-draft's hooks saw
+        if name.startswith("sdsv_") and name != CAPTURE_HOOK:
+            real = hook.pre_forward
 
-    torch.nn.Module.register_forward_pre_hook = spy
+            def pre_forward(module, *args, **kwargs):
+                for x in (*args, *kwargs.values()):
+                    if isinstance(x, torch.Tensor):
+                        captured.append(weakref.ref(x))
+                return real(module, *args, **kwargs)
+            hook.pre_forward = pre_forward
+        return orig(self, hook, name)
+
+    HookRegistry.register_hook = spy
     try:
         _enabled_run(c, pipe, kw, policy=FixedInterval(STEPS, every=2))
     finally:
-        torch.nn.Module.register_forward_pre_hook = orig
+        HookRegistry.register_hook = orig
     assert type(pipe).__name__ == "FluxPipeline" and not sdsv.integrations.hf_diffusers.is_enabled(pipe)
     assert all(tr._modules[name] is mods for name, mods in lists.items())
     assert all(not m._forward_pre_hooks and not m._forward_hooks for m in tr.modules())
+    # the hooks went through diffusers' registries: none left, no module's forward or registry left behind
+    assert all("forward" not in m.__dict__ and not getattr(m.__dict__.get("_diffusers_hook"), "hooks", None)
+               for m in tr.modules())
     gc.collect()
     assert captured and all(r() is None for r in captured), "a tensor the self-draft saw is still referenced"
+
+
+def test_the_self_drafts_hooks_live_from_enable_to_disable():
+    """The split's hooks are registered once, by enable (again with the same transformer: kept),
+    and are the same objects in every call, so a compiled model's graphs stay valid from call to
+    call; disable removes them, each module's forward and registry as before."""
+    c = CASES["wan"]
+    pipe = c.build()
+    block, norm_out = pipe.transformer.blocks[-1], pipe.transformer.norm_out
+    kw = c.kwargs(batch=1, cfg=False, steps=STEPS)
+    sdsv.enable(pipe)
+    hooked = block.forward, norm_out.forward
+    assert all(f is not None for f in hooked) and "forward" in block.__dict__
+    _run(c, pipe, **kw)
+    sdsv.enable(pipe, policy=FixedInterval(STEPS, every=2))  # new settings, same split
+    _run(c, pipe, **kw)
+    assert (block.forward, norm_out.forward) == hooked and pipe.sdsv_stats.draft_evals > 0
+    sdsv.disable(pipe)
+    assert all("forward" not in m.__dict__ and "_diffusers_hook" not in m.__dict__ for m in (block, norm_out))
 
 
 def test_unknown_block_layout_and_step_caches_are_refused():

@@ -3,7 +3,8 @@
 For every family: which transformer config keys make up the model's input/output contract (a
 draft must agree on all of them), which ``__call__`` arguments SDSV cannot honour, how the
 pipeline's own transformer calls of the first step turn into the sampler's conditioning, and
-how the final latents are decoded exactly as the pipeline decodes them.
+which block lists the self-draft forecasts. Nothing of a pipeline's decode is here: the pipeline
+decodes sdsv's final latents itself (:mod:`.hook`).
 """
 
 from __future__ import annotations
@@ -24,18 +25,23 @@ def unwrap(module):
 def check_hooks_survive_compile(transformer) -> None:
     """Refuse a whole-model compiled transformer when dynamo does not guard on module hooks.
 
-    The self-draft records the residual with hooks on the transformer's modules. With dynamo's
-    default ``skip_nnmodule_hook_guards = True`` a graph compiled before the hooks were added is
-    reused after, and the hooks never run (the call then fails far from the cause, or a later plain
-    call replays hooks that are gone). Compiling the repeated blocks only keeps the hooked modules
-    outside the compiled graphs, and the guard setting makes dynamo recompile per hook state.
+    The self-draft's hooks are ``ModelHook`` s in the blocks' and ``norm_out``'s diffusers
+    ``HookRegistry`` (:mod:`.split`), registered from ``sdsv.enable`` to ``sdsv.disable``. The
+    checked way to compile is the repeated blocks (``compile_repeated_blocks``): the first sdsv
+    call compiles the hooked blocks' few variants (target, draft; per block class) and later
+    calls reuse them. A
+    whole-model compile is refused under dynamo's default ``skip_nnmodule_hook_guards = True``,
+    with which a graph compiled before a module's torch hooks were added ignores them. The
+    registry hooks replace the modules' ``forward`` instead and were measured to run under a
+    whole-model compile as well (tiny Flux on a CPU, eager and inductor backends), not yet at
+    model scale: the refusal stays until that is checked.
     """
     whole = getattr(transformer, "_compiled_call_impl", None) is not None or hasattr(transformer, "_orig_mod")
     if whole and getattr(torch._dynamo.config, "skip_nnmodule_hook_guards", True):
         raise RefusedError(
             "the transformer is compiled as a whole (transformer.compile() or torch.compile(transformer)), and "
-            "torch._dynamo does not guard on module hooks, which the self-draft adds: a graph compiled without "
-            "them would be reused. Compile the repeated blocks instead "
+            "torch._dynamo does not guard on module hooks, which the self-draft adds to its blocks: sdsv checks "
+            "them under a compile of the repeated blocks. Compile those instead "
             "(pipe.transformer.compile_repeated_blocks(fullgraph=True)), or set "
             "torch._dynamo.config.skip_nnmodule_hook_guards = False before compiling")
 
@@ -63,7 +69,8 @@ class Family:
 
     def self_draft_split(self, transformer, denoiser, head_blocks: int = 0):
         """The forecast self-draft's split of ``transformer`` (:mod:`.split`); refuses a block
-        layout other than this family's, and a whole-model compile that would drop its hooks."""
+        layout other than this family's, a block class diffusers' caches cannot skip, and a
+        whole-model compile (:func:`check_hooks_survive_compile`)."""
         check_hooks_survive_compile(transformer)
         return TransformerSplit(denoiser, unwrap(transformer), self.block_stacks, head_blocks)
 
@@ -142,9 +149,6 @@ class Family:
         """-> (denoiser factory ``model -> TransformerDenoiser``, per-sample cond dict)."""
         raise NotImplementedError
 
-    def decode(self, pipe, latents: torch.Tensor, args: dict):
-        raise NotImplementedError
-
 
 def check_no_cache(module, what: str) -> None:
     """Refuse a model with another step cache attached (:mod:`.other_caches`): its reused
@@ -206,21 +210,6 @@ class FluxFamily(Family):
             return flux_denoiser(model, true_cfg_scale=scale, negative_txt_ids=neg_txt, **static)
         return make, cond
 
-    def decode(self, pipe, latents, args):
-        from diffusers.pipelines.flux.pipeline_output import FluxPipelineOutput
-        from diffusers.utils.torch_utils import get_module_execution_device
-        if args["output_type"] == "latent":
-            image = latents
-        else:
-            height = args["height"] or pipe.default_sample_size * pipe.vae_scale_factor
-            width = args["width"] or pipe.default_sample_size * pipe.vae_scale_factor
-            lat = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
-            lat = (lat / pipe.vae.config.scaling_factor) + pipe.vae.config.shift_factor
-            lat = lat.to(get_module_execution_device(pipe.vae))
-            image = pipe.vae.decode(lat, return_dict=False)[0]
-            image = pipe.image_processor.postprocess(image, output_type=args["output_type"])
-        return FluxPipelineOutput(images=image) if args["return_dict"] else (image,)
-
 
 # ---------------------------------------------------------------------------------------------
 class WanFamily(Family):
@@ -259,25 +248,6 @@ class WanFamily(Family):
             return wan_denoiser(model, guidance_scale=scale, num_train_timesteps=num_train_timesteps,
                                 attention_kwargs=attn)
         return make, cond
-
-    def decode(self, pipe, latents, args):
-        from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
-        from diffusers.utils.torch_utils import get_module_execution_device
-        # WanPipeline's Euler step leaves its latents in the transformer's dtype (the scheduler casts
-        # to the model output's dtype); SDSV keeps them in fp32 while sampling and hands back the
-        # pipeline's dtype, so output_type="latent" has the same dtype with and without SDSV
-        latents = latents.to(pipe.transformer.dtype)
-        if args["output_type"] == "latent":
-            video = latents
-        else:
-            vae = pipe.vae
-            lat = latents.to(get_module_execution_device(vae), dtype=vae.dtype)
-            mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(lat.device, lat.dtype)
-            inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(lat.device, lat.dtype)
-            lat = lat / inv_std + mean
-            video = vae.decode(lat, return_dict=False)[0]
-            video = pipe.video_processor.postprocess_video(video, output_type=args["output_type"])
-        return WanPipelineOutput(frames=video) if args["return_dict"] else (video,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,15 +289,6 @@ class SD3Family(Family):
                                 joint_attention_kwargs=attn)
         return make, cond
 
-    def decode(self, pipe, latents, args):
-        from diffusers.pipelines.stable_diffusion_3.pipeline_output import StableDiffusion3PipelineOutput
-        if args["output_type"] == "latent":
-            image = latents
-        else:
-            lat = (latents / pipe.vae.config.scaling_factor) + pipe.vae.config.shift_factor
-            image = pipe.vae.decode(lat, return_dict=False)[0]
-            image = pipe.image_processor.postprocess(image, output_type=args["output_type"])
-        return StableDiffusion3PipelineOutput(images=image) if args["return_dict"] else (image,)
 
 
 FAMILIES: tuple[Family, ...] = (FluxFamily(), WanFamily(), SD3Family())

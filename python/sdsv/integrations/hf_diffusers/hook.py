@@ -4,19 +4,24 @@ How the hook works (and why this one)
 -------------------------------------
 ``enable`` swaps the pipeline instance's class for a subclass whose ``__call__`` wraps the
 original (same signature, same docstring); ``disable`` swaps it back and deletes what ``enable``
-added, so the pipeline object is exactly as before. A call is one :class:`SDSVCall`, in three parts:
+added, so the pipeline object is exactly as before. A call is one :class:`SDSVCall`; the
+pipeline runs its own ``__call__`` from start to end:
 
-1. **The pipeline's own preamble, unchanged.** The original ``__call__`` runs with the
-   transformer's ``forward`` and the scheduler's ``step`` temporarily replaced on the instances:
-   everything up to the first step happens exactly as without SDSV (input checks, prompt
-   encoding, ``generator``-driven latents and their packing, the scheduler's shifted sigmas,
-   the guidance embedding, position ids). The first step's transformer calls are *recorded*
-   instead of run, and the scheduler's first ``step`` stops the call, handing over the initial
-   latents. No model forward is spent on this.
-2. **SDSV** over the scheduler's sigmas with :func:`sdsv.sample`: the recorded calls become the
-   target's and draft's denoisers (:mod:`.denoisers`) and the per-sample conditioning.
-3. **The pipeline's decode**, done as the pipeline does it (unpacking, VAE scaling/shift,
-   ``vae.decode``, post-processing), returning the pipeline's own output class.
+1. **The pipeline's own preamble, unchanged**: input checks, prompt encoding,
+   ``generator``-driven latents and their packing, the scheduler's shifted sigmas, the guidance
+   embedding, position ids. Its transformer calls of the first step are *recorded* instead of
+   run, by a ``ModelHook`` in the transformer's own diffusers ``HookRegistry``
+   (:class:`~.registry.FirstStepCapture`; no model forward is spent on them).
+2. **SDSV, inside the first scheduler step.** For the call, the pipeline's ``scheduler`` is
+   :class:`_SamplingScheduler`: the pipeline's scheduler (or its Euler conversion) for everything
+   but ``step``; its first ``step`` removes the capture, samples the whole schedule with
+   :func:`sdsv.sample` (the recorded calls become the target's and draft's denoisers,
+   :mod:`.denoisers`, and the per-sample conditioning), sets the pipeline's ``interrupt`` and
+   returns the final latents.
+3. **The pipeline's own end**: its loop skips the remaining steps (``if self.interrupt:
+   continue``: Flux, Wan and SD3 pipelines all honour it) and then decodes those latents as it
+   always does (unpacking, VAE scaling/shift, ``vae.decode``, post-processing, model offload),
+   returning its own output class. sdsv copies no part of it.
 
 Recording the real calls, rather than re-implementing each pipeline's preamble, keeps every
 argument the pipeline supports working as it does there, and a self-check compares the
@@ -27,8 +32,10 @@ SD3 skip-layer guidance, Wan2.2's second transformer) are refused before anythin
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -69,7 +76,8 @@ class SDSVConfig:
 class _State:
     """What :func:`enable` keeps on the pipeline: its class, its family, its settings as given
     (``config``), those checked with their defaults (``verify``, ``accept``), and the self-draft's
-    split of ``pipe.transformer`` (built once; None with a draft transformer)."""
+    split of ``pipe.transformer`` (built once, its hooks attached until :func:`disable`; None with
+    a draft transformer)."""
 
     original_class: type
     family: Family
@@ -77,14 +85,6 @@ class _State:
     verify: str
     accept: AcceptanceTest
     split: TransformerSplit | None
-
-
-class _Captured(Exception):
-    """Raised by the hooked ``scheduler.step`` of the first step: the preamble is done."""
-
-    def __init__(self, latents: torch.Tensor, timestep):
-        super().__init__("sdsv: first step captured")
-        self.latents, self.timestep = latents, timestep
 
 
 # ---- scheduler ------------------------------------------------------------------------------
@@ -230,13 +230,18 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
     """
     family = family_of(pipe)
     family.check_pipeline(pipe)
+    state = pipe.__dict__.get(_STATE)
     draft = "self" if draft is None else draft
     if isinstance(draft, str):
         if draft != "self":
             raise ValueError(f"draft must be a transformer or 'self' (the forecast self-draft), got {draft!r}")
         if forecast_order not in (0, 1, 2):
             raise ValueError(f"forecast_order must be 0, 1 or 2, got {forecast_order!r}")
-        split = family.self_draft_split(pipe.transformer, None, head_blocks)  # refuses an unknown block layout now
+        split = None if state is None else state.split
+        if split is not None and split.transformer is unwrap(pipe.transformer) and split.head_blocks == head_blocks:
+            check_hooks_survive_compile(pipe.transformer)  # enabled again: the same split, its hooks kept
+        else:
+            split = family.self_draft_split(pipe.transformer, None, head_blocks)  # refuses an unknown block layout
     else:
         family.check_draft(pipe.transformer, draft)
         split = None
@@ -255,8 +260,11 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
         rank_and_world(None)  # refuse now without a process group
     config = SDSVConfig(draft=draft, policy=policy, accept=accept, verify=verify, convert_scheduler=convert_scheduler,
                         forecast_order=forecast_order, head_blocks=head_blocks, shard=bool(shard), intent=intent)
-    state = pipe.__dict__.get(_STATE)
     original = type(pipe) if state is None else state.original_class  # enabled already: new settings, same class
+    if state is not None and state.split is not None and state.split is not split:
+        state.split.detach()
+    if split is not None:
+        split.attach()  # the self-draft's hooks, until disable
     object.__setattr__(pipe, _STATE, _State(original, family, config, checked_verify, checked_accept, split))
     if state is not None:
         return pipe
@@ -265,11 +273,14 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
 
 
 def disable(pipe):
-    """Undo :func:`enable`: the original class back, ``sdsv_stats`` and the SDSV settings removed."""
+    """Undo :func:`enable`: the original class back, the self-draft's hooks, ``sdsv_stats`` and the
+    SDSV settings removed."""
     state = pipe.__dict__.get(_STATE)
     if state is None:
         return pipe
     pipe.__class__ = state.original_class
+    if state.split is not None:
+        state.split.detach()
     pipe.__dict__.pop(_STATE, None)
     pipe.__dict__.pop("sdsv_stats", None)
     return pipe
@@ -303,53 +314,40 @@ def _sdsv_subclass(cls: type) -> type:
 
 
 # ---- one call -------------------------------------------------------------------------------
-class _Hooks:
-    """Replace ``transformer.forward`` and ``scheduler.step`` on the instances, put back exactly."""
+class _SamplingScheduler:
+    """The scheduler a pipeline's call runs with under SDSV: ``scheduler`` (the pipeline's own, or
+    its Euler conversion) for everything — ``set_timesteps``, ``timesteps``, ``sigmas``,
+    ``config``, ``order`` — except ``step``: the first one hands ``sample_all(latents, timestep)``
+    the initial latents and returns what it returns, the final latents, in the model output's
+    dtype (as FlowMatchEuler and DPM-Solver steps return theirs: Wan's latents turn the
+    transformer's dtype, as after the pipeline's own steps)."""
 
-    def __init__(self, pipe, scheduler):
-        self.pipe, self.scheduler = pipe, scheduler
-        self.calls: list[dict] = []
-        self.swapped_scheduler = False
+    def __init__(self, scheduler, sample_all):
+        self.__dict__.update(_scheduler=scheduler, _sample_all=sample_all)
 
-    def _forward(self, *args, **kwargs):
-        if args:
-            raise RefusedError("the pipeline called its transformer with positional arguments; the SDSV adapter "
-                               "expects keyword arguments (an unsupported pipeline variant)")
-        # shallow-copy dicts: pipelines mutate their attention kwargs between the cond/uncond calls
-        self.calls.append({k: (dict(v) if isinstance(v, dict) else v) for k, v in kwargs.items()})
-        return (torch.zeros_like(kwargs["hidden_states"]),)
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_scheduler"], name)
 
-    def _step(self, model_output, timestep, sample, *args, **kwargs):
-        raise _Captured(sample, timestep)
+    def __setattr__(self, name, value):
+        setattr(self.__dict__["_scheduler"], name, value)
 
-    def __enter__(self):
-        pipe, tr, sch = self.pipe, self.pipe.transformer, self.scheduler
-        self.saved = [(obj, name, obj.__dict__.get(name, _MISSING))
-                      for obj, name in ((tr, "forward"), (sch, "step"), (pipe, "_progress_bar_config"))]
-        bar = dict(getattr(pipe, "_progress_bar_config", None) or {})
-        tr.__dict__["forward"] = self._forward
-        sch.__dict__["step"] = self._step
-        pipe.__dict__["_progress_bar_config"] = {**bar, "disable": True}  # the SDSV bar replaces it
-        self.swapped_scheduler = pipe.__dict__.get("scheduler") is not sch
-        if self.swapped_scheduler:
-            self.saved_scheduler = pipe.__dict__.get("scheduler", _MISSING)
-            pipe.__dict__["scheduler"] = sch  # not via setattr: the pipeline's config stays untouched
-        return self
-
-    def __exit__(self, *exc):
-        for obj, name, old in reversed(self.saved):
-            if old is _MISSING:
-                obj.__dict__.pop(name, None)
-            else:
-                obj.__dict__[name] = old
-        return False
-
-    def restore_scheduler(self):
-        if self.swapped_scheduler:
-            self.pipe.__dict__["scheduler"] = self.saved_scheduler
+    def step(self, model_output, timestep, sample, *args, return_dict: bool = True, **kwargs):
+        latents = self._sample_all(sample, timestep).to(model_output.dtype)
+        if return_dict:
+            from diffusers.schedulers.scheduling_utils import SchedulerOutput
+            return SchedulerOutput(prev_sample=latents)
+        return (latents,)
 
 
 _MISSING = object()
+
+
+def _depth(frame) -> int:
+    """How many frames ``frame`` is from the bottom of the stack."""
+    n = 0
+    while frame is not None:
+        frame, n = frame.f_back, n + 1
+    return n
 
 
 def _progress_option(pipe):
@@ -360,15 +358,16 @@ def _progress_option(pipe):
     return cfg
 
 
-def _resolve_policy(config: SDSVConfig, n: int) -> WindowPolicy:
+def _resolve_policy(config: SDSVConfig, n: int, stacklevel: int) -> WindowPolicy:
     """The call's policy for ``n`` steps: ``enable`` checked a policy given as such; one given as a
-    function of the step count is checked here, as what it returns is known only now."""
+    function of the step count is checked here, as what it returns is known only now (a warning
+    names the frame ``stacklevel`` above this function's caller: the caller's ``pipe(...)``)."""
     policy = config.policy
     p = policy(n) if not isinstance(policy, WindowPolicy) else policy
     if not isinstance(p, WindowPolicy):
         raise TypeError(f"the policy function returned {type(p).__name__}, expected a window policy")
     if p is not policy:
-        check_verification_options(p, config.verify, config.accept, stacklevel=6)  # the caller's pipe(...)
+        check_verification_options(p, config.verify, config.accept, stacklevel=stacklevel + 2)
     if p.num_steps != n:
         raise ValueError(f"policy {p.name!r} has {p.num_steps} steps but the pipeline runs {n}: pass "
                          "num_inference_steps to match, or a function num_inference_steps -> policy as policy")
@@ -376,9 +375,10 @@ def _resolve_policy(config: SDSVConfig, n: int) -> WindowPolicy:
 
 
 class SDSVCall:
-    """One ``pipe(...)`` call under SDSV, as one object: it captures the pipeline's preamble (the
-    initial latents and the transformer calls of the first step), reads the schedule, builds the
-    target, draft and self-draft once, samples, and decodes as the pipeline does."""
+    """One ``pipe(...)`` call under SDSV, as one object: it runs the pipeline's own call with the
+    first step's transformer calls captured and its scheduler's first step sampling (the module
+    docstring): it reads the schedule, builds the target, draft and self-draft once, samples, and
+    hands the final latents back to the pipeline, which decodes them."""
 
     def __init__(self, pipe, original_call, args: tuple, kwargs: dict):
         state: _State = pipe.__dict__[_STATE]
@@ -397,27 +397,41 @@ class SDSVCall:
         # integers (int64(sigma * 1000)): the denoisers then pass the scheduler's own per step
         self.own_timesteps = own_rule != "euler"
         self.solver = INTENTS[self.config.intent].solver_for(own_rule)
+        self.progress = _progress_option(pipe)  # read before the call hides the pipeline's own bar
+        self.stats: SampleStats | None = None
+        self.split: TransformerSplit | None = None  # the self-draft's split of this call, when it forecasts
 
     def __call__(self):
-        hooks = _Hooks(self.pipe, self.scheduler)
-        try:
-            with torch.no_grad():
-                with hooks:
-                    try:
-                        out = self.original_call(self.pipe, *self.args, **self.kwargs)
-                    except _Captured as cap:
-                        captured = cap
-                    else:  # the loop never stepped (0 steps or an interrupt): the pipeline's result stands
-                        self.pipe.__dict__["sdsv_stats"] = SampleStats()
-                        return out
-                self.pipe._current_timestep = None
-                return self.sample_and_decode(captured, hooks.calls)
-        finally:
-            hooks.restore_scheduler()
+        from .registry import CAPTURE_HOOK, FirstStepCapture, RegisteredHooks
 
-    def schedule(self, captured: _Captured) -> tuple[torch.Tensor, torch.Tensor]:
+        pipe = self.pipe
+        self.depth = _depth(sys._getframe())
+        saved = {name: pipe.__dict__.get(name, _MISSING) for name in ("scheduler", "_progress_bar_config")}
+        bar = dict(getattr(pipe, "_progress_bar_config", None) or {})
+        self.capture, self.captured = FirstStepCapture(), RegisteredHooks()
+        try:
+            self.captured.register(pipe.transformer, self.capture, CAPTURE_HOOK)
+            # not via setattr: the pipeline's config stays untouched
+            pipe.__dict__["scheduler"] = _SamplingScheduler(self.scheduler, self.sample)
+            pipe.__dict__["_progress_bar_config"] = {**bar, "disable": True}  # the SDSV bar replaces it
+            with torch.no_grad():
+                out = self.original_call(pipe, *self.args, **self.kwargs)
+        finally:
+            self.captured.remove()
+            for name, old in saved.items():
+                if old is _MISSING:
+                    pipe.__dict__.pop(name, None)
+                else:
+                    pipe.__dict__[name] = old
+            if self.stats is not None:
+                pipe._interrupt = False  # as every call of the pipeline ends without a callback's interrupt
+        # no step taken (0 steps): the pipeline's result stands
+        pipe.__dict__["sdsv_stats"] = SampleStats() if self.stats is None else self.stats
+        return out
+
+    def schedule(self, latents: torch.Tensor, timestep) -> tuple[torch.Tensor, torch.Tensor]:
         """The scheduler's sigmas and timesteps, checked against what the sampler derives."""
-        dev = captured.latents.device
+        dev = latents.device
         sigmas, timesteps = self.scheduler.sigmas.to(dev), self.scheduler.timesteps.to(dev)
         n = sigmas.numel() - 1
         expected = sigmas[:-1] * int(self.scheduler.config.num_train_timesteps)
@@ -425,7 +439,7 @@ class SDSVCall:
                 ((timesteps.to(torch.float64) - expected.to(torch.float64)).abs() < 1.0).all())):
             raise RefusedError("the scheduler's timesteps are not sigmas * num_train_timesteps (custom timesteps?); "
                                "SDSV derives each row's timestep from its sigma")
-        if not torch.equal(torch.as_tensor(captured.timestep, device=dev).float().reshape(()), timesteps[0]):
+        if not torch.equal(torch.as_tensor(timestep, device=dev).float().reshape(()), timesteps[0]):
             raise RefusedError("the pipeline did not start at the schedule's first step (img2img strength?); "
                                "only full text-to-image/video sampling is supported")
         return sigmas, timesteps
@@ -445,7 +459,7 @@ class SDSVCall:
         family.check_timestep(first, target.timestep(sigmas[:1].expand(first["timestep"].shape[0]),
                                                      first["hidden_states"]))
         if cfg.draft == "self" and policy.uses_draft:
-            split = self.self_draft_split().with_denoiser(target)
+            split = self.split = self.self_draft_split().with_denoiser(target)
             self_draft = SelfDraft(_sharded_split(split) if cfg.shard else split, order=cfg.forecast_order)
             # the self-draft's own target (recording residuals) and draft
             return self_draft.target, self_draft.draft, self_draft
@@ -456,26 +470,37 @@ class SDSVCall:
 
     def self_draft_split(self) -> TransformerSplit:
         """The split :func:`enable` built, rebuilt only for a transformer replaced since; a
-        whole-model compile since enable is refused (it would drop the split's hooks)."""
+        whole-model compile since enable is refused (:func:`.families.check_hooks_survive_compile`)."""
         state, transformer = self.state, self.pipe.transformer
         check_hooks_survive_compile(transformer)
         if state.split.transformer is not unwrap(transformer):
-            state.split = self.family.self_draft_split(transformer, None, self.config.head_blocks)
+            split = self.family.self_draft_split(transformer, None, self.config.head_blocks)
+            state.split.detach()  # from the transformer replaced
+            split.attach()
+            state.split = split
         return state.split
 
-    def sample_and_decode(self, captured: _Captured, calls: list[dict]):
-        cfg, pipe = self.config, self.pipe
-        latents = captured.latents
-        sigmas, timesteps = self.schedule(captured)
+    def sample(self, latents: torch.Tensor, timestep) -> torch.Tensor:
+        """The pipeline's first scheduler step: ``latents`` are its initial latents, ``timestep``
+        its first step's; samples the whole schedule and returns the final latents. The pipeline's
+        loop then skips its remaining steps (``interrupt``) and decodes them."""
+        if self.stats is not None:
+            raise RefusedError(f"{type(self.pipe).__name__} stepped again after SDSV sampled its whole schedule "
+                               "and set its interrupt flag: an unsupported pipeline variant")
+        self.captured.remove()  # the transformer is the model again
+        cfg, pipe, calls = self.config, self.pipe, self.capture.calls
+        sigmas, timesteps = self.schedule(latents, timestep)
         check_noise_and_sigmas(latents, sigmas)  # the latents may be the caller's (latents=)
-        policy = _resolve_policy(cfg, sigmas.numel() - 1)
+        # a warning names the caller's pipe(...): above the pipeline's frames, SDSVCall.__call__ and the wrapper
+        policy = _resolve_policy(cfg, sigmas.numel() - 1, stacklevel=_depth(sys._getframe()) - self.depth + 3)
         make, cond = self.family.conditioning(pipe, self.call_args, calls, latents,
                                               int(self.scheduler.config.num_train_timesteps))
         target, draft, self_draft = self.models(policy, make, calls, sigmas, timesteps)
-        result = sample_checked(target, draft, latents, sigmas, policy, verify=self.state.verify,
-                                accept=self.state.accept, solver=self.solver, self_draft=self_draft,
-                                progress=_progress_option(pipe), **cond)
-        pipe.__dict__["sdsv_stats"] = result.stats
-        output = self.family.decode(pipe, result.latents, self.call_args)
-        pipe.maybe_free_model_hooks()
-        return output
+        # the self-draft's hooks are attached since enable (attached() keeps them so)
+        with self.split.attached() if self.split is not None else contextlib.nullcontext():
+            result = sample_checked(target, draft, latents, sigmas, policy, verify=self.state.verify,
+                                    accept=self.state.accept, solver=self.solver, self_draft=self_draft,
+                                    progress=self.progress, **cond)
+        self.stats = result.stats
+        pipe._interrupt = True  # the pipeline's loop skips its remaining steps, then decodes what we return
+        return result.latents

@@ -6,6 +6,8 @@ install the same hooks, so the registries are read rather than ``is_cache_enable
 ``enable_cache`` sets). cache-dit replaces the transformer's ``forward`` and marks the instance
 ``_is_cached``. Each reuses activations of the previous step and assumes one step per forward,
 while an SDSV forward holds rows of several steps and samples: the two cannot share a model.
+sdsv's own hooks sit in the same registries during a call (:mod:`.registry`); their names start
+with ``sdsv_``, which matches none of the caches' prefixes below.
 """
 
 from __future__ import annotations
