@@ -36,11 +36,14 @@ import contextlib
 import functools
 import inspect
 import sys
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from ..._checks import as_int
 from ...acceptance import AcceptanceTest
 from ...forecast import SelfDraft
 from ...intents import INTENTS, default_policy, intent_named
@@ -53,6 +56,19 @@ from .split import TransformerSplit
 
 _STATE = "_sdsv_state"
 _SUBCLASSES: dict[type, type] = {}
+# one lock per enabled pipeline, kept outside it (disable leaves nothing on the pipeline): calls
+# on one pipeline from several threads run one after the other, and enable / disable wait for a
+# running call (the self-draft's hooks and the scheduler stand-in are per pipeline, not per call)
+_LOCKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _call_lock(pipe) -> threading.RLock:
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(pipe)
+        if lock is None:
+            lock = _LOCKS[pipe] = threading.RLock()
+        return lock
 
 
 @dataclass
@@ -228,6 +244,14 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
 
     After each call ``pipe.sdsv_stats`` holds the run's :class:`~sdsv.SampleStats`. Returns ``pipe``.
     """
+    family_of(pipe)  # refuses what is not a supported pipeline (or diffusers missing) before anything else
+    with _call_lock(pipe):  # a call running in another thread finishes first
+        return _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, forecast_order, head_blocks,
+                       shard)
+
+
+def _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, forecast_order, head_blocks, shard):
+    head_blocks = as_int("head_blocks", head_blocks, minimum=0)
     family = family_of(pipe)
     family.check_pipeline(pipe)
     state = pipe.__dict__.get(_STATE)
@@ -275,15 +299,18 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
 def disable(pipe):
     """Undo :func:`enable`: the original class back, the self-draft's hooks, ``sdsv_stats`` and the
     SDSV settings removed."""
-    state = pipe.__dict__.get(_STATE)
-    if state is None:
+    if _STATE not in getattr(pipe, "__dict__", {}):
         return pipe
-    pipe.__class__ = state.original_class
-    if state.split is not None:
-        state.split.detach()
-    pipe.__dict__.pop(_STATE, None)
-    pipe.__dict__.pop("sdsv_stats", None)
-    return pipe
+    with _call_lock(pipe):  # a call running in another thread finishes first
+        state = pipe.__dict__.get(_STATE)
+        if state is None:
+            return pipe
+        pipe.__class__ = state.original_class
+        if state.split is not None:
+            state.split.detach()
+        pipe.__dict__.pop(_STATE, None)
+        pipe.__dict__.pop("sdsv_stats", None)
+        return pipe
 
 
 def is_enabled(pipe) -> bool:
@@ -304,7 +331,10 @@ def _sdsv_subclass(cls: type) -> type:
 
         @functools.wraps(original_call)
         def __call__(self, *args, **kwargs):
-            return SDSVCall(self, original_call, args, kwargs)()
+            with _call_lock(self):  # concurrent calls on one pipeline run one after the other
+                if _STATE not in self.__dict__:  # disabled while this call waited: the plain pipeline
+                    return original_call(self, *args, **kwargs)
+                return SDSVCall(self, original_call, args, kwargs)()
 
         # same name, so messages, reprs and saved configs name the user's pipeline class
         sub = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,
