@@ -70,3 +70,16 @@ def test_head_blocks_must_be_a_whole_number():
 
     with pytest.raises(TypeError, match="head_blocks must be an int, got 1.5"):
         sdsv.enable(flux_pipe(), head_blocks=1.5)
+
+
+def test_nan_in_custom_sigmas_is_named_as_such():
+    import math
+
+    import pytest
+
+    pipe = flux_pipe()
+    sdsv.enable(pipe)
+    kw = dict(flux_kwargs(steps=4), output_type="latent")
+    kw["sigmas"] = [1.0, 0.75, math.nan, 0.25]
+    with pytest.raises(ValueError, match="sigmas contain NaN or inf"):
+        pipe(**kw)

@@ -463,6 +463,7 @@ class SDSVCall:
         """The scheduler's sigmas and timesteps, checked against what the sampler derives."""
         dev = latents.device
         sigmas, timesteps = self.scheduler.sigmas.to(dev), self.scheduler.timesteps.to(dev)
+        check_noise_and_sigmas(latents, sigmas)  # NaN or rising sigmas named as such, before the timestep check
         n = sigmas.numel() - 1
         expected = sigmas[:-1] * int(self.scheduler.config.num_train_timesteps)
         if timesteps.numel() != n or not (torch.equal(timesteps, expected) or self.own_timesteps and bool(
@@ -519,8 +520,7 @@ class SDSVCall:
                                "and set its interrupt flag: an unsupported pipeline variant")
         self.captured.remove()  # the transformer is the model again
         cfg, pipe, calls = self.config, self.pipe, self.capture.calls
-        sigmas, timesteps = self.schedule(latents, timestep)
-        check_noise_and_sigmas(latents, sigmas)  # the latents may be the caller's (latents=)
+        sigmas, timesteps = self.schedule(latents, timestep)  # checks the latents too: they may be the caller's
         # a warning names the caller's pipe(...): above the pipeline's frames, SDSVCall.__call__ and the wrapper
         policy = _resolve_policy(cfg, sigmas.numel() - 1, stacklevel=_depth(sys._getframe()) - self.depth + 3)
         make, cond = self.family.conditioning(pipe, self.call_args, calls, latents,
