@@ -46,8 +46,26 @@ class FirstStepCapture(ModelHook):
         if args:
             raise RefusedError("the pipeline called its transformer with positional arguments; the SDSV adapter "
                                "expects keyword arguments (an unsupported pipeline variant)")
+        if not self.calls:
+            check_input_dtypes(module, kwargs)
         self.calls.append({k: (dict(v) if isinstance(v, dict) else v) for k, v in kwargs.items()})
         return (torch.zeros_like(kwargs["hidden_states"]),)
+
+
+def check_input_dtypes(module, kwargs) -> None:
+    """The latents and text embeddings in the transformer's dtype, as running it would require: the
+    recorded call is not run, so a mismatch the pipeline alone fails on (e.g. float32
+    ``prompt_embeds`` on a float64 pipeline) is refused here instead of sampled in another dtype.
+    Skipped under diffusers' layerwise casting (weights stored in another dtype than computed)."""
+    dtype = getattr(module, "dtype", None)
+    if not isinstance(dtype, torch.dtype) or any(
+            "layerwise_casting" in getattr(m.__dict__.get("_diffusers_hook"), "hooks", {}) for m in module.modules()):
+        return
+    for name in ("hidden_states", "encoder_hidden_states", "pooled_projections"):
+        v = kwargs.get(name)
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != dtype:
+            raise TypeError(f"the pipeline passes {name} in {v.dtype} to a {dtype} transformer, which fails without "
+                            f"sdsv too (the latents take prompt_embeds' dtype): pass the embeddings in {dtype}")
 
 
 # ---- the self-draft's split -------------------------------------------------------------------

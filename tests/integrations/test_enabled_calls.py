@@ -1,6 +1,7 @@
-"""Calls on one enabled pipeline from several threads run one after the other: each gets exactly
-what it gets alone, and ``disable`` / ``enable`` from another thread wait for a running call and
-leave the pipeline whole."""
+"""Calls on an enabled pipeline: from several threads they run one after the other, each getting
+exactly what it gets alone, and ``disable`` / ``enable`` from another thread wait for a running
+call and leave the pipeline whole; what the pipeline alone refuses (embeddings in another dtype)
+is refused, and bad arguments (head_blocks, NaN sigmas) are named."""
 
 import threading
 
@@ -83,3 +84,16 @@ def test_nan_in_custom_sigmas_is_named_as_such():
     kw["sigmas"] = [1.0, 0.75, math.nan, 0.25]
     with pytest.raises(ValueError, match="sigmas contain NaN or inf"):
         pipe(**kw)
+
+
+def test_embeddings_in_another_dtype_than_the_pipeline_are_refused_as_without_sdsv():
+    import pytest
+
+    pipe = flux_pipe().to(torch.float64)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        pipe(**flux_kwargs(steps=3), output_type="latent")
+    sdsv.enable(pipe)
+    with pytest.raises(TypeError, match="hidden_states in torch.float32 to a torch.float64 transformer"):
+        pipe(**flux_kwargs(steps=3), output_type="latent")
+    kw = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in flux_kwargs(steps=3).items()}
+    assert pipe(**kw, output_type="latent").images.dtype == torch.float64
