@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from tqdm import tqdm
 
 from ..metrics import psnr, ssim, tail_summary
-from tqdm import tqdm
 
 #: the report set's first seed (the tail's and the tables' seeds are below 40 000); the
 #: calibration set (what MagCache and sdsv.calibrate are fitted on) follows it
@@ -309,17 +309,6 @@ def summarise(rows: list[Row], runs: dict[str, RowRun], ref: str, converged: str
                                           and o[f"{y}_p5"] >= d[f"{y}_p5"]
                                           and (o["speedup"] > d["speedup"] or o[f"{y}_p5"] > d[f"{y}_p5"])]
     return out
-
-
-def worst_images(rows: list[dict], runs: dict[str, RowRun], ref: str, k: int = 3) -> dict[str, list[int]]:
-    """Per method, the indices of its ``k`` worst images against the 50-step output."""
-    ref_img = torch.cat(runs[ref].images)
-    worst = {}
-    for d in rows:
-        if "fid_p5" in d:
-            per = psnr(torch.cat(runs[d["method"]].images), ref_img)
-            worst[d["method"]] = per.argsort()[:k].tolist()
-    return worst
 
 
 def save(out: Path, name: str, rows: list[dict], meta: dict) -> Path:
