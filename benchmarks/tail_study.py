@@ -47,8 +47,8 @@ import torch
 import sdsv_kernels
 from sdsv import ErrorControlled, FixedInterval, StagePlan
 from sdsv.evaluation.runner import balanced_prompts
-import sdsv.forecast.anchors as anchors_module
-from sdsv.forecast.anchors import lagrange_coefficients
+import sdsv.forecast.forecasts as forecasts_module
+from sdsv.forecast.forecasts import lagrange_coefficients
 from sdsv.forecast.self_draft import SelfDraft
 from sdsv.metrics import psnr, tail_summary
 from sdsv.policies import PolicyState, WindowPolicy, next_window_length, shortened
@@ -501,7 +501,7 @@ def transfer_rates(bank, model_rows: int, split: InputKeepingSplit) -> list[floa
 def apriori_drafts(pipe: TinyPipeline, estimate, split=InputKeepingSplit):
     """Inside: the pipeline's self-draft (its split wrapped in ``split``) reports ``estimate`` as
     its probe error."""
-    pipe.self_draft = lambda order=1: AprioriDraft(split(TinyDiTSplit(pipe.target)), estimate)
+    pipe.self_draft = lambda **_: AprioriDraft(split(TinyDiTSplit(pipe.target)), estimate)
     try:
         yield
     finally:
@@ -600,18 +600,18 @@ def forecast_in(f, scale: float = 1.0):
     """Inside: the anchors' forecast coefficients are computed at ``f(sigma)``, not ``sigma``,
     and the extrapolation beyond the newest anchor is scaled by ``scale`` (< 1 damps it toward
     reusing that anchor, > 1 overshoots)."""
-    original = anchors_module.lagrange_coefficients
+    original = forecasts_module.lagrange_coefficients
 
     def coefficients(sigmas, at):
         c = original([f(x) for x in sigmas], f(at))
         reuse = [0.0] * (len(c) - 1) + [1.0]
         return [scale * x + (1 - scale) * r for x, r in zip(c, reuse)]
 
-    anchors_module.lagrange_coefficients = coefficients
+    forecasts_module.lagrange_coefficients = coefficients
     try:
         yield
     finally:
-        anchors_module.lagrange_coefficients = original
+        forecasts_module.lagrange_coefficients = original
 
 
 def variable(cal: ImageSet) -> list[dict]:

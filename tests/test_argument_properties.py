@@ -163,7 +163,8 @@ PIPELINE = {
     "num_steps": not_none(bad_int(minimum=1)),
     "policy": not_none(bad_policy),
     "draft": st.one_of(bad_choice("self"), st.just("svd")),
-    "forecast_order": bad_int(minimum=0, maximum=2),
+    "forecast_order": not_none(bad_int(minimum=0, maximum=2)),
+    "forecast": st.one_of(st.integers(), st.text(max_size=8), st.floats()),
     "solver": not_none(bad_choice("euler", "dpm++2m", "unipc")),
     "intent": bad_choice("faithful", "accurate"),
     "verify": not_none(bad_choice("endpoints", "full")),
@@ -250,7 +251,7 @@ POLICIES["flow_match_sigmas"] = (flow_match_sigmas, dict(num_steps=10), {
     "dtype": st.one_of(junk, st.sampled_from([torch.int64, torch.bool, torch.complex64, "float32", float])),
 })
 POLICIES["SelfDraft"] = (lambda **k: SelfDraft(RowwiseSplit(), **k), dict(order=1), {
-    "order": bad_int(minimum=0, maximum=2), "slots": not_none(bad_int(minimum=2)),
+    "order": not_none(bad_int(minimum=0, maximum=2)), "slots": not_none(bad_int(minimum=2)),
 })
 CASES = [(c, a) for table in (POLICIES, FACTORIES) for c, (_, _, bad) in table.items() for a in sorted(bad)]
 

@@ -7,7 +7,7 @@ import torch
 
 from sdsv import AcceptanceTest, ClassifierFreeGuidance, ErrorControlled, FixedInterval, SelfDraft, StagePlan
 from sdsv import flow_match_sigmas, sample
-from sdsv.forecast import AnchorBank, lagrange_coefficients
+from sdsv.forecast import DAMPED, AnchorBank, NewtonForecast, lagrange_coefficients
 
 from toy_models import RowwiseSplit
 
@@ -204,3 +204,65 @@ def test_errors_are_clear():
     with pytest.raises(TypeError, match="self_draft must be a sdsv.SelfDraft"):
         sample(split.forward_with_residual, None, torch.randn(1, 4), flow_match_sigmas(3), StagePlan.target_only(3),
                self_draft="self")
+
+
+# ---- the forecast objects (sdsv.forecast.forecasts) ------------------------------------------
+
+SIGMAS = [0.7, 0.6, 0.5]
+
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_a_polynomial_forecast_gives_the_lagrange_weights_exactly(order):
+    f = NewtonForecast.of_order(order)
+    assert f.anchors == order + 1
+    for n in range(1, order + 2):  # with fewer anchors on record it uses what it has
+        assert f.coefficients(SIGMAS[-n:], 0.42) == lagrange_coefficients(SIGMAS[-n:], 0.42)
+
+
+@pytest.mark.parametrize("slope,curvature", [(0.85, 0.3), (0.0, 0.0), (0.5, 1.5), (1.0, 0.3), (-0.2, 0.0)])
+def test_every_forecast_reproduces_a_constant_residual(slope, curvature):
+    f = NewtonForecast(slope, curvature)
+    for n in range(1, 4):
+        assert sum(f.coefficients(SIGMAS[-n:], 0.31)) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_full_slope_is_exact_on_a_line_whatever_the_curvature():
+    line = lambda s: 2.0 - 3.0 * s  # noqa: E731
+    for curvature in (0.0, 0.3, 1.0):
+        c = NewtonForecast(1.0, curvature).coefficients(SIGMAS, 0.35)
+        assert sum(ci * line(s) for ci, s in zip(c, SIGMAS)) == pytest.approx(line(0.35), abs=1e-12)
+    # a damped slope is not: it moves a fraction of the way along the line
+    c = NewtonForecast(0.5, 0.0).coefficients(SIGMAS[-2:], 0.4)
+    assert sum(ci * line(s) for ci, s in zip(c, SIGMAS[-2:])) == pytest.approx(line(0.5) + 0.5 * (line(0.4) - line(0.5)))
+
+
+def test_a_forecast_given_as_an_object_samples_as_its_order_does():
+    split = RowwiseSplit()
+    noise = torch.randn(2, 6)
+    plan = ErrorControlled(30, tol=0.3)
+    for order in (0, 1, 2):
+        a = run(SelfDraft(split, order=order), plan, noise)
+        b = run(SelfDraft(split, forecast=NewtonForecast.of_order(order)), plan, noise)
+        assert torch.equal(a.latents, b.latents)
+    assert SelfDraft(split).forecast == NewtonForecast.of_order(1)  # the default: the line
+    damped = run(SelfDraft(split, forecast=DAMPED), plan, noise)
+    assert not torch.equal(damped.latents, run(SelfDraft(split, order=1), plan, noise).latents)
+
+
+def test_forecast_errors_are_clear():
+    split = RowwiseSplit()
+    with pytest.raises(ValueError, match="not both"):
+        SelfDraft(split, order=1, forecast=DAMPED)
+    with pytest.raises(TypeError, match="NewtonForecast"):
+        SelfDraft(split, forecast="damped")
+    with pytest.raises(ValueError, match="slots must be >= 3"):
+        SelfDraft(split, forecast=DAMPED, slots=2)
+    for bad in (float("nan"), 3.0, -2.5):
+        with pytest.raises(ValueError, match="slope must be (a )?finite"):
+            NewtonForecast(bad, 0.0)
+    with pytest.raises(TypeError):
+        NewtonForecast("0.8", 0.0)
+    with pytest.raises(ValueError, match="order must be 0, 1 or 2"):
+        NewtonForecast.of_order(3)
+    with pytest.raises(ValueError, match="at least one anchor"):
+        DAMPED.coefficients([], 0.5)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sdsv.forecast.anchors import AnchorBank
+from sdsv.forecast.forecasts import NewtonForecast
 
 _spec = importlib.util.spec_from_file_location("tail_study", Path(__file__).parents[1] / "benchmarks" / "tail_study.py")
 tail_study = importlib.util.module_from_spec(_spec)
@@ -22,7 +23,7 @@ WIDTH = 4
 
 def _bank_with(residual, sigmas, branches=1, h_in=lambda s, b: torch.zeros(1, WIDTH)):
     """Anchors at ``sigmas`` as the benchmark's split keeps them: ``[residual, h_in]``."""
-    bank = AnchorBank(batch=1, order=1, slots=3)
+    bank = AnchorBank(batch=1, forecast=NewtonForecast.of_order(1), slots=3)
     for s in sigmas:
         bank.tag([0], [s])
         bank.record(torch.cat([torch.cat([residual(s, b), h_in(s, b)], dim=-1) for b in range(branches)]))
@@ -82,7 +83,7 @@ def test_no_transfer_rate_before_two_anchors():
 
 
 def _two_anchor_bank(forward, x, labels, sigmas=(0.9, 0.8)):
-    bank = AnchorBank(batch=x.shape[0], order=1, slots=3)
+    bank = AnchorBank(batch=x.shape[0], forecast=NewtonForecast.of_order(1), slots=3)
     for s in sigmas:
         bank.tag(list(range(x.shape[0])), [s] * x.shape[0])
         bank.record(forward(x * s, torch.full((x.shape[0],), s), labels)[1])

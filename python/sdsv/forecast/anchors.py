@@ -1,6 +1,7 @@
 """Per-call memory of the self-draft: the deep blocks' residuals at the last few target
 evaluations of each sample and guidance branch on the committed trajectory (the *anchors*),
-and the forecast coefficients they give at a new sigma (docs/method.md).
+and the coefficients a :class:`~sdsv.forecast.forecasts.NewtonForecast` gives them at a new
+sigma (docs/method.md).
 
 Rows are keyed by ``(sample, branch)``: a guidance wrapper runs the conditional and
 unconditional rows in one call of twice the batch (branch-major: ``torch.cat([x, x])``), so
@@ -19,31 +20,16 @@ from typing import Sequence
 import torch
 
 from .._rows import gather_rows, scatter_rows
-
-
-def lagrange_coefficients(sigmas: Sequence[float], at: float) -> list[float]:
-    """Weights ``c_j`` with ``sum_j c_j f(s_j) = p(at)``, ``p`` the polynomial through the points
-    ``(s_j, f(s_j))``: order 0 = reuse, order 1 = ``r_a + (s - s_a)(r_a - r_b)/(s_a - s_b)``
-    (TaylorSeer's finite differences in sigma), order 2 with three anchors."""
-    out = []
-    for j, sj in enumerate(sigmas):
-        c = 1.0
-        for m, sm in enumerate(sigmas):
-            if m != j:
-                c *= (at - sm) / (sj - sm)
-        out.append(c)
-    return out
+from .forecasts import NewtonForecast
 
 
 class AnchorBank:
     """Anchors of every ``(sample, branch)`` of one sampling call; see the module docstring."""
 
-    def __init__(self, batch: int, order: int, slots: int):
-        if order < 0:
-            raise ValueError(f"forecast order must be >= 0, got {order}")
-        if slots < order + 1:
-            raise ValueError(f"an order-{order} forecast needs at least {order + 1} anchor slots, got {slots}")
-        self.batch, self.order, self.slots = batch, order, slots
+    def __init__(self, batch: int, forecast: NewtonForecast, slots: int):
+        if slots < forecast.anchors:
+            raise ValueError(f"{forecast!r} reads {forecast.anchors} anchors, the bank keeps {slots} per key")
+        self.batch, self.forecast, self.slots = batch, forecast, slots
         self.branches: int | None = None
         self.bank: torch.Tensor | None = None  # [batch * branches * slots, *residual]
         # per key: (slot, sigma) of its anchors, oldest first
@@ -124,9 +110,9 @@ class AnchorBank:
             if not ring:
                 raise RuntimeError(f"the self-draft has no target evaluation of sample {b} on its committed "
                                    "trajectory yet: start the plan with at least one target step")
-            use = ring[-(self.order + 1):]
+            use = ring[-self.forecast.anchors:]
             index.append([slot for slot, _ in use])
-            coeffs.append([1.0] + lagrange_coefficients([a for _, a in use], s))
+            coeffs.append([1.0] + self.forecast.coefficients([a for _, a in use], s))
         width = max(len(i) for i in index)
         if any(len(i) != width for i in index):  # keys with fewer anchors: pad with zero weights
             for i, c in zip(index, coeffs):

@@ -7,7 +7,9 @@ blocks, the output layer) around expensive deep blocks — gives two denoisers:
   ``r = h_out - h_in`` of every row, which the per-call :class:`~sdsv.forecast.anchors.AnchorBank`
   keeps until the sampler says whether the row is on the committed trajectory.
 * ``SelfDraft.draft``: only the cheap parts, with the deep blocks replaced by the residual
-  forecast from the sample's anchors at the row's own sigma (order 0, 1 or 2 in sigma).
+  forecast from the sample's anchors at the row's own sigma (a
+  :class:`~sdsv.forecast.forecasts.NewtonForecast`: the fitted damped one by default, or the
+  polynomial of order 0, 1 or 2 in sigma).
 
 Both run inside ``sdsv.sample(..., self_draft=sd)``, which opens a fresh bank per call (held in
 a :class:`contextvars.ContextVar`, so two calls — two threads, two pipelines, or a nested call —
@@ -25,6 +27,7 @@ import torch
 
 from .._checks import as_int
 from .anchors import AnchorBank
+from .forecasts import DEFAULT_FORECAST, NewtonForecast
 
 _ids = itertools.count()
 
@@ -49,22 +52,30 @@ class SplitModel(Protocol):
 class SelfDraft:
     """A training-free draft made of ``model`` itself; see the module docstring.
 
-    ``order``: 0 reuses the last anchor's residual, 1 extrapolates linearly in sigma from the
+    ``forecast``: a :class:`~sdsv.forecast.forecasts.NewtonForecast` (default
+    :data:`~sdsv.forecast.forecasts.DEFAULT_FORECAST`); or ``order`` as a shorthand for the
+    polynomial in sigma: 0 reuses the last anchor's residual, 1 extrapolates linearly from the
     last two, 2 quadratically from the last three (with fewer anchors a sample's forecast uses
-    what it has). ``slots``: anchors kept per sample and guidance branch (default ``order + 1``).
+    what it has). ``slots``: anchors kept per sample and guidance branch (default: as many as the
+    forecast reads).
     """
 
-    def __init__(self, model: SplitModel, order: int = 1, slots: int | None = None):
+    def __init__(self, model: SplitModel, order: int | None = None, slots: int | None = None, *,
+                 forecast: NewtonForecast | None = None):
         for name in ("forward_with_residual", "forward_with_forecast"):
             if not callable(getattr(model, name, None)):
                 raise TypeError(f"a self-draft needs a split model with {name}(); got {type(model).__name__}")
-        order = as_int("order", order)
-        if order not in (0, 1, 2):
-            raise ValueError(f"order must be 0, 1 or 2 (the forecast's order in sigma), got {order!r}")
-        self.model, self.order = model, order
-        self.slots = order + 1 if slots is None else as_int("slots", slots)
-        if self.slots < order + 1:
-            raise ValueError(f"an order-{order} forecast needs slots >= {order + 1}, got {self.slots}")
+        if order is not None and forecast is not None:
+            raise ValueError("give the forecast or its order, not both")
+        if forecast is None:
+            forecast = DEFAULT_FORECAST if order is None else NewtonForecast.of_order(as_int("order", order))
+        elif not isinstance(forecast, NewtonForecast):
+            raise TypeError(f"forecast must be a NewtonForecast, got {type(forecast).__name__}")
+        self.model, self.forecast = model, forecast
+        self.slots = forecast.anchors if slots is None else as_int("slots", slots)
+        if self.slots < forecast.anchors:
+            raise ValueError(f"{forecast!r} reads {forecast.anchors} anchors: slots must be >= {forecast.anchors}, "
+                             f"got {self.slots}")
         self._active: contextvars.ContextVar[AnchorBank | None] = contextvars.ContextVar(
             f"sdsv_self_draft_{next(_ids)}", default=None)
 
@@ -76,7 +87,7 @@ class SelfDraft:
     @contextlib.contextmanager
     def session(self, batch: int) -> Iterator[AnchorBank]:
         """A fresh anchor bank for one sampling call of ``batch`` samples (the sampler opens it)."""
-        bank = AnchorBank(batch, self.order, self.slots)
+        bank = AnchorBank(batch, self.forecast, self.slots)
         token = self._active.set(bank)
         try:
             yield bank
@@ -104,4 +115,4 @@ class SelfDraft:
         return self.model.forward_with_forecast(x, sigma, store, index, coeffs, **cond)
 
     def __repr__(self) -> str:
-        return f"SelfDraft({type(self.model).__name__}, order={self.order}, slots={self.slots})"
+        return f"SelfDraft({type(self.model).__name__}, forecast={self.forecast!r}, slots={self.slots})"

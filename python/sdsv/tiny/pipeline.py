@@ -13,7 +13,7 @@ import torch
 
 from .._checks import as_float, as_int, as_list, as_seeds, as_str
 from ..acceptance import AcceptanceTest
-from ..forecast import SelfDraft
+from ..forecast import NewtonForecast, SelfDraft
 from ..guidance import ClassifierFreeGuidance
 from ..intents import default_policy, intent_named
 from ..policies import FixedInterval, StagePlan, WindowPolicy
@@ -154,12 +154,12 @@ class TinyPipeline:
         null = torch.tensor(model.null_labels)
         return ClassifierFreeGuidance(_plain(forward), guidance, {"labels": null})
 
-    def self_draft(self, order: int = 1) -> SelfDraft:
+    def self_draft(self, order: int | None = None, forecast: NewtonForecast | None = None) -> SelfDraft:
         """The target as its own draft: embedding, conditioning and output layer computed, the
         eight blocks forecast from the last target evaluations (:mod:`sdsv.forecast`); compiled
         when the pipeline is."""
         split = self.compiled_split or TinyDiTSplit(self.target)
-        return SelfDraft(split, order=order)
+        return SelfDraft(split, order=order, forecast=forecast)
 
     def self_denoisers(self, self_draft: SelfDraft, guidance: float = DEFAULT_GUIDANCE):
         """The sampler-facing ``(target, draft)`` of a self-draft at one guidance scale."""
@@ -230,7 +230,8 @@ class TinyPipeline:
         num_steps: int | None = None,
         policy: WindowPolicy | None = None,
         draft: str = "self",
-        forecast_order: int = 1,
+        forecast_order: int | None = None,
+        forecast: NewtonForecast | None = None,
         solver: str | None = None,
         intent: str = "faithful",
         verify: str | None = None,
@@ -243,7 +244,8 @@ class TinyPipeline:
         """Images for ``prompts`` ('a <colour> <shape>'), one seed per image.
 
         ``draft``: ``"self"`` (the default, as :func:`sdsv.enable`'s: the target forecasting its
-        own blocks, of ``forecast_order`` 0/1/2) or a trained draft, ``"lite"`` or ``"svd"`` (~20 dB
+        own blocks with ``forecast``, a :class:`~sdsv.forecast.NewtonForecast`, or the polynomial of
+        ``forecast_order`` 0/1/2; by default the line) or a trained draft, ``"lite"`` or ``"svd"`` (~20 dB
         from the target). ``policy``: any window
         policy; by default (:func:`sdsv.intents.default_policy`) with the self-draft the
         ``intent``'s error-controlled windows, with a trained draft the paper's multi-stage plan.
@@ -256,12 +258,12 @@ class TinyPipeline:
         every policy (:mod:`sdsv.solvers`).
         """
         c = self.check_call(prompts, num_steps=num_steps, policy=policy, draft=draft, forecast_order=forecast_order,
-                            solver=solver, intent=intent, verify=verify, accept=accept, guidance=guidance, seed=seed,
+                            forecast=forecast, solver=solver, intent=intent, verify=verify, accept=accept, guidance=guidance, seed=seed,
                             shift=shift, progress=progress)
         policy, draft, guidance = c.policy, c.draft, c.guidance
         self_draft = None
         if draft == "self" and policy.uses_draft:  # a target-only policy samples the plain target
-            self_draft = self.self_draft(c.forecast_order)
+            self_draft = self.self_draft(forecast=c.forecast)
             tgt, drf = self.self_denoisers(self_draft, guidance)
         else:
             tgt = self.denoiser("target", guidance) if policy.uses_target else None
@@ -270,7 +272,8 @@ class TinyPipeline:
                      self_draft=self_draft, solver=c.solver, labels=c.labels)
         return TinyOutput.of(res)
 
-    def check_call(self, prompts, *, num_steps=None, policy=None, draft="self", forecast_order=1, solver=None,
+    def check_call(self, prompts, *, num_steps=None, policy=None, draft="self", forecast_order=None, forecast=None,
+                   solver=None,
                    intent="faithful", verify=None, accept=None, guidance=DEFAULT_GUIDANCE, seed=0, shift=1.0,
                    progress=False) -> types.SimpleNamespace:
         """:meth:`__call__`'s arguments checked (a one-line error naming the first bad one) and
@@ -289,8 +292,14 @@ class TinyPipeline:
             raise ValueError(f"num_steps={num_steps} but the policy {policy.name!r} has {policy.num_steps} steps: "
                              "pass one of them (the policy's count is used)")
         as_str("draft", draft)
-        if as_int("forecast_order", forecast_order) not in (0, 1, 2):
-            raise ValueError(f"forecast_order must be 0, 1 or 2, got {forecast_order!r}")
+        if forecast_order is not None and forecast is not None:
+            raise ValueError("give forecast or forecast_order, not both")
+        if forecast is not None and not isinstance(forecast, NewtonForecast):
+            raise TypeError(f"forecast must be a sdsv.forecast.NewtonForecast, got {type(forecast).__name__}")
+        if forecast_order is not None:
+            if as_int("forecast_order", forecast_order) not in (0, 1, 2):
+                raise ValueError(f"forecast_order must be 0, 1 or 2, got {forecast_order!r}")
+            forecast = NewtonForecast.of_order(int(forecast_order))
         guidance = as_float("guidance", guidance)
         if guidance < 0:
             raise ValueError(f"guidance must be >= 0, got {guidance:g}")
@@ -302,7 +311,7 @@ class TinyPipeline:
         if policy.uses_draft and draft not in drafts and draft != "target":  # a policy without draft steps needs none
             raise ValueError(f"draft must be one of {', '.join(map(repr, drafts))} (the models loaded), got {draft!r}")
         return types.SimpleNamespace(
-            policy=policy, draft=draft, forecast_order=int(forecast_order), solver=solver, guidance=guidance,
+            policy=policy, draft=draft, forecast=forecast, solver=solver, guidance=guidance,
             labels=self.encode(prompts), noise=self.noise(len(prompts), seed), sigmas=flow_match_sigmas(policy.num_steps, shift))
 
 
