@@ -10,6 +10,7 @@ pytest.importorskip("diffusers")
 
 import sdsv  # noqa: E402
 from sdsv import AcceptanceTest, ErrorControlled, FixedInterval, StagePlan  # noqa: E402
+from sdsv.forecast import DAMPED, NewtonForecast  # noqa: E402
 from sdsv.integrations.hf_diffusers import RefusedError  # noqa: E402
 from sdsv.integrations.hf_diffusers.families import family_of  # noqa: E402
 
@@ -96,6 +97,11 @@ def test_every_schedule_and_forecast_order_runs(plan):
     for order in (0, 1, 2):
         out, st = _enabled_run(c, pipe, kw, policy=plan, forecast_order=order, head_blocks=1)
         assert torch.isfinite(out).all() and st.draft_evals > 0
+        # the same forecast given as an object draws the same images
+        again, _ = _enabled_run(c, pipe, kw, policy=plan, forecast=NewtonForecast.of_order(order), head_blocks=1)
+        assert torch.equal(out, again)
+    damped, st = _enabled_run(c, pipe, kw, policy=plan, forecast=DAMPED, head_blocks=1)
+    assert torch.isfinite(damped).all() and st.draft_evals > 0 and not torch.equal(damped, out)
 
 
 def test_disable_leaves_no_hook_no_swapped_block_and_no_cached_tensor():
@@ -182,6 +188,12 @@ def test_unknown_block_layout_and_step_caches_are_refused():
         sdsv.enable(pipe, draft="lite")
     with pytest.raises(ValueError, match="forecast_order must be 0, 1 or 2"):
         sdsv.enable(pipe, forecast_order=3)
+    with pytest.raises(ValueError, match="not both"):
+        sdsv.enable(pipe, forecast_order=1, forecast=DAMPED)
+    with pytest.raises(TypeError, match="NewtonForecast"):
+        sdsv.enable(pipe, forecast=(0.85, 0.3))
+    with pytest.raises(ValueError, match="a draft transformer has none"):
+        sdsv.enable(pipe, draft=pipe.transformer, forecast=DAMPED)
 
 
 def test_whole_model_compile_is_refused_unless_dynamo_guards_hooks():

@@ -45,7 +45,7 @@ import torch
 
 from ..._checks import as_int
 from ...acceptance import AcceptanceTest
-from ...forecast import SelfDraft
+from ...forecast import NewtonForecast, SelfDraft
 from ...intents import INTENTS, default_policy, intent_named
 from ...policies import WindowPolicy
 from ...sampler import check_noise_and_sigmas, check_options, check_verification_options, sample_checked
@@ -75,14 +75,16 @@ def _call_lock(pipe) -> threading.RLock:
 class SDSVConfig:
     """What ``enable`` was given. ``policy`` is a window policy or a function
     ``num_inference_steps -> policy`` (e.g. ``StagePlan.paper_default``). ``draft`` is a
-    transformer or ``"self"`` (the forecast self-draft, with ``forecast_order`` and ``head_blocks``)."""
+    transformer or ``"self"`` (the forecast self-draft, with ``forecast`` or ``forecast_order``, and
+    ``head_blocks``)."""
 
     draft: torch.nn.Module | str
     policy: WindowPolicy | Callable[[int], WindowPolicy]
     accept: AcceptanceTest | None  # None: the sampler's default (verified windows only)
     verify: str | None
     convert_scheduler: bool
-    forecast_order: int = 1
+    forecast_order: int | None = None
+    forecast: NewtonForecast | None = None
     head_blocks: int = 0
     shard: bool = False
     intent: str = "faithful"
@@ -209,14 +211,15 @@ def _sharded_split(split):
 
 # ---- enable / disable -----------------------------------------------------------------------
 def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept: AcceptanceTest | None = None,
-           verify: str | None = None, convert_scheduler: bool = False, forecast_order: int = 1, head_blocks: int = 0,
-           shard: bool = False):
+           verify: str | None = None, convert_scheduler: bool = False, forecast: NewtonForecast | None = None,
+           forecast_order: int | None = None, head_blocks: int = 0, shard: bool = False):
     """Make ``pipe(...)`` sample with SDSV: ``pipe.transformer`` is the target, ``draft`` the draft.
 
     ``draft``: ``"self"`` (the default; None means the same) — the **forecast self-draft**: the
     target's own embeddings, conditioning and output layer, its blocks replaced by a forecast of
-    their residual from its last evaluations on the sample's path (order ``forecast_order`` in
-    sigma; the first ``head_blocks`` blocks computed), no weights needed
+    their residual from its last evaluations on the sample's path (``forecast``, a
+    :class:`~sdsv.forecast.NewtonForecast`, or the polynomial of order ``forecast_order`` in sigma;
+    by default the line; the first ``head_blocks`` blocks computed), no weights needed
     (:mod:`.split`); or a transformer of the same class and input/output contract as
     ``pipe.transformer`` (fewer blocks, quantized, distilled...; checked here). ``policy``: a
     window policy (:class:`~sdsv.StagePlan`, :class:`~sdsv.ErrorControlled`,
@@ -246,11 +249,12 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
     """
     family_of(pipe)  # refuses what is not a supported pipeline (or diffusers missing) before anything else
     with _call_lock(pipe):  # a call running in another thread finishes first
-        return _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, forecast_order, head_blocks,
-                       shard)
+        return _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, forecast, forecast_order,
+                       head_blocks, shard)
 
 
-def _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, forecast_order, head_blocks, shard):
+def _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, forecast, forecast_order, head_blocks,
+            shard):
     head_blocks = as_int("head_blocks", head_blocks, minimum=0)
     family = family_of(pipe)
     family.check_pipeline(pipe)
@@ -259,7 +263,11 @@ def _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, fore
     if isinstance(draft, str):
         if draft != "self":
             raise ValueError(f"draft must be a transformer or 'self' (the forecast self-draft), got {draft!r}")
-        if forecast_order not in (0, 1, 2):
+        if forecast_order is not None and forecast is not None:
+            raise ValueError("give forecast or forecast_order, not both")
+        if forecast is not None and not isinstance(forecast, NewtonForecast):
+            raise TypeError(f"forecast must be a sdsv.forecast.NewtonForecast, got {type(forecast).__name__}")
+        if forecast_order is not None and as_int("forecast_order", forecast_order) not in (0, 1, 2):
             raise ValueError(f"forecast_order must be 0, 1 or 2, got {forecast_order!r}")
         split = None if state is None else state.split
         if split is not None and split.transformer is unwrap(pipe.transformer) and split.head_blocks == head_blocks:
@@ -267,6 +275,8 @@ def _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, fore
         else:
             split = family.self_draft_split(pipe.transformer, None, head_blocks)  # refuses an unknown block layout
     else:
+        if forecast is not None or forecast_order is not None:
+            raise ValueError("forecast and forecast_order set the self-draft's forecast; a draft transformer has none")
         family.check_draft(pipe.transformer, draft)
         split = None
     intent_named(intent)
@@ -283,7 +293,8 @@ def _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, fore
         from ...distributed import rank_and_world
         rank_and_world(None)  # refuse now without a process group
     config = SDSVConfig(draft=draft, policy=policy, accept=accept, verify=verify, convert_scheduler=convert_scheduler,
-                        forecast_order=forecast_order, head_blocks=head_blocks, shard=bool(shard), intent=intent)
+                        forecast_order=forecast_order, forecast=forecast, head_blocks=head_blocks, shard=bool(shard),
+                        intent=intent)
     original = type(pipe) if state is None else state.original_class  # enabled already: new settings, same class
     if state is not None and state.split is not None and state.split is not split:
         state.split.detach()
@@ -491,7 +502,8 @@ class SDSVCall:
                                                      first["hidden_states"]))
         if cfg.draft == "self" and policy.uses_draft:
             split = self.split = self.self_draft_split().with_denoiser(target)
-            self_draft = SelfDraft(_sharded_split(split) if cfg.shard else split, order=cfg.forecast_order)
+            self_draft = SelfDraft(_sharded_split(split) if cfg.shard else split, order=cfg.forecast_order,
+                                   forecast=cfg.forecast)
             # the self-draft's own target (recording residuals) and draft
             return self_draft.target, self_draft.draft, self_draft
         draft = None if cfg.draft == "self" else denoiser(cfg.draft)
