@@ -19,9 +19,10 @@ for the forecast gap, an a-priori estimate that costs no block, and gap-limited 
 ``transfer`` (the same for EasyCache's transfer-rate bound on the deep blocks), ``depth`` (the
 probe moved to each deep block, on its forecast input; as a window limit, and the step finished
 from the probed block), ``partial`` (the last deep blocks computed at draft steps), ``variable`` (the forecast extrapolating in log-SNR, log sigma or sqrt
-sigma instead of sigma),
+sigma instead of sigma), ``forecasts`` (the forecast's slope and curvature weights, ``NewtonForecast``),
 ``accurate`` (candidates for the accurate intent on the calibration set, both yardsticks),
 ``intents`` (the faithful and accurate defaults and the baselines on the report set, both yardsticks),
+``forecast_report`` (the forecast chosen in ``forecasts`` against the line, on the report set),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
 are cached in ``<out>/cache`` (git-ignored).
 
@@ -48,7 +49,7 @@ import sdsv_kernels
 from sdsv import ErrorControlled, FixedInterval, StagePlan
 from sdsv.evaluation.runner import balanced_prompts
 import sdsv.forecast.forecasts as forecasts_module
-from sdsv.forecast.forecasts import lagrange_coefficients
+from sdsv.forecast.forecasts import NewtonForecast, lagrange_coefficients
 from sdsv.forecast.self_draft import SelfDraft
 from sdsv.metrics import psnr, tail_summary
 from sdsv.policies import PolicyState, WindowPolicy, next_window_length, shortened
@@ -86,23 +87,24 @@ class ImageSet:
         self.accuracy = self._reference("dpm++2m", 200)
         return self
 
-    def run(self, policy: WindowPolicy, solver: str = "euler", idx=None):
+    def run(self, policy: WindowPolicy, solver: str = "euler", idx=None, forecast=None):
         idx = list(range(self.n)) if idx is None else idx
         images, evals, stats = [], 0, []
         for i in range(0, len(idx), self.batch):
             part = idx[i:i + self.batch]
             out = self.pipe([self.prompts[j] for j in part], policy=policy, draft="self", solver=solver,
-                            seed=[self.seeds[j] for j in part])
+                            seed=[self.seeds[j] for j in part], **({"forecast": forecast} if forecast else {}))
             images.append(out.images)
             evals += out.stats.target_evals
             stats.append(out.stats)
         return torch.cat(images), (evals / len(idx), stats)
 
-    def row(self, name: str, policy: WindowPolicy, solver: str = "euler") -> dict:
+    def row(self, name: str, policy: WindowPolicy, solver: str = "euler", forecast=None) -> dict:
         t = time.time()
-        images, (evals, _) = self.run(policy, solver)
+        images, (evals, _) = self.run(policy, solver, forecast=forecast)
         fid = psnr(images, self.fidelity)
         row = {"method": name, "policy": policy.describe(), "solver": solver, "target_evals": round(evals, 2),
+               **({"forecast": repr(forecast)} if forecast else {}),
                "fidelity": {k: round(v, 2) for k, v in tail_summary(fid).items()},
                "worst_images": torch.argsort(fid)[:3].tolist(), "wall_s": round(time.time() - t, 1)}
         if self.accuracy is not None:
@@ -626,6 +628,37 @@ def variable(cal: ImageSet) -> list[dict]:
     return rows
 
 
+FORECASTS = [  # (slope, curvature) of sdsv.forecast.NewtonForecast; (1, 0) is the line
+    (1.0, 0.0), (0.85, 0.3), (0.95, 0.3), (1.0, 0.3), (0.95, 0.45),
+]
+
+
+def forecasts(cal: ImageSet) -> list[dict]:
+    """The self-draft's forecast in Newton form (damped slope, a fraction of the curvature) inside
+    the faithful windows, tolerance swept, and with longer windows allowed (``k_max`` 6)."""
+    rows = []
+    for slope, curvature in FORECASTS:
+        f = NewtonForecast(slope, curvature)
+        for tol in (0.2, 0.3, 0.4):
+            rows.append(cal.row(f"slope {slope:g}, curvature {curvature:g}, tol {tol:g}", ErrorControlled(50, tol=tol),
+                                forecast=f))
+        for tol in (0.3, 0.4):
+            rows.append(cal.row(f"slope {slope:g}, curvature {curvature:g}, tol {tol:g}, k<=6",
+                                ErrorControlled(50, tol=tol, k_max=6), forecast=f))
+    return rows
+
+
+def forecast_report(rep: ImageSet) -> list[dict]:
+    """The forecast chosen on the calibration set (slope 0.95, curvature 0.3, at tol 0.3 and 0.2)
+    against the line at the faithful tolerance, on the report set (both yardsticks when the
+    converged reference is cached)."""
+    chosen = NewtonForecast(0.95, 0.3)
+    return [rep.row("line, tol 0.2 (the faithful default)", ErrorControlled(50, tol=0.2)),
+            rep.row("slope 0.95, curvature 0.3, tol 0.3", ErrorControlled(50, tol=0.3), forecast=chosen),
+            rep.row("slope 0.95, curvature 0.3, tol 0.2", ErrorControlled(50, tol=0.2), forecast=chosen),
+            rep.row("slope 0.95, curvature 0.3, tol 0.3, k<=6", ErrorControlled(50, tol=0.3, k_max=6), forecast=chosen)]
+
+
 def _apriori(cal: ImageSet, estimate, candidates_) -> dict:
     with apriori_drafts(cal.pipe, estimate):
         pairs = closing_pairs(cal)
@@ -753,8 +786,8 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
     return rows
 
 
-SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "accurate", "intents",
-            "latency")
+SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts", "accurate",
+            "intents", "forecast_report", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -777,8 +810,10 @@ def markdown(result: dict) -> str:
               "depth": "The probe at a deeper block (on its forecast input, one block per draft step) as the window limit, calibration set",
               "partial": "The last deep blocks computed at draft steps, on their forecast input, calibration set",
               "variable": "The variable the forecast extrapolates in, calibration set",
+              "forecasts": "The forecast's slope and curvature (NewtonForecast), calibration set",
               "accurate": "Candidates for the accurate intent on the calibration set",
-              "intents": "The intents on the report set"}
+              "intents": "The intents on the report set",
+              "forecast_report": "The chosen forecast on the report set"}
     for key, title in tables.items():
         if key in result:
             rows = result[key]["candidates"] if key in ("gap", "transfer", "depth") else result[key]
@@ -846,19 +881,21 @@ def main(argv=None) -> int:
     pipe = TinyPipeline.from_pretrained(names=("target",))
     with torch.inference_mode():
         t0 = time.time()
-        if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "accurate"} & set(sections):
+        if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
+                "accurate"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
             print(f"== {name}", flush=True)
-            if name in ("intents", "latency"):
+            if name in ("intents", "forecast_report", "latency"):
                 rep = ImageSet(pipe, REPORT_START, args.images, args.out / "cache", args.batch)
-                result["report_seeds"] = [rep.seeds[0], rep.seeds[-1]]
-                result[name] = intents(rep) if name == "intents" else latency(rep)
+                result["report_seeds" if name != "forecast_report" else "forecast_report_seeds"] = [rep.seeds[0],
+                                                                                                  rep.seeds[-1]]
+                result[name] = {"intents": intents, "forecast_report": forecast_report, "latency": latency}[name](rep)
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
                                 "transfer": transfer, "depth": depth, "partial": partial, "variable": variable,
-                                "accurate": accurate}[name](cal)
+                                "forecasts": forecasts, "accurate": accurate}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")
