@@ -23,6 +23,7 @@ sigma instead of sigma), ``forecasts`` (the forecast's slope and curvature weigh
 ``accurate`` (candidates for the accurate intent on the calibration set, both yardsticks),
 ``intents`` (the faithful and accurate defaults and the baselines on the report set, both yardsticks),
 ``forecast_report`` (the forecast chosen in ``forecasts`` against the line, on the report set),
+``forecast_accurate`` (the accurate intent's windows with that forecast, calibration set, both yardsticks),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
 are cached in ``<out>/cache`` (git-ignored).
 
@@ -648,6 +649,21 @@ def forecasts(cal: ImageSet) -> list[dict]:
     return rows
 
 
+def forecast_accurate(cal: ImageSet) -> list[dict]:
+    """The accurate intent's windows (one or two forecast steps on DPM-Solver++(2M)) with the line
+    and with the damped forecast, at fewer steps; UniPC alone at 12 and 15 steps beside them;
+    calibration set, both yardsticks."""
+    cal.with_accuracy()
+    damped = NewtonForecast(0.95, 0.3)
+    rows = [cal.row("unipc 12 (target only)", StagePlan.target_only(12), "unipc"),
+            cal.row("unipc 15 (target only)", StagePlan.target_only(15), "unipc"),
+            cal.row("accurate, dpm++2m 28, line (the default)", ErrorControlled.accurate(28), "dpm++2m")]
+    for steps in (28, 25, 22):
+        rows.append(cal.row(f"accurate, dpm++2m {steps}, slope 0.95, curvature 0.3", ErrorControlled.accurate(steps),
+                            "dpm++2m", forecast=damped))
+    return rows
+
+
 def forecast_report(rep: ImageSet) -> list[dict]:
     """The forecast chosen on the calibration set (slope 0.95, curvature 0.3, at tol 0.3 and 0.2)
     against the line at the faithful tolerance, on the report set (both yardsticks when the
@@ -786,8 +802,8 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
     return rows
 
 
-SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts", "accurate",
-            "intents", "forecast_report", "latency")
+SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
+            "forecast_accurate", "accurate", "intents", "forecast_report", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -811,6 +827,7 @@ def markdown(result: dict) -> str:
               "partial": "The last deep blocks computed at draft steps, on their forecast input, calibration set",
               "variable": "The variable the forecast extrapolates in, calibration set",
               "forecasts": "The forecast's slope and curvature (NewtonForecast), calibration set",
+              "forecast_accurate": "The accurate intent with the damped forecast, calibration set",
               "accurate": "Candidates for the accurate intent on the calibration set",
               "intents": "The intents on the report set",
               "forecast_report": "The chosen forecast on the report set"}
@@ -882,7 +899,7 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         t0 = time.time()
         if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
-                "accurate"} & set(sections):
+                "forecast_accurate", "accurate"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
@@ -895,7 +912,8 @@ def main(argv=None) -> int:
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
                                 "transfer": transfer, "depth": depth, "partial": partial, "variable": variable,
-                                "forecasts": forecasts, "accurate": accurate}[name](cal)
+                                "forecasts": forecasts, "forecast_accurate": forecast_accurate,
+                                "accurate": accurate}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")

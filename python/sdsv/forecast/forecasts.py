@@ -13,10 +13,9 @@ finite difference in sigma); ``1, 1`` the parabola through three; ``0, 0`` reuse
 Measured on the tiny target (docs/tail.md, "Forecasts"): a least-squares fit of the two weights
 on its own trajectories lands near ``slope 0.85, curvature 0.3`` and misses 1-2 dB less than the
 line; inside error-controlled windows, where a forecast's bias accumulates over the window, a
-slope nearer 1 does better: :data:`DAMPED` (``0.95, 0.3``) at tolerance 0.3 gives a higher mean
-and 5th percentile than the line at 0.2 for 6% fewer target calls. Forecasts of other kinds (DMD
-over the anchors, FoCa's recursion, frequency splits, input-aware Jacobians, Hermite contraction,
-the cubic) missed more (benchmarks/forecast_screen.py).
+slope nearer 1 does better: :data:`DAMPED` (``0.95, 0.3``) raises the tail for the same target
+calls, or keeps it for fewer. Forecasts of other kinds (DMD over the anchors, FoCa's recursion,
+frequency splits, input-aware Jacobians, Hermite contraction, the cubic) missed more.
 """
 
 from __future__ import annotations
