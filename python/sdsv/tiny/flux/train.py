@@ -295,7 +295,7 @@ def main(argv=None) -> None:
     p.add_argument("--vae-steps", type=int, default=3000)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--vae-kl", type=float, default=1e-4)
-    p.add_argument("--transformer-steps", type=int, default=8000)
+    p.add_argument("--transformer-steps", type=int, default=6000)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--label-dropout", type=float, default=0.1)
     p.add_argument("--init-from", default=None, help="a transformer folder to warm-start the transformer stage from")
