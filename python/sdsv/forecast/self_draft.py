@@ -8,8 +8,8 @@ blocks, the output layer) around expensive deep blocks — gives two denoisers:
   keeps until the sampler says whether the row is on the committed trajectory.
 * ``SelfDraft.draft``: only the cheap parts, with the deep blocks replaced by the residual
   forecast from the sample's anchors at the row's own sigma (a
-  :class:`~sdsv.forecast.forecasts.NewtonForecast`: the fitted damped one by default, or the
-  polynomial of order 0, 1 or 2 in sigma).
+  :class:`~sdsv.forecast.forecasts.NewtonForecast`: the line in sigma by default, a polynomial
+  of order 0 or 2, or the damped ``DAMPED``).
 
 Both run inside ``sdsv.sample(..., self_draft=sd)``, which opens a fresh bank per call (held in
 a :class:`contextvars.ContextVar`, so two calls — two threads, two pipelines, or a nested call —
