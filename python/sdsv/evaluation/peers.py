@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class Row:
     pipeline: str = "main"            # rows on another pipeline instance: cache-dit's disable_cache
     #                                   leaves its patched transformer forward, on which diffusers'
     #                                   FirstBlockCache then fails
+    verify: Callable | None = None    # verify(): raises if the method did not run as configured
 
 
 def pipeline_rows(steps: int = REFERENCE_STEPS) -> list[Row]:
@@ -98,9 +100,35 @@ def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS, draft=None) 
     return rows
 
 
-def _diffusers(name: str, family: str, make_config: Callable, steps: int = REFERENCE_STEPS, notes: str = "") -> Row:
+def _diffusers(name: str, family: str, make_config: Callable, steps: int = REFERENCE_STEPS, notes: str = "",
+               verify: Callable | None = None) -> Row:
     return Row(name, f"diffusers {family}", steps, attach=lambda p: p.transformer.enable_cache(make_config(p)),
-               detach=lambda p: p.transformer.disable_cache(), notes=notes)
+               detach=lambda p: p.transformer.disable_cache(), notes=notes, verify=verify)
+
+
+class FailOpenWatch(logging.Handler):
+    """Catches the warning a diffusers cache hook logs when it *fails open* (runs every block,
+    caching nothing) instead of raising: SeaCache needs the scheduler's step, sigma and step count
+    in ``transformer.cache_context(...)``, which FluxPipeline's loop (diffusers 0.42) does not pass.
+    A row that failed open is reported as not run, with diffusers' reason, not as a cache that
+    happened to skip nothing."""
+
+    def __init__(self, logger_name: str):
+        super().__init__(logging.WARNING)
+        self.logger, self.messages = logging.getLogger(logger_name), []
+        self.logger.addHandler(self)
+        if self.logger.getEffectiveLevel() > logging.WARNING:  # a quieter diffusers verbosity must not hide it
+            self.logger.setLevel(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "fail-open" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+    def verify(self) -> None:
+        if self.messages:
+            msg = self.messages[0]
+            self.messages.clear()
+            raise RuntimeError(f"ran in fail-open mode (every block computed, nothing cached): {msg}")
 
 
 def diffusers_rows(mag_ratios: list[float] | None, steps: int = REFERENCE_STEPS) -> list[Row]:
@@ -123,9 +151,10 @@ def diffusers_rows(mag_ratios: list[float] | None, steps: int = REFERENCE_STEPS)
                                    lambda p, t=t: H.MagCacheConfig(threshold=t, mag_ratios=mag_ratios,
                                                                    num_inference_steps=steps),
                                    notes="mag_ratios calibrated on the calibration set as its docs say"))
+    sea = FailOpenWatch("diffusers.hooks.sea_cache")
     for t in (0.25, 0.1, 0.5):
-        rows.append(row(f"SeaCache threshold={t}{' (default)' if t == 0.25 else ''}", "SeaCache",
-                               lambda p, t=t: H.SeaCacheConfig(threshold=t)))
+        rows.append(_diffusers(f"SeaCache threshold={t}{' (default)' if t == 0.25 else ''}", "SeaCache",
+                               lambda p, t=t: H.SeaCacheConfig(threshold=t), steps, verify=sea.verify))
     for skip in (2, 3, 4):
         rows.append(row(f"PyramidAttentionBroadcast skip={skip}", "PyramidAttentionBroadcast",
                                lambda p, s=skip: H.PyramidAttentionBroadcastConfig(
@@ -230,7 +259,10 @@ def _run_batch(pipe, row: Row, prompts, seeds) -> tuple[torch.Tensor, float, int
         try:
             t0 = time.perf_counter()
             images = _draw(pipe, prompts, seeds, row.steps)
-            return images, time.perf_counter() - t0, work.macs
+            seconds = time.perf_counter() - t0
+            if row.verify is not None:
+                row.verify()
+            return images, seconds, work.macs
         finally:
             work.remove()
     finally:
