@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from sdsv.forecast import lagrange_coefficients
+
 OUT = Path("benchmarks/results/forecast_screen")
 START, STEPS = 21_056, 50
 
@@ -49,18 +51,9 @@ def record(images: int, cache: Path) -> None:
                cache / f"trajectories_{images}.pt")
 
 
-def lag(sig, at):  # Lagrange weights (sdsv.forecast.lagrange_coefficients)
-    out = []
-    for j, sj in enumerate(sig):
-        c = 1.0
-        for m, sm in enumerate(sig):
-            if m != j: c *= (at - sm) / (sj - sm)
-        out.append(c)
-    return out
-
 def poly(A, sig, at, order):
     use = list(range(len(A)))[-(order + 1):]
-    c = lag([sig[i] for i in use], at)
+    c = lagrange_coefficients([sig[i] for i in use], at)
     return sum(ci * A[i] for ci, i in zip(c, use))
 
 def hermite2(A, sig, at, sd=0.5):

@@ -94,7 +94,7 @@ class ImageSet:
         for i in range(0, len(idx), self.batch):
             part = idx[i:i + self.batch]
             out = self.pipe([self.prompts[j] for j in part], policy=policy, draft="self", solver=solver,
-                            seed=[self.seeds[j] for j in part], **({"forecast": forecast} if forecast else {}))
+                            seed=[self.seeds[j] for j in part], forecast=forecast)
             images.append(out.images)
             evals += out.stats.target_evals
             stats.append(out.stats)

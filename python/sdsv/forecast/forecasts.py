@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from .._checks import as_float
+from .._checks import as_float, as_int
 
 
 def lagrange_coefficients(sigmas: Sequence[float], at: float) -> list[float]:
@@ -57,10 +57,12 @@ class NewtonForecast:
         self.name = name
 
     @classmethod
-    def of_order(cls, order: int) -> "NewtonForecast":
-        """The polynomial through the newest ``order + 1`` anchors (0 reuse, 1 line, 2 parabola)."""
-        if order not in (0, 1, 2):
-            raise ValueError(f"order must be 0, 1 or 2 (the forecast's order in sigma), got {order!r}")
+    def of_order(cls, order: int, name: str = "order") -> "NewtonForecast":
+        """The polynomial through the newest ``order + 1`` anchors (0 reuse, 1 line, 2 parabola);
+        ``name``: the argument's name in the error for anything else."""
+        if as_int(name, order) not in (0, 1, 2):
+            raise ValueError(f"{name} must be 0, 1 or 2 (the forecast's order in sigma), got {order!r}")
+        order = int(order)
         return cls(slope=float(order >= 1), curvature=float(order >= 2), name=("reuse", "line", "parabola")[order])
 
     def coefficients(self, sigmas: Sequence[float], at: float) -> list[float]:
@@ -97,3 +99,16 @@ DAMPED = NewtonForecast(slope=0.95, curvature=0.3, name="damped")
 #: what a self-draft forecasts with when not told: still the line (TaylorSeer's order 1) until the
 #: damped forecast's gain is confirmed on the 1056-image report set (docs/tail.md, "Forecasts")
 DEFAULT_FORECAST = NewtonForecast.of_order(1)
+
+
+def resolve_forecast(forecast: NewtonForecast | None, order: int | None, order_name: str = "order") -> NewtonForecast:
+    """The forecast an entry point was given: ``forecast``, or the polynomial of ``order`` (the
+    argument called ``order_name`` there), or :data:`DEFAULT_FORECAST`; both given, or either of
+    the wrong kind, is refused."""
+    if forecast is not None and order is not None:
+        raise ValueError(f"give forecast or {order_name}, not both")
+    if forecast is not None:
+        if not isinstance(forecast, NewtonForecast):
+            raise TypeError(f"forecast must be a sdsv.forecast.NewtonForecast, got {type(forecast).__name__}")
+        return forecast
+    return DEFAULT_FORECAST if order is None else NewtonForecast.of_order(order, order_name)

@@ -27,7 +27,7 @@ import torch
 
 from .._checks import as_int
 from .anchors import AnchorBank
-from .forecasts import DEFAULT_FORECAST, NewtonForecast
+from .forecasts import NewtonForecast, resolve_forecast
 
 _ids = itertools.count()
 
@@ -65,13 +65,8 @@ class SelfDraft:
         for name in ("forward_with_residual", "forward_with_forecast"):
             if not callable(getattr(model, name, None)):
                 raise TypeError(f"a self-draft needs a split model with {name}(); got {type(model).__name__}")
-        if order is not None and forecast is not None:
-            raise ValueError("give the forecast or its order, not both")
-        if forecast is None:
-            forecast = DEFAULT_FORECAST if order is None else NewtonForecast.of_order(as_int("order", order))
-        elif not isinstance(forecast, NewtonForecast):
-            raise TypeError(f"forecast must be a NewtonForecast, got {type(forecast).__name__}")
-        self.model, self.forecast = model, forecast
+        self.model = model
+        self.forecast = forecast = resolve_forecast(forecast, order)
         self.slots = forecast.anchors if slots is None else as_int("slots", slots)
         if self.slots < forecast.anchors:
             raise ValueError(f"{forecast!r} reads {forecast.anchors} anchors: slots must be >= {forecast.anchors}, "

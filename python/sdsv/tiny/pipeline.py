@@ -13,7 +13,7 @@ import torch
 
 from .._checks import as_float, as_int, as_list, as_seeds, as_str
 from ..acceptance import AcceptanceTest
-from ..forecast import NewtonForecast, SelfDraft
+from ..forecast import NewtonForecast, SelfDraft, resolve_forecast
 from ..guidance import ClassifierFreeGuidance
 from ..intents import default_policy, intent_named
 from ..policies import FixedInterval, StagePlan, WindowPolicy
@@ -258,8 +258,8 @@ class TinyPipeline:
         every policy (:mod:`sdsv.solvers`).
         """
         c = self.check_call(prompts, num_steps=num_steps, policy=policy, draft=draft, forecast_order=forecast_order,
-                            forecast=forecast, solver=solver, intent=intent, verify=verify, accept=accept, guidance=guidance, seed=seed,
-                            shift=shift, progress=progress)
+                            forecast=forecast, solver=solver, intent=intent, verify=verify, accept=accept,
+                            guidance=guidance, seed=seed, shift=shift, progress=progress)
         policy, draft, guidance = c.policy, c.draft, c.guidance
         self_draft = None
         if draft == "self" and policy.uses_draft:  # a target-only policy samples the plain target
@@ -273,9 +273,8 @@ class TinyPipeline:
         return TinyOutput.of(res)
 
     def check_call(self, prompts, *, num_steps=None, policy=None, draft="self", forecast_order=None, forecast=None,
-                   solver=None,
-                   intent="faithful", verify=None, accept=None, guidance=DEFAULT_GUIDANCE, seed=0, shift=1.0,
-                   progress=False) -> types.SimpleNamespace:
+                   solver=None, intent="faithful", verify=None, accept=None, guidance=DEFAULT_GUIDANCE, seed=0,
+                   shift=1.0, progress=False) -> types.SimpleNamespace:
         """:meth:`__call__`'s arguments checked (a one-line error naming the first bad one) and
         resolved, before anything is sampled: the policy, solver, labels, noise and sigmas."""
         default_solver, default_steps = self.intent_defaults(intent)
@@ -292,14 +291,7 @@ class TinyPipeline:
             raise ValueError(f"num_steps={num_steps} but the policy {policy.name!r} has {policy.num_steps} steps: "
                              "pass one of them (the policy's count is used)")
         as_str("draft", draft)
-        if forecast_order is not None and forecast is not None:
-            raise ValueError("give forecast or forecast_order, not both")
-        if forecast is not None and not isinstance(forecast, NewtonForecast):
-            raise TypeError(f"forecast must be a sdsv.forecast.NewtonForecast, got {type(forecast).__name__}")
-        if forecast_order is not None:
-            if as_int("forecast_order", forecast_order) not in (0, 1, 2):
-                raise ValueError(f"forecast_order must be 0, 1 or 2, got {forecast_order!r}")
-            forecast = NewtonForecast.of_order(int(forecast_order))
+        forecast = resolve_forecast(forecast, forecast_order, "forecast_order")
         guidance = as_float("guidance", guidance)
         if guidance < 0:
             raise ValueError(f"guidance must be >= 0, got {guidance:g}")

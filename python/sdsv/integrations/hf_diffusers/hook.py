@@ -45,7 +45,7 @@ import torch
 
 from ..._checks import as_int
 from ...acceptance import AcceptanceTest
-from ...forecast import NewtonForecast, SelfDraft
+from ...forecast import NewtonForecast, SelfDraft, resolve_forecast
 from ...intents import INTENTS, default_policy, intent_named
 from ...policies import WindowPolicy
 from ...sampler import check_noise_and_sigmas, check_options, check_verification_options, sample_checked
@@ -75,16 +75,14 @@ def _call_lock(pipe) -> threading.RLock:
 class SDSVConfig:
     """What ``enable`` was given. ``policy`` is a window policy or a function
     ``num_inference_steps -> policy`` (e.g. ``StagePlan.paper_default``). ``draft`` is a
-    transformer or ``"self"`` (the forecast self-draft, with ``forecast`` or ``forecast_order``, and
-    ``head_blocks``)."""
+    transformer or ``"self"`` (the forecast self-draft, with its ``forecast`` and ``head_blocks``)."""
 
     draft: torch.nn.Module | str
     policy: WindowPolicy | Callable[[int], WindowPolicy]
     accept: AcceptanceTest | None  # None: the sampler's default (verified windows only)
     verify: str | None
     convert_scheduler: bool
-    forecast_order: int | None = None
-    forecast: NewtonForecast | None = None
+    forecast: NewtonForecast | None = None  # resolved at enable (None with a draft transformer)
     head_blocks: int = 0
     shard: bool = False
     intent: str = "faithful"
@@ -263,12 +261,7 @@ def _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, fore
     if isinstance(draft, str):
         if draft != "self":
             raise ValueError(f"draft must be a transformer or 'self' (the forecast self-draft), got {draft!r}")
-        if forecast_order is not None and forecast is not None:
-            raise ValueError("give forecast or forecast_order, not both")
-        if forecast is not None and not isinstance(forecast, NewtonForecast):
-            raise TypeError(f"forecast must be a sdsv.forecast.NewtonForecast, got {type(forecast).__name__}")
-        if forecast_order is not None and as_int("forecast_order", forecast_order) not in (0, 1, 2):
-            raise ValueError(f"forecast_order must be 0, 1 or 2, got {forecast_order!r}")
+        forecast = resolve_forecast(forecast, forecast_order, "forecast_order")
         split = None if state is None else state.split
         if split is not None and split.transformer is unwrap(pipe.transformer) and split.head_blocks == head_blocks:
             check_hooks_survive_compile(pipe.transformer)  # enabled again: the same split, its hooks kept
@@ -293,7 +286,7 @@ def _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, fore
         from ...distributed import rank_and_world
         rank_and_world(None)  # refuse now without a process group
     config = SDSVConfig(draft=draft, policy=policy, accept=accept, verify=verify, convert_scheduler=convert_scheduler,
-                        forecast_order=forecast_order, forecast=forecast, head_blocks=head_blocks, shard=bool(shard),
+                        forecast=forecast, head_blocks=head_blocks, shard=bool(shard),
                         intent=intent)
     original = type(pipe) if state is None else state.original_class  # enabled already: new settings, same class
     if state is not None and state.split is not None and state.split is not split:
@@ -502,8 +495,7 @@ class SDSVCall:
                                                      first["hidden_states"]))
         if cfg.draft == "self" and policy.uses_draft:
             split = self.split = self.self_draft_split().with_denoiser(target)
-            self_draft = SelfDraft(_sharded_split(split) if cfg.shard else split, order=cfg.forecast_order,
-                                   forecast=cfg.forecast)
+            self_draft = SelfDraft(_sharded_split(split) if cfg.shard else split, forecast=cfg.forecast)
             # the self-draft's own target (recording residuals) and draft
             return self_draft.target, self_draft.draft, self_draft
         draft = None if cfg.draft == "self" else denoiser(cfg.draft)
