@@ -24,6 +24,7 @@ sigma instead of sigma), ``forecasts`` (the forecast's slope and curvature weigh
 ``intents`` (the faithful and accurate defaults and the baselines on the report set, both yardsticks),
 ``forecast_report`` (the forecast chosen in ``forecasts`` against the line, on the report set),
 ``forecast_accurate`` (the accurate intent's windows with that forecast, calibration set, both yardsticks),
+``forecast_video`` (the line and the damped forecast in the faithful windows on the tiny video model, ``--images`` clips),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
 are cached in ``<out>/cache`` (git-ignored).
 
@@ -50,7 +51,7 @@ import sdsv_kernels
 from sdsv import ErrorControlled, FixedInterval, StagePlan
 from sdsv.evaluation.runner import balanced_prompts
 import sdsv.forecast.forecasts as forecasts_module
-from sdsv.forecast.forecasts import NewtonForecast, lagrange_coefficients
+from sdsv.forecast.forecasts import LINE, NewtonForecast, lagrange_coefficients
 from sdsv.forecast.self_draft import SelfDraft
 from sdsv.metrics import psnr, tail_summary
 from sdsv.policies import PolicyState, WindowPolicy, next_window_length, shortened
@@ -59,6 +60,7 @@ from sdsv.tiny.split import TinyDiTSplit
 from sdsv.windows import UnverifiedWithError
 
 REPORT_START, CALIBRATION_START = 20_000, 21_056
+VIDEO_CALIBRATION_START = 5_000  # apart from the video report's (30000..) and the demos' (0..7)
 
 
 class ImageSet:
@@ -93,8 +95,9 @@ class ImageSet:
         images, evals, stats = [], 0, []
         for i in range(0, len(idx), self.batch):
             part = idx[i:i + self.batch]
+            # the study's rows forecast with the line unless a row names another forecast
             out = self.pipe([self.prompts[j] for j in part], policy=policy, draft="self", solver=solver,
-                            seed=[self.seeds[j] for j in part], forecast=forecast)
+                            seed=[self.seeds[j] for j in part], forecast=forecast or LINE)
             images.append(out.images)
             evals += out.stats.target_evals
             stats.append(out.stats)
@@ -288,7 +291,7 @@ def where(cal: ImageSet) -> dict:
 CANDIDATES = [
     ("error-ctrl tol 0.3", lambda: ErrorControlled(50, tol=0.3)),
     ("error-ctrl tol 0.25", lambda: ErrorControlled(50, tol=0.25)),
-    ("error-ctrl tol 0.2 (faithful)", lambda: ErrorControlled.faithful(50)),
+    ("error-ctrl tol 0.2 (faithful)", lambda: ErrorControlled(50, tol=0.2, name="faithful")),
     ("error-ctrl tol 0.2, k_min 1", lambda: ErrorControlled(50, tol=0.2, k_min=1)),
     ("reject above 0.3 (tol 0.3)", lambda: ErrorControlled(50, tol=0.3, reject_above=0.3)),
     ("sigma: tol 0.2 to step 30, 0.3 after", lambda: Phased(50, [(30, 0.2, 4), (50, 0.3, 4)])),
@@ -675,6 +678,43 @@ def forecast_report(rep: ImageSet) -> list[dict]:
             rep.row("slope 0.95, curvature 0.3, tol 0.3, k<=6", ErrorControlled(50, tol=0.3, k_max=6), forecast=chosen)]
 
 
+def forecast_video(clips: int, batch: int, cache: Path) -> dict:
+    """The faithful windows with the line and the damped forecast at tolerance 0.2 and 0.3 on the
+    tiny video model (its own UniPC, 50 steps), on clips of seeds the video report does not use:
+    does what was chosen on images hold on another model?"""
+    from sdsv.evaluation.video import video_prompts
+    from sdsv.tiny.video.demo import frame_psnr
+    from sdsv.tiny.video.pipeline import DEFAULT_SOLVER, TinyVideoPipeline
+
+    pipe = TinyVideoPipeline.from_pretrained()
+    prompts, seeds = video_prompts(clips), [VIDEO_CALIBRATION_START + i for i in range(clips)]
+
+    def run(policy, forecast=LINE):
+        frames, evals = [], 0
+        for i in range(0, clips, batch):
+            out = pipe(prompts[i:i + batch], seed=seeds[i:i + batch], policy=policy, solver=DEFAULT_SOLVER,
+                       forecast=forecast)
+            frames.append(out.frames)
+            evals += out.stats.target_evals
+        return torch.cat(frames), evals / clips
+
+    path = cache / f"video_ref_{seeds[0]}_{clips}_{DEFAULT_SOLVER}_50.pt"
+    if not path.exists():
+        torch.save(run(StagePlan.target_only(50))[0], path)
+    ref = torch.load(path)
+    rows = []
+    for name, forecast in (("line", LINE), ("damped (0.95, 0.3)", NewtonForecast(0.95, 0.3))):
+        for tol in (0.2, 0.3):
+            t = time.time()
+            frames, evals = run(ErrorControlled(50, tol=tol), forecast)
+            fid = frame_psnr(frames, ref).mean(1)  # a clip's PSNR: the mean over its frames
+            rows.append({"method": f"{name}, tol {tol:g}", "solver": DEFAULT_SOLVER, "target_evals": round(evals, 2),
+                         "fidelity": {k: round(v, 2) for k, v in tail_summary(fid).items()},
+                         "wall_s": round(time.time() - t, 1)})
+            print(f"  {rows[-1]['method']:30s} {evals:.2f} evals  {rows[-1]['fidelity']}", flush=True)
+    return {"clips": clips, "seeds": [seeds[0], seeds[-1]], "rows": rows}
+
+
 def _apriori(cal: ImageSet, estimate, candidates_) -> dict:
     with apriori_drafts(cal.pipe, estimate):
         pairs = closing_pairs(cal)
@@ -741,7 +781,7 @@ def _spearman(pairs) -> float:
 def intents(rep: ImageSet) -> list[dict]:
     rep.with_accuracy()
     rows = [reference_row(rep)]
-    rows.append(rep.row("faithful (default): error-ctrl tol 0.2, euler 50", ErrorControlled.faithful(50)))
+    rows.append(rep.row("faithful (default): error-ctrl tol 0.2, euler 50", ErrorControlled(50, tol=0.2, name="faithful")))
     rows.append(rep.row("accurate: error-ctrl, dpm++2m 28", ErrorControlled.accurate(28), "dpm++2m"))
     rows.append(rep.row("error-ctrl k 1-2, dpm++2m 30 (the accurate intent before)", ErrorControlled.accurate(30),
                         "dpm++2m"))
@@ -759,7 +799,7 @@ def intents(rep: ImageSet) -> list[dict]:
 
 LATENCY = [
     ("target-only, euler 50 (reference)", lambda: StagePlan.target_only(50), "euler"),
-    ("faithful (default): error-ctrl tol 0.2, euler 50", lambda: ErrorControlled.faithful(50), "euler"),
+    ("faithful (default): error-ctrl tol 0.2, euler 50", lambda: ErrorControlled(50, tol=0.2, name="faithful"), "euler"),
     ("accurate: error-ctrl, dpm++2m 28", lambda: ErrorControlled.accurate(28), "dpm++2m"),
     ("error-ctrl tol 0.3", lambda: ErrorControlled(50, tol=0.3), "euler"),
     ("target-only, unipc 12", lambda: StagePlan.target_only(12), "unipc"),
@@ -803,7 +843,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 
 
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
-            "forecast_accurate", "accurate", "intents", "forecast_report", "latency")
+            "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -828,12 +868,14 @@ def markdown(result: dict) -> str:
               "variable": "The variable the forecast extrapolates in, calibration set",
               "forecasts": "The forecast's slope and curvature (NewtonForecast), calibration set",
               "forecast_accurate": "The accurate intent with the damped forecast, calibration set",
+              "forecast_video": "The faithful windows' forecast on the tiny video model (UniPC 50, clip PSNR = mean over frames)",
               "accurate": "Candidates for the accurate intent on the calibration set",
               "intents": "The intents on the report set",
               "forecast_report": "The chosen forecast on the report set"}
     for key, title in tables.items():
         if key in result:
-            rows = result[key]["candidates"] if key in ("gap", "transfer", "depth") else result[key]
+            rows = (result[key]["candidates"] if key in ("gap", "transfer", "depth") else
+                    result[key]["rows"] if key == "forecast_video" else result[key])
             acc = any("accuracy" in r for r in rows)
             head = "| method | target evals | fid. mean / p5 / p1 / worst |" + (" acc. mean / p5 / p1 / worst |" if acc else "")
             out += [f"## {title}\n", head, "|---|---:|---|" + ("---|" if acc else "")]
@@ -904,7 +946,9 @@ def main(argv=None) -> int:
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
             print(f"== {name}", flush=True)
-            if name in ("intents", "forecast_report", "latency"):
+            if name == "forecast_video":
+                result[name] = forecast_video(args.images, 8, args.out / "cache")
+            elif name in ("intents", "forecast_report", "latency"):
                 rep = ImageSet(pipe, REPORT_START, args.images, args.out / "cache", args.batch)
                 result["report_seeds" if name != "forecast_report" else "forecast_report_seeds"] = [rep.seeds[0],
                                                                                                   rep.seeds[-1]]

@@ -182,8 +182,8 @@ def test_video_pipeline_accurate_intent_is_dpm_solver_not_unipc(video):
     the pipeline's own UniPC (the intent's solver wins over the pipeline's own rule)."""
     prompt = "a red circle moving left"
     out = video(prompt, num_steps=8, intent="accurate", seed=1)
-    same = video(prompt, policy=ErrorControlled.accurate(8), solver="dpm++2m", seed=1)
-    on_unipc = video(prompt, policy=ErrorControlled.accurate(8), solver="unipc", seed=1)
+    same = video(prompt, policy=ErrorControlled.accurate(8), solver="dpm++2m", forecast_order=1, seed=1)
+    on_unipc = video(prompt, policy=ErrorControlled.accurate(8), solver="unipc", forecast_order=1, seed=1)
     assert torch.equal(out.frames, same.frames) and not torch.equal(out.frames, on_unipc.frames)
     assert type(video).intent_defaults("accurate") == ("dpm++2m", 28)
     assert type(video).intent_defaults("faithful") == ("unipc", 50)

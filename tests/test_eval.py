@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sdsv import AcceptanceTest, ErrorControlled, FixedInterval, StagePlan
 from sdsv.cli import main as cli_main
+from sdsv.forecast import DAMPED
 from sdsv.evaluation import (
     ClassifierFeatures, CountingPipeline, FlopTable, balanced_prompts, frechet_distance, frechet_distance_from_stats,
     inception_score, perceptual_distance, prompt_alignment,
@@ -194,9 +195,9 @@ def test_method_key_holds_what_determines_the_images():
     m = Method("a", slow, "self", "endpoints", acc)
     assert Method("b", slow, "self", "endpoints", acc).key == m.key  # the label does not matter
     assert Method("a", slow, "self", "endpoints", AcceptanceTest("x0_rms", 0.3)).key != m.key
-    assert Method("a", slow, "self", "endpoints", acc, forecast_order=2).key != m.key
-    assert Method("a", slow, "lite", "endpoints", acc, forecast_order=2).key == \
-        Method("a", slow, "lite", "endpoints", acc).key  # the forecast order is the self-draft's only
+    assert Method("a", slow, "self", "endpoints", acc, forecast=DAMPED).key != m.key
+    assert Method("a", slow, "lite", "endpoints", acc, forecast=DAMPED).key == \
+        Method("a", slow, "lite", "endpoints", acc).key  # the forecast is the self-draft's only
     cached = Method("c", FixedInterval(20, every=3), "self")
     assert not cached.speculates and cached.schedule_type == "cache"
     assert Method("c", FixedInterval(20, every=3), "self", "full", acc).key == cached.key  # nothing verified

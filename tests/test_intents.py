@@ -1,6 +1,7 @@
 """The two intents of the tiny pipeline's self-draft: ``faithful`` (default: close to its own
-50-step Euler output) and ``accurate`` (DPM-Solver++(2M), 28 steps: close to the exact sample);
-each is only a default, the same as naming its solver, steps and policy."""
+50-step Euler output, the damped forecast) and ``accurate`` (DPM-Solver++(2M), 28 steps, the line:
+close to the exact sample); each is only a default, the same as naming its solver, steps, policy
+and forecast."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from sdsv import ErrorControlled, StagePlan
+from sdsv.forecast import DAMPED, LINE
 from sdsv.policies.error_controlled import ACCURATE, FAITHFUL_TOL
 from sdsv.intents import INTENTS, default_policy
 from sdsv.tiny.pipeline import TinyPipeline
@@ -24,8 +26,10 @@ def pipe():
 
 def test_faithful_is_the_default_and_only_a_default(pipe):
     out = pipe(PROMPTS, draft="self", num_steps=20, seed=3)
-    same = pipe(PROMPTS, draft="self", policy=ErrorControlled.faithful(20), solver="euler", seed=3)
+    same = pipe(PROMPTS, draft="self", policy=ErrorControlled.faithful(20), solver="euler", forecast=DAMPED, seed=3)
     assert torch.equal(out.latents, same.latents)
+    line = pipe(PROMPTS, draft="self", policy=ErrorControlled.faithful(20), solver="euler", forecast=LINE, seed=3)
+    assert not torch.equal(line.latents, out.latents)  # the forecast is the intent's, not the line
     plain = pipe(PROMPTS, num_steps=20, seed=3)  # a plain call is the faithful self-draft
     assert torch.equal(plain.latents, out.latents)
     assert {w.kind for w in out.stats.windows} == {"unverified"}
@@ -36,24 +40,36 @@ def test_faithful_is_the_default_and_only_a_default(pipe):
 
 def test_accurate_is_dpm_solver_with_28_steps_and_short_windows(pipe):
     out = pipe(PROMPTS, draft="self", intent="accurate", seed=3)
-    same = pipe(PROMPTS, draft="self", policy=ErrorControlled.accurate(28), solver="dpm++2m", seed=3)
+    same = pipe(PROMPTS, draft="self", policy=ErrorControlled.accurate(28), solver="dpm++2m", forecast=LINE, seed=3)
     assert torch.equal(out.latents, same.latents)
+    # a policy named without an intent gets the faithful intent's forecast, not the accurate one's
+    damped = pipe(PROMPTS, draft="self", policy=ErrorControlled.accurate(28), solver="dpm++2m", seed=3)
+    assert not torch.equal(damped.latents, out.latents)
     p = ErrorControlled.accurate(28)
     assert (p.num_steps, p.tol, p.k_min, p.k_max) == (28, ACCURATE["tol"], ACCURATE["k_min"], ACCURATE["k_max"])
     assert DEFAULTS["accurate"] == ("dpm++2m", 28) and DEFAULTS["faithful"] == ("euler", 50)
     # the demo's and the tail experiment's rows run what the intents run
     from sdsv.evaluation.methods import intent_methods
     faithful, accurate = intent_methods(50)
-    assert (faithful.solver, faithful.policy) == (DEFAULTS["faithful"][0], ErrorControlled.faithful(50))
-    assert (accurate.solver, accurate.policy) == (DEFAULTS["accurate"][0], ErrorControlled.accurate(DEFAULTS["accurate"][1]))
+    assert (faithful.solver, faithful.policy, faithful.forecast) == (DEFAULTS["faithful"][0], ErrorControlled.faithful(50),
+                                                                      INTENTS["faithful"].forecast)
+    assert (accurate.solver, accurate.policy, accurate.forecast) == (
+        DEFAULTS["accurate"][0], ErrorControlled.accurate(DEFAULTS["accurate"][1]), INTENTS["accurate"].forecast)
+    assert (INTENTS["faithful"].forecast, INTENTS["accurate"].forecast) == (DAMPED, LINE)
     assert max(w.k for w in out.stats.windows) <= ACCURATE["k_max"]
 
 
 def test_an_intent_sets_only_what_the_call_leaves_open(pipe):
     # a named solver and step count win over the intent's
     out = pipe(PROMPTS[:1], draft="self", intent="accurate", solver="euler", num_steps=12, seed=1)
-    same = pipe(PROMPTS[:1], draft="self", policy=ErrorControlled.accurate(12), solver="euler", seed=1)
+    same = pipe(PROMPTS[:1], draft="self", policy=ErrorControlled.accurate(12), solver="euler", forecast=LINE, seed=1)
     assert torch.equal(out.latents, same.latents)
+    # and so do a named forecast or forecast order
+    named = pipe(PROMPTS[:1], draft="self", intent="accurate", num_steps=12, solver="euler", forecast=DAMPED, seed=1)
+    assert torch.equal(named.latents, pipe(PROMPTS[:1], draft="self", policy=ErrorControlled.accurate(12),
+                                           solver="euler", seed=1).latents)
+    ordered = pipe(PROMPTS[:1], draft="self", num_steps=12, forecast_order=1, seed=1)
+    assert torch.equal(ordered.latents, pipe(PROMPTS[:1], draft="self", num_steps=12, forecast=LINE, seed=1).latents)
     # a trained draft keeps the paper's multi-stage plan, on the intent's solver and steps
     lite = pipe(PROMPTS[:1], draft="lite", intent="accurate", seed=1)
     plan = pipe(PROMPTS[:1], draft="lite", policy=StagePlan.paper_default(DEFAULTS["accurate"][1]), solver="dpm++2m", seed=1)

@@ -97,7 +97,7 @@ def test_anchors_never_come_from_rejected_endpoints(monkeypatch, verify, tau):
 
     monkeypatch.setattr("sdsv.forecast.self_draft.AnchorBank", Spy)
     noise = torch.randn(2, 6, dtype=torch.float64)
-    r = run(SelfDraft(split), StagePlan.paper_default(30), noise, verify=verify, accept=AcceptanceTest("x0_rms", tau))
+    r = run(SelfDraft(split, order=1), StagePlan.paper_default(30), noise, verify=verify, accept=AcceptanceTest("x0_rms", tau))
     windows = r.stats.windows
     if tau:
         assert any(w.accepted == w.k for w in windows) and any(w.accepted < w.k for w in windows), "need both"
@@ -124,9 +124,9 @@ def test_sample_result_does_not_depend_on_batch_mates():
 def test_guidance_branches_keep_their_own_anchors():
     """With classifier-free guidance a call holds cond and uncond rows of every sample; each
     (sample, branch) forecasts from its own anchors: an identical-to-target forecast (a residual
-    linear in sigma per branch) stays exact through the guidance wrapper."""
+    linear in sigma per branch, forecast by the line) stays exact through the guidance wrapper."""
     split = RowwiseSplit(deep=lambda h, s: (0.2 - 0.5 * s).expand_as(h) * (1 + h.detach().sign() * 0))
-    sd = SelfDraft(split)
+    sd = SelfDraft(split, order=1)
     null = {"labels": torch.tensor([7, 5])}
     tgt, drf = ClassifierFreeGuidance(sd.target, 3.0, null), ClassifierFreeGuidance(sd.draft, 3.0, null)
     noise, lab = torch.randn(2, 5, dtype=torch.float64), labels_for(2)
@@ -244,7 +244,7 @@ def test_a_forecast_given_as_an_object_samples_as_its_order_does():
         a = run(SelfDraft(split, order=order), plan, noise)
         b = run(SelfDraft(split, forecast=NewtonForecast.of_order(order)), plan, noise)
         assert torch.equal(a.latents, b.latents)
-    assert SelfDraft(split).forecast == NewtonForecast.of_order(1)  # the default: the line
+    assert SelfDraft(split).forecast == DAMPED  # the default: the faithful intent's
     damped = run(SelfDraft(split, forecast=DAMPED), plan, noise)
     assert not torch.equal(damped.latents, run(SelfDraft(split, order=1), plan, noise).latents)
 

@@ -3,9 +3,9 @@
 An intent is a set of defaults, not a mode: whatever a call names (its solver, step count or
 policy) wins over them. ``"faithful"`` stays close to the images the pipeline gives without
 sdsv: its own step rule and step count, and the self-draft's :meth:`ErrorControlled.faithful`
-windows. ``"accurate"`` gets closer to the model's exact sample (the converged ODE solution) for
+windows with the damped forecast (``sdsv.forecast.DAMPED``). ``"accurate"`` gets closer to the model's exact sample (the converged ODE solution) for
 fewer target calls: DPM-Solver++(2M), 28 of every 50 steps where the pipeline picks the step
-count, and :meth:`ErrorControlled.accurate` windows (docs/tail.md measures both intents against
+count, and :meth:`ErrorControlled.accurate` windows with the line forecast (docs/tail.md measures both intents against
 both yardsticks). :func:`sdsv.enable` and the tiny pipeline both read this table and take their
 default policy from :func:`default_policy`.
 """
@@ -17,6 +17,7 @@ from fractions import Fraction
 from typing import Callable
 
 from ._checks import as_str
+from .forecast import DAMPED, LINE, NewtonForecast
 from .policies import ErrorControlled, StagePlan, WindowPolicy
 
 
@@ -25,12 +26,15 @@ class Intent:
     """``solver``: the sampler's step rule (None: the pipeline's own); ``step_share``: the share of
     the pipeline's default step count a call that names none samples with (a pipeline that takes
     its step count from the caller, such as a diffusers pipeline under :func:`sdsv.enable`, uses
-    the caller's); ``windows``: the self-draft's window policy for ``num_steps``."""
+    the caller's); ``windows``: the self-draft's window policy for ``num_steps``; ``forecast``:
+    the self-draft's forecast, chosen with the windows' tolerance (a call's ``forecast`` or
+    ``forecast_order`` wins over it)."""
 
     name: str
     solver: str | None
     step_share: Fraction
     windows: Callable[[int], WindowPolicy]
+    forecast: NewtonForecast
 
     def solver_for(self, own: str) -> str:
         """The step rule of a call on a pipeline whose own rule is ``own``."""
@@ -42,8 +46,8 @@ class Intent:
 
 
 INTENTS = {
-    "faithful": Intent("faithful", None, Fraction(1), ErrorControlled.faithful),
-    "accurate": Intent("accurate", "dpm++2m", Fraction(28, 50), ErrorControlled.accurate),
+    "faithful": Intent("faithful", None, Fraction(1), ErrorControlled.faithful, DAMPED),
+    "accurate": Intent("accurate", "dpm++2m", Fraction(28, 50), ErrorControlled.accurate, LINE),
 }
 
 

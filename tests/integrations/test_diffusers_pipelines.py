@@ -518,14 +518,16 @@ def test_the_accurate_intent_is_only_a_default_and_faithful_keeps_the_schedulers
     pipe = _wan_multistep(c.build(), "dpm")  # the scheduler's own rule is DPM-Solver++(2M) already
     kw = c.kwargs(batch=2, cfg=True, steps=STEPS)
     outs = {}
-    for label, options in (("intent", dict(intent="accurate")), ("policy", dict(policy=ErrorControlled.accurate))):
+    # the accurate intent is its windows and the line forecast; no intent named is the faithful one's forecast
+    for label, options in (("intent", dict(intent="accurate")), ("policy", dict(policy=ErrorControlled.accurate, forecast_order=1)),
+                           ("damped", dict(policy=ErrorControlled.accurate))):
         sdsv.enable(pipe, **options)
         try:
             outs[label] = _run(c, pipe, "latent", **kw)
             stats = pipe.sdsv_stats
         finally:
             sdsv.disable(pipe)
-    assert torch.equal(outs["intent"], outs["policy"])
+    assert torch.equal(outs["intent"], outs["policy"]) and not torch.equal(outs["intent"], outs["damped"])
     assert stats.windows and max(w.k for w in stats.windows) <= 2
     with pytest.raises(ValueError, match="intent must be one of 'faithful', 'accurate', got 'exact'"):
         sdsv.enable(pipe, intent="exact")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..acceptance import AcceptanceTest
+from ..forecast import LINE, NewtonForecast
 from ..policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
 from ..policies.error_controlled import ACCURATE, FAITHFUL_TOL
 from ..intents import INTENTS
@@ -30,7 +31,7 @@ class Method:
     verify: str = "endpoints"
     accept: AcceptanceTest | None = None  # None: the sampler's default test
     solver: str = "euler"
-    forecast_order: int = 1           # of the self-draft
+    forecast: NewtonForecast = LINE   # of the self-draft
 
     def __post_init__(self) -> None:
         if self.draft not in DRAFTS:
@@ -48,11 +49,11 @@ class Method:
     @property
     def key(self) -> tuple:
         """What determines the images: not the label; verify/accept only with verified windows,
-        the draft only where the policy uses one, the forecast order only for the self-draft."""
+        the draft only where the policy uses one, the forecast only for the self-draft."""
         uses_draft = self.policy.uses_draft
         return (self.policy, self.draft if uses_draft else None, self.verify if self.speculates else None,
                 self.accept if self.speculates else None, self.solver,
-                self.forecast_order if uses_draft and self.draft == "self" else None)
+                self.forecast if uses_draft and self.draft == "self" else None)
 
     @property
     def schedule_type(self) -> str:
@@ -68,7 +69,7 @@ class Method:
         return "SDSV" if self.speculates else "draft"
 
     def pipeline_kwargs(self) -> dict:
-        kw = dict(policy=self.policy, solver=self.solver, forecast_order=self.forecast_order)
+        kw = dict(policy=self.policy, solver=self.solver, forecast=self.forecast)
         if self.speculates:  # the other policies refuse verification options
             kw.update(verify=self.verify, accept=self.accept)
         if self.draft is not None:
@@ -122,10 +123,10 @@ def intent_methods(num_steps: int) -> list[Method]:
     intent's share of the steps: 28 of 50)."""
     faithful, accurate = INTENTS["faithful"], INTENTS["accurate"]
     n = max(3, accurate.num_steps(num_steps))
-    return [Method(f"faithful: error-ctrl (self, tol {FAITHFUL_TOL:g})", faithful.windows(num_steps), "self",
-                   solver=faithful.solver_for("euler")),
+    return [Method(f"faithful: error-ctrl (self, {faithful.forecast.name}, tol {FAITHFUL_TOL:g})",
+                   faithful.windows(num_steps), "self", solver=faithful.solver_for("euler"), forecast=faithful.forecast),
             Method(f"accurate: error-ctrl on dpm++2m (self, {n} steps)", accurate.windows(n), "self",
-                   solver=accurate.solver_for("euler"))]
+                   solver=accurate.solver_for("euler"), forecast=accurate.forecast)]
 
 
 # speculation on DPM-Solver++(2M): half the Euler reference's steps, the target every

@@ -93,17 +93,22 @@ class NewtonForecast:
         return f"NewtonForecast(slope={self.slope:g}, curvature={self.curvature:g}{label})"
 
 
-#: the forecast chosen inside the windows on the tiny target (module docstring)
+#: the forecast chosen inside the windows on the tiny target (module docstring); the faithful
+#: intent's (:mod:`sdsv.intents`)
 DAMPED = NewtonForecast(slope=0.95, curvature=0.3, name="damped")
 
-#: what a self-draft forecasts with when not told: still the line (TaylorSeer's order 1) until the
-#: damped forecast's gain is confirmed on the 1056-image report set (docs/tail.md, "Forecasts")
-DEFAULT_FORECAST = NewtonForecast.of_order(1)
+#: the line through the last two anchors (TaylorSeer's order 1); the accurate intent's, whose short
+#: windows on DPM-Solver++(2M) lose with the damped forecast (docs/tail.md, "Forecasts")
+LINE = NewtonForecast.of_order(1)
+
+#: what a self-draft forecasts with when neither it nor its intent is told otherwise
+DEFAULT_FORECAST = DAMPED
 
 
-def resolve_forecast(forecast: NewtonForecast | None, order: int | None, order_name: str = "order") -> NewtonForecast:
+def resolve_forecast(forecast: NewtonForecast | None, order: int | None, order_name: str = "order",
+                     default: NewtonForecast = DEFAULT_FORECAST) -> NewtonForecast:
     """The forecast an entry point was given: ``forecast``, or the polynomial of ``order`` (the
-    argument called ``order_name`` there), or :data:`DEFAULT_FORECAST`; both given, or either of
+    argument called ``order_name`` there), or ``default`` (an intent's); both given, or either of
     the wrong kind, is refused."""
     if forecast is not None and order is not None:
         raise ValueError(f"give forecast or {order_name}, not both")
@@ -111,4 +116,4 @@ def resolve_forecast(forecast: NewtonForecast | None, order: int | None, order_n
         if not isinstance(forecast, NewtonForecast):
             raise TypeError(f"forecast must be a sdsv.forecast.NewtonForecast, got {type(forecast).__name__}")
         return forecast
-    return DEFAULT_FORECAST if order is None else NewtonForecast.of_order(order, order_name)
+    return default if order is None else NewtonForecast.of_order(order, order_name)

@@ -8,8 +8,8 @@ blocks, the output layer) around expensive deep blocks — gives two denoisers:
   keeps until the sampler says whether the row is on the committed trajectory.
 * ``SelfDraft.draft``: only the cheap parts, with the deep blocks replaced by the residual
   forecast from the sample's anchors at the row's own sigma (a
-  :class:`~sdsv.forecast.forecasts.NewtonForecast`: the line in sigma by default, a polynomial
-  of order 0 or 2, or the damped ``DAMPED``).
+  :class:`~sdsv.forecast.forecasts.NewtonForecast`: the damped ``DAMPED`` by default, or a
+  polynomial in sigma of order 0, 1 (the line) or 2).
 
 Both run inside ``sdsv.sample(..., self_draft=sd)``, which opens a fresh bank per call (held in
 a :class:`contextvars.ContextVar`, so two calls — two threads, two pipelines, or a nested call —
@@ -53,7 +53,7 @@ class SelfDraft:
     """A training-free draft made of ``model`` itself; see the module docstring.
 
     ``forecast``: a :class:`~sdsv.forecast.forecasts.NewtonForecast` (default
-    :data:`~sdsv.forecast.forecasts.DEFAULT_FORECAST`); or ``order`` as a shorthand for the
+    :data:`~sdsv.forecast.forecasts.DEFAULT_FORECAST`, the damped forecast); or ``order`` as a shorthand for the
     polynomial in sigma: 0 reuses the last anchor's residual, 1 extrapolates linearly from the
     last two, 2 quadratically from the last three (with fewer anchors a sample's forecast uses
     what it has). ``slots``: anchors kept per sample and guidance branch (default: as many as the

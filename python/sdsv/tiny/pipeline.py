@@ -245,8 +245,8 @@ class TinyPipeline:
 
         ``draft``: ``"self"`` (the default, as :func:`sdsv.enable`'s: the target forecasting its
         own blocks with ``forecast``, a :class:`~sdsv.forecast.NewtonForecast`, or the polynomial of
-        ``forecast_order`` 0/1/2; by default the line) or a trained draft, ``"lite"`` or ``"svd"`` (~20 dB
-        from the target). ``policy``: any window
+        ``forecast_order`` 0/1/2; by default the intent's: damped when faithful, the line when
+        accurate) or a trained draft, ``"lite"`` or ``"svd"`` (~20 dB from the target). ``policy``: any window
         policy; by default (:func:`sdsv.intents.default_policy`) with the self-draft the
         ``intent``'s error-controlled windows, with a trained draft the paper's multi-stage plan.
         ``intent`` (:mod:`sdsv.intents`) sets what is not given: ``"faithful"`` (default) stays
@@ -291,7 +291,7 @@ class TinyPipeline:
             raise ValueError(f"num_steps={num_steps} but the policy {policy.name!r} has {policy.num_steps} steps: "
                              "pass one of them (the policy's count is used)")
         as_str("draft", draft)
-        forecast = resolve_forecast(forecast, forecast_order, "forecast_order")
+        forecast = resolve_forecast(forecast, forecast_order, "forecast_order", intent_named(intent).forecast)
         guidance = as_float("guidance", guidance)
         if guidance < 0:
             raise ValueError(f"guidance must be >= 0, got {guidance:g}")

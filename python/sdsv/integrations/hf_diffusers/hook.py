@@ -217,8 +217,8 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
     target's own embeddings, conditioning and output layer, its blocks replaced by a forecast of
     their residual from its last evaluations on the sample's path (``forecast``, a
     :class:`~sdsv.forecast.NewtonForecast`, or the polynomial of order ``forecast_order`` in sigma;
-    by default the line; the first ``head_blocks`` blocks computed), no weights needed
-    (:mod:`.split`); or a transformer of the same class and input/output contract as
+    by default the intent's: damped when faithful, the line when accurate; the first
+    ``head_blocks`` blocks computed), no weights needed (:mod:`.split`); or a transformer of the same class and input/output contract as
     ``pipe.transformer`` (fewer blocks, quantized, distilled...; checked here). ``policy``: a
     window policy (:class:`~sdsv.StagePlan`, :class:`~sdsv.ErrorControlled`,
     :class:`~sdsv.FixedInterval`) or a function ``num_inference_steps -> policy``; default
@@ -258,10 +258,11 @@ def _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, fore
     family.check_pipeline(pipe)
     state = pipe.__dict__.get(_STATE)
     draft = "self" if draft is None else draft
+    intent_forecast = intent_named(intent).forecast
     if isinstance(draft, str):
         if draft != "self":
             raise ValueError(f"draft must be a transformer or 'self' (the forecast self-draft), got {draft!r}")
-        forecast = resolve_forecast(forecast, forecast_order, "forecast_order")
+        forecast = resolve_forecast(forecast, forecast_order, "forecast_order", intent_forecast)
         split = None if state is None else state.split
         if split is not None and split.transformer is unwrap(pipe.transformer) and split.head_blocks == head_blocks:
             check_hooks_survive_compile(pipe.transformer)  # enabled again: the same split, its hooks kept
@@ -272,7 +273,6 @@ def _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, fore
             raise ValueError("forecast and forecast_order set the self-draft's forecast; a draft transformer has none")
         family.check_draft(pipe.transformer, draft)
         split = None
-    intent_named(intent)
     if policy is None:
         policy = default_policy(intent, self_draft=draft == "self")
     if not isinstance(policy, WindowPolicy) and not callable(policy):
