@@ -120,6 +120,8 @@ def test_outputs_that_can_be_made_pass_the_check(tmp_path):
         check_output_folder(parser, "--out", text)
     check_output_file(parser, "--json", str(tmp_path / "new" / "t.json"))
     assert not (tmp_path / "new").exists()  # checked, not made
+    (tmp_path / "old.json").write_text("{}")
+    check_output_file(parser, "--json", str(tmp_path / "old.json"))  # an earlier run's file is written over
 
 
 # ---- sdsv demo --video: every option is used or refused (issue 33) -------------------------------

@@ -95,6 +95,10 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _check_creatable(parser: argparse.ArgumentParser, option: str, text: str, path: Path) -> None:
+    if path.is_file():  # an earlier run's file, written over
+        if not os.access(path, os.W_OK):
+            parser.error(f"argument {option}: cannot write {text!r} (permission denied)")
+        return
     base = _nearest_existing(path.parent if not path.exists() else path)
     if not base.is_dir():
         parser.error(f"argument {option}: cannot create {text!r}: {str(base)!r} is a file, not a folder")
