@@ -73,6 +73,10 @@ def test_demo_weights_folder_must_hold_every_model(capsys, tmp_path):
     (["--threads", "0"], "--threads"),
     (["--guidance", "-1"], "--guidance"),
     (["--weights", "/nonexistent"], "--weights"),
+    (["--experiment", "peers", "--out", "x", "--peers-shard", "2/2"], "--peers-shard"),
+    (["--experiment", "peers", "--out", "x", "--peers-shard", "1"], "--peers-shard"),
+    (["--experiment", "peers", "--peers-shard", "0/2"], "--peers-shard"),  # the shards need one --out
+    (["--experiment", "tail", "--out", "x", "--peers-shard", "0/2"], "--peers-shard"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_eval_bad_value_is_one_line_naming_the_option(capsys, args, option):
     line = one_line_error(capsys, ["eval", *args])

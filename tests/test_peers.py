@@ -133,3 +133,24 @@ def test_a_trained_draft_row_counts_the_drafts_work_too(pipes):
     finally:
         only_target.remove()
     assert runs[row.name].macs > only_target.macs > 0  # the draft's calls are counted on top
+
+
+def test_shards_fill_one_cache_that_an_unsharded_run_reads(pipes, tmp_path):
+    rows = P.pipeline_rows(STEPS)[:2]
+    prompts, seeds = ["a red circle", "a green cross", "a blue ring"], [1, 2, 3]
+    first = P.run_rows(pipes, rows, prompts, seeds, 1, "test", progress=False, cache=tmp_path, shard=(0, 2))
+    assert first.skipped_batches == 1 and sorted(p.name for p in tmp_path.glob("batch1_*.pt")) == \
+        ["batch1_000000.pt", "batch1_000002.pt"]  # batches 0 and 2 of 3
+    assert len(first[rows[0].name].images) == 2 and first.compute_seconds > 0
+    second = P.run_rows(pipes, rows, prompts, seeds, 1, "test", progress=False, cache=tmp_path, shard=(1, 2))
+    assert second.skipped_batches == 0 and len(list(tmp_path.glob("batch1_*.pt"))) == 3  # read 2, sampled 1
+
+    def boom(p):
+        raise RuntimeError("recomputed")
+    whole = P.run_rows(pipes, [P.Row(r.name, r.family, r.steps, attach=boom) for r in rows], prompts, seeds, 1, "test",
+                       progress=False, cache=tmp_path)
+    alone = P.run_rows(pipes, rows, prompts, seeds, 1, "test", progress=False)
+    for r in rows:  # every batch read back, none recomputed, the same images as one unsharded run
+        assert whole[r.name].error is None
+        torch.testing.assert_close(torch.cat(whole[r.name].images), torch.cat(alone[r.name].images), rtol=0, atol=0)
+    assert whole.compute_seconds == pytest.approx(second.compute_seconds)  # the batches' own time, read back

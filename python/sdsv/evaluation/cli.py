@@ -86,6 +86,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peers-batch", type=int_at_least(1), default=None,
                    help=f"peers: the batch of the main run (default {FULL['peers_batch']})")
     p.add_argument("--flux", type=Path, default=None, help="peers: the tiny Flux folder (default: shipped)")
+    p.add_argument("--peers-shard", type=shard_of, default=None, metavar="K/N",
+                   help="peers: sample only every N-th batch from the K-th (0-based) into --out's cache and stop; "
+                        "N such processes use N cores, then a run without it summarises")
     p.add_argument("--draft", default="svd", choices=["lite", "svd"], help="draft of table2 and warmup")
     p.add_argument("--metric", default=DEFAULT_METRIC, choices=["x0_rms", "state_rel_l2", "rel_l2", "cosine"])
     p.add_argument("--tau", type=finite_float(), default=DEFAULT_TAU, help="acceptance threshold of every SDSV method")
@@ -118,6 +121,18 @@ def _schedules(steps: int) -> None:
     tail_methods(steps)
 
 
+def shard_of(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)`` with ``0 <= K < N``."""
+    k, sep, n = text.partition("/")
+    try:
+        k, n = int(k), int(n)
+    except ValueError:
+        k = n = -1
+    if not sep or n < 1 or not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, e.g. 0/2, got {text!r}")
+    return k, n
+
+
 def check_arguments(p: argparse.ArgumentParser, args) -> None:
     """What one option's type cannot see, checked before any model is loaded."""
     check_output_folder(p, "--out", args.out)
@@ -133,6 +148,8 @@ def check_arguments(p: argparse.ArgumentParser, args) -> None:
         p.error(f"argument --pareto-images: a multiple of --batch ({batch}) up to --images ({size['images']}), got {n}")
     if args.experiment == "tail":
         _check_tail(p, size)
+    if args.peers_shard is not None and (args.experiment != "peers" or args.out is None):
+        p.error("argument --peers-shard: only with --experiment peers and an --out folder the shards share")
     if args.experiment == "peers":
         from ..tiny.flux.components import PIPELINE_DIR
         if size["peers_batch1_images"] > size["peers_images"]:
@@ -207,7 +224,7 @@ def main(args) -> int:
         from .peers import peers
         markdown, _, files = peers(out, pick("peers_images"), pick("peers_batch1_images"),
                                    pick("peers_calibration_images"), pick("peers_batch"), steps, args.flux,
-                                   progress=not args.quiet)
+                                   progress=not args.quiet, shard=args.peers_shard)
         print(markdown + "\nfiles: " + ", ".join(str(f) for f in files) + "\n", flush=True)
     elif args.experiment == "tail":  # its own runner: other seeds, the converged reference's steps
         sets = SeedSets(pick("tail_images"), pick("calibration_images"))

@@ -274,13 +274,23 @@ def _run_batch(pipe, row: Row, prompts, seeds) -> tuple[torch.Tensor, float, int
         pipe.scheduler = own_scheduler
 
 
+class Runs(dict):
+    """``{row name: RowRun}`` of one batch size, with the machine time its batches took (those
+    computed now and those read back from the cache) and the batches this shard left to others."""
+
+    compute_seconds: float = 0.0
+    skipped_batches: int = 0
+
+
 def run_rows(pipes: dict, rows: list[Row], prompts, seeds, batch: int, desc: str, progress: bool = True,
-             cache: Path | None = None) -> dict[str, RowRun]:
+             cache: Path | None = None, shard: tuple[int, int] | None = None) -> Runs:
     """Every row on every batch, the rows in turns within each batch (so a slow minute of the
     machine falls on every method alike), each on ``pipes[row.pipeline]``. A row that fails says
     why and is left out. With ``cache`` (a folder), each finished batch is saved there and a rerun
-    picks up where an interrupted one stopped (same rows, prompts and seeds)."""
-    runs = {r.name: RowRun() for r in rows}
+    picks up where an interrupted one stopped (same rows, prompts and seeds). With ``shard=(k, n)``
+    only the batches whose index is ``k`` modulo ``n`` are sampled (n processes fill one cache;
+    a run without a shard then reads them all)."""
+    runs = Runs({r.name: RowRun() for r in rows})
     bar = tqdm(total=len(prompts) * len(rows), desc=desc, unit="img", mininterval=5.0, disable=not progress)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
@@ -290,6 +300,11 @@ def run_rows(pipes: dict, rows: list[Row], prompts, seeds, batch: int, desc: str
         done = torch.load(path) if path is not None and path.exists() else None
         if done is not None and (done["seeds"] != list(s) or sorted(done["rows"]) != sorted(runs)):
             done = None  # another run's file: compute again
+        if done is None and shard is not None and (i // batch) % shard[1] != shard[0]:
+            runs.skipped_batches += 1
+            bar.update(len(p) * len(rows))
+            continue
+        t_batch = time.perf_counter()
         results = done["rows"] if done is not None else {}
         for row in rows:
             run = runs[row.name]
@@ -306,8 +321,10 @@ def run_rows(pipes: dict, rows: list[Row], prompts, seeds, batch: int, desc: str
                 run.seconds += got[1]
                 run.macs += got[2]
             bar.update(len(p))
+        wall = done.get("wall_s", 0.0) if done is not None else time.perf_counter() - t_batch
+        runs.compute_seconds += wall
         if path is not None and done is None:
-            torch.save({"seeds": list(s), "rows": results}, path)
+            torch.save({"seeds": list(s), "rows": results, "wall_s": wall}, path)
     bar.close()
     return runs
 
@@ -435,9 +452,12 @@ COLUMNS = [("method", "method", "s"), ("deep_evals", "deep evals / image", ".1f"
 
 
 def peers(out: Path, images: int, batch1_images: int, calibration_images: int = 48, batch: int = 8,
-          steps: int = REFERENCE_STEPS, flux_dir: Path | None = None, progress: bool = True) -> tuple[str, dict, list[Path]]:
+          steps: int = REFERENCE_STEPS, flux_dir: Path | None = None, progress: bool = True,
+          shard: tuple[int, int] | None = None) -> tuple[str, dict, list[Path]]:
     """Run every row at ``batch`` on ``images`` report images and at batch 1 on the first
-    ``batch1_images`` of them; returns (markdown, results, files)."""
+    ``batch1_images`` of them; returns (markdown, results, files). With ``shard=(k, n)`` only
+    this process's share of the batches is sampled into ``out/cache`` and nothing is summarised
+    (returns a one-line note): n such processes, then one run without a shard, use n cores."""
     import sdsv
 
     from ..tiny.flux.components import PIPELINE_DIR, TEXT_LEN, load_pipeline
@@ -470,13 +490,20 @@ def peers(out: Path, images: int, batch1_images: int, calibration_images: int = 
     tables, files, all_runs = {}, [], {}
     for label, n, b in ((f"batch {batch}", images, batch), ("batch 1", batch1_images, 1)):
         runs = run_rows(pipes, rows, prompts[:n], seeds[:n], b, desc=f"peers, {label}", progress=progress,
-                        cache=out / "cache")
-        tables[label] = summarise(rows, runs, ref, conv, macs_one)
+                        cache=out / "cache", shard=shard)
         all_runs[label] = runs
+        if shard is None:
+            tables[label] = summarise(rows, runs, ref, conv, macs_one)
+    if shard is not None:
+        note = (f"peers shard {shard[0]}/{shard[1]}: {sum(r.compute_seconds for r in all_runs.values()):.0f} s of "
+                f"batches in {out / 'cache'}; run again without --peers-shard to summarise")
+        return note, {}, []
     meta = {"images": images, "batch1_images": batch1_images, "batch": batch, "steps": steps,
             "seeds": [seeds[0], seeds[-1]], "calibration_seeds": [cal_s[0], cal_s[-1]] if cal_s else None,
             "calibrated_target_p5": CALIBRATED_P5, "mag_ratios": mag, "macs_per_evaluation": macs_one,
-            "seconds": round(time.perf_counter() - t0), "provenance": provenance(None), "counting": LinearWork.__doc__}
+            "seconds": round(time.perf_counter() - t0),
+            "batch_seconds": {k: round(r.compute_seconds) for k, r in all_runs.items()},
+            "provenance": provenance(None), "counting": LinearWork.__doc__}
     out.mkdir(parents=True, exist_ok=True)
     files.append(save(out, "peers", tables, meta))
     files.append(_plot(tables, out / "peers.png"))
@@ -484,7 +511,10 @@ def peers(out: Path, images: int, batch1_images: int, calibration_images: int = 
     md = [f"## sdsv beside the caches users run: tiny FluxPipeline, {images} images at batch {batch}, "
           f"{batch1_images} at batch 1, {steps} steps\n",
           f"seeds {seeds[0]}..{seeds[-1]} (chosen on nothing); calibration seeds {meta['calibration_seeds']}; "
-          f"{meta['seconds']} s; {meta['provenance']['machine']}; {meta['provenance']['versions']}\n"]
+          f"sampling {sum(meta['batch_seconds'].values())} s of machine time over the batches "
+          f"({', '.join(f'{k}: {v} s' for k, v in meta['batch_seconds'].items())}; a resumed or sharded run adds up "
+          f"every process's batches), this process {meta['seconds']} s; {meta['provenance']['machine']}; "
+          f"{meta['provenance']['versions']}\n"]
     for label, t in tables.items():
         md += [f"### {label}\n", md_table(t, COLUMNS), ""]
         errors = [f"- {d['method']}: {d['error']}" for d in t if "error" in d]
