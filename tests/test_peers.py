@@ -37,9 +37,9 @@ def test_one_setting_of_every_peer_runs_on_the_trained_pipeline(pipes):
     pipe = pipes["main"]
     mag = P.calibrate_mag_ratios(pipe, ["a red circle", "a blue ring"], [7, 8], 2, STEPS)
     assert len(mag) == STEPS and all(math.isfinite(v) and v > 0 for v in mag)
-    rows = _one_per_family([*P.pipeline_rows(STEPS), *P.sdsv_rows(None, STEPS), *P.diffusers_rows(mag, STEPS),
-                            *P.cache_dit_rows(12, STEPS)])
-    assert {r.family for r in rows} >= {"sdsv", "diffusers FirstBlockCache", "diffusers TaylorSeerCache", "diffusers MagCache",
+    rows = _one_per_family([*P.pipeline_rows(STEPS), *P.sdsv_rows(None, STEPS), *P.sdsv_cache_rows(STEPS),
+                            *P.diffusers_rows(mag, STEPS), *P.cache_dit_rows(12, STEPS)])
+    assert {r.family for r in rows} >= {"sdsv", "sdsv cache", "diffusers FirstBlockCache", "diffusers TaylorSeerCache", "diffusers MagCache",
                                         "diffusers SeaCache", "diffusers PyramidAttentionBroadcast", "diffusers FasterCache",
                                         "cache-dit none", "cache-dit TaylorSeer", "cache-dit FoCa", "cache-dit DMD"}
     runs = P.run_rows(pipes, rows, ["a red circle", "a green cross"], [1, 2], 2, "test", progress=False)

@@ -100,6 +100,19 @@ def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS, draft=None) 
     return rows
 
 
+def sdsv_cache_rows(steps: int = REFERENCE_STEPS) -> list[Row]:
+    """The project's own unverified cache at diffusers' TaylorSeer settings: the target every
+    ``i``-th step after 3 full ones, the deep blocks' residual forecast by the line in sigma
+    between (TaylorSeer's order 1, per attention / feed-forward output, in the step index)."""
+    import sdsv
+    from ..forecast import LINE
+    from ..policies import FixedInterval
+
+    return [Row(f"sdsv cache every {i} (line, 3 warm-up steps)", "sdsv cache", steps,
+                attach=lambda p, i=i: sdsv.enable(p, policy=FixedInterval(steps, every=i, warmup=3), forecast=LINE),
+                detach=sdsv.disable) for i in (5, 3, 2)]
+
+
 def _diffusers(name: str, family: str, make_config: Callable, steps: int = REFERENCE_STEPS, notes: str = "",
                verify: Callable | None = None) -> Row:
     return Row(name, f"diffusers {family}", steps, attach=lambda p: p.transformer.enable_cache(make_config(p)),
@@ -373,7 +386,7 @@ def save(out: Path, name: str, rows: list[dict], meta: dict) -> Path:
 def all_rows(pipe, calibrated_policy, mag_ratios, steps: int = REFERENCE_STEPS, draft=None) -> list[Row]:
     depth = len(pipe.transformer.transformer_blocks) + len(pipe.transformer.single_transformer_blocks)
     rows = [*pipeline_rows(steps), converged_row(steps), *sdsv_rows(calibrated_policy, steps, draft),
-            *diffusers_rows(mag_ratios, steps)]
+            *sdsv_cache_rows(steps), *diffusers_rows(mag_ratios, steps)]
     try:
         rows += cache_dit_rows(depth, steps)
     except ImportError:  # cache-dit is an optional extra: pip install 'sdsv[peers]'
