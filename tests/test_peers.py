@@ -154,3 +154,12 @@ def test_shards_fill_one_cache_that_an_unsharded_run_reads(pipes, tmp_path):
         assert whole[r.name].error is None
         torch.testing.assert_close(torch.cat(whole[r.name].images), torch.cat(alone[r.name].images), rtol=0, atol=0)
     assert whole.compute_seconds == pytest.approx(second.compute_seconds)  # the batches' own time, read back
+
+
+def test_a_calibration_that_finds_nothing_is_the_rows_reason_not_a_crash(pipes):
+    import sdsv
+
+    failed = sdsv.CalibrationError("no tolerance reaches p5 >= 32 dB")
+    row = next(r for r in P.sdsv_rows(failed, STEPS) if r.name == "sdsv calibrated")
+    runs = P.run_rows(pipes, [row], ["a red circle"], [0], 1, "test", progress=False)
+    assert runs[row.name].error == "CalibrationError: no tolerance reaches p5 >= 32 dB" and not runs[row.name].images

@@ -57,6 +57,8 @@ def test_every_stage_runs_resumes_and_writes_a_loadable_pipeline(tmp_path):
     assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
     lite = json.loads((out / "draft_lite" / "config.json").read_text())
     assert (lite["num_layers"], lite["num_single_layers"]) == (1, 5)
+    for part in ("transformer", "draft_lite", "vae"):  # no path of the training machine in what ships
+        assert "_name_or_path" not in json.loads((out / part / "config.json").read_text()), part
 
 
 def test_the_lite_draft_keeps_every_other_block_of_the_target():
@@ -77,6 +79,8 @@ def test_the_shipped_folder_loads_offline_at_its_trained_size(monkeypatch):
     from diffusers import FluxPipeline
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for config in C.PIPELINE_DIR.glob("*/*config*.json"):  # nothing points back at the training machine
+        assert "_name_or_path" not in json.loads(config.read_text()), config
     pipe = FluxPipeline.from_pretrained(str(C.PIPELINE_DIR))
     assert pipe.vae.config.sample_size == 32 and pipe.tokenizer_2.model_max_length == C.TEXT_LEN
     assert pipe.transformer.dtype == torch.float32  # stored in fp16, used in fp32

@@ -82,8 +82,9 @@ def converged_row(steps: int = REFERENCE_STEPS) -> Row:
 
 def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS, draft=None) -> list[Row]:
     """The faithful default, the accurate intent at its share of the steps (28 of 50), a policy
-    calibrated on the calibration set, and SDSV's batched verification with a trained ``draft``
-    (the paper's Table 1 on a real pipeline class; its work counted too)."""
+    calibrated on the calibration set (or the calibration's error, reported as the row's reason
+    for not running), and SDSV's batched verification with a trained ``draft`` (the paper's
+    Table 1 on a real pipeline class; its work counted too)."""
     import sdsv
     from ..intents import INTENTS
 
@@ -91,7 +92,12 @@ def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS, draft=None) 
     rows = [Row("sdsv faithful", "sdsv", steps, attach=lambda p: sdsv.enable(p), detach=sdsv.disable),
             Row(f"sdsv accurate, {accurate} steps", "sdsv", accurate, attach=lambda p: sdsv.enable(p, intent="accurate"),
                 detach=sdsv.disable)]
-    if calibrated_policy is not None:
+    if isinstance(calibrated_policy, Exception):  # calibration found no tolerance: reported as not run
+
+        def refuse(p, e=calibrated_policy):
+            raise e
+        rows.append(Row("sdsv calibrated", "sdsv", steps, attach=refuse))
+    elif calibrated_policy is not None:
         rows.append(Row("sdsv calibrated", "sdsv", steps, attach=lambda p: sdsv.enable(p, policy=calibrated_policy),
                         detach=sdsv.disable))
     if draft is not None:
@@ -490,8 +496,12 @@ def peers(out: Path, images: int, batch1_images: int, calibration_images: int = 
     mag = calibrated = None
     if cal_p:
         mag = calibrate_mag_ratios(pipe, cal_p, cal_s, min(batch, len(cal_p)), steps)
-        calibrated = sdsv.calibrate(pipe, cal_p, target_psnr=CALIBRATED_P5, num_steps=steps, seed=cal_s[0],
-                                    height=32, width=32, max_sequence_length=TEXT_LEN, guidance_scale=GUIDANCE).policy
+        try:
+            calibrated = sdsv.calibrate(pipe, cal_p, target_psnr=CALIBRATED_P5, num_steps=steps, seed=cal_s[0],
+                                        height=32, width=32, max_sequence_length=TEXT_LEN,
+                                        guidance_scale=GUIDANCE).policy
+        except sdsv.CalibrationError as e:  # the row says why it did not run; the others still do
+            calibrated = e
     draft_dir = Path(flux_dir or PIPELINE_DIR) / "draft_lite"
     draft = None
     if draft_dir.exists():

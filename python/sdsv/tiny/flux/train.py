@@ -128,8 +128,13 @@ class Conditioning:
 
 
 def _save(model, folder: Path) -> None:
-    """Ship fp16 weights (half the size; ``from_pretrained`` loads them as fp32)."""
+    """Ship fp16 weights (half the size; ``from_pretrained`` loads them as fp32), and no record of
+    the folder a model was loaded from (``_name_or_path``: a path on the training machine)."""
     copy.deepcopy(model).half().cpu().save_pretrained(folder)
+    config = Path(folder) / "config.json"
+    cfg = json.loads(config.read_text())
+    if cfg.pop("_name_or_path", None) is not None:
+        config.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def _weighted_mse(pred, want, w):
