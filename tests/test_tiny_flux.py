@@ -104,3 +104,10 @@ def test_the_shipped_pipeline_draws_its_prompts():
     assert len(set(prompts)) == 48 and len(prompts) == 192
     images = report.draw(pipe, prompts, seeds, steps=50)
     assert report.alignment(images, prompts) >= 0.85
+
+
+def test_a_resumed_stage_counts_the_time_of_every_run():
+    record = {"loss": [{"step": 100, "loss": 1.0, "elapsed_s": 50.0}, {"step": 200, "loss": 0.9, "elapsed_s": 90.0},
+                       {"resumed_at": 200}, {"step": 300, "loss": 0.8, "elapsed_s": 40.0}], "seconds": 41.0}
+    assert train.stage_seconds(record) == 90.0 + 41.0
+    assert train.stage_seconds({"loss": [{"step": 100, "loss": 1.0, "elapsed_s": 7.0}], "seconds": 7.5}) == 7.5

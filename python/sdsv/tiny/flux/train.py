@@ -249,6 +249,18 @@ def snapshot(args) -> dict:
             "loss": loss[-1]["loss"] if loss else None}
 
 
+def stage_seconds(record: dict) -> float:
+    """A stage's training time over all its runs: a resumed run's clock starts again at zero, so
+    each earlier run counts up to its last logged step (its time after that was redone)."""
+    total, last = 0.0, 0.0
+    for h in record.get("loss", []):
+        if "resumed_at" in h:
+            total, last = total + last, 0.0
+        else:
+            last = h.get("elapsed_s", last)
+    return total + record["seconds"]
+
+
 def write_markdown(out: Path) -> None:
     """``train_log.md``: the log's key numbers for people (``train_log.json`` has everything)."""
     log = json.loads((out / "train_log.json").read_text())
@@ -266,7 +278,7 @@ def write_markdown(out: Path) -> None:
             loss = [h for h in r.get("loss", []) if "loss" in h]
             resumed = [h["resumed_at"] for h in r.get("loss", []) if "resumed_at" in h]
             lines.append(f"| {st} | {r.get('params', '-')} | {r['steps']} x {r['batch']} | {r.get('threads', '-')} | "
-                         f"{r['seconds'] / 60:.1f}{' (resumed at ' + ', '.join(map(str, resumed)) + ')' if resumed else ''} | "
+                         f"{stage_seconds(r) / 60:.1f}{' (resumed at ' + ', '.join(map(str, resumed)) + ')' if resumed else ''} | "
                          f"{loss[-1]['loss']:.4f} |")
     if "vae" in log:
         v = log["vae"]
