@@ -1,12 +1,13 @@
 """What an intent means, for every pipeline, and the window policy a call gets when it names none.
 
-An intent is a set of defaults, not a mode: whatever a call names (its solver, step count or
-policy) wins over them. ``"faithful"`` stays close to the images the pipeline gives without
-sdsv: its own step rule and step count, and the self-draft's :meth:`ErrorControlled.faithful`
-windows with the damped forecast (``sdsv.forecast.DAMPED``). ``"accurate"`` gets closer to the model's exact sample (the converged ODE solution) for
-fewer target calls: DPM-Solver++(2M), 28 of every 50 steps where the pipeline picks the step
-count, and :meth:`ErrorControlled.accurate` windows with the line forecast (docs/tail.md measures both intents against
-both yardsticks). :func:`sdsv.enable` and the tiny pipeline both read this table and take their
+An intent is a set of defaults, not a mode: whatever a call names (its solver, step count,
+policy or forecast) wins over them. ``"faithful"`` stays close to the images the pipeline gives
+without sdsv: its own step rule and step count, and the self-draft's
+:meth:`ErrorControlled.faithful` windows with the damped forecast (``sdsv.forecast.DAMPED``).
+``"accurate"`` gets closer to the model's exact sample (the converged ODE solution) for fewer
+target calls: DPM-Solver++(2M), 28 of every 50 steps where the pipeline picks the step count,
+and :meth:`ErrorControlled.accurate` windows with the line (``sdsv.forecast.LINE``); docs/tail.md
+measures both intents against both yardsticks. :func:`sdsv.enable` and the tiny pipeline both read this table and take their
 default policy from :func:`default_policy`.
 """
 
