@@ -37,7 +37,7 @@ from ..tiny.pipeline import DEFAULT_GUIDANCE
 # benchmarks/tail_study.py), the first 96 of them for the convergence check
 FULL = dict(images=256, steps=50, batch=32, latency_images=5, pareto_images=32, taus=(0.2, 0.4), k2s=(5, 15),
             tail_images=1056, calibration_images=0, convergence_images=96, tail_batch=96, video_clips=56,
-            peers_images=1056, peers_batch1_images=240, peers_calibration_images=48, peers_batch=8)
+            peers_images=1056, peers_batch1_images=200, peers_calibration_images=48, peers_batch=8)
 QUICK = dict(images=4, steps=8, batch=2, latency_images=1, pareto_images=2, taus=(0.1,), k2s=(5,),
              tail_images=4, calibration_images=2, convergence_images=2, tail_batch=2, video_clips=2,
              peers_images=4, peers_batch1_images=2, peers_calibration_images=2, peers_batch=2)
