@@ -7,8 +7,8 @@ without sdsv: its own step rule and step count, and the self-draft's
 ``"accurate"`` gets closer to the model's exact sample (the converged ODE solution) for fewer
 target calls: DPM-Solver++(2M), 28 of every 50 steps where the pipeline picks the step count,
 and :meth:`ErrorControlled.accurate` windows with the line (``sdsv.forecast.LINE``); docs/tail.md
-measures both intents against both yardsticks. :func:`sdsv.enable` and the tiny pipeline both read this table and take their
-default policy from :func:`default_policy`.
+measures both intents against both yardsticks. :func:`sdsv.enable` and the tiny pipeline both
+read this table and take their default policy from :func:`default_policy`.
 """
 
 from __future__ import annotations

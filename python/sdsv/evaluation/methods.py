@@ -116,15 +116,22 @@ def self_draft_methods(num_steps: int, verify: str = "endpoints") -> list[Method
     return ms
 
 
+def faithful_method(num_steps: int, own_solver: str = "euler") -> Method:
+    """The faithful intent as a pipeline whose own sampler is ``own_solver`` with ``num_steps``
+    steps runs it by default: its windows and forecast on that solver."""
+    faithful = INTENTS["faithful"]
+    return Method(f"faithful: error-ctrl (self, {faithful.forecast.name}, tol {FAITHFUL_TOL:g})",
+                  faithful.windows(num_steps), "self", solver=faithful.solver_for(own_solver), forecast=faithful.forecast)
+
+
 def intent_methods(num_steps: int) -> list[Method]:
     """The self-draft's two intents (:mod:`sdsv.intents`) as the tiny pipeline runs them with
     ``intent=`` when its own sampler has ``num_steps`` Euler steps: faithful (error-controlled
     windows on Euler with ``num_steps``) and accurate (short windows on DPM-Solver++(2M) with the
     intent's share of the steps: 28 of 50)."""
-    faithful, accurate = INTENTS["faithful"], INTENTS["accurate"]
+    accurate = INTENTS["accurate"]
     n = max(3, accurate.num_steps(num_steps))
-    return [Method(f"faithful: error-ctrl (self, {faithful.forecast.name}, tol {FAITHFUL_TOL:g})",
-                   faithful.windows(num_steps), "self", solver=faithful.solver_for("euler"), forecast=faithful.forecast),
+    return [faithful_method(num_steps),
             Method(f"accurate: error-ctrl on dpm++2m (self, {n} steps)", accurate.windows(n), "self",
                    solver=accurate.solver_for("euler"), forecast=accurate.forecast)]
 

@@ -53,8 +53,8 @@ class SelfDraft:
     """A training-free draft made of ``model`` itself; see the module docstring.
 
     ``forecast``: a :class:`~sdsv.forecast.forecasts.NewtonForecast` (default
-    :data:`~sdsv.forecast.forecasts.DEFAULT_FORECAST`, the damped forecast); or ``order`` as a shorthand for the
-    polynomial in sigma: 0 reuses the last anchor's residual, 1 extrapolates linearly from the
+    :data:`~sdsv.forecast.forecasts.DEFAULT_FORECAST`, the damped forecast); or ``order`` as a
+    shorthand for the polynomial in sigma: 0 reuses the last anchor's residual, 1 extrapolates linearly from the
     last two, 2 quadratically from the last three (with fewer anchors a sample's forecast uses
     what it has). ``slots``: anchors kept per sample and guidance branch (default: as many as the
     forecast reads).

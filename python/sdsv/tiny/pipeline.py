@@ -246,8 +246,8 @@ class TinyPipeline:
         ``draft``: ``"self"`` (the default, as :func:`sdsv.enable`'s: the target forecasting its
         own blocks with ``forecast``, a :class:`~sdsv.forecast.NewtonForecast`, or the polynomial of
         ``forecast_order`` 0/1/2; by default the intent's: damped when faithful, the line when
-        accurate) or a trained draft, ``"lite"`` or ``"svd"`` (~20 dB from the target). ``policy``: any window
-        policy; by default (:func:`sdsv.intents.default_policy`) with the self-draft the
+        accurate) or a trained draft, ``"lite"`` or ``"svd"`` (~20 dB from the target).
+        ``policy``: any window policy; by default (:func:`sdsv.intents.default_policy`) with the self-draft the
         ``intent``'s error-controlled windows, with a trained draft the paper's multi-stage plan.
         ``intent`` (:mod:`sdsv.intents`) sets what is not given: ``"faithful"`` (default) stays
         close to the pipeline's own sampler, Euler with 50 steps, with

@@ -218,10 +218,10 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
     their residual from its last evaluations on the sample's path (``forecast``, a
     :class:`~sdsv.forecast.NewtonForecast`, or the polynomial of order ``forecast_order`` in sigma;
     by default the intent's: damped when faithful, the line when accurate; the first
-    ``head_blocks`` blocks computed), no weights needed (:mod:`.split`); or a transformer of the same class and input/output contract as
-    ``pipe.transformer`` (fewer blocks, quantized, distilled...; checked here). ``policy``: a
-    window policy (:class:`~sdsv.StagePlan`, :class:`~sdsv.ErrorControlled`,
-    :class:`~sdsv.FixedInterval`) or a function ``num_inference_steps -> policy``; default
+    ``head_blocks`` blocks computed), no weights needed (:mod:`.split`); or a transformer of the
+    same class and input/output contract as ``pipe.transformer`` (fewer blocks, quantized,
+    distilled...; checked here). ``policy``: a window policy (:class:`~sdsv.StagePlan`,
+    :class:`~sdsv.ErrorControlled`, :class:`~sdsv.FixedInterval`) or a function ``num_inference_steps -> policy``; default
     (:func:`sdsv.intents.default_policy`) the intent's ``ErrorControlled`` windows with the
     self-draft, ``StagePlan.paper_default`` with a draft transformer. ``intent``
     (:mod:`sdsv.intents`): ``"faithful"`` (default) samples with the pipeline scheduler's own step

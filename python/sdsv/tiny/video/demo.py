@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 
-from ...evaluation.methods import SELF_SDSV_ACCEPT, Method
+from ...evaluation.methods import SELF_SDSV_ACCEPT, Method, faithful_method
 from ...evaluation.report import machine
 from ...metrics import psnr
 from ...policies import ErrorControlled, FixedInterval, StagePlan
-from ...intents import INTENTS
-from ...policies.error_controlled import ACCURATE, FAITHFUL_TOL
+from ...policies.error_controlled import ACCURATE
 from ..weights import load_model, shipped_path
 from .pipeline import DEFAULT_SOLVER, TinyVideoPipeline
 
@@ -42,15 +41,13 @@ VIDEO_DRAFTS = ("lite", "self")
 def methods(n: int, drafts=VIDEO_DRAFTS) -> list[Method]:
     """The rows at ``n`` steps: the target alone with fewer steps, and the rows of ``drafts``."""
     on = dict(solver=DEFAULT_SOLVER)
-    faithful = INTENTS["faithful"]
     half, fifth = max(2, n // 2), max(2, n // 5)
     fewer = dict.fromkeys([(half, "euler"), (max(2, 3 * n // 10), "dpm++2m"), (half, DEFAULT_SOLVER),
                            (max(2, 3 * n // 10), DEFAULT_SOLVER), (fifth, DEFAULT_SOLVER)])  # few steps: no twins
     return [m for m in [
         *(Method(f"target-only ({k} steps, {solver})", StagePlan.target_only(k), solver=solver) for k, solver in fewer),
         Method("cache every 3 (self)", FixedInterval(n, every=3), "self", **on),
-        Method(f"faithful: error-ctrl (self, {faithful.forecast.name}, tol {FAITHFUL_TOL:g})", faithful.windows(n), "self",
-               forecast=faithful.forecast, **on),
+        faithful_method(n, DEFAULT_SOLVER),
         Method("error-ctrl (self, k 1-2)", ErrorControlled(n, **ACCURATE), "self", **on),
         Method("sdsv-slow (self)", StagePlan.slow(n), "self", accept=SELF_SDSV_ACCEPT, **on),
         Method("improved-draft (lite)", StagePlan.improved_draft(n), "lite", **on),
