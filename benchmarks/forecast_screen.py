@@ -10,11 +10,15 @@ the relative squared error ``|R^ - R|^2 / |R|^2`` per image (branches averaged),
 of the forecast step, and against the line (today's forecast). Candidates whose weights are fitted
 (least squares) are fitted on the first half of the images and every candidate is scored on the
 second half. ``fit``: the Newton-form weights ``p0 + slope (p1 - p0) + curvature (p2 - p1)``
-fitted globally and per zone, scored the same way.
+fitted globally and per zone, scored the same way. ``grain``: the forecast at diffusers'
+TaylorSeer's grain — each block's attention and MLP outputs before their gates, forecast apart and
+summed with the gates of the new sigma (exact: the gates are cheap) — against the same forecast of
+the whole residual, on the scored half (sampled again with the blocks' outputs kept; no cache).
 
     python benchmarks/forecast_screen.py record --images 96      # ~2 min, ~1 GB in the cache
     python benchmarks/forecast_screen.py screen                  # ~10 min on one thread
     python benchmarks/forecast_screen.py fit                     # ~1 min
+    python benchmarks/forecast_screen.py grain                   # ~3 min, ~2 GB of memory
 
 The screen only ranks forecasts; the windows decide (tail_study.py --sections forecasts).
 """
@@ -293,6 +297,60 @@ def newton_fit(data: dict) -> dict:
             "scores": table}
 
 
+def record_blocks(images: int) -> dict:
+    """The scored half's trajectories again (a sample does not depend on its batch mates), keeping
+    every block's attention and MLP outputs before their gates, the gates, and the deep residual."""
+    from sdsv import StagePlan
+    from sdsv.evaluation.runner import balanced_prompts
+    from sdsv.tiny.pipeline import TinyPipeline
+
+    pipe = TinyPipeline.from_pretrained(names=("target",))
+    model = pipe.target
+    d = model.cfg.dim
+    step, cur = [], {}
+    model.ada.register_forward_hook(lambda m, a, o: cur.__setitem__("mod", o.view(o.shape[0], 6, d)))
+    model.blocks[0].register_forward_pre_hook(lambda m, a: cur.__setitem__("h", a[0]))
+    for i, blk in enumerate(model.blocks):
+        blk.proj.register_forward_hook(lambda m, a, o, i=i: cur.__setitem__(("attn", i), o.half()))
+        blk.fc2.register_forward_hook(lambda m, a, o, i=i: cur.__setitem__(("mlp", i), o.half()))
+
+    def close(m, a, o):
+        gates = [(cur["mod"] + blk.mod_bias)[:, (2, 5)] for blk in model.blocks]  # [rows, 2, d] per block
+        step.append({"R": (o - cur["h"]).float(), "gates": torch.stack(gates, 1),  # [rows, blocks, 2, d]
+                     "outs": torch.stack([torch.stack([cur[("attn", i)], cur[("mlp", i)]], 1)
+                                          for i in range(len(model.blocks))], 1)})  # [rows, blocks, 2, T, d]
+    model.blocks[-1].register_forward_hook(close)
+    half = images // 2
+    first = START - 20_000 + half
+    prompts = balanced_prompts(first + half)[first:]
+    pipe(prompts, policy=StagePlan.target_only(STEPS), solver="euler", seed=[START + half + i for i in range(half)])
+    return {k: torch.stack([s[k] for s in step]) for k in ("R", "gates", "outs")}
+
+
+def grain(images: int) -> dict:
+    """Relative squared error of the deep residual (as :func:`summarise`) of the line and the
+    damped forecast, of the whole residual and per block output with the new sigma's gates."""
+    from sdsv.forecast import DAMPED, LINE
+
+    data = record_blocks(images)
+    R, gates, outs = data["R"], data["gates"], data["outs"]
+    S = torch.linspace(1.0, 0.0, STEPS + 1, dtype=torch.float64)[:STEPS]
+    errors = {}
+    for fc in (LINE, DAMPED):
+        for k in (2, 3, 4):
+            for a in range(3 * k, STEPS - 1):
+                anchors = [a - i * k for i in range(fc.anchors)][::-1]
+                for t in [a + j for j in range(1, k + 1) if a + j < STEPS]:
+                    c = fc.coefficients([float(S[m]) for m in anchors], float(S[t]))
+                    whole = sum(ci * R[m] for ci, m in zip(c, anchors))
+                    parts = sum(ci * outs[m].float() for ci, m in zip(c, anchors))  # [rows, blocks, 2, T, d]
+                    gated = (gates[t][:, :, :, None, :] * parts).sum((1, 2))
+                    name = "line (today)" if fc is LINE else fc.name
+                    errors.setdefault(name, {})[(k, a, t - a)] = rel_err(whole, R[t])
+                    errors.setdefault(f"{name}, per block output, gates exact", {})[(k, a, t - a)] = rel_err(gated, R[t])
+    return summarise(errors)
+
+
 def markdown(result: dict) -> str:
     cols = ["k2 5-30", "k3 5-30", "k4 5-30", "k3 5-15", "k3 15-30", "k3 30-50"]
     out = ["# Forecast screen (benchmarks/forecast_screen.py)\n", f"Machine: {result.get('machine', '?')}. "
@@ -310,12 +368,21 @@ def markdown(result: dict) -> str:
             out.append(f"| {name} | " + " | ".join(
                 f"{row[c]['mean_db']:.2f} ({row[c]['vs_line_db']:+.2f}; p95 {row[c]['p95_vs_line_db']:+.2f})"
                 if c in row else "—" for c in cols) + " |")
+    if "grain" in result:
+        out += ["\n## The grain: each block's outputs before their gates (diffusers' TaylorSeer) vs the whole residual\n",
+                "The scored half sampled again; each forecast of the blocks' attention and MLP outputs is summed "
+                "with the gates at the forecast step's own sigma. In brackets against the line of the whole residual.\n",
+                "| forecast | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        for name, row in result["grain"].items():
+            out.append(f"| {name} | " + " | ".join(
+                f"{row[c]['mean_db']:.2f} ({row[c]['vs_line_db']:+.2f}; p95 {row[c]['p95_db']:.2f})"
+                if c in row else "—" for c in cols) + " |")
     return "\n".join(out) + "\n"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["record", "screen", "fit"])
+    ap.add_argument("what", choices=["record", "screen", "fit", "grain"])
     ap.add_argument("--images", type=int, default=96)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default=None, help="candidate names separated by ';' (screen: merged into the result)")
@@ -330,12 +397,20 @@ def main(argv=None) -> int:
         if args.what == "record":
             record(args.images, cache)
             return 0
+        res_path = args.out / "forecast_screen.json"
+        result = json.loads(res_path.read_text()) if res_path.exists() else {}
+        if args.what == "grain":
+            if result.get("images", args.images) != args.images:
+                ap.error(f"the screen on record used {result['images']} images: pass --images {result['images']}")
+            result["grain"] = grain(args.images)
+            res_path.write_text(json.dumps(result, indent=1))
+            (args.out / "forecast_screen.md").write_text(markdown(result))
+            print(markdown(result))
+            return 0
         path = cache / f"trajectories_{args.images}.pt"
         if not path.exists():
             ap.error(f"no trajectories at {path}: run `record --images {args.images}` first")
         data = torch.load(path)
-        res_path = args.out / "forecast_screen.json"
-        result = json.loads(res_path.read_text()) if res_path.exists() else {}
         result.update(machine=f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
                       images=args.images)
         if args.what == "screen":

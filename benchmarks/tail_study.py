@@ -20,6 +20,7 @@ for the forecast gap, an a-priori estimate that costs no block, and gap-limited 
 probe moved to each deep block, on its forecast input; as a window limit, and the step finished
 from the probed block), ``partial`` (the last deep blocks computed at draft steps), ``variable`` (the forecast extrapolating in log-SNR, log sigma or sqrt
 sigma instead of sigma), ``forecasts`` (the forecast's slope and curvature weights, ``NewtonForecast``),
+``grain`` (each deep block's attention and MLP outputs forecast before their gates, as diffusers' TaylorSeer hook does),
 ``accurate`` (candidates for the accurate intent on the calibration set, both yardsticks),
 ``intents`` (the faithful and accurate defaults and the baselines on the report set, both yardsticks),
 ``forecast_report`` (the forecast chosen in ``forecasts`` against the line, on the report set),
@@ -652,6 +653,71 @@ def forecasts(cal: ImageSet) -> list[dict]:
     return rows
 
 
+class GatedOutputsSplit:
+    """The self-draft at diffusers' TaylorSeer grain: what a target call records is every deep
+    block's attention and MLP output before its gate (``[rows, blocks, 2, tokens, dim]``, not one
+    residual); a draft forecasts each of them from its anchors (the same coefficients) and adds
+    them to its hidden state through the gates of its own sigma (the gates are cheap: computed
+    exactly). The bank holds 2 x blocks times the memory of the whole residual's."""
+
+    sdsv_pure = True
+
+    def __init__(self, split: TinyDiTSplit):
+        self.split = split
+
+    @staticmethod
+    def _block(blk, x, mod):
+        """``Block.forward``'s operations in its order, keeping the two outputs before their gates."""
+        b, n, d = x.shape
+        sh1, sc1, g1, sh2, sc2, g2 = (mod + blk.mod_bias).unbind(1)
+        h = torch.nn.functional.layer_norm(x, (d,)) * (1 + sc1[:, None]) + sh1[:, None]
+        q, k, v = blk.qkv(h).view(b, n, 3, blk.heads, d // blk.heads).permute(2, 0, 3, 1, 4)
+        a = blk.proj(torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
+        x = x + g1[:, None] * a
+        h = torch.nn.functional.layer_norm(x, (d,)) * (1 + sc2[:, None]) + sh2[:, None]
+        m = blk.fc2(torch.nn.functional.gelu(blk.fc1(h), approximate="tanh"))
+        return x + g2[:, None] * m, torch.stack([a, m], 1)
+
+    def forward_with_residual(self, x, sigma, labels, guidance=None):
+        s = self.split
+        h, cond, mod = s._enter(x, sigma, labels, guidance)
+        outs = []
+        for blk in s.deep:
+            h, o = self._block(blk, h, mod)
+            outs.append(o)
+        return s._leave(h, cond, mod), torch.stack(outs, 1)
+
+    def forward_with_forecast(self, x, sigma, bank, index, coeffs, labels, guidance=None):
+        s = self.split
+        h, cond, mod = s._enter(x, sigma, labels, guidance)
+        outs = sdsv_kernels.gather_combine(bank.new_zeros((h.shape[0], *bank.shape[1:])), bank, index, coeffs)
+        gates = torch.stack([(mod + blk.mod_bias)[:, (2, 5)] for blk in s.deep], 1)  # [rows, blocks, 2, dim]
+        return s._leave(h + (gates[:, :, :, None, :] * outs).sum((1, 2)), cond, mod)
+
+
+@contextlib.contextmanager
+def gated_grain(pipe: TinyPipeline):
+    """Inside: the pipeline's self-draft forecasts at the grain of :class:`GatedOutputsSplit`."""
+    pipe.self_draft = lambda order=None, forecast=None: SelfDraft(GatedOutputsSplit(TinyDiTSplit(pipe.target)),
+                                                                  order=order, forecast=forecast)
+    try:
+        yield
+    finally:
+        del pipe.self_draft
+
+
+def grain(cal: ImageSet) -> list[dict]:
+    """The faithful windows with the forecast of each block's outputs before their gates (the
+    gates exact) beside the same forecast of the whole deep residual, tolerance swept."""
+    rows = []
+    damped = NewtonForecast(0.95, 0.3)
+    for label, f in (("line", LINE), ("slope 0.95, curvature 0.3", damped)):
+        with gated_grain(cal.pipe):
+            rows += [cal.row(f"{label}, per block output (gates exact), tol {tol:g}", ErrorControlled(50, tol=tol),
+                             forecast=f) for tol in (0.2, 0.3, 0.4)]
+    return rows
+
+
 def forecast_accurate(cal: ImageSet) -> list[dict]:
     """The accurate intent's windows (one or two forecast steps on DPM-Solver++(2M)) with the line
     and with the damped forecast, at fewer steps; UniPC alone at 12 and 15 steps beside them;
@@ -843,7 +909,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 
 
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
-            "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report", "latency")
+            "grain", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -867,6 +933,7 @@ def markdown(result: dict) -> str:
               "partial": "The last deep blocks computed at draft steps, on their forecast input, calibration set",
               "variable": "The variable the forecast extrapolates in, calibration set",
               "forecasts": "The forecast's slope and curvature (NewtonForecast), calibration set",
+              "grain": "The forecast per block output before its gate (diffusers' TaylorSeer grain), calibration set",
               "forecast_accurate": "The accurate intent with the damped forecast, calibration set",
               "forecast_video": "The faithful windows' forecast on the tiny video model (UniPC 50, clip PSNR = mean over frames)",
               "accurate": "Candidates for the accurate intent on the calibration set",
@@ -941,7 +1008,7 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         t0 = time.time()
         if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
-                "forecast_accurate", "accurate"} & set(sections):
+                "grain", "forecast_accurate", "accurate"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
@@ -956,7 +1023,7 @@ def main(argv=None) -> int:
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
                                 "transfer": transfer, "depth": depth, "partial": partial, "variable": variable,
-                                "forecasts": forecasts, "forecast_accurate": forecast_accurate,
+                                "forecasts": forecasts, "grain": grain, "forecast_accurate": forecast_accurate,
                                 "accurate": accurate}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))

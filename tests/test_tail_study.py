@@ -151,6 +151,39 @@ def test_the_probe_at_depth_0_is_the_first_blocks_probe_and_the_draft_is_unchang
         torch.testing.assert_close(v, model(x, sigma, labels), rtol=1e-5, atol=1e-6)
 
 
+def test_the_gated_grain_target_is_the_target_and_its_forecast_uses_the_new_sigmas_gates():
+    """GatedOutputsSplit (the forecast at diffusers' TaylorSeer grain): the target call is the
+    model's own forward; with the gates held at the anchors' it forecasts what the whole residual's
+    line forecasts (the forecast is linear); at the draft's own sigma the gates, and so the
+    velocity, differ."""
+    from sdsv.tiny.model import TinyDiT, TinyDiTConfig
+    from sdsv.tiny.split import TinyDiTSplit
+
+    torch.manual_seed(0)
+    model = TinyDiT(TinyDiTConfig(dim=32, depth=3, heads=2)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    split = TinyDiTSplit(model)
+    gated = tail_study.GatedOutputsSplit(split)
+    x, labels, sigma = torch.randn(2, 3, 32, 32), torch.tensor([[0, 1], [2, 3]]), torch.full((2,), 0.6)
+    with torch.inference_mode():
+        v, parts = gated.forward_with_residual(x, sigma, labels)
+        torch.testing.assert_close(v, model(x, sigma, labels), rtol=0, atol=0)
+        assert parts.shape == (2, 3, 2, 66, 32)
+        plain = _two_anchor_bank(split.forward_with_residual, x, labels)
+        whole = split.forward_with_forecast(x, sigma, *plain.forecast_args(2, "cpu"), labels)
+        bank = _two_anchor_bank(gated.forward_with_residual, x, labels)
+        exact = gated.forward_with_forecast(x, sigma, *bank.forecast_args(2, "cpu"), labels)
+        model.ada.bias.mul_(0)  # gates that do not depend on sigma: both grains forecast alike
+        model.ada.weight.mul_(0)
+        plain = _two_anchor_bank(split.forward_with_residual, x, labels)
+        bank = _two_anchor_bank(gated.forward_with_residual, x, labels)
+        torch.testing.assert_close(gated.forward_with_forecast(x, sigma, *bank.forecast_args(2, "cpu"), labels),
+                                   split.forward_with_forecast(x, sigma, *plain.forecast_args(2, "cpu"), labels),
+                                   rtol=1e-5, atol=1e-6)
+    assert (exact - whole).abs().max() > 1e-4
+
 # ---- windows limited by an in-window estimate (the probe's mechanism, kept in the benchmark) ----
 def _limited_run(policy, noise, estimate=lambda bank, rows, split: [1.0] * rows):
     from sdsv import flow_match_sigmas, sample
