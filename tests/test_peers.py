@@ -118,6 +118,31 @@ def test_an_interrupted_run_picks_up_its_finished_batches(pipes, tmp_path):
     assert other_seeds[rows[0].name].error == "RuntimeError: recomputed"
 
 
+def test_a_resumed_run_samples_only_the_rows_a_batch_lacks_and_keeps_why_a_row_failed(pipes, tmp_path):
+    rows = P.pipeline_rows(STEPS)[:2]
+
+    def boom(p):
+        raise RuntimeError("not here")
+    broken = P.Row("broken", "x", STEPS, attach=boom)
+    prompts, seeds = ["a red circle", "a green cross"], [1, 2]
+    first = P.run_rows(pipes, [rows[0], broken], prompts, seeds, 1, "test", progress=False, cache=tmp_path)
+    for f in tmp_path.glob("batch1_*.pt"):  # the failure is on record in every batch, not only the first
+        assert torch.load(f)["rows"]["broken"] == "RuntimeError: not here"
+
+    def recomputed(p):
+        raise RuntimeError("recomputed")
+    again = [P.Row(rows[0].name, rows[0].family, rows[0].steps, attach=recomputed), rows[1],
+             P.Row("broken", "x", STEPS, attach=recomputed)]
+    second = P.run_rows(pipes, again, prompts, seeds, 1, "test", progress=False, cache=tmp_path)
+    assert second[rows[0].name].error is None  # read back, not sampled again
+    torch.testing.assert_close(torch.cat(second[rows[0].name].images), torch.cat(first[rows[0].name].images),
+                               rtol=0, atol=0)
+    assert second["broken"].error == "RuntimeError: not here"  # its reason read back, not tried again
+    alone = P.run_rows(pipes, rows[1:], prompts, seeds, 1, "test", progress=False)
+    torch.testing.assert_close(torch.cat(second[rows[1].name].images), torch.cat(alone[rows[1].name].images),
+                               rtol=0, atol=0)  # the row the files lacked: sampled and added
+    assert all(rows[1].name in torch.load(f)["rows"] for f in tmp_path.glob("batch1_*.pt"))
+
 def test_a_trained_draft_row_counts_the_drafts_work_too(pipes):
     from sdsv.tiny.flux.train import make_lite
 

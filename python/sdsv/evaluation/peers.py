@@ -305,8 +305,9 @@ def run_rows(pipes: dict, rows: list[Row], prompts, seeds, batch: int, desc: str
              cache: Path | None = None, shard: tuple[int, int] | None = None) -> Runs:
     """Every row on every batch, the rows in turns within each batch (so a slow minute of the
     machine falls on every method alike), each on ``pipes[row.pipeline]``. A row that fails says
-    why and is left out. With ``cache`` (a folder), each finished batch is saved there and a rerun
-    picks up where an interrupted one stopped (same rows, prompts and seeds). With ``shard=(k, n)``
+    why and is left out. With ``cache`` (a folder), each finished batch is saved there (a failed
+    row's reason too) and a rerun picks up where an interrupted one stopped (same prompts and
+    seeds): it reads the rows a batch's file holds and samples only those it lacks. With ``shard=(k, n)``
     only the batches whose index is ``k`` modulo ``n`` are sampled (n processes fill one cache;
     a run without a shard then reads them all)."""
     runs = Runs({r.name: RowRun() for r in rows})
@@ -317,14 +318,16 @@ def run_rows(pipes: dict, rows: list[Row], prompts, seeds, batch: int, desc: str
         p, s = prompts[i:i + batch], seeds[i:i + batch]
         path = cache / f"batch{batch}_{i:06d}.pt" if cache is not None else None
         done = torch.load(path) if path is not None and path.exists() else None
-        if done is not None and (done["seeds"] != list(s) or sorted(done["rows"]) != sorted(runs)):
+        if done is not None and done["seeds"] != list(s):
             done = None  # another run's file: compute again
-        if done is None and shard is not None and (i // batch) % shard[1] != shard[0]:
+        results = dict(done["rows"]) if done is not None else {}
+        # rows the file lacks (a row added since, or none saved yet) are sampled by this batch's shard
+        missing = [r for r in rows if r.name not in results and runs[r.name].error is None]
+        if missing and shard is not None and (i // batch) % shard[1] != shard[0]:
             runs.skipped_batches += 1
             bar.update(len(p) * len(rows))
             continue
         t_batch = time.perf_counter()
-        results = done["rows"] if done is not None else {}
         for row in rows:
             run = runs[row.name]
             if row.name not in results and run.error is None:
@@ -332,17 +335,20 @@ def run_rows(pipes: dict, rows: list[Row], prompts, seeds, batch: int, desc: str
                     results[row.name] = _run_batch(pipes[row.pipeline], row, p, s)
                 except Exception as e:  # noqa: BLE001 - a peer that cannot run here is reported, not fatal
                     results[row.name] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
-            got = results.get(row.name)
+            elif row.name not in results:  # failed on an earlier batch: the file still says why
+                results[row.name] = run.error
+            got = results[row.name]
             if isinstance(got, str):
                 run.error = run.error or got
-            elif got is not None and run.error is None:
+            elif run.error is None:
                 run.images.append(got[0])
                 run.seconds += got[1]
                 run.macs += got[2]
             bar.update(len(p))
-        wall = done.get("wall_s", 0.0) if done is not None else time.perf_counter() - t_batch
+        wall = (done.get("wall_s", 0.0) if done is not None else 0.0) + (
+            time.perf_counter() - t_batch if missing else 0.0)
         runs.compute_seconds += wall
-        if path is not None and done is None:
+        if path is not None and missing:
             torch.save({"seeds": list(s), "rows": results, "wall_s": wall}, path)
     bar.close()
     return runs
