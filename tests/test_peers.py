@@ -39,7 +39,7 @@ def test_one_setting_of_every_peer_runs_on_the_trained_pipeline(pipes):
     assert len(mag) == STEPS and all(math.isfinite(v) and v > 0 for v in mag)
     rows = _one_per_family([*P.pipeline_rows(STEPS), *P.sdsv_rows(None, STEPS), *P.sdsv_cache_rows(STEPS),
                             *P.diffusers_rows(mag, STEPS), *P.cache_dit_rows(12, STEPS)])
-    assert {r.family for r in rows} >= {"sdsv", "sdsv cache", "diffusers FirstBlockCache", "diffusers TaylorSeerCache", "diffusers MagCache",
+    assert {r.family for r in rows} >= {"sdsv", "sdsv cache", "diffusers FirstBlockCache", "diffusers TaylorSeerCache", "diffusers TaylorSeerCache (lite)", "diffusers MagCache",
                                         "diffusers SeaCache", "diffusers PyramidAttentionBroadcast", "diffusers FasterCache",
                                         "cache-dit none", "cache-dit TaylorSeer", "cache-dit FoCa", "cache-dit DMD"}
     runs = P.run_rows(pipes, rows, ["a red circle", "a green cross"], [1, 2], 2, "test", progress=False)

@@ -164,6 +164,14 @@ def diffusers_rows(mag_ratios: list[float] | None, steps: int = REFERENCE_STEPS)
         rows.append(row(f"TaylorSeerCache interval={interval}{' (default)' if interval == 5 else ''}", "TaylorSeerCache",
                                lambda p, i=interval, b=before: H.TaylorSeerCacheConfig(cache_interval=i, disable_cache_before_step=b,
                                                                                       taylor_factors_dtype=torch.float32)))
+    # its lite mode: every block skipped at a predicted step, the transformer's output (proj_out)
+    # forecast instead — the grain of sdsv's own cache rows (the whole deep residual), so the pair
+    # compares the forecasts at the same deep work
+    for interval in (5, 3, 2):
+        rows.append(row(f"TaylorSeerCache interval={interval}, lite mode", "TaylorSeerCache (lite)",
+                        lambda p, i=interval: H.TaylorSeerCacheConfig(cache_interval=i, disable_cache_before_step=3,
+                                                                      taylor_factors_dtype=torch.float32,
+                                                                      use_lite_mode=True)))
     if mag_ratios is not None:
         # past the default the cap on consecutive skips (K, max_skip_steps) binds: a higher threshold
         # alone changes nothing, so the curve raises both, as the MagCache paper's settings do
