@@ -188,3 +188,19 @@ def test_a_calibration_that_finds_nothing_is_the_rows_reason_not_a_crash(pipes):
     row = next(r for r in P.sdsv_rows(failed, STEPS) if r.name == "sdsv calibrated")
     runs = P.run_rows(pipes, [row], ["a red circle"], [0], 1, "test", progress=False)
     assert runs[row.name].error == "CalibrationError: no tolerance reaches p5 >= 32 dB" and not runs[row.name].images
+
+
+@pytest.mark.parametrize("every", [5, 3, 2])
+def test_the_cache_at_taylorseers_steps_computes_what_its_hook_computes(every):
+    """TaylorSeerCacheHook computes step s when s < 3 or (s - 3 - 1) % interval == 0; the sdsv
+    cache row at its steps takes the target there and forecasts between (the last step, which a
+    window must end with, aside)."""
+    policy = P.TaylorSeerSteps(50, every=every, warmup=3)
+    target, step = [], 0
+    while step < 50:
+        kind, k = policy.window_at(step)
+        step += 0 if kind == "target" else k
+        target.append(step)
+        step += 1
+    hook = [s for s in range(50) if s < 3 or (s - 4) % every == 0]
+    assert sorted(set(target) - {49}) == sorted(set(hook) - {49}) and 49 in target

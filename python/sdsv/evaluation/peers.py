@@ -33,6 +33,8 @@ import torch
 from tqdm import tqdm
 
 from ..metrics import psnr, ssim, tail_summary
+from ..policies import FixedInterval
+from ..policies.base import shortened
 
 #: the report set's first seed (the tail's and the tables' seeds are below 40 000); the
 #: calibration set (what MagCache and sdsv.calibrate are fitted on) follows it
@@ -107,16 +109,38 @@ def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS, draft=None) 
 
 
 def sdsv_cache_rows(steps: int = REFERENCE_STEPS) -> list[Row]:
-    """The project's own unverified cache at diffusers' TaylorSeer settings: the target every
-    ``i``-th step after 3 full ones, the deep blocks' residual forecast by the line in sigma
-    between (TaylorSeer's order 1, per attention / feed-forward output, in the step index)."""
+    """The project's own unverified cache at diffusers' TaylorSeer settings (3 full steps, then the
+    target every ``i``-th step, the deep blocks' residual forecast by the line in sigma between):
+    at its own steps (``FixedInterval``: two forecasts right after the warm-up) and at
+    TaylorSeer's (:class:`TaylorSeerSteps`: one)."""
     import sdsv
     from ..forecast import LINE
-    from ..policies import FixedInterval
 
-    return [Row(f"sdsv cache every {i} (line, 3 warm-up steps)", "sdsv cache", steps,
-                attach=lambda p, i=i: sdsv.enable(p, policy=FixedInterval(steps, every=i, warmup=3), forecast=LINE),
-                detach=sdsv.disable) for i in (5, 3, 2)]
+    rows = []
+    for policy, label in ((FixedInterval, "sdsv cache every {i} (line, 3 warm-up steps)"),
+                          (TaylorSeerSteps, "sdsv cache every {i} at TaylorSeer's steps (line)")):
+        rows += [Row(label.format(i=i), "sdsv cache", steps, detach=sdsv.disable,
+                     attach=lambda p, i=i, policy=policy: sdsv.enable(p, policy=policy(steps, every=i, warmup=3),
+                                                                       forecast=LINE))
+                 for i in (5, 3, 2)]
+    return rows
+
+
+@dataclass(frozen=True)
+class TaylorSeerSteps(FixedInterval):
+    """``FixedInterval`` at the steps diffusers' TaylorSeer hook computes: ``warmup`` target steps,
+    then the target at step ``warmup + 1`` and every ``every``-th step after it (its
+    ``(step - disable_cache_before_step - 1) % cache_interval == 0``), the forecast between. The
+    last step is a target step here even where TaylorSeer forecasts it (a window ends with the
+    target): one more evaluation when ``(num_steps - 2 - warmup) % every != 0``."""
+
+    name: str = "taylorseer_steps"
+
+    def window_at(self, step: int) -> tuple[str, int]:
+        if step < self.warmup:
+            return "target", 0
+        nxt = step + (self.warmup + 1 - step) % self.every
+        return ("target", 0) if nxt == step else shortened("unverified", nxt - step, step, self.num_steps)
 
 
 def _diffusers(name: str, family: str, make_config: Callable, steps: int = REFERENCE_STEPS, notes: str = "",
