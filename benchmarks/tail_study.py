@@ -21,6 +21,7 @@ probe moved to each deep block, on its forecast input; as a window limit, and th
 from the probed block), ``partial`` (the last deep blocks computed at draft steps), ``variable`` (the forecast extrapolating in log-SNR, log sigma or sqrt
 sigma instead of sigma), ``forecasts`` (the forecast's slope and curvature weights, ``NewtonForecast``),
 ``grain`` (each deep block's attention and MLP outputs forecast before their gates, as diffusers' TaylorSeer hook does),
+``output`` (the model's output forecast instead of its deep residual, as TaylorSeer's lite mode does),
 ``accurate`` (candidates for the accurate intent on the calibration set, both yardsticks),
 ``intents`` (the faithful and accurate defaults and the baselines on the report set, both yardsticks),
 ``forecast_report`` (the forecast chosen in ``forecasts`` against the line, on the report set),
@@ -696,9 +697,9 @@ class GatedOutputsSplit:
 
 
 @contextlib.contextmanager
-def gated_grain(pipe: TinyPipeline):
-    """Inside: the pipeline's self-draft forecasts at the grain of :class:`GatedOutputsSplit`."""
-    pipe.self_draft = lambda order=None, forecast=None: SelfDraft(GatedOutputsSplit(TinyDiTSplit(pipe.target)),
+def split_as(pipe: TinyPipeline, wrap):
+    """Inside: the pipeline's self-draft runs on ``wrap(TinyDiTSplit(target))``."""
+    pipe.self_draft = lambda order=None, forecast=None: SelfDraft(wrap(TinyDiTSplit(pipe.target)),
                                                                   order=order, forecast=forecast)
     try:
         yield
@@ -712,9 +713,43 @@ def grain(cal: ImageSet) -> list[dict]:
     rows = []
     damped = NewtonForecast(0.95, 0.3)
     for label, f in (("line", LINE), ("slope 0.95, curvature 0.3", damped)):
-        with gated_grain(cal.pipe):
+        with split_as(cal.pipe, GatedOutputsSplit):
             rows += [cal.row(f"{label}, per block output (gates exact), tol {tol:g}", ErrorControlled(50, tol=tol),
                              forecast=f) for tol in (0.2, 0.3, 0.4)]
+    return rows
+
+
+class OutputSplit:
+    """The self-draft forecasting the model's output instead of its deep residual (diffusers'
+    TaylorSeer in lite mode forecasts the transformer's ``proj_out`` output): a target call records
+    the velocity of every row (each guidance branch's own); a draft runs nothing of the model and
+    returns the forecast velocity at its sigma."""
+
+    sdsv_pure = True
+
+    def __init__(self, split: TinyDiTSplit):
+        self.split = split
+
+    def forward_with_residual(self, x, sigma, labels, guidance=None):
+        v, _ = self.split.forward_with_residual(x, sigma, labels, guidance)
+        return v, v
+
+    def forward_with_forecast(self, x, sigma, bank, index, coeffs, labels, guidance=None):
+        return sdsv_kernels.gather_combine(bank.new_zeros((x.shape[0], *bank.shape[1:])), bank, index, coeffs)
+
+
+def output(cal: ImageSet) -> list[dict]:
+    """The faithful windows forecasting the model's output (its velocity) rather than the deep
+    residual, tolerance swept, and with longer windows allowed (``k_max`` 6)."""
+    rows = []
+    damped = NewtonForecast(0.95, 0.3)
+    for label, f in (("line", LINE), ("slope 0.95, curvature 0.3", damped)):
+        with split_as(cal.pipe, OutputSplit):
+            rows += [cal.row(f"{label}, the output forecast, tol {tol:g}", ErrorControlled(50, tol=tol), forecast=f)
+                     for tol in (0.2, 0.3, 0.4)]
+    with split_as(cal.pipe, OutputSplit):
+        rows += [cal.row(f"slope 0.95, curvature 0.3, the output forecast, tol {tol:g}, k<=6",
+                         ErrorControlled(50, tol=tol, k_max=6), forecast=damped) for tol in (0.3, 0.4)]
     return rows
 
 
@@ -909,7 +944,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 
 
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
-            "grain", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report", "latency")
+            "grain", "output", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -934,6 +969,7 @@ def markdown(result: dict) -> str:
               "variable": "The variable the forecast extrapolates in, calibration set",
               "forecasts": "The forecast's slope and curvature (NewtonForecast), calibration set",
               "grain": "The forecast per block output before its gate (diffusers' TaylorSeer grain), calibration set",
+              "output": "The model's output forecast instead of its deep residual (TaylorSeer's lite mode), calibration set",
               "forecast_accurate": "The accurate intent with the damped forecast, calibration set",
               "forecast_video": "The faithful windows' forecast on the tiny video model (UniPC 50, clip PSNR = mean over frames)",
               "accurate": "Candidates for the accurate intent on the calibration set",
@@ -1008,7 +1044,7 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         t0 = time.time()
         if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
-                "grain", "forecast_accurate", "accurate"} & set(sections):
+                "grain", "output", "forecast_accurate", "accurate"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
@@ -1023,7 +1059,7 @@ def main(argv=None) -> int:
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
                                 "transfer": transfer, "depth": depth, "partial": partial, "variable": variable,
-                                "forecasts": forecasts, "grain": grain, "forecast_accurate": forecast_accurate,
+                                "forecasts": forecasts, "grain": grain, "output": output, "forecast_accurate": forecast_accurate,
                                 "accurate": accurate}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))

@@ -184,6 +184,31 @@ def test_the_gated_grain_target_is_the_target_and_its_forecast_uses_the_new_sigm
                                    rtol=1e-5, atol=1e-6)
     assert (exact - whole).abs().max() > 1e-4
 
+def test_the_output_forecast_records_the_velocity_and_drafts_it_without_the_model():
+    """OutputSplit (TaylorSeer's lite mode): the target is the model and records its velocity; a
+    draft runs nothing of the model and returns the line through the recorded velocities."""
+    from sdsv.tiny.model import TinyDiT, TinyDiTConfig
+    from sdsv.tiny.split import TinyDiTSplit
+
+    torch.manual_seed(0)
+    model = TinyDiT(TinyDiTConfig(dim=32, depth=3, heads=2)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    out = tail_study.OutputSplit(TinyDiTSplit(model))
+    x, labels, sigma = torch.randn(2, 3, 32, 32), torch.tensor([[0, 1], [2, 3]]), torch.full((2,), 0.6)
+    with torch.inference_mode():
+        v, recorded = out.forward_with_residual(x, sigma, labels)
+        torch.testing.assert_close(v, model(x, sigma, labels), rtol=0, atol=0)
+        torch.testing.assert_close(recorded, v, rtol=0, atol=0)
+        recorder = types.SimpleNamespace(forward_with_residual=lambda x, s, labels: (None, x * (1 + 2 * s.view(-1, 1, 1, 1))))
+        bank = _two_anchor_bank(recorder.forward_with_residual, x, labels)  # anchors at sigma 0.9 and 0.8
+        drafted = out.forward_with_forecast(x * 0.6, sigma, *bank.forecast_args(2, "cpu"), labels)
+        elsewhere = out.forward_with_forecast(torch.randn_like(x), sigma, *bank.forecast_args(2, "cpu"), labels)
+    torch.testing.assert_close(elsewhere, drafted, rtol=0, atol=0)  # the model is not run: its input does not matter
+    a, b = x * 0.9 * 2.8, x * 0.8 * 2.6  # _two_anchor_bank records forward(x * s, s): x s (1 + 2 s)
+    torch.testing.assert_close(drafted, a + (0.6 - 0.9) / (0.8 - 0.9) * (b - a), rtol=1e-5, atol=1e-5)
+
 # ---- windows limited by an in-window estimate (the probe's mechanism, kept in the benchmark) ----
 def _limited_run(policy, noise, estimate=lambda bank, rows, split: [1.0] * rows):
     from sdsv import flow_match_sigmas, sample
