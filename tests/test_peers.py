@@ -204,3 +204,17 @@ def test_the_cache_at_taylorseers_steps_computes_what_its_hook_computes(every):
         step += 1
     hook = [s for s in range(50) if s < 3 or (s - 4) % every == 0]
     assert sorted(set(target) - {49}) == sorted(set(hook) - {49}) and 49 in target
+
+
+def test_the_experiment_end_to_end_with_batch_1_left_out(tmp_path):
+    """``peers(..., batch1_images=0)``: one table, its plot, the worst-image grid and the markdown;
+    the batch-8 batches it sampled are kept for a later run that adds batch 1."""
+    pytest.importorskip("cache_dit")
+    md, tables, files = P.peers(tmp_path, images=2, batch1_images=0, calibration_images=0, batch=2, steps=3,
+                                progress=False)
+    assert list(tables) == ["batch 2"] and "batch 1 not run" in md and "### batch 1" not in md
+    assert {f.name for f in files} == {"peers.json", "peers.png", "peers_worst.png", "peers.md"}
+    assert all(f.stat().st_size > 0 for f in files)
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*.pt")) == ["batch2_000000.pt"]
+    rows = {d["method"]: d for d in tables["batch 2"]}
+    assert "sdsv faithful" in rows and "sdsv calibrated" not in rows  # no calibration images: no calibrated rows

@@ -78,8 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"tail: sampling batch (default {FULL['tail_batch']})")
     p.add_argument("--peers-images", type=int_at_least(2), default=None,
                    help=f"peers: report images at --peers-batch (default {FULL['peers_images']})")
-    p.add_argument("--peers-batch1-images", type=int_at_least(1), default=None,
-                   help=f"peers: the first this many again at batch 1 (default {FULL['peers_batch1_images']})")
+    p.add_argument("--peers-batch1-images", type=int_at_least(0), default=None,
+                   help=f"peers: the first this many again at batch 1 (default {FULL['peers_batch1_images']}; "
+                        "0 leaves batch 1 out)")
     p.add_argument("--peers-calibration-images", type=int_at_least(0), default=None,
                    help=f"peers: images MagCache and sdsv.calibrate are fitted on, seeds after the report set's "
                         f"(default {FULL['peers_calibration_images']}; 0 leaves those rows out)")

@@ -512,7 +512,7 @@ def peers(out: Path, images: int, batch1_images: int, calibration_images: int = 
           steps: int = REFERENCE_STEPS, flux_dir: Path | None = None, progress: bool = True,
           shard: tuple[int, int] | None = None) -> tuple[str, dict, list[Path]]:
     """Run every row at ``batch`` on ``images`` report images and at batch 1 on the first
-    ``batch1_images`` of them; returns (markdown, results, files). With ``shard=(k, n)`` only
+    ``batch1_images`` of them (0: batch 1 left out); returns (markdown, results, files). With ``shard=(k, n)`` only
     this process's share of the batches is sampled into ``out/cache`` and nothing is summarised
     (returns a one-line note): n such processes, then one run without a shard, use n cores."""
     import sdsv
@@ -549,7 +549,7 @@ def peers(out: Path, images: int, batch1_images: int, calibration_images: int = 
     macs_one = macs_per_evaluation(pipe)
     ref, conv = rows[0].name, next(r.name for r in rows if r.family == "reference")
     tables, files, all_runs = {}, [], {}
-    for label, n, b in ((f"batch {batch}", images, batch), ("batch 1", batch1_images, 1)):
+    for label, n, b in ((f"batch {batch}", images, batch), ("batch 1", batch1_images, 1))[:2 if batch1_images else 1]:
         runs = run_rows(pipes, rows, prompts[:n], seeds[:n], b, desc=f"peers, {label}", progress=progress,
                         cache=out / "cache", shard=shard)
         all_runs[label] = runs
@@ -570,7 +570,7 @@ def peers(out: Path, images: int, batch1_images: int, calibration_images: int = 
     files.append(_plot(tables, out / "peers.png"))
     files.append(_worst_grid(tables[f"batch {batch}"], all_runs[f"batch {batch}"], ref, prompts, out / "peers_worst.png"))
     md = [f"## sdsv beside the caches users run: tiny FluxPipeline, {images} images at batch {batch}, "
-          f"{batch1_images} at batch 1, {steps} steps\n",
+          f"{f'{batch1_images} at batch 1' if batch1_images else 'batch 1 not run'}, {steps} steps\n",
           f"seeds {seeds[0]}..{seeds[-1]} (chosen on nothing); calibration seeds {meta['calibration_seeds']}; "
           f"sampling {sum(meta['batch_seconds'].values())} s of machine time over the batches "
           f"({', '.join(f'{k}: {v} s' for k, v in meta['batch_seconds'].items())}; a resumed or sharded run adds up "
