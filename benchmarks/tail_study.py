@@ -22,6 +22,7 @@ from the probed block), ``partial`` (the last deep blocks computed at draft step
 sigma instead of sigma), ``forecasts`` (the forecast's slope and curvature weights, ``NewtonForecast``),
 ``grain`` (each deep block's attention and MLP outputs forecast before their gates, as diffusers' TaylorSeer hook does),
 ``output`` (the model's output forecast instead of its deep residual, as TaylorSeer's lite mode does),
+``phase`` (the faithful default's warm-up and first window: where its first forecasts fall),
 ``accurate`` (candidates for the accurate intent on the calibration set, both yardsticks),
 ``intents`` (the faithful and accurate defaults and the baselines on the report set, both yardsticks),
 ``forecast_report`` (the forecast chosen in ``forecasts`` against the line, on the report set),
@@ -753,6 +754,17 @@ def output(cal: ImageSet) -> list[dict]:
     return rows
 
 
+def phase(cal: ImageSet) -> list[dict]:
+    """Where the first forecasts fall after the warm-up (the fixed caches gained 2-4 dB on the tiny
+    Flux from forecasting one step, not two, right after it: docs/peers.md): the faithful default
+    with a longer warm-up, with a first window of one forecast step, and with both."""
+    damped = NewtonForecast(0.95, 0.3)
+    return [cal.row(f"faithful default, {label}", ErrorControlled(50, tol=0.3, **kw), forecast=damped)
+            for label, kw in (("warm-up 3", dict(warmup=3)), ("first window 1 step", dict(k_init=1, k_min=1)),
+                              ("warm-up 3, first window 1 step", dict(warmup=3, k_init=1, k_min=1)),
+                              ("windows down to 1 step", dict(k_min=1)))]
+
+
 def forecast_accurate(cal: ImageSet) -> list[dict]:
     """The accurate intent's windows (one or two forecast steps on DPM-Solver++(2M)) with the line
     and with the damped forecast, at fewer steps; UniPC alone at 12 and 15 steps beside them;
@@ -944,7 +956,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 
 
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
-            "grain", "output", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report", "latency")
+            "grain", "output", "phase", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -970,6 +982,7 @@ def markdown(result: dict) -> str:
               "forecasts": "The forecast's slope and curvature (NewtonForecast), calibration set",
               "grain": "The forecast per block output before its gate (diffusers' TaylorSeer grain), calibration set",
               "output": "The model's output forecast instead of its deep residual (TaylorSeer's lite mode), calibration set",
+              "phase": "Where the first forecasts fall after the warm-up (faithful default, DAMPED tol 0.3), calibration set",
               "forecast_accurate": "The accurate intent with the damped forecast, calibration set",
               "forecast_video": "The faithful windows' forecast on the tiny video model (UniPC 50, clip PSNR = mean over frames)",
               "accurate": "Candidates for the accurate intent on the calibration set",
@@ -1044,7 +1057,7 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         t0 = time.time()
         if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
-                "grain", "output", "forecast_accurate", "accurate"} & set(sections):
+                "grain", "output", "phase", "forecast_accurate", "accurate"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
@@ -1059,7 +1072,7 @@ def main(argv=None) -> int:
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
                                 "transfer": transfer, "depth": depth, "partial": partial, "variable": variable,
-                                "forecasts": forecasts, "grain": grain, "output": output, "forecast_accurate": forecast_accurate,
+                                "forecasts": forecasts, "grain": grain, "output": output, "phase": phase, "forecast_accurate": forecast_accurate,
                                 "accurate": accurate}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
