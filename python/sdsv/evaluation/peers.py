@@ -446,7 +446,8 @@ def _plot(tables: dict[str, list[dict]], path: Path) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(len(tables), 2, figsize=(14, 5.6 * len(tables)), squeeze=False)
     families = sorted({d["family"] for rows in tables.values() for d in rows if d["family"] != "reference"})
-    colours = dict(zip(families, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    palette = plt.get_cmap("tab20").colors  # one colour per family: the default cycle has 10 for 13 families
+    colours = {fam: palette[i % len(palette)] for i, fam in enumerate(families)}
     for (batch, rows), ax_row in zip(tables.items(), axes):
         for ax, (y, what) in zip(ax_row, (("fid", "fidelity: vs the 50-step output"), ("acc", "accuracy: vs the converged solution"))):
             for fam in families:
@@ -468,7 +469,7 @@ def _plot(tables: dict[str, list[dict]], path: Path) -> Path:
             ax.grid(alpha=0.3)
     handles, labels = axes[0][1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
