@@ -513,8 +513,8 @@ def peers(out: Path, images: int, batch1_images: int, calibration_images: int = 
           steps: int = REFERENCE_STEPS, flux_dir: Path | None = None, progress: bool = True,
           shard: tuple[int, int] | None = None) -> tuple[str, dict, list[Path]]:
     """Run every row at ``batch`` on ``images`` report images and at batch 1 on the first
-    ``batch1_images`` of them (0: batch 1 left out); returns (markdown, results, files). With ``shard=(k, n)`` only
-    this process's share of the batches is sampled into ``out/cache`` and nothing is summarised
+    ``batch1_images`` of them (0: batch 1 left out); returns (markdown, results, files). With
+    ``shard=(k, n)`` only this process's share of the batches is sampled into ``out/cache`` and nothing is summarised
     (returns a one-line note): n such processes, then one run without a shard, use n cores."""
     import sdsv
 
@@ -550,7 +550,8 @@ def peers(out: Path, images: int, batch1_images: int, calibration_images: int = 
     macs_one = macs_per_evaluation(pipe)
     ref, conv = rows[0].name, next(r.name for r in rows if r.family == "reference")
     tables, files, all_runs = {}, [], {}
-    for label, n, b in ((f"batch {batch}", images, batch), ("batch 1", batch1_images, 1))[:2 if batch1_images else 1]:
+    sizes = [(f"batch {batch}", images, batch)] + ([("batch 1", batch1_images, 1)] if batch1_images else [])
+    for label, n, b in sizes:
         runs = run_rows(pipes, rows, prompts[:n], seeds[:n], b, desc=f"peers, {label}", progress=progress,
                         cache=out / "cache", shard=shard)
         all_runs[label] = runs
