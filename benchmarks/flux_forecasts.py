@@ -65,7 +65,7 @@ class OutputForecastSplit:
 
 @contextlib.contextmanager
 def output_forecast():
-    """Inside: every ``sdsv.enable`` d pipeline's self-draft forecasts the model's output."""
+    """Inside: the self-draft of every pipeline under ``sdsv.enable`` forecasts the model's output."""
     from sdsv.integrations.hf_diffusers import hook
 
     own = hook.SDSVCall.self_draft_split
@@ -77,38 +77,35 @@ def output_forecast():
 
 
 def rows_for(pipe, steps: int):
+    """The 50-step pipeline, the converged reference, TaylorSeer lite at 5 / 3 / 2, sdsv's cache at
+    TaylorSeer's steps forecasting either quantity, and the two intents forecasting either."""
     import sdsv
     from sdsv.evaluation import peers as P
     from sdsv.intents import INTENTS
 
     rows = [P.pipeline_rows(steps)[0], P.converged_row(steps)]
     rows += [r for r in P.diffusers_rows(None, steps) if "lite" in r.name]
+    lab = contextlib.ExitStack()  # the output forecast, from a row's attach to its detach
 
-    def cached(interval, quantity):
-        def attach(p):
-            policy = P.TaylorSeerSteps(steps, every=interval, warmup=3)
-            if quantity == "output":
-                stack.enter_context(output_forecast())
-            sdsv.enable(p, policy=policy, forecast=LINE)
-        return P.Row(f"sdsv cache every {interval} at TaylorSeer's steps (line): {quantity}", quantity, steps, attach=attach, detach=detach)
-
-    def intent(name, quantity):
-        n = INTENTS[name].num_steps(steps)
-
+    def attacher(quantity, **enable):
         def attach(p):
             if quantity == "output":
-                stack.enter_context(output_forecast())
-            sdsv.enable(p, intent=name)
-        return P.Row(f"sdsv {name} ({n} steps): {quantity}", f"intent, {quantity}", n, attach=attach, detach=detach)
-
-    stack = contextlib.ExitStack()
+                lab.enter_context(output_forecast())
+            sdsv.enable(p, **enable)
+        return attach
 
     def detach(p):
         sdsv.disable(p)
-        stack.close()
+        lab.close()
 
-    rows += [cached(i, q) for q in ("residual", "output") for i in (5, 3, 2)]
-    rows += [intent(name, q) for name in ("faithful", "accurate") for q in ("residual", "output")]
+    for q in ("residual", "output"):
+        rows += [P.Row(f"sdsv cache every {i} at TaylorSeer's steps (line): {q}", q, steps, detach=detach,
+                       attach=attacher(q, policy=P.TaylorSeerSteps(steps, every=i, warmup=3), forecast=LINE))
+                 for i in (5, 3, 2)]
+    for name in ("faithful", "accurate"):
+        n = INTENTS[name].num_steps(steps)
+        rows += [P.Row(f"sdsv {name} ({n} steps): {q}", f"intent, {q}", n, attach=attacher(q, intent=name),
+                       detach=detach) for q in ("residual", "output")]
     return rows
 
 
