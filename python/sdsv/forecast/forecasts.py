@@ -16,7 +16,8 @@ line; inside error-controlled windows, where a forecast's bias accumulates over 
 slope nearer 1 does better: :data:`DAMPED` (``0.95, 0.3``) raises the tail for the same target
 calls, or keeps it for fewer. Forecasts of other kinds (DMD over the anchors, FoCa's recursion,
 frequency splits, input-aware Jacobians, Hermite contraction, the cubic) missed more; so did the
-forecast per block output before its gate (diffusers' TaylorSeer grain) inside the windows.
+forecast per block output before its gate (diffusers' TaylorSeer grain), the model's output in
+place of the deep residual, and a forecaster learned per model, inside the windows.
 """
 
 from __future__ import annotations
