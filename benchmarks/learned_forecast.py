@@ -25,12 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 import sdsv_kernels
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tail_study import InputKeepingSplit  # noqa: E402 - a sibling lab script
 
 STEPS = 50
 SIGMAS = torch.linspace(1.0, 0.0, STEPS + 1)[:STEPS]  # the tiny pipeline's (shift 1)
@@ -119,24 +123,15 @@ def score(net, R, H, rows, use_input: bool, images: int) -> dict:
     return out
 
 
-class LearnedSplit:
+class LearnedSplit(InputKeepingSplit):
     """The tiny target's split with the learned forecast: the bank keeps ``[residual, h_in]`` per
-    anchor (tail_study's ``InputKeepingSplit``); a draft row with three anchors on record takes
-    the line plus the net's correction, one with fewer the line (the coefficients the sampler
-    gives, ``LINE``). ``self_draft`` (set after construction): the ``SelfDraft`` whose bank it reads."""
-
-    sdsv_pure = True
+    anchor (``InputKeepingSplit``); a draft row with three anchors on record takes the line plus
+    the net's correction, one with fewer the line (the coefficients the sampler gives, ``LINE``).
+    ``self_draft`` (set after construction): the ``SelfDraft`` whose bank it reads."""
 
     def __init__(self, split, net, use_input: bool = True):
-        self.split, self.net, self.use_input, self.self_draft = split, net, use_input, None
-
-    def forward_with_residual(self, x, sigma, labels, guidance=None):
-        s = self.split
-        h_in, cond, mod = s._enter(x, sigma, labels, guidance)
-        h = h_in
-        for blk in s.deep:
-            h = blk(h, mod)
-        return s._leave(h, cond, mod), torch.cat([h - h_in, h_in], dim=-1)
+        super().__init__(split)
+        self.net, self.use_input, self.self_draft = net, use_input, None
 
     def forward_with_forecast(self, x, sigma, store, index, coeffs, labels, guidance=None):
         s = self.split
@@ -176,8 +171,6 @@ def learned_self_draft(pipe, net, use_input: bool = True):
 
 
 def sample_rows(net, use_input: bool, cache: Path) -> list[dict]:
-    import sys
-    sys.path.insert(0, str(Path(__file__).parent))
     import tail_study as TS
     from sdsv import ErrorControlled, FixedInterval
     from sdsv.forecast import DAMPED, LINE
