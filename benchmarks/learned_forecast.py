@@ -18,6 +18,7 @@ damped default.
     python benchmarks/forecast_screen.py record --images 96    # once (~2 min)
     python benchmarks/learned_forecast.py                      # ~10 min training + ~8 min sampling, one thread
     python benchmarks/learned_forecast.py --no-input
+    python benchmarks/learned_forecast.py --diagnose           # ~1 min: where the off-line gain goes
 """
 
 from __future__ import annotations
@@ -194,12 +195,92 @@ def sample_rows(net, use_input: bool, cache: Path) -> list[dict]:
     return rows
 
 
+def diagnose(net, pipe, use_input: bool) -> dict:
+    """Where the off-line gain goes: the one-step *velocity* error (after the output layer) on the
+    target's own trajectories (k = 3, steps 5-30, the held-out half), and the same error inside
+    the sampler at the draft's own states (8 held-out images, the fixed cache every 3, the deep
+    blocks run on each draft state for the truth), for the line, DAMPED and the learned forecast."""
+    from sdsv import FixedInterval
+    from sdsv.evaluation.runner import balanced_prompts
+    from sdsv.forecast import DAMPED, LINE, SelfDraft
+    from sdsv.tiny.model import timestep_embedding
+    from sdsv.tiny.split import TinyDiTSplit
+
+    m = pipe.target
+    data = torch.load(TRAJECTORIES)
+    R, H, n = data["R"], data["h"], data["images"].shape[0]
+    prompts = balanced_prompts(1056 + n)[1056:]  # the recorded images' prompts (seeds 21056..)
+    labels = torch.cat([pipe.encode(prompts), torch.tensor(m.null_labels).expand(n, -1)])  # branch-major
+    held = torch.cat([torch.arange(n // 2, n), torch.arange(n // 2, n) + n])
+    lab = labels[held]
+    err = {"line": [], "damped": [], "learned": []}
+    with torch.no_grad():
+        for a in range(9, STEPS - 1):
+            for j in (1, 2, 3):
+                t = a + j
+                if not 5 <= t < 30:
+                    continue
+                sig, at = [float(SIGMAS[i]) for i in (a - 6, a - 3, a)], float(SIGMAS[t])
+                A = [R[i][held].float() for i in (a - 6, a - 3, a)]
+                emb = m.t_mlp(timestep_embedding(SIGMAS[t].expand(len(held)), m.cfg.dim))
+                cond, _ = m._modulated(emb + m.color_emb(lab[:, 0]) + m.shape_emb(lab[:, 1]), None, len(held))
+                h_t = H[t][held].float()
+                v_true = m.head(h_t + R[t][held].float(), cond)
+                f, line, scale = _case(R, H, held, (3, 3, a, j), use_input)[:3]
+                preds = {name: sum(c * r for c, r in zip(fc.coefficients(sig, at), A))
+                         for name, fc in (("line", LINE), ("damped", DAMPED))}
+                preds["learned"] = line + net(f) * scale
+                for name, p in preds.items():
+                    v = m.head(h_t + p, cond)
+                    err[name].append((v - v_true).square().flatten(1).sum(1) / v_true.square().flatten(1).sum(1))
+    db = lambda x: round(10 * math.log10(float(x)), 2)  # noqa: E731
+    out = {"velocity error on the target's trajectories, k = 3, steps 5-30, dB":
+           {k: db(torch.stack(e).reshape(len(e), 2, -1).mean(1).mean(0).mean()) for k, e in err.items()}}
+    del R, H, data
+
+    class Probe(LearnedSplit):  # the learned draft, scored at each draft state against the deep blocks' truth
+        def forward_with_forecast(self, x, sigma, store, index, coeffs, labels, guidance=None):
+            s = self.split
+            h, cond, mod = s._enter(x, sigma, labels, guidance)
+            g = h
+            for blk in s.deep:
+                g = blk(g, mod)
+            v_true = s._leave(g, cond, mod)
+            v_line = s._leave(sdsv_kernels.gather_combine(h, store[..., :h.shape[-1]].contiguous(), index, coeffs),
+                              cond, mod)
+            v = super().forward_with_forecast(x, sigma, store, index, coeffs, labels, guidance)
+            den = v_true.square().flatten(1).sum(1)
+            seen["line"].append(((v_line - v_true).square().flatten(1).sum(1) / den).mean())
+            seen["learned"].append(((v - v_true).square().flatten(1).sum(1) / den).mean())
+            return v
+
+    seen = {"line": [], "learned": []}
+
+    def make(order=None, forecast=None):
+        split = Probe(TinyDiTSplit(m), net, use_input)
+        sd = SelfDraft(split, forecast=LINE, slots=3)
+        split.self_draft = sd
+        return sd
+    pipe.self_draft = make
+    try:
+        with torch.inference_mode():
+            pipe(balanced_prompts(1104 + 8)[1104:], policy=FixedInterval(STEPS, every=3, warmup=3), draft="self",
+                 solver="euler", seed=[21_104 + i for i in range(8)], forecast=LINE)
+    finally:
+        del pipe.self_draft
+    out["velocity error at the sampler's own draft states (learned draft, cache every 3, 8 images), dB"] = {
+        k: db(torch.stack(v).mean()) for k, v in seen.items()}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iters", type=int, default=6000)
     ap.add_argument("--no-input", action="store_true", help="the anchors alone (not the draft step's own input)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--diagnose", action="store_true",
+                    help="only the velocity-error diagnostics, with the net a previous run saved")
     args = ap.parse_args(argv)
     if args.iters < 1:
         ap.error("--iters must be >= 1")
@@ -207,16 +288,30 @@ def main(argv=None) -> int:
         ap.error(f"{TRAJECTORIES} is missing: run `python benchmarks/forecast_screen.py record --images 96` first")
     torch.set_num_threads(args.threads)
     use_input = not args.no_input
+    name = "learned_forecast" + ("_no_input" if args.no_input else "")
+    weights = args.out / "cache" / f"{name}.pt"
+    if args.diagnose:
+        if not weights.exists():
+            ap.error(f"{weights} is missing: run without --diagnose first")
+        from sdsv.tiny.pipeline import TinyPipeline
+
+        net = make_net(192)
+        net.load_state_dict(torch.load(weights))
+        result = diagnose(net.eval(), TinyPipeline.from_pretrained(names=("target",)), use_input)
+        (args.out / f"{name}_diagnose.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1))
+        return 0
     data = torch.load(TRAJECTORIES)
     R, H, n = data["R"], data["h"], data["images"].shape[0]
     rows = lambda idx: torch.cat([torch.as_tensor(idx), torch.as_tensor(idx) + n])  # noqa: E731 - both branches
     t0 = time.time()
     net = train(R, H, rows(list(range(n // 2))), use_input, args.iters)
     train_s = time.time() - t0
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), weights)
     offline = score(net, R, H, rows(list(range(n // 2, n))), use_input, n - n // 2)
     del R, H, data
     sampled = sample_rows(net, use_input, Path("benchmarks/results/tail_study/cache"))
-    name = "learned_forecast" + ("_no_input" if args.no_input else "")
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"use_input": use_input, "iters": args.iters, "train_s": round(train_s), "offline": offline,
               "sampled": sampled, "machine": f"{torch.get_num_threads()} threads, torch {torch.__version__}"}
