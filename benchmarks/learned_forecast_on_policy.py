@@ -7,6 +7,7 @@ trained on them as in learned_forecast.py and sampled on the held-out 48 (21104.
 benchmarks/results/learned_forecast/on_policy.txt (docs/tail.md, "Forecasts").
 
     python benchmarks/learned_forecast_on_policy.py 4000 | tee benchmarks/results/learned_forecast/on_policy.txt   # ~9 min, 2 threads
+    python benchmarks/learned_forecast_on_policy.py 4000 2 | tee .../on_policy_2_rounds.txt   # the learned draft collects again (+~7 min)
 """
 import sys, math, time, json, torch
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).parent))
@@ -55,26 +56,38 @@ zero = LF.make_net(192).eval()
 for tol in (0.3, 0.2):
     drive(Recorder, zero, train_p, train_s, ErrorControlled(50, tol=tol))
 drive(Recorder, zero, train_p, train_s, FixedInterval(50, every=3, warmup=3))
-print("records", len(REC), f"{time.time() - t0:.0f}s", flush=True)
-P = [torch.stack([r[0][i] for r in REC]) for i in range(7)]
-SG = torch.tensor([r[1] for r in REC], dtype=torch.float32)
-torch.manual_seed(0)
-net = LF.make_net(192)
+
+
+def train_on(records, iters):
+    """The forecaster trained from scratch on ``records`` (as learned_forecast.py trains it)."""
+    P = [torch.stack([r[0][i] for r in records]) for i in range(7)]
+    SG = torch.tensor([r[1] for r in records], dtype=torch.float32)
+    torch.manual_seed(0)
+    net = LF.make_net(192)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
+    gen = torch.Generator().manual_seed(1)
+    for it in range(iters):
+        idx = torch.randint(len(records), (16,), generator=gen)
+        ra, rb, rc, ha, hb, h, true = (p[idx].float() for p in P)
+        sa, sb, sc, s = SG[idx].unbind(1)
+        f, line, scale = LF.features(ra, rb, rc, ha, hb, h, sa, sb, sc, s)
+        loss = ((net(f) * scale + line - true).square().sum((1, 2)) / true.square().sum((1, 2))).mean()
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        if it % 1000 == 0:
+            print(it, f"{10 * math.log10(loss.item()):.2f}", f"{time.time() - t0:.0f}s", flush=True)
+    return net.eval()
+
+
 ITERS = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
-opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, ITERS)
-gen = torch.Generator().manual_seed(1)
-N = len(REC)
-for it in range(ITERS):
-    idx = torch.randint(N, (16,), generator=gen)
-    ra, rb, rc, ha, hb, h, true = (p[idx].float() for p in P)
-    sa, sb, sc, s = SG[idx].unbind(1)
-    f, line, scale = LF.features(ra, rb, rc, ha, hb, h, sa, sb, sc, s)
-    loss = ((net(f) * scale + line - true).square().sum((1, 2)) / true.square().sum((1, 2))).mean()
-    opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-    if it % 1000 == 0:
-        print(it, f"{10 * math.log10(loss.item()):.2f}", f"{time.time() - t0:.0f}s", flush=True)
-net.eval()
+ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+print("round 1: records", len(REC), f"{time.time() - t0:.0f}s", flush=True)
+net = train_on(REC, ITERS)
+for r in range(2, ROUNDS + 1):  # the latest forecaster drives the windows; trained again on every record
+    for tol in (0.3, 0.2):
+        drive(Recorder, net, train_p, train_s, ErrorControlled(50, tol=tol))
+    print(f"round {r}: records", len(REC), f"{time.time() - t0:.0f}s", flush=True)
+    net = train_on(REC, ITERS)
 
 # evaluate on the held-out images
 import tail_study as TS
