@@ -80,24 +80,32 @@ def _case(R, H, rows, case, use_input):
     return f, line, scale, g(R, t)
 
 
-def train(R, H, rows, use_input: bool, iters: int, seed: int = 0) -> torch.nn.Module:
+def fit(dim: int, batch, iters: int, seed: int = 0) -> torch.nn.Module:
+    """A forecaster trained on the relative squared error of its forecast residual: ``batch(gen)``
+    gives one minibatch ``(features, line, scale, true residual)``."""
+    from tqdm import tqdm
+
     torch.manual_seed(seed)
-    net = make_net(R.shape[-1])
+    net = make_net(dim)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
     gen = torch.Generator().manual_seed(seed + 1)
-    from tqdm import tqdm
-
     for _ in tqdm(range(iters), desc="training", mininterval=5.0):
-        case = CASES[int(torch.randint(len(CASES), (1,), generator=gen))]
-        batch = rows[torch.randperm(len(rows), generator=gen)[:16]]
-        f, line, scale, true = _case(R, H, batch, case, use_input)
+        f, line, scale, true = batch(gen)
         loss = ((net(f) * scale + line - true).square().sum((1, 2)) / true.square().sum((1, 2))).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
     return net.eval()
+
+
+def train(R, H, rows, use_input: bool, iters: int, seed: int = 0) -> torch.nn.Module:
+    """:func:`fit` on the recorded trajectories: 16 random rows of a random case per step."""
+    def batch(gen):
+        case = CASES[int(torch.randint(len(CASES), (1,), generator=gen))]
+        return _case(R, H, rows[torch.randperm(len(rows), generator=gen)[:16]], case, use_input)
+    return fit(R.shape[-1], batch, iters, seed)
 
 
 def score(net, R, H, rows, use_input: bool, images: int) -> dict:
@@ -124,6 +132,18 @@ def score(net, R, H, rows, use_input: bool, images: int) -> dict:
     return out
 
 
+def three_anchors(bank, model_rows: int) -> list:
+    """``(model row, its sigma, [(sigma, bank row) of its key's newest three anchors, oldest
+    first])`` for every row of a draft call whose key has three anchors on record."""
+    samples, sigmas, _ = bank.rows_of(model_rows)
+    out = []
+    for m, (b, sg) in enumerate(zip(samples, sigmas)):
+        ring = bank.anchors.get((b, m // len(bank.tags)), [])
+        if len(ring) >= 3:
+            out.append((m, sg, [(a, bank.bank[slot].float()) for slot, a in ring[-3:]]))
+    return out
+
+
 class LearnedSplit(InputKeepingSplit):
     """The tiny target's split with the learned forecast: the bank keeps ``[residual, h_in]`` per
     anchor (``InputKeepingSplit``); a draft row with three anchors on record takes the line plus
@@ -139,13 +159,7 @@ class LearnedSplit(InputKeepingSplit):
         h, cond, mod = s._enter(x, sigma, labels, guidance)
         width = h.shape[-1]
         out = sdsv_kernels.gather_combine(h, store[..., :width].contiguous(), index, coeffs)
-        bank = self.self_draft._bank("draft")
-        samples, sigmas, _ = bank.rows_of(x.shape[0])
-        got = []
-        for m, (b, sg) in enumerate(zip(samples, sigmas)):
-            ring = bank.anchors.get((b, m // len(bank.tags)), [])
-            if len(ring) >= 3:
-                got.append((m, sg, [(a, bank.bank[slot].float()) for slot, a in ring[-3:]]))
+        got = three_anchors(self.self_draft._bank("draft"), x.shape[0])
         if got:
             ms = torch.tensor([m for m, _, _ in got])
             part = lambda i, lo: torch.stack([anc[i][1][..., lo:lo + width] for _, _, anc in got])  # noqa: E731
@@ -158,15 +172,16 @@ class LearnedSplit(InputKeepingSplit):
         return s._leave(out, cond, mod)
 
 
-def learned_self_draft(pipe, net, use_input: bool = True):
-    """A ``pipe.self_draft`` replacement (the tiny pipeline's hook for its self-draft)."""
+def learned_self_draft(pipe, net, use_input: bool = True, split=None):
+    """A ``pipe.self_draft`` replacement (the tiny pipeline's hook for its self-draft) drafting
+    with ``split`` (default :class:`LearnedSplit`, or a subclass of it)."""
     from sdsv.forecast import LINE, SelfDraft
     from sdsv.tiny.split import TinyDiTSplit
 
     def make(order=None, forecast=None):
-        split = LearnedSplit(TinyDiTSplit(pipe.target), net, use_input)
-        sd = SelfDraft(split, forecast=LINE, slots=3)
-        split.self_draft = sd
+        made = (split or LearnedSplit)(TinyDiTSplit(pipe.target), net, use_input)
+        sd = SelfDraft(made, forecast=LINE, slots=3)
+        made.self_draft = sd
         return sd
     return make
 
@@ -202,9 +217,8 @@ def diagnose(net, pipe, use_input: bool) -> dict:
     blocks run on each draft state for the truth), for the line, DAMPED and the learned forecast."""
     from sdsv import FixedInterval
     from sdsv.evaluation.runner import balanced_prompts
-    from sdsv.forecast import DAMPED, LINE, SelfDraft
+    from sdsv.forecast import DAMPED, LINE
     from sdsv.tiny.model import timestep_embedding
-    from sdsv.tiny.split import TinyDiTSplit
 
     m = pipe.target
     data = torch.load(TRAJECTORIES)
@@ -256,12 +270,7 @@ def diagnose(net, pipe, use_input: bool) -> dict:
 
     seen = {"line": [], "learned": []}
 
-    def make(order=None, forecast=None):
-        split = Probe(TinyDiTSplit(m), net, use_input)
-        sd = SelfDraft(split, forecast=LINE, slots=3)
-        split.self_draft = sd
-        return sd
-    pipe.self_draft = make
+    pipe.self_draft = learned_self_draft(pipe, net, use_input, Probe)
     try:
         with torch.inference_mode():
             pipe(balanced_prompts(1104 + 8)[1104:], policy=FixedInterval(STEPS, every=3, warmup=3), draft="self",
