@@ -80,9 +80,14 @@ def _case(R, H, rows, case, use_input):
     return f, line, scale, g(R, t)
 
 
-def fit(dim: int, batch, iters: int, seed: int = 0) -> torch.nn.Module:
-    """A forecaster trained on the relative squared error of its forecast residual: ``batch(gen)``
-    gives one minibatch ``(features, line, scale, true residual)``."""
+def relative_error(net, f, line, scale, true) -> torch.Tensor:
+    """The relative squared error of the forecast residual, averaged over the minibatch."""
+    return ((net(f) * scale + line - true).square().sum((1, 2)) / true.square().sum((1, 2))).mean()
+
+
+def fit(dim: int, batch, iters: int, seed: int = 0, loss=relative_error) -> torch.nn.Module:
+    """A forecaster trained on ``loss(net, *batch(gen))``: by default ``batch(gen)`` gives one
+    minibatch ``(features, line, scale, true residual)`` and the loss is :func:`relative_error`."""
     from tqdm import tqdm
 
     torch.manual_seed(seed)
@@ -91,10 +96,9 @@ def fit(dim: int, batch, iters: int, seed: int = 0) -> torch.nn.Module:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
     gen = torch.Generator().manual_seed(seed + 1)
     for _ in tqdm(range(iters), desc="training", mininterval=5.0):
-        f, line, scale, true = batch(gen)
-        loss = ((net(f) * scale + line - true).square().sum((1, 2)) / true.square().sum((1, 2))).mean()
+        value = loss(net, *batch(gen))
         opt.zero_grad()
-        loss.backward()
+        value.backward()
         opt.step()
         sched.step()
     return net.eval()
@@ -159,17 +163,25 @@ class LearnedSplit(InputKeepingSplit):
         h, cond, mod = s._enter(x, sigma, labels, guidance)
         width = h.shape[-1]
         out = sdsv_kernels.gather_combine(h, store[..., :width].contiguous(), index, coeffs)
-        got = three_anchors(self.self_draft._bank("draft"), x.shape[0])
-        if got:
-            ms = torch.tensor([m for m, _, _ in got])
-            part = lambda i, lo: torch.stack([anc[i][1][..., lo:lo + width] for _, _, anc in got])  # noqa: E731
-            sig = lambda i: torch.tensor([anc[i][0] for _, _, anc in got], dtype=torch.float32)  # noqa: E731
-            f, line, scale = features(part(2, 0), part(1, 0), part(0, 0), part(2, width), part(1, width),
-                                      h[ms].float(), sig(2), sig(1), sig(0),
-                                      torch.tensor([sg for _, sg, _ in got], dtype=torch.float32), self.use_input)
+        ms, residual = self.learned_residual(h, x.shape[0])
+        if ms is not None:
             out = out.clone()
-            out[ms] = (h[ms].float() + line + self.net(f) * scale).to(out.dtype)
+            out[ms] = (h[ms].float() + residual).to(out.dtype)
         return s._leave(out, cond, mod)
+
+    def learned_residual(self, h, model_rows: int):
+        """``(model rows with three anchors, their forecast deep residual)``, ``(None, None)`` if none."""
+        width = h.shape[-1]
+        got = three_anchors(self.self_draft._bank("draft"), model_rows)
+        if not got:
+            return None, None
+        ms = torch.tensor([m for m, _, _ in got])
+        part = lambda i, lo: torch.stack([anc[i][1][..., lo:lo + width] for _, _, anc in got])  # noqa: E731
+        sig = lambda i: torch.tensor([anc[i][0] for _, _, anc in got], dtype=torch.float32)  # noqa: E731
+        f, line, scale = features(part(2, 0), part(1, 0), part(0, 0), part(2, width), part(1, width),
+                                  h[ms].float(), sig(2), sig(1), sig(0),
+                                  torch.tensor([sg for _, sg, _ in got], dtype=torch.float32), self.use_input)
+        return ms, line + self.net(f) * scale
 
 
 def learned_self_draft(pipe, net, use_input: bool = True, split=None):
@@ -180,7 +192,7 @@ def learned_self_draft(pipe, net, use_input: bool = True, split=None):
 
     def make(order=None, forecast=None):
         made = (split or LearnedSplit)(TinyDiTSplit(pipe.target), net, use_input)
-        sd = SelfDraft(made, forecast=LINE, slots=3)
+        sd = SelfDraft(made, forecast=forecast or LINE, slots=3)  # the rows with fewer than three anchors
         made.self_draft = sd
         return sd
     return make
