@@ -3,7 +3,9 @@ of the target's trajectories: the sampler runs the line (an untrained forecaster
 windows (tol 0.3 and 0.2) and the fixed cache every 3 on the 48 training images (seeds
 21056..21103); at every draft call, per row with three anchors, the anchors (residuals and inputs),
 the draft state's input and the deep blocks' true residual there are kept (~2 GB); the net is
-trained on them as in learned_forecast.py and sampled on the held-out 48 (21104..21151). Results:
+trained on them as in learned_forecast.py and sampled on the held-out 48 (21104..21151). The net
+is saved under benchmarks/results/learned_forecast/cache (git-ignored); ``--reuse`` loads it, as
+forecast_windows.py and learned_forecast_window_loss.py do. Results:
 benchmarks/results/learned_forecast/on_policy.txt (docs/tail.md, "Forecasts").
 
     python benchmarks/learned_forecast_on_policy.py | tee benchmarks/results/learned_forecast/on_policy.txt   # ~8 min, 2 threads
