@@ -9,7 +9,8 @@ forecast's residual and velocity error against the deep blocks run there, by pla
 summed over the window, by sigma zone, by spatial frequency, and its projection on the truth),
 ``one_window`` (the damage of the windows up to a step, then the target; of one window alone, against
 the same run with the target there; the first steps given to the target), ``scaled`` (the learned
-correction scaled by 1/4 and 1/2, on the line and on the damped forecast, in its own windows),
+correction scaled by 1/4 and 1/2, on the line and on the damped forecast, in its own windows; on
+the damped forecast from step 10, 20 or 30 on only),
 ``first_window`` (the damped forecast's line weight in the first window alone: chosen on the
 calibration set, 96 images, reported on the 1056-image report set).
 Results: benchmarks/results/learned_forecast/forecast_windows.txt (docs/tail.md, "Forecasts").
@@ -299,16 +300,21 @@ def report(label: str, images, evals, held_out, log) -> list[float]:
 
 class DampedBase(LF.LearnedSplit):
     """The net's correction (the learned forecast minus the line) added to the damped forecast
-    instead of the line, on rows with three anchors."""
+    instead of the line, on rows with three anchors at steps from ``from_step`` on (before it, the
+    damped forecast alone)."""
+
+    from_step = 0
 
     def learned_residual(self, h, model_rows: int):
         ms, learned, line = learned_and_line(self, h, model_rows)
         if ms is None:
             return ms, learned
         width = h.shape[-1]
-        damped = [sum(c * a[1][..., :width] for c, a in zip(DAMPED.coefficients([a[0] for a in anc], sg), anc))
-                  for _, sg, anc in LF.three_anchors(self.self_draft._bank("draft"), model_rows)]
-        return ms, torch.stack(damped) + (learned - line)
+        got = LF.three_anchors(self.self_draft._bank("draft"), model_rows)
+        damped = torch.stack([sum(c * a[1][..., :width] for c, a in zip(DAMPED.coefficients([a[0] for a in anc], sg), anc))
+                              for _, sg, anc in got])
+        late = torch.tensor([round((1 - sg) * 50) >= self.from_step for _, sg, _ in got])
+        return ms, torch.where(late[:, None, None], damped + (learned - line), damped)
 
 
 def scaled(net, alpha: float) -> torch.nn.Module:
@@ -384,6 +390,14 @@ def scaled_section(held_out, net) -> None:
     for alpha in (0.0, 0.25, 0.5):
         fid_line(f"damped + {alpha:g} x the learned correction, windows tol 0.3",
                  *run(held_out, ErrorControlled(50, tol=0.3), DAMPED, scaled(net, alpha), DampedBase), held_out)
+    try:
+        for DampedBase.from_step in (10, 20, 30):
+            for alpha in (1.0, 0.5):
+                fid_line(f"damped + {alpha:g} x the learned correction from step {DampedBase.from_step}, tol 0.3",
+                         *run(held_out, ErrorControlled(50, tol=0.3), DAMPED, scaled(net, alpha), DampedBase),
+                         held_out)
+    finally:
+        DampedBase.from_step = 0
 
 
 class FirstWindowSlope(NewtonForecast):
