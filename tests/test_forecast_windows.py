@@ -122,3 +122,25 @@ def test_the_first_window_slope_changes_the_two_anchor_forecast_only():
     assert other.coefficients(three, 0.4) == pytest.approx(DAMPED.coefficients(three, 0.4))
     reuse, line = [0.0, 1.0], fw.lagrange_coefficients(two, 0.9)
     assert other.coefficients(two, 0.9) == pytest.approx([r + 0.5 * (c - r) for r, c in zip(reuse, line)])
+
+
+def test_the_whole_run_simulation_is_the_sampler_with_autograd(pipe):
+    """benchmarks/learned_forecast_whole_run.py trains through its own copy of the sampler's
+    Euler steps over fixed windows: it must give the sampler's images, for the line and for a
+    net with a correction, and carry gradients to the net."""
+    spec = importlib.util.spec_from_file_location("learned_forecast_whole_run",
+                                                  Path(__file__).parents[1] / "benchmarks" / "learned_forecast_whole_run.py")
+    wr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wr)
+    rec, line = recorded(pipe)
+    plans = rec.plans()
+    trained = fw.LF.make_net(192)
+    torch.nn.init.normal_(trained[-1].weight, std=0.02)
+    with torch.no_grad():
+        torch.testing.assert_close(wr.simulate(pipe, fw.ZERO_NET, PROMPTS, SEEDS, plans), line.images, rtol=0, atol=1e-4)
+        want = sample(pipe, fw.Replay(plans_=tuple(plans)), net=trained).images
+        torch.testing.assert_close(wr.simulate(pipe, trained, PROMPTS, SEEDS, plans), want, rtol=0, atol=1e-4)
+    for p in pipe.target.parameters():
+        p.requires_grad_(False)
+    wr.simulate(pipe, trained, PROMPTS, SEEDS, plans).square().sum().backward()
+    assert trained[-1].weight.grad is not None and trained[-1].weight.grad.abs().sum() > 0
