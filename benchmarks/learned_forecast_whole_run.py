@@ -9,9 +9,12 @@ anchors, the line plus the net's correction with three, as ``learned_forecast.Le
 The net starts as the line (zero correction) and is trained on the squared error of the final image
 against the 50-step output, 6 of the 48 training images (seeds 21056..21103) per step; then sampled
 through the real sampler on the held-out 48 (21104..21151), in the line's windows and its own.
+With ``--base damped`` the net corrects the damped forecast instead (its windows, its two-anchor
+forecast), as ``forecast_windows.DampedBase`` does in the sampler.
 Results: benchmarks/results/learned_forecast/whole_run.txt (docs/tail.md, "Forecasts").
 
     python benchmarks/learned_forecast_whole_run.py | tee benchmarks/results/learned_forecast/whole_run.txt   # ~20 min, 2 threads
+    python benchmarks/learned_forecast_whole_run.py --base damped | tee .../whole_run_damped.txt
 """
 from __future__ import annotations
 
@@ -30,7 +33,6 @@ import learned_forecast_on_policy as OP  # noqa: E402
 
 from sdsv import ErrorControlled  # noqa: E402
 from sdsv.forecast import DAMPED, LINE  # noqa: E402
-from sdsv.forecast.forecasts import lagrange_coefficients  # noqa: E402
 from sdsv.metrics import psnr, tail_summary  # noqa: E402
 
 
@@ -38,8 +40,9 @@ def drafted_steps(plan: dict) -> set[int]:
     return {st + i for st, (kind, k) in plan.items() if kind == "unverified" for i in range(k)}
 
 
-def simulate(pipe, net, prompts, seeds, plans, guidance: float = 3.0) -> torch.Tensor:
-    """Images of the windows ``plans`` (one per image), Euler, the net forecasting: differentiable."""
+def simulate(pipe, net, prompts, seeds, plans, guidance: float = 3.0, base=LINE) -> torch.Tensor:
+    """Images of the windows ``plans`` (one per image), Euler, the net's correction added to ``base``
+    (the line, as ``LF.LearnedSplit``, or DAMPED, as ``forecast_windows.DampedBase``): differentiable."""
     from sdsv.tiny.split import TinyDiTSplit
 
     c = pipe.check_call(prompts, policy=FW.Replay(plans_=tuple(plans)), seed=seeds, solver="euler",
@@ -66,7 +69,7 @@ def simulate(pipe, net, prompts, seeds, plans, guidance: float = 3.0) -> torch.T
                 out[b] = g[j]
         two = [b for b in range(n) if out[b] is None and len(anchors[b]) < 3]
         for b in two:
-            w = lagrange_coefficients([a[0] for a in anchors[b][-2:]], s)
+            w = base.coefficients([a[0] for a in anchors[b][-2:]], s)
             out[b] = h[b] + sum(wi * a[1] for wi, a in zip(w, anchors[b][-2:]))
         three = [b for b in range(n) if out[b] is None]
         if three:
@@ -75,6 +78,9 @@ def simulate(pipe, net, prompts, seeds, plans, guidance: float = 3.0) -> torch.T
             f, line, scale = LF.features(part(2, 1), part(1, 1), part(0, 1), part(2, 2), part(1, 2),
                                          h[three].flatten(0, 1), sig(2), sig(1), sig(0),
                                          torch.full((2 * len(three),), s))
+            if base != LINE:
+                line = torch.cat([sum(c * a[1] for c, a in zip(base.coefficients([a[0] for a in anchors[b][-3:]], s),
+                                                                  anchors[b][-3:])) for b in three])
             forecast = (h[three].flatten(0, 1) + line + net(f) * scale).unflatten(0, (len(three), 2))
             for j, b in enumerate(three):
                 out[b] = forecast[j]
@@ -91,6 +97,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=6)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--base", choices=("line", "damped"), default="line",
+                    help="the forecast the net corrects (and whose windows it trains in)")
     ap.add_argument("--check", action="store_true", help="only the simulation against the real sampler")
     args = ap.parse_args(argv)
     if args.iters < 1 or args.batch < 1 or not args.lr > 0:
@@ -99,7 +107,9 @@ def main(argv=None) -> int:
     import tail_study as TS
     from sdsv.tiny.pipeline import TinyPipeline
 
+    base, split = (LINE, None) if args.base == "line" else (DAMPED, FW.DampedBase)
     print(f"# python benchmarks/learned_forecast_whole_run.py --iters {args.iters} --batch {args.batch} --lr {args.lr:g}"
+          f" --base {args.base}"
           f" — {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{time.strftime('%Y-%m-%d')}; fid mean / p5 / p1 / worst, dB", flush=True)
     pipe = TinyPipeline.from_pretrained(names=("target",))
@@ -109,23 +119,23 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         train = TS.ImageSet(pipe, OP.TRAIN_START, 96, cache, 48)  # the first 48: training; the reference covers both
         rec = FW.Recording(ErrorControlled(50, tol=0.3))
-        line_images, _ = train.run(rec, idx=list(range(OP.IMAGES)))
+        line_images, _ = train.run(rec, idx=list(range(OP.IMAGES)), forecast=base)
     plans, target = rec.plans(), train.fidelity[:OP.IMAGES].clone()
     net = LF.make_net(pipe.target.cfg.dim)
     with torch.no_grad():
-        sim = simulate(pipe, FW.ZERO_NET, train.prompts[:8], train.seeds[:8], plans[:8])
-    print(f"simulation vs the sampler, the line, 8 images: max |diff| {float((sim - line_images[:8]).abs().max()):.2e}",
+        sim = simulate(pipe, FW.ZERO_NET, train.prompts[:8], train.seeds[:8], plans[:8], base=base)
+    print(f"simulation vs the sampler, the {args.base}, 8 images: max |diff| {float((sim - line_images[:8]).abs().max()):.2e}",
           flush=True)
     probe = LF.make_net(pipe.target.cfg.dim).eval()
     torch.nn.init.normal_(probe[-1].weight, std=0.02, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        pipe.self_draft = LF.learned_self_draft(pipe, probe)
+        pipe.self_draft = LF.learned_self_draft(pipe, probe, split=split)
         try:
             real = pipe(train.prompts[:8], policy=FW.Replay(plans_=tuple(plans[:8])), draft="self", solver="euler",
-                        seed=train.seeds[:8], forecast=LINE).images
+                        seed=train.seeds[:8], forecast=base).images
         finally:
             del pipe.self_draft
-        sim = simulate(pipe, probe, train.prompts[:8], train.seeds[:8], plans[:8])
+        sim = simulate(pipe, probe, train.prompts[:8], train.seeds[:8], plans[:8], base=base)
     print(f"simulation vs the sampler, a net with a random correction, 8 images: max |diff| "
           f"{float((sim - real).abs().max()):.2e}", flush=True)
     if args.check:
@@ -136,7 +146,7 @@ def main(argv=None) -> int:
     for it in range(args.iters):
         idx = torch.randperm(OP.IMAGES, generator=gen)[:args.batch].tolist()
         images = simulate(pipe, net, [train.prompts[i] for i in idx], [train.seeds[i] for i in idx],
-                          [plans[i] for i in idx])
+                          [plans[i] for i in idx], base=base)
         loss = (images - target[idx]).square().flatten(1).mean(1).log10().mean()  # mean -PSNR/10 over images
         opt.zero_grad()
         loss.backward()
@@ -145,18 +155,18 @@ def main(argv=None) -> int:
             print(f"  iter {it:4d}: training batch mean PSNR {-10 * loss.item():.2f} dB, {time.time() - t0:.0f}s",
                   flush=True)
     net.eval()
-    torch.save(net.state_dict(), LF.OUT / "cache" / f"whole_run_{args.iters}.pt")
+    torch.save(net.state_dict(), LF.OUT / "cache" / f"whole_run_{args.base}_{args.iters}.pt")
     with torch.inference_mode():
         held_out = TS.ImageSet(pipe, OP.HELD_OUT_START, OP.IMAGES, cache, OP.IMAGES)
         rec = FW.Recording(ErrorControlled(50, tol=0.3))
-        FW.run(held_out, rec, LINE)
+        FW.run(held_out, rec, base)
         for label, policy, forecast, learned in (
                 ("line, its own windows", ErrorControlled(50, tol=0.3), LINE, None),
                 ("damped, its own windows", ErrorControlled(50, tol=0.3), DAMPED, None),
-                ("whole-run learned, the line's windows", FW.Replay(plans_=tuple(rec.plans())), LINE, net),
-                ("whole-run learned, its own windows, tol 0.3", ErrorControlled(50, tol=0.3), LINE, net),
-                ("whole-run learned, its own windows, tol 0.4", ErrorControlled(50, tol=0.4), LINE, net)):
-            images, evals = FW.run(held_out, policy, forecast, learned)
+                (f"whole-run learned, the {args.base}'s windows", FW.Replay(plans_=tuple(rec.plans())), base, net),
+                ("whole-run learned, its own windows, tol 0.3", ErrorControlled(50, tol=0.3), base, net),
+                ("whole-run learned, its own windows, tol 0.4", ErrorControlled(50, tol=0.4), base, net)):
+            images, evals = FW.run(held_out, policy, forecast, learned, split if learned is not None else None)
             t = tail_summary(psnr(images, held_out.fidelity))
             print(f"  held out, {label:44s} {evals:5.2f} evals | {t['mean']:.2f} / {t['p5']:.2f} / {t['p1']:.2f} / "
                   f"{t['worst']:.2f}", flush=True)
