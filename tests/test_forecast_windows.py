@@ -140,6 +140,14 @@ def test_the_whole_run_simulation_is_the_sampler_with_autograd(pipe):
         torch.testing.assert_close(wr.simulate(pipe, fw.ZERO_NET, PROMPTS, SEEDS, plans), line.images, rtol=0, atol=1e-4)
         want = sample(pipe, fw.Replay(plans_=tuple(plans)), net=trained).images
         torch.testing.assert_close(wr.simulate(pipe, trained, PROMPTS, SEEDS, plans), want, rtol=0, atol=1e-4)
+        from sdsv.forecast import DAMPED  # the damped base: its two- and three-anchor forecasts, and the net on it
+
+        damped = sample(pipe, fw.Replay(plans_=tuple(plans)), forecast=DAMPED).images
+        torch.testing.assert_close(wr.simulate(pipe, fw.ZERO_NET, PROMPTS, SEEDS, plans, base=DAMPED), damped,
+                                   rtol=0, atol=1e-4)
+        want = sample(pipe, fw.Replay(plans_=tuple(plans)), forecast=DAMPED, net=trained, split=fw.DampedBase).images
+        torch.testing.assert_close(wr.simulate(pipe, trained, PROMPTS, SEEDS, plans, base=DAMPED), want,
+                                   rtol=0, atol=1e-4)
     for p in pipe.target.parameters():
         p.requires_grad_(False)
     wr.simulate(pipe, trained, PROMPTS, SEEDS, plans).square().sum().backward()
