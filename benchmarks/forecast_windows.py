@@ -45,10 +45,12 @@ from sdsv.policies import PolicyState, WindowPolicy  # noqa: E402
 @dataclass(frozen=True)
 class Recording(WindowPolicy):
     """``policy``'s windows, each kept as ``(start step, kind, k, closing error)`` per sample in
-    ``log`` (a lab object: one call at a time)."""
+    ``log`` (a lab object: one call at a time; the samples of successive calls follow each other,
+    as an image set's batches do)."""
 
     policy: ErrorControlled
     log: dict = field(default_factory=lambda: defaultdict(list))
+    batches: list = field(default_factory=list)  # the batch size of each call so far
     closing_error: bool = True
     error_metric: str = "v_rms"
 
@@ -61,7 +63,12 @@ class Recording(WindowPolicy):
         return False
 
     def start(self, batch: int) -> PolicyState:
-        return _Recorded(self.policy.start(batch), self.log)
+        return _Recorded(self.policy.start(batch), self.log, self._first_sample(batch))
+
+    def _first_sample(self, batch: int) -> int:
+        first = sum(self.batches)
+        self.batches.append(batch)
+        return first
 
     def plans(self) -> list[dict]:
         """Per sample: ``{start step: (kind, k)}`` of the windows taken."""
@@ -69,14 +76,14 @@ class Recording(WindowPolicy):
 
 
 class _Recorded(PolicyState):
-    def __init__(self, inner: PolicyState, log: dict):
-        self.inner, self.log = inner, log
+    def __init__(self, inner: PolicyState, log: dict, first: int):
+        self.inner, self.log, self.first = inner, log, first
 
     def window(self, sample: int, step: int) -> tuple[str, int]:
         return self.inner.window(sample, step)
 
     def observe(self, sample: int, step: int, kind: str, k: int, accepted: int, error: float) -> bool:
-        self.log[sample].append((step, kind, k, error))
+        self.log[self.first + sample].append((step, kind, k, error))
         return self.inner.observe(sample, step, kind, k, accepted, error)
 
 
@@ -90,7 +97,8 @@ class _Replayed(PolicyState):
 
 @dataclass(frozen=True)
 class Replay(Recording):
-    """The windows of a recorded run, sample by sample (``plans``), whatever the errors now."""
+    """The windows of a recorded run, sample by sample (``plans``), whatever the errors now; calls
+    take the plans in turn, as a recording's calls left them."""
 
     policy: ErrorControlled = None
     plans_: tuple = ()
@@ -100,9 +108,11 @@ class Replay(Recording):
         return max(st + w[1] + 1 for st, w in self.plans_[0].items())
 
     def start(self, batch: int) -> PolicyState:
-        if batch != len(self.plans_):
-            raise ValueError(f"{len(self.plans_)} plans for a batch of {batch}")
-        return _Recorded(_Replayed(list(self.plans_)), self.log)
+        first = sum(self.batches)
+        if first + batch > len(self.plans_):
+            raise ValueError(f"{len(self.plans_) - first} plans for a batch of {batch}")
+        self.batches.append(batch)
+        return _Recorded(_Replayed(list(self.plans_[first:first + batch])), self.log, first)
 
 
 class ResidualErrors(LF.LearnedSplit):

@@ -91,6 +91,29 @@ def simulate(pipe, net, prompts, seeds, plans, guidance: float = 3.0, base=LINE)
     return ((x + 1) / 2).clamp(0, 1)
 
 
+def evaluate(pipe, saved: Path, base, split, name: str, tols: list[float], cache: Path, windows) -> int:
+    """The saved net beside its base alone, each in its own windows at each tolerance."""
+    import tail_study as TS
+
+    if not saved.exists():
+        raise SystemExit(f"no trained net at {saved}: train it first (same --base and --iters)")
+    net = LF.make_net(pipe.target.cfg.dim)
+    net.load_state_dict(torch.load(saved))
+    net.eval()
+    start, n = (TS.CALIBRATION_START, 96) if name == "calibration" else (TS.REPORT_START, 1056)
+    with torch.inference_mode():
+        images = TS.ImageSet(pipe, start, n, cache, 48)
+        for tol in tols:
+            for label, learned in ((base.name, None), ("whole-run learned", net)):
+                t0 = time.time()
+                out, evals = FW.run(images, windows(tol), base, learned,
+                                    split if learned is not None else None)
+                t = tail_summary(psnr(out, images.fidelity))
+                print(f"  {name} {n}, tol {tol:.2f}, {label:18s} {evals:5.2f} evals | {t['mean']:.2f} / {t['p5']:.2f} / "
+                      f"{t['p1']:.2f} / {t['worst']:.2f}  ({time.time() - t0:.0f} s)", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iters", type=int, default=160)
@@ -100,27 +123,60 @@ def main(argv=None) -> int:
     ap.add_argument("--base", choices=("line", "damped"), default="line",
                     help="the forecast the net corrects (and whose windows it trains in)")
     ap.add_argument("--check", action="store_true", help="only the simulation against the real sampler")
+    ap.add_argument("--evaluate", choices=("calibration", "report"),
+                    help="no training: the saved net of these settings against the base, on the calibration set "
+                         "(seeds 21056.., 96 images; the first 48 trained it) or the report set (20000.., 1056)")
+    ap.add_argument("--tols", default="0.3,0.35,0.4", help="with --evaluate: the windows' tolerances")
+    ap.add_argument("--tol", type=float, default=0.3, help="the tolerance of the windows it trains in")
+    ap.add_argument("--k-max", type=int, default=4, help="the longest window (the policy's k_max)")
+    ap.add_argument("--train-start", type=int, default=OP.TRAIN_START,
+                    help="the first training seed: 21056 (the calibration set's first 48, the default) or "
+                         f">= {OP.HELD_OUT_START + OP.IMAGES}, apart from both sets")
+    ap.add_argument("--train-images", type=int, default=OP.IMAGES)
+    ap.add_argument("--loss", choices=("mean_db", "pooled"), default="mean_db",
+                    help="mean_db: each image's PSNR counts alike; pooled: the batch's summed squared error "
+                         "(the worst images weigh most)")
     args = ap.parse_args(argv)
-    if args.iters < 1 or args.batch < 1 or not args.lr > 0:
-        ap.error("--iters and --batch must be >= 1, --lr > 0")
+    if args.iters < 1 or args.batch < 1 or not args.lr > 0 or args.k_max < 2 or not args.tol > 0:
+        ap.error("--iters and --batch must be >= 1, --lr and --tol > 0, --k-max >= 2")
+    beside_both = args.train_start >= OP.HELD_OUT_START + OP.IMAGES
+    if not (beside_both or (args.train_start == OP.TRAIN_START and 1 <= args.train_images <= OP.IMAGES)):
+        ap.error(f"--train-start must be {OP.TRAIN_START} (with --train-images <= {OP.IMAGES}) or >= "
+                 f"{OP.HELD_OUT_START + OP.IMAGES}: the report set (20000..21055) and the held-out images choose nothing")
+    if args.train_images < args.batch:
+        ap.error("--train-images must be >= --batch")
     torch.set_num_threads(args.threads)
     import tail_study as TS
     from sdsv.tiny.pipeline import TinyPipeline
 
     base, split = (LINE, None) if args.base == "line" else (DAMPED, FW.DampedBase)
     print(f"# python benchmarks/learned_forecast_whole_run.py --iters {args.iters} --batch {args.batch} --lr {args.lr:g}"
-          f" --base {args.base}"
+          f" --base {args.base} --tol {args.tol:g} --k-max {args.k_max} --train-start {args.train_start}"
+          f" --train-images {args.train_images} --loss {args.loss}"
           f" — {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{time.strftime('%Y-%m-%d')}; fid mean / p5 / p1 / worst, dB", flush=True)
     pipe = TinyPipeline.from_pretrained(names=("target",))
     for p in pipe.target.parameters():
         p.requires_grad_(False)
     cache = Path("benchmarks/results/tail_study/cache")
+    settings = (args.tol, args.k_max, args.train_start, args.train_images, args.loss)
+    tag = "" if settings == (0.3, 4, OP.TRAIN_START, OP.IMAGES, "mean_db") else \
+        f"_tol{args.tol:g}_k{args.k_max}_{args.train_start}x{args.train_images}_{args.loss}"
+    saved = LF.OUT / "cache" / f"whole_run_{args.base}_{args.iters}{tag}.pt"
+    windows = lambda tol: ErrorControlled(50, tol=tol, k_max=args.k_max)  # noqa: E731
+    if args.evaluate:
+        tols = [float(t) for t in args.tols.split(",")]
+        return evaluate(pipe, saved, base, split, args.evaluate, tols, cache, windows)
     with torch.inference_mode():
-        train = TS.ImageSet(pipe, OP.TRAIN_START, 96, cache, 48)  # the first 48: training; the reference covers both
-        rec = FW.Recording(ErrorControlled(50, tol=0.3))
-        line_images, _ = train.run(rec, idx=list(range(OP.IMAGES)), forecast=base)
-    plans, target = rec.plans(), train.fidelity[:OP.IMAGES].clone()
+        if beside_both:
+            train = TS.ImageSet(pipe, args.train_start, args.train_images, cache, 48)
+        else:  # the calibration set's first images: its cached reference covers them
+            train = TS.ImageSet(pipe, OP.TRAIN_START, 96, cache, 48)
+        rec = FW.Recording(windows(args.tol))
+        line_images, (evals, _) = train.run(rec, idx=list(range(args.train_images)), forecast=base)
+    print(f"training windows: the {args.base}, tol {args.tol:g}, k_max {args.k_max}, {args.train_images} images "
+          f"(seeds {args.train_start}..): {evals:.2f} evals", flush=True)
+    plans, target = rec.plans(), train.fidelity[:args.train_images].clone()
     net = LF.make_net(pipe.target.cfg.dim)
     with torch.no_grad():
         sim = simulate(pipe, FW.ZERO_NET, train.prompts[:8], train.seeds[:8], plans[:8], base=base)
@@ -144,31 +200,35 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(0)
     t0 = time.time()
     for it in range(args.iters):
-        idx = torch.randperm(OP.IMAGES, generator=gen)[:args.batch].tolist()
+        idx = torch.randperm(args.train_images, generator=gen)[:args.batch].tolist()
         images = simulate(pipe, net, [train.prompts[i] for i in idx], [train.seeds[i] for i in idx],
                           [plans[i] for i in idx], base=base)
-        loss = (images - target[idx]).square().flatten(1).mean(1).log10().mean()  # mean -PSNR/10 over images
+        mse = (images - target[idx]).square().flatten(1).mean(1)
+        loss = mse.log10().mean() if args.loss == "mean_db" else mse.mean().log10()  # -PSNR/10
         opt.zero_grad()
         loss.backward()
         opt.step()
         if it % 25 == 0 or it == args.iters - 1:
-            print(f"  iter {it:4d}: training batch mean PSNR {-10 * loss.item():.2f} dB, {time.time() - t0:.0f}s",
+            print(f"  iter {it:4d}: training batch PSNR ({args.loss}) {-10 * loss.item():.2f} dB, {time.time() - t0:.0f}s",
                   flush=True)
     net.eval()
-    torch.save(net.state_dict(), LF.OUT / "cache" / f"whole_run_{args.base}_{args.iters}.pt")
+    torch.save(net.state_dict(), saved)
     with torch.inference_mode():
-        held_out = TS.ImageSet(pipe, OP.HELD_OUT_START, OP.IMAGES, cache, OP.IMAGES)
-        rec = FW.Recording(ErrorControlled(50, tol=0.3))
+        # held out: the calibration images it did not train on
+        held_out = TS.ImageSet(pipe, OP.HELD_OUT_START, OP.IMAGES, cache, OP.IMAGES) if not beside_both else \
+            TS.ImageSet(pipe, TS.CALIBRATION_START, 96, cache, 48)
+        rec = FW.Recording(windows(args.tol))
         FW.run(held_out, rec, base)
+        looser = round(args.tol + 0.1, 3)
         for label, policy, forecast, learned in (
-                ("line, its own windows", ErrorControlled(50, tol=0.3), LINE, None),
-                ("damped, its own windows", ErrorControlled(50, tol=0.3), DAMPED, None),
+                ("line, its own windows", windows(args.tol), LINE, None),
+                ("damped, its own windows", windows(args.tol), DAMPED, None),
                 (f"whole-run learned, the {args.base}'s windows", FW.Replay(plans_=tuple(rec.plans())), base, net),
-                ("whole-run learned, its own windows, tol 0.3", ErrorControlled(50, tol=0.3), base, net),
-                ("whole-run learned, its own windows, tol 0.4", ErrorControlled(50, tol=0.4), base, net)):
+                (f"whole-run learned, its own windows, tol {args.tol:g}", windows(args.tol), base, net),
+                (f"whole-run learned, its own windows, tol {looser:g}", windows(looser), base, net)):
             images, evals = FW.run(held_out, policy, forecast, learned, split if learned is not None else None)
             t = tail_summary(psnr(images, held_out.fidelity))
-            print(f"  held out, {label:44s} {evals:5.2f} evals | {t['mean']:.2f} / {t['p5']:.2f} / {t['p1']:.2f} / "
+            print(f"  held out ({held_out.n}), {label:44s} {evals:5.2f} evals | {t['mean']:.2f} / {t['p5']:.2f} / {t['p1']:.2f} / "
                   f"{t['worst']:.2f}", flush=True)
     return 0
 

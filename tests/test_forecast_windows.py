@@ -69,6 +69,27 @@ def test_a_replay_takes_the_recorded_windows_and_gives_the_same_images(pipe):
         fw.Replay(plans_=tuple(plans[:1])).start(2)
 
 
+def test_recordings_and_replays_over_several_calls_keep_each_image_its_own_windows(pipe):
+    """An image set runs in batches: the second call's samples follow the first's."""
+    from sdsv import ErrorControlled
+    from sdsv.forecast import LINE
+
+    def calls(policy):
+        with torch.inference_mode():
+            return [pipe([p], policy=policy, draft="self", solver="euler", seed=[s], forecast=LINE).images
+                    for p, s in zip(PROMPTS, SEEDS)]
+
+    rec = fw.Recording(ErrorControlled(50, tol=0.3))
+    first = calls(rec)
+    whole_rec, whole = recorded(pipe)
+    assert rec.plans() == whole_rec.plans()  # batch mates do not change an image's windows
+    replay = fw.Replay(plans_=tuple(rec.plans()))
+    for got, want in zip(calls(replay), first):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="0 plans for a batch of 1"):
+        replay.start(1)
+
+
 def test_the_plans_built_from_a_recording_cover_every_step_once(pipe):
     rec, _ = recorded(pipe)
     plans = rec.plans()
@@ -124,14 +145,28 @@ def test_the_first_window_slope_changes_the_two_anchor_forecast_only():
     assert other.coefficients(two, 0.9) == pytest.approx([r + 0.5 * (c - r) for r, c in zip(reuse, line)])
 
 
-def test_the_whole_run_simulation_is_the_sampler_with_autograd(pipe):
-    """benchmarks/learned_forecast_whole_run.py trains through its own copy of the sampler's
-    Euler steps over fixed windows: it must give the sampler's images, for the line and for a
-    net with a correction, and carry gradients to the net."""
+def whole_run_script():
     spec = importlib.util.spec_from_file_location("learned_forecast_whole_run",
                                                   Path(__file__).parents[1] / "benchmarks" / "learned_forecast_whole_run.py")
     wr = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(wr)
+    return wr
+
+
+@pytest.mark.parametrize("argv", [["--train-start", "20000"], ["--train-start", "21104"],
+                                  ["--train-start", "21056", "--train-images", "96"]])
+def test_the_whole_run_script_trains_on_no_image_it_reports_or_chooses_on(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        whole_run_script().main(argv)
+    assert stop.value.code == 2
+    assert "choose nothing" in capsys.readouterr().err
+
+
+def test_the_whole_run_simulation_is_the_sampler_with_autograd(pipe):
+    """benchmarks/learned_forecast_whole_run.py trains through its own copy of the sampler's
+    Euler steps over fixed windows: it must give the sampler's images, for the line and for a
+    net with a correction, and carry gradients to the net."""
+    wr = whole_run_script()
     rec, line = recorded(pipe)
     plans = rec.plans()
     trained = fw.LF.make_net(192)
