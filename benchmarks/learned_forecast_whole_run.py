@@ -11,10 +11,17 @@ against the 50-step output, 6 of the 48 training images (seeds 21056..21103) per
 through the real sampler on the held-out 48 (21104..21151), in the line's windows and its own.
 With ``--base damped`` the net corrects the damped forecast instead (its windows, its two-anchor
 forecast), as ``forecast_windows.DampedBase`` does in the sampler.
-Results: benchmarks/results/learned_forecast/whole_run.txt (docs/tail.md, "Forecasts").
+``--k-max``/``--tol`` set the windows it trains in; ``--train-start 22000 --train-images 240``
+trains on images apart from both sets (the calibration set is then held out whole); ``--evaluate``
+samples a saved net on the calibration or report set beside its base alone.
+Results: benchmarks/results/learned_forecast/whole_run*.txt (docs/tail.md, "Forecasts").
 
     python benchmarks/learned_forecast_whole_run.py | tee benchmarks/results/learned_forecast/whole_run.txt   # ~20 min, 2 threads
     python benchmarks/learned_forecast_whole_run.py --base damped | tee .../whole_run_damped.txt
+    python benchmarks/learned_forecast_whole_run.py --base damped --evaluate report --tols 0.3,0.4   # .../whole_run_damped_report.txt
+    K6="--base damped --k-max 6 --train-start 22000 --train-images 240 --iters 300 --threads 1"
+    python benchmarks/learned_forecast_whole_run.py $K6 --loss pooled   # and --loss mean_db: .../whole_run_damped_k6.txt (25 min)
+    python benchmarks/learned_forecast_whole_run.py $K6 --loss pooled --evaluate report --tols 0.3   # .../whole_run_damped_k6_report.txt
 """
 from __future__ import annotations
 
@@ -136,7 +143,10 @@ def main(argv=None) -> int:
     ap.add_argument("--loss", choices=("mean_db", "pooled"), default="mean_db",
                     help="mean_db: each image's PSNR counts alike; pooled: the batch's summed squared error "
                          "(the worst images weigh most)")
+    ap.add_argument("--init", type=Path, help="start from this saved net (the same --base) instead of the base alone")
     args = ap.parse_args(argv)
+    if args.init is not None and not args.init.is_file():
+        ap.error(f"--init: no file {args.init}")
     if args.iters < 1 or args.batch < 1 or not args.lr > 0 or args.k_max < 2 or not args.tol > 0:
         ap.error("--iters and --batch must be >= 1, --lr and --tol > 0, --k-max >= 2")
     beside_both = args.train_start >= OP.HELD_OUT_START + OP.IMAGES
@@ -152,7 +162,7 @@ def main(argv=None) -> int:
     base, split = (LINE, None) if args.base == "line" else (DAMPED, FW.DampedBase)
     print(f"# python benchmarks/learned_forecast_whole_run.py --iters {args.iters} --batch {args.batch} --lr {args.lr:g}"
           f" --base {args.base} --tol {args.tol:g} --k-max {args.k_max} --train-start {args.train_start}"
-          f" --train-images {args.train_images} --loss {args.loss}"
+          f" --train-images {args.train_images} --loss {args.loss}" + (f" --init {args.init}" if args.init else "") +
           f" — {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{time.strftime('%Y-%m-%d')}; fid mean / p5 / p1 / worst, dB", flush=True)
     pipe = TinyPipeline.from_pretrained(names=("target",))
@@ -162,6 +172,7 @@ def main(argv=None) -> int:
     settings = (args.tol, args.k_max, args.train_start, args.train_images, args.loss)
     tag = "" if settings == (0.3, 4, OP.TRAIN_START, OP.IMAGES, "mean_db") else \
         f"_tol{args.tol:g}_k{args.k_max}_{args.train_start}x{args.train_images}_{args.loss}"
+    tag += f"_init-{args.init.stem}" if args.init is not None else ""
     saved = LF.OUT / "cache" / f"whole_run_{args.base}_{args.iters}{tag}.pt"
     windows = lambda tol: ErrorControlled(50, tol=tol, k_max=args.k_max)  # noqa: E731
     if args.evaluate:
@@ -178,6 +189,8 @@ def main(argv=None) -> int:
           f"(seeds {args.train_start}..): {evals:.2f} evals", flush=True)
     plans, target = rec.plans(), train.fidelity[:args.train_images].clone()
     net = LF.make_net(pipe.target.cfg.dim)
+    if args.init is not None:
+        net.load_state_dict(torch.load(args.init))
     with torch.no_grad():
         sim = simulate(pipe, FW.ZERO_NET, train.prompts[:8], train.seeds[:8], plans[:8], base=base)
     print(f"simulation vs the sampler, the {args.base}, 8 images: max |diff| {float((sim - line_images[:8]).abs().max()):.2e}",
