@@ -22,6 +22,7 @@ Results: benchmarks/results/learned_forecast/whole_run*.txt (docs/tail.md, "Fore
     K6="--base damped --k-max 6 --train-start 22000 --train-images 240 --iters 300 --threads 1"
     python benchmarks/learned_forecast_whole_run.py $K6 --loss pooled   # and --loss mean_db: .../whole_run_damped_k6.txt (25 min)
     python benchmarks/learned_forecast_whole_run.py $K6 --loss pooled --evaluate report --tols 0.3   # .../whole_run_damped_k6_report.txt
+    python benchmarks/learned_forecast_whole_run.py $K6 --loss pooled --time   # its draft calls' cost (the same file)
 """
 from __future__ import annotations
 
@@ -102,11 +103,7 @@ def evaluate(pipe, saved: Path, base, split, name: str, tols: list[float], cache
     """The saved net beside its base alone, each in its own windows at each tolerance."""
     import tail_study as TS
 
-    if not saved.exists():
-        raise SystemExit(f"no trained net at {saved}: train it first (same --base and --iters)")
-    net = LF.make_net(pipe.target.cfg.dim)
-    net.load_state_dict(torch.load(saved))
-    net.eval()
+    net = saved_net(pipe, saved)
     start, n = (TS.CALIBRATION_START, 96) if name == "calibration" else (TS.REPORT_START, 1056)
     with torch.inference_mode():
         images = TS.ImageSet(pipe, start, n, cache, 48)
@@ -118,6 +115,43 @@ def evaluate(pipe, saved: Path, base, split, name: str, tols: list[float], cache
                 t = tail_summary(psnr(out, images.fidelity))
                 print(f"  {name} {n}, tol {tol:.2f}, {label:18s} {evals:5.2f} evals | {t['mean']:.2f} / {t['p5']:.2f} / "
                       f"{t['p1']:.2f} / {t['worst']:.2f}  ({time.time() - t0:.0f} s)", flush=True)
+    return 0
+
+
+def saved_net(pipe, saved: Path) -> torch.nn.Module:
+    if not saved.exists():
+        raise SystemExit(f"no trained net at {saved}: train it first (the same settings)")
+    net = LF.make_net(pipe.target.cfg.dim)
+    net.load_state_dict(torch.load(saved))
+    return net.eval()
+
+
+def draft_cost(pipe, saved: Path, base, split, windows, cache: Path, images: int = 8, rounds: int = 5) -> int:
+    """What the net adds to a draft call: the base's windows on the report set's first ``images``,
+    replayed with the base alone and with the net (same target calls), interleaved, median of ``rounds``."""
+    import statistics
+
+    import tail_study as TS
+
+    net = saved_net(pipe, saved)
+    with torch.inference_mode():
+        first = TS.ImageSet(pipe, TS.REPORT_START, images, cache, images)
+        rec = FW.Recording(windows)
+        FW.run(first, rec, base)
+        plans = tuple(rec.plans())
+        drafts = sum(len(drafted_steps(p)) for p in plans)
+        wall = {"base": [], "net": []}
+        for r in range(rounds + 1):
+            for label, learned in (("base", None), ("net", net)):
+                t0 = time.perf_counter()
+                FW.run(first, FW.Replay(plans_=plans), base, learned, split if learned is not None else None)
+                if r:  # the first round warms up
+                    wall[label].append(time.perf_counter() - t0)
+    b, n = statistics.median(wall["base"]), statistics.median(wall["net"])
+    print(f"  {images} images, batch {images}, {drafts / images:.1f} draft steps per image: {base.name} alone "
+          f"{1e3 * b / images:.1f} ms per image, with the net {1e3 * n / images:.1f} ms (+{1e3 * (n - b) / drafts:.2f} ms "
+          f"per draft step per image); net {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters, "
+          f"per token {LF.make_net.__defaults__[0]}-wide, {pipe.target.cfg.dim}-dim model", flush=True)
     return 0
 
 
@@ -134,6 +168,8 @@ def main(argv=None) -> int:
                     help="no training: the saved net of these settings against the base, on the calibration set "
                          "(seeds 21056.., 96 images; the first 48 trained it) or the report set (20000.., 1056)")
     ap.add_argument("--tols", default="0.3,0.35,0.4", help="with --evaluate: the windows' tolerances")
+    ap.add_argument("--time", action="store_true",
+                    help="no training: wall time of the saved net's draft calls, the base's windows replayed with and without it")
     ap.add_argument("--tol", type=float, default=0.3, help="the tolerance of the windows it trains in")
     ap.add_argument("--k-max", type=int, default=4, help="the longest window (the policy's k_max)")
     ap.add_argument("--train-start", type=int, default=OP.TRAIN_START,
@@ -175,6 +211,8 @@ def main(argv=None) -> int:
     tag += f"_init-{args.init.stem}" if args.init is not None else ""
     saved = LF.OUT / "cache" / f"whole_run_{args.base}_{args.iters}{tag}.pt"
     windows = lambda tol: ErrorControlled(50, tol=tol, k_max=args.k_max)  # noqa: E731
+    if args.time:
+        return draft_cost(pipe, saved, base, split, windows(args.tol), cache)
     if args.evaluate:
         tols = [float(t) for t in args.tols.split(",")]
         return evaluate(pipe, saved, base, split, args.evaluate, tols, cache, windows)

@@ -162,6 +162,12 @@ def test_the_whole_run_script_trains_on_no_image_it_reports_or_chooses_on(argv, 
     assert "choose nothing" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("mode", [["--evaluate", "report"], ["--time"]])
+def test_the_whole_run_script_says_which_net_is_missing(mode):
+    with pytest.raises(SystemExit, match="no trained net at .*whole_run_line_7.pt: train it first"):
+        whole_run_script().main(["--iters", "7", *mode])
+
+
 def test_the_whole_run_simulation_is_the_sampler_with_autograd(pipe):
     """benchmarks/learned_forecast_whole_run.py trains through its own copy of the sampler's
     Euler steps over fixed windows: it must give the sampler's images, for the line and for a
