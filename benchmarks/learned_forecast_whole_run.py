@@ -12,7 +12,8 @@ through the real sampler on the held-out 48 (21104..21151), in the line's window
 With ``--base damped`` the net corrects the damped forecast instead (its windows, its two-anchor
 forecast), as ``forecast_windows.DampedBase`` does in the sampler.
 ``--k-max``/``--tol`` set the windows it trains in; ``--train-start 22000 --train-images 240``
-trains on images apart from both sets (the calibration set is then held out whole); ``--evaluate``
+trains on images apart from both sets (the calibration set is then held out whole); ``--init``
+continues from a saved net, in its base's windows or (``--own-windows``) its own; ``--evaluate``
 samples a saved net on the calibration or report set beside its base alone.
 Results: benchmarks/results/learned_forecast/whole_run*.txt (docs/tail.md, "Forecasts").
 
@@ -23,10 +24,13 @@ Results: benchmarks/results/learned_forecast/whole_run*.txt (docs/tail.md, "Fore
     python benchmarks/learned_forecast_whole_run.py $K6 --loss pooled   # and --loss mean_db: .../whole_run_damped_k6.txt (25 min)
     python benchmarks/learned_forecast_whole_run.py $K6 --loss pooled --evaluate report --tols 0.3   # .../whole_run_damped_k6_report.txt
     python benchmarks/learned_forecast_whole_run.py $K6 --loss pooled --time   # its draft calls' cost (the same file)
+    NET=benchmarks/results/learned_forecast/cache/whole_run_damped_300_tol0.3_k6_22000x240_pooled.pt
+    python benchmarks/learned_forecast_whole_run.py $K6 --loss pooled --iters 200 --lr 3e-4 --init $NET --threads 2 [--own-windows]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import sys
 import time
@@ -180,7 +184,11 @@ def main(argv=None) -> int:
                     help="mean_db: each image's PSNR counts alike; pooled: the batch's summed squared error "
                          "(the worst images weigh most)")
     ap.add_argument("--init", type=Path, help="start from this saved net (the same --base) instead of the base alone")
+    ap.add_argument("--own-windows", action="store_true",
+                    help="train in the windows the --init net takes itself (the default: its base's)")
     args = ap.parse_args(argv)
+    if args.own_windows and args.init is None:
+        ap.error("--own-windows needs --init: the net whose windows to train in")
     if args.init is not None and not args.init.is_file():
         ap.error(f"--init: no file {args.init}")
     if args.iters < 1 or args.batch < 1 or not args.lr > 0 or args.k_max < 2 or not args.tol > 0:
@@ -199,6 +207,7 @@ def main(argv=None) -> int:
     print(f"# python benchmarks/learned_forecast_whole_run.py --iters {args.iters} --batch {args.batch} --lr {args.lr:g}"
           f" --base {args.base} --tol {args.tol:g} --k-max {args.k_max} --train-start {args.train_start}"
           f" --train-images {args.train_images} --loss {args.loss}" + (f" --init {args.init}" if args.init else "") +
+          (" --own-windows" if args.own_windows else "") +
           f" — {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{time.strftime('%Y-%m-%d')}; fid mean / p5 / p1 / worst, dB", flush=True)
     pipe = TinyPipeline.from_pretrained(names=("target",))
@@ -209,6 +218,7 @@ def main(argv=None) -> int:
     tag = "" if settings == (0.3, 4, OP.TRAIN_START, OP.IMAGES, "mean_db") else \
         f"_tol{args.tol:g}_k{args.k_max}_{args.train_start}x{args.train_images}_{args.loss}"
     tag += f"_init-{args.init.stem}" if args.init is not None else ""
+    tag += "_own" if args.own_windows else ""
     saved = LF.OUT / "cache" / f"whole_run_{args.base}_{args.iters}{tag}.pt"
     windows = lambda tol: ErrorControlled(50, tol=tol, k_max=args.k_max)  # noqa: E731
     if args.time:
@@ -216,22 +226,30 @@ def main(argv=None) -> int:
     if args.evaluate:
         tols = [float(t) for t in args.tols.split(",")]
         return evaluate(pipe, saved, base, split, args.evaluate, tols, cache, windows)
+    net = LF.make_net(pipe.target.cfg.dim)
+    if args.init is not None:
+        net.load_state_dict(torch.load(args.init))
+    drafting = copy.deepcopy(net).eval() if args.own_windows else FW.ZERO_NET  # whose windows it trains in
     with torch.inference_mode():
         if beside_both:
             train = TS.ImageSet(pipe, args.train_start, args.train_images, cache, 48)
         else:  # the calibration set's first images: its cached reference covers them
             train = TS.ImageSet(pipe, OP.TRAIN_START, 96, cache, 48)
         rec = FW.Recording(windows(args.tol))
-        line_images, (evals, _) = train.run(rec, idx=list(range(args.train_images)), forecast=base)
-    print(f"training windows: the {args.base}, tol {args.tol:g}, k_max {args.k_max}, {args.train_images} images "
+        if args.own_windows:
+            pipe.self_draft = LF.learned_self_draft(pipe, drafting, split=split)
+        try:
+            line_images, (evals, _) = train.run(rec, idx=list(range(args.train_images)), forecast=base)
+        finally:
+            if args.own_windows:
+                del pipe.self_draft
+    whose = "the --init net" if args.own_windows else f"the {args.base}"
+    print(f"training windows: {whose}'s, tol {args.tol:g}, k_max {args.k_max}, {args.train_images} images "
           f"(seeds {args.train_start}..): {evals:.2f} evals", flush=True)
     plans, target = rec.plans(), train.fidelity[:args.train_images].clone()
-    net = LF.make_net(pipe.target.cfg.dim)
-    if args.init is not None:
-        net.load_state_dict(torch.load(args.init))
     with torch.no_grad():
-        sim = simulate(pipe, FW.ZERO_NET, train.prompts[:8], train.seeds[:8], plans[:8], base=base)
-    print(f"simulation vs the sampler, the {args.base}, 8 images: max |diff| {float((sim - line_images[:8]).abs().max()):.2e}",
+        sim = simulate(pipe, drafting, train.prompts[:8], train.seeds[:8], plans[:8], base=base)
+    print(f"simulation vs the sampler, {whose}, 8 images: max |diff| {float((sim - line_images[:8]).abs().max()):.2e}",
           flush=True)
     probe = LF.make_net(pipe.target.cfg.dim).eval()
     torch.nn.init.normal_(probe[-1].weight, std=0.02, generator=torch.Generator().manual_seed(1))

@@ -162,6 +162,13 @@ def test_the_whole_run_script_trains_on_no_image_it_reports_or_chooses_on(argv, 
     assert "choose nothing" in capsys.readouterr().err
 
 
+def test_the_whole_run_script_trains_in_its_own_windows_only_from_a_net(capsys):
+    with pytest.raises(SystemExit) as stop:
+        whole_run_script().main(["--own-windows"])
+    assert stop.value.code == 2
+    assert "--own-windows needs --init" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("mode", [["--evaluate", "report"], ["--time"]])
 def test_the_whole_run_script_says_which_net_is_missing(mode):
     with pytest.raises(SystemExit, match="no trained net at .*whole_run_line_7.pt: train it first"):
