@@ -285,13 +285,13 @@ def closing_errors_by_k(log: dict) -> dict[int, list[float]]:
     return out
 
 
-def run(held_out, policy, forecast, learned=None, split=None) -> tuple[torch.Tensor, float]:
-    """Images and target evaluations per image, ``learned`` (a net) drafting if given, with
-    ``split`` (default ``LF.LearnedSplit``)."""
+def run(held_out, policy, forecast, learned=None, split=None, idx=None) -> tuple[torch.Tensor, float]:
+    """Images and target evaluations per image (of the images ``idx``, default all), ``learned``
+    (a net) drafting if given, with ``split`` (default ``LF.LearnedSplit``)."""
     if learned is not None:
         held_out.pipe.self_draft = LF.learned_self_draft(held_out.pipe, learned, split=split)
     try:
-        images, (evals, _) = held_out.run(policy, forecast=forecast)
+        images, (evals, _) = held_out.run(policy, forecast=forecast, idx=idx)
     finally:
         if learned is not None:
             del held_out.pipe.self_draft

@@ -229,26 +229,21 @@ def main(argv=None) -> int:
     net = LF.make_net(pipe.target.cfg.dim)
     if args.init is not None:
         net.load_state_dict(torch.load(args.init))
-    drafting = copy.deepcopy(net).eval() if args.own_windows else FW.ZERO_NET  # whose windows it trains in
+    drafting = copy.deepcopy(net).eval() if args.own_windows else None  # whose windows it trains in: the base's
     with torch.inference_mode():
         if beside_both:
             train = TS.ImageSet(pipe, args.train_start, args.train_images, cache, 48)
         else:  # the calibration set's first images: its cached reference covers them
             train = TS.ImageSet(pipe, OP.TRAIN_START, 96, cache, 48)
         rec = FW.Recording(windows(args.tol))
-        if args.own_windows:
-            pipe.self_draft = LF.learned_self_draft(pipe, drafting, split=split)
-        try:
-            line_images, (evals, _) = train.run(rec, idx=list(range(args.train_images)), forecast=base)
-        finally:
-            if args.own_windows:
-                del pipe.self_draft
+        line_images, evals = FW.run(train, rec, base, drafting, split, idx=list(range(args.train_images)))
     whose = "the --init net" if args.own_windows else f"the {args.base}"
     print(f"training windows: {whose}'s, tol {args.tol:g}, k_max {args.k_max}, {args.train_images} images "
           f"(seeds {args.train_start}..): {evals:.2f} evals", flush=True)
     plans, target = rec.plans(), train.fidelity[:args.train_images].clone()
     with torch.no_grad():
-        sim = simulate(pipe, drafting, train.prompts[:8], train.seeds[:8], plans[:8], base=base)
+        sim = simulate(pipe, FW.ZERO_NET if drafting is None else drafting, train.prompts[:8], train.seeds[:8],
+                       plans[:8], base=base)
     print(f"simulation vs the sampler, {whose}, 8 images: max |diff| {float((sim - line_images[:8]).abs().max()):.2e}",
           flush=True)
     probe = LF.make_net(pipe.target.cfg.dim).eval()
