@@ -28,6 +28,11 @@ sigma instead of sigma), ``forecasts`` (the forecast's slope and curvature weigh
 ``forecast_report`` (the forecast chosen in ``forecasts`` against the line, on the report set),
 ``forecast_accurate`` (the accurate intent's windows with that forecast, calibration set, both yardsticks),
 ``forecast_video`` (the line and the damped forecast in the faithful windows on the tiny video model, ``--images`` clips),
+``corrected`` (windows whose draft steps are redone with the deep residual interpolated through the
+closing anchor, ``ErrorControlled(correct=True)``: window lengths and tolerances swept, calibration set),
+``corrected_accurate`` (the same on the accurate intent's windows, both yardsticks, calibration set),
+``corrected_video`` (the chosen corrected windows on the tiny video model, ``--images`` clips),
+``corrected_report`` (the corrected windows chosen in ``corrected`` beside the faithful default, report set),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
 are cached in ``<out>/cache`` (git-ignored).
 
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import platform
@@ -791,10 +797,73 @@ def forecast_report(rep: ImageSet) -> list[dict]:
             rep.row("slope 0.95, curvature 0.3, tol 0.3, k<=6", ErrorControlled(50, tol=0.3, k_max=6), forecast=chosen)]
 
 
+#: (k_max, tol) of the corrected windows chosen in ``corrected`` (docs/tail.md, "Corrected windows")
+CORRECTED_CHOICE = (5, 0.45)
+
+
+def corrected(cal: ImageSet) -> list[dict]:
+    """The faithful windows (the damped forecast) corrected once kept, window length and tolerance
+    swept, beside the same windows uncorrected."""
+    damped = NewtonForecast(0.95, 0.3)
+    rows = [cal.row(f"damped, tol {tol:g}, k<={k}", ErrorControlled(50, tol=tol, k_max=k), forecast=damped)
+            for k, tol in ((4, 0.3), (6, 0.3), (6, 0.33))]
+    for k, tols in ((4, (0.3, 0.4)), (5, (0.35, 0.4, 0.45)), (6, (0.25, 0.3, 0.32, 0.35)), (8, (0.25, 0.3))):
+        rows += [cal.row(f"damped, tol {tol:g}, k<={k}, corrected", ErrorControlled(50, tol=tol, k_max=k, correct=True),
+                         forecast=damped) for tol in tols]
+    return rows
+
+
+def corrected_accurate(cal: ImageSet) -> list[dict]:
+    """The accurate intent's windows (DPM-Solver++(2M), one or two forecast steps) corrected, at
+    fewer steps; UniPC alone at 12 steps beside them; calibration set, both yardsticks."""
+    cal.with_accuracy()
+    rows = [cal.row("unipc 12 (target only)", StagePlan.target_only(12), "unipc"),
+            cal.row("accurate, dpm++2m 28, line (the default)", ErrorControlled.accurate(28), "dpm++2m")]
+    for steps in (28, 25, 22):
+        rows.append(cal.row(f"accurate, dpm++2m {steps}, line, corrected",
+                            dataclasses.replace(ErrorControlled.accurate(steps), correct=True), "dpm++2m"))
+    return rows
+
+
+def corrected_report(rep: ImageSet) -> list[dict]:
+    """The corrected windows chosen on the calibration set (``CORRECTED_CHOICE``) and the faithful
+    default's windows corrected, beside the faithful default and the damped forecast in the
+    chosen windows uncorrected, on the report set."""
+    damped = NewtonForecast(0.95, 0.3)
+    k, tol = CORRECTED_CHOICE
+    return [rep.row("damped, tol 0.3, k<=4 (the faithful default)", ErrorControlled(50, tol=0.3), forecast=damped),
+            rep.row(f"damped, tol {tol:g}, k<={k}", ErrorControlled(50, tol=tol, k_max=k), forecast=damped),
+            rep.row("damped, tol 0.3, k<=4, corrected", ErrorControlled(50, tol=0.3, correct=True), forecast=damped),
+            rep.row(f"damped, tol {tol:g}, k<={k}, corrected", ErrorControlled(50, tol=tol, k_max=k, correct=True),
+                    forecast=damped)]
+
+
 def forecast_video(clips: int, batch: int, cache: Path) -> dict:
     """The faithful windows with the line and the damped forecast at tolerance 0.2 and 0.3 on the
     tiny video model (its own UniPC, 50 steps), on clips of seeds the video report does not use:
     does what was chosen on images hold on another model?"""
+    return video_rows(clips, batch, cache, [(f"{name}, tol {tol:g}", ErrorControlled(50, tol=tol), forecast)
+                                            for name, forecast in (("line", LINE), ("damped (0.95, 0.3)", DAMPED_))
+                                            for tol in (0.2, 0.3)])
+
+
+def corrected_video(clips: int, batch: int, cache: Path) -> dict:
+    """The corrected windows chosen on images (``CORRECTED_CHOICE``) and the faithful default's
+    windows corrected, beside the faithful default, on the clips of ``forecast_video``."""
+    k, tol = CORRECTED_CHOICE
+    return video_rows(clips, batch, cache, [
+        ("damped, tol 0.3, k<=4 (the faithful default)", ErrorControlled(50, tol=0.3), DAMPED_),
+        ("damped, tol 0.3, k<=4, corrected", ErrorControlled(50, tol=0.3, correct=True), DAMPED_),
+        (f"damped, tol {tol:g}, k<={k}", ErrorControlled(50, tol=tol, k_max=k), DAMPED_),
+        (f"damped, tol {tol:g}, k<={k}, corrected", ErrorControlled(50, tol=tol, k_max=k, correct=True), DAMPED_)])
+
+
+DAMPED_ = NewtonForecast(0.95, 0.3)
+
+
+def video_rows(clips: int, batch: int, cache: Path, methods: list) -> dict:
+    """``(name, policy, forecast)`` rows on ``clips`` clips of the tiny video model (its own UniPC,
+    50 steps) from seed ``VIDEO_CALIBRATION_START``, against its 50-step output."""
     from sdsv.evaluation.video import video_prompts
     from sdsv.tiny.video.demo import frame_psnr
     from sdsv.tiny.video.pipeline import DEFAULT_SOLVER, TinyVideoPipeline
@@ -816,15 +885,14 @@ def forecast_video(clips: int, batch: int, cache: Path) -> dict:
         torch.save(run(StagePlan.target_only(50))[0], path)
     ref = torch.load(path)
     rows = []
-    for name, forecast in (("line", LINE), ("damped (0.95, 0.3)", NewtonForecast(0.95, 0.3))):
-        for tol in (0.2, 0.3):
-            t = time.time()
-            frames, evals = run(ErrorControlled(50, tol=tol), forecast)
-            fid = frame_psnr(frames, ref).mean(1)  # a clip's PSNR: the mean over its frames
-            rows.append({"method": f"{name}, tol {tol:g}", "solver": DEFAULT_SOLVER, "target_evals": round(evals, 2),
-                         "fidelity": {k: round(v, 2) for k, v in tail_summary(fid).items()},
-                         "wall_s": round(time.time() - t, 1)})
-            print(f"  {rows[-1]['method']:30s} {evals:.2f} evals  {rows[-1]['fidelity']}", flush=True)
+    for name, policy, forecast in methods:
+        t = time.time()
+        frames, evals = run(policy, forecast)
+        fid = frame_psnr(frames, ref).mean(1)  # a clip's PSNR: the mean over its frames
+        rows.append({"method": name, "solver": DEFAULT_SOLVER, "target_evals": round(evals, 2),
+                     "fidelity": {k: round(v, 2) for k, v in tail_summary(fid).items()},
+                     "wall_s": round(time.time() - t, 1)})
+        print(f"  {rows[-1]['method']:50s} {evals:.2f} evals  {rows[-1]['fidelity']}", flush=True)
     return {"clips": clips, "seeds": [seeds[0], seeds[-1]], "rows": rows}
 
 
@@ -956,7 +1024,8 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 
 
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
-            "grain", "output", "phase", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report", "latency")
+            "grain", "output", "phase", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report",
+            "corrected", "corrected_accurate", "corrected_video", "corrected_report", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -987,11 +1056,15 @@ def markdown(result: dict) -> str:
               "forecast_video": "The faithful windows' forecast on the tiny video model (UniPC 50, clip PSNR = mean over frames)",
               "accurate": "Candidates for the accurate intent on the calibration set",
               "intents": "The intents on the report set",
-              "forecast_report": "The chosen forecast on the report set"}
+              "forecast_report": "The chosen forecast on the report set",
+              "corrected": "Corrected windows (ErrorControlled(correct=True)), calibration set",
+              "corrected_accurate": "The accurate intent's windows corrected, calibration set",
+              "corrected_video": "Corrected windows on the tiny video model (UniPC 50, clip PSNR = mean over frames)",
+              "corrected_report": "The corrected windows on the report set"}
     for key, title in tables.items():
         if key in result:
             rows = (result[key]["candidates"] if key in ("gap", "transfer", "depth") else
-                    result[key]["rows"] if key == "forecast_video" else result[key])
+                    result[key]["rows"] if key in ("forecast_video", "corrected_video") else result[key])
             acc = any("accuracy" in r for r in rows)
             head = "| method | target evals | fid. mean / p5 / p1 / worst |" + (" acc. mean / p5 / p1 / worst |" if acc else "")
             out += [f"## {title}\n", head, "|---|---:|---|" + ("---|" if acc else "")]
@@ -1057,23 +1130,25 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         t0 = time.time()
         if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
-                "grain", "output", "phase", "forecast_accurate", "accurate"} & set(sections):
+                "grain", "output", "phase", "forecast_accurate", "accurate", "corrected", "corrected_accurate"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
             print(f"== {name}", flush=True)
-            if name == "forecast_video":
-                result[name] = forecast_video(args.images, 8, args.out / "cache")
-            elif name in ("intents", "forecast_report", "latency"):
+            if name in ("forecast_video", "corrected_video"):
+                result[name] = {"forecast_video": forecast_video, "corrected_video": corrected_video}[name](
+                    args.images, 8, args.out / "cache")
+            elif name in ("intents", "forecast_report", "corrected_report", "latency"):
                 rep = ImageSet(pipe, REPORT_START, args.images, args.out / "cache", args.batch)
-                result["report_seeds" if name != "forecast_report" else "forecast_report_seeds"] = [rep.seeds[0],
-                                                                                                  rep.seeds[-1]]
-                result[name] = {"intents": intents, "forecast_report": forecast_report, "latency": latency}[name](rep)
+                seeds_key = {"forecast_report": "forecast_report_seeds", "corrected_report": "corrected_report_seeds"}
+                result[seeds_key.get(name, "report_seeds")] = [rep.seeds[0], rep.seeds[-1]]
+                result[name] = {"intents": intents, "forecast_report": forecast_report, "corrected_report": corrected_report,
+                                "latency": latency}[name](rep)
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
                                 "transfer": transfer, "depth": depth, "partial": partial, "variable": variable,
                                 "forecasts": forecasts, "grain": grain, "output": output, "phase": phase, "forecast_accurate": forecast_accurate,
-                                "accurate": accurate}[name](cal)
+                                "accurate": accurate, "corrected": corrected, "corrected_accurate": corrected_accurate}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")

@@ -84,12 +84,12 @@ def test_anchors_never_come_from_rejected_endpoints(monkeypatch, verify, tau):
     checked = []
 
     class Spy(AnchorBank):
-        def commit(self, rows):
+        def commit(self, rows, velocities=None):
             keep = set(rows)
             for v, b in enumerate(self.pending_tags):
                 if v not in keep:
                     dropped.append((b, self.pending[v].clone()))
-            super().commit(rows)
+            super().commit(rows, velocities)
             for (b, _), ring in self.anchors.items():
                 for slot, _ in ring:
                     checked.append(1)
@@ -142,8 +142,8 @@ def test_memory_stays_bounded_over_1000_windows():
     sizes, pending = [], []
 
     class Watch(AnchorBank):
-        def commit(self, rows):
-            super().commit(rows)
+        def commit(self, rows, velocities=None):
+            super().commit(rows, velocities)
             sizes.append(self.nbytes)
             pending.append(self.pending.shape[0])
             assert all(len(ring) <= self.slots for ring in self.anchors.values())

@@ -197,6 +197,9 @@ def _check_inputs(target, draft, noise, sigmas, policy, self_draft) -> None:
         raise TypeError(f"policy {policy.name!r} uses the target, but target is not callable")
     if policy.uses_draft and not callable(draft):
         raise TypeError(f"policy {policy.name!r} uses the draft, but draft is not callable")
+    if policy.corrects and self_draft is None:
+        raise ValueError(f"policy {policy.describe()} corrects its windows by interpolating a self-draft's anchors: "
+                         "it needs self_draft= (a sdsv.SelfDraft), not a separate draft model")
 
 
 
@@ -271,7 +274,8 @@ def sample_checked(target: Denoiser | None, draft: Denoiser | None, noise: torch
     t_start = time.perf_counter()
     batch = noise.shape[0]
     stats = SampleStats()
-    session = self_draft.session(batch) if self_draft is not None else contextlib.nullcontext()
+    session = (self_draft.session(batch, interpolates=policy.corrects) if self_draft is not None
+               else contextlib.nullcontext())
     # sampling never needs autograd: without this, nn.Module models called outside no_grad would
     # keep the whole sampling graph alive (and the custom ops have no backward)
     with torch.no_grad(), tqdm(total=policy.num_steps * batch, **progress_options(progress, "sdsv")) as bar, \
@@ -327,7 +331,10 @@ class _Loop:
             if rnd.depth:
                 self._roll_out(rnd)
             if rnd.verified:
-                self._verify_and_commit(rnd, rnd.verified)
+                kept = self._verify_and_commit(rnd, rnd.verified)
+                corrected = [i for i in kept if rnd.windows[i].corrects]
+                if corrected:
+                    self._correct(rnd, corrected)
             if rnd.drafting:
                 self._draft_steps(rnd, rnd.drafting)
             if not self.bar.disable and self.stats.verified_windows:
@@ -340,23 +347,31 @@ class _Loop:
         if cls is None or k < 0 or (k and not cls.counts_draft_steps) or self.pos[b] + k >= n:
             raise ValueError(f"the policy gave sample {b} at step {self.pos[b]} the window {(kind, k)}, "
                              f"which is not one of {WINDOW_KINDS} with 0 <= k < {n - self.pos[b]}")
+        if cls.corrects and (self.anchors is None or k < 1 or not self.policy.corrects):
+            raise ValueError(f"the policy gave sample {b} at step {self.pos[b]} the window {(kind, k)}: a corrected "
+                             "window needs k >= 1, a self-draft (self_draft=), whose anchors it interpolates, and a "
+                             "policy that declares corrects = True (its call keeps the anchors' velocities)")
         return cls(b, self.pos[b], k)
 
-    def _roll_out(self, rnd: "_Round") -> None:
-        """Level j evaluates the draft at y_j of every window still drafting, then steps y_{j+1}."""
+    def _roll_out(self, rnd: "_Round", which: Sequence[int] | None = None, closing: bool = False) -> None:
+        """Level j evaluates the draft at y_j of every window still drafting, then steps y_{j+1}.
+        ``which``: the windows (default all); ``closing``: each evaluates ``y_0 .. y_k`` and steps
+        ``k`` times (a correction's levels) whatever its kind's ``levels`` and ``rolls``."""
         windows, offs, sig = rnd.windows, rnd.offsets, self.sig
-        for j in range(rnd.depth):
-            lvl = [i for i, w in enumerate(windows) if j < w.levels]
+        which = range(len(windows)) if which is None else which
+        levels = {i: windows[i].k + 1 if closing else windows[i].levels for i in which}
+        rolls = {i: windows[i].k if closing else windows[i].rolls for i in which}
+        for j in range(max(levels.values(), default=0)):
+            lvl = [i for i in which if j < levels[i]]
             if not lvl:  # every window ended early (a kind may shorten itself while it rolls out)
                 break
             rows = [offs[i] + j for i in lvl]
             y = gather_rows(rnd.states, rows)
             steps = [windows[i].start + j for i in lvl]
             samples = [windows[i].sample for i in lvl]
-            d = self.models("draft", y, gather_rows(self.sig_t, steps), self.conds.rows(samples), samples,
-                            [sig[s] for s in steps])
+            d = self._draft_outputs(y, [windows[i].predicts and not closing for i in lvl], steps, samples)
             scatter_rows(rnd.drafted, rows, d)
-            roll = [m for m, i in enumerate(lvl) if j < windows[i].rolls]
+            roll = [m for m, i in enumerate(lvl) if j < rolls[i]]
             if not roll:
                 continue
             src_rows = [rows[m] for m in roll]
@@ -365,9 +380,24 @@ class _Loop:
             d_src = d if every else d.index_select(0, torch.tensor(roll, device=self.dev))
             self.stepper.roll(rnd.states, y_src, d_src, src_rows, [steps[m] for m in roll])
 
-    def _verify_and_commit(self, rnd: "_Round", verified: list[int]) -> None:
+    def _draft_outputs(self, y: torch.Tensor, predicted: list[bool], steps: list[int], samples: list[int]) -> torch.Tensor:
+        """The draft's outputs at rows ``y``: a draft call, or for ``predicted`` rows the velocity
+        forecast from their samples' anchors (no model runs)."""
+        sig = [self.sig[s] for s in steps]
+        if not any(predicted):
+            return self.models("draft", y, gather_rows(self.sig_t, steps), self.conds.rows(samples), samples, sig)
+        if all(predicted):
+            return self.anchors.predict_velocity(samples, sig, y)
+        out = torch.empty_like(y)
+        for want in (True, False):
+            part = [m for m, p in enumerate(predicted) if p == want]
+            out[part] = self._draft_outputs(y[part], [want] * len(part), [steps[m] for m in part],
+                                            [samples[m] for m in part])
+        return out
+
+    def _verify_and_commit(self, rnd: "_Round", verified: list[int]) -> list[int]:
         """One target call over every window's verification rows, the round's verdicts (one host
-        sync), each window's commit, and the closing steps."""
+        sync), each window's commit, and the closing steps; returns the windows kept whole."""
         sig = self.sig
         v = _Verification(rnd, verified)
         yv, vindex = gather_rows_and_index(rnd.states, v.rows)
@@ -384,8 +414,25 @@ class _Loop:
             self.pos[rnd.windows[i].sample] += advance
         self.bar.update(sum(advances))
         if self.anchors is not None:
-            self.anchors.commit(committed)
+            self.anchors.commit(committed, velocities=t if self.policy.corrects else None)
         self.stepper.close(self.x, t, closings, len(verified), x_next)
+        return [i for i, advance in zip(verified, advances) if advance == rnd.windows[i].k + 1]
+
+    def _correct(self, rnd: "_Round", corrected: list[int]) -> None:
+        """Kept corrected windows, their closing anchors now on record: the draft steps again from
+        each window's first state with the deep residual interpolated through the anchors, and
+        the closing step from the corrected last state (replacing the one just taken), whose
+        velocity then stands at the closing anchor for the next prediction."""
+        with self.anchors.interpolating():
+            self._roll_out(rnd, corrected, closing=True)
+        windows = [rnd.windows[i] for i in corrected]
+        rows = [rnd.offsets[i] + w.k for i, w in zip(corrected, windows)]
+        if not all_finite(gather_rows(rnd.drafted, [rnd.offsets[i] + j for i, w in zip(corrected, windows)
+                                                    for j in range(w.k + 1)])):
+            _raise_non_finite(rnd, None, [], self.sig, corrected)
+        samples = [w.sample for w in windows]
+        self.stepper.draft_steps(self.x, rnd.states, rnd.drafted, rows, [w.start + w.k for w in windows], samples)
+        self.anchors.replace_velocity(samples, gather_rows(rnd.drafted, rows))
 
     def _verdicts(self, rnd, verified, firsts, vrows, vindex, yv, t, h_v, sig_v):
         """Pair statistics and the fused decide+commit over every verification row; the
@@ -491,12 +538,14 @@ class _Verification:
         return committed, closings, advances
 
 
-def _raise_non_finite(rnd: _Round, t, vrows, sig_host) -> None:
-    """Find the first model output that is NaN/inf and name it (called only on failure)."""
+def _raise_non_finite(rnd: _Round, t, vrows, sig_host, corrected: Sequence[int] = ()) -> None:
+    """Find the first model output that is NaN/inf and name it (called only on failure);
+    ``corrected``: the windows whose draft outputs are a correction's (levels ``0 .. k``)."""
     windows, offs, drafted = rnd.windows, rnd.offsets, rnd.drafted
-    for j in range(rnd.depth):  # draft outputs in rollout order: the earliest culprit first
+    for j in range(rnd.depth + 1):  # draft outputs in rollout order: the earliest culprit first
         for i, w in enumerate(windows):
-            if j < w.levels and not torch.isfinite(drafted[offs[i] + j]).all():
+            levels = w.k + 1 if i in corrected else w.levels
+            if j < levels and not torch.isfinite(drafted[offs[i] + j]).all():
                 step = w.start + j
                 raise NonFiniteOutputError(
                     f"the draft model returned NaN/inf at step {step} (sigma={sig_host[step]:.4g}) for sample {w.sample}"

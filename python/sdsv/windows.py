@@ -41,13 +41,18 @@ class Window:
     taken inside the window (state ``j < rolls`` steps to ``j + 1`` with the draft's output);
     ``verify_rows``: states the target evaluates, the window's closing step among them;
     ``tested_k``: the rows the fused acceptance op tests (0: none); ``needs_verdict``: whether
-    :meth:`commit` reads the round's statistics."""
+    :meth:`commit` reads the round's statistics; ``corrects``: whether a kept window's draft
+    steps are redone once its closing target evaluation is on record; ``predicts``: whether its
+    draft levels are a forecast of the sampler's velocity instead of draft calls (both:
+    :class:`CorrectedWithError`)."""
 
     kind = ""
     counts_draft_steps = True  # False: a one-step window, whose k must be 0
     levels = rolls = tested_k = 0
     verify_rows: Sequence[int] = (0,)
     needs_verdict = False
+    corrects = False  # redo the draft steps once the closing anchor is on record (CorrectedWithError)
+    predicts = False  # its draft levels are the sampler's velocity forecast, no model call (CorrectedWithError)
 
     def __init__(self, sample: int, start: int, k: int):
         self.sample, self.start, self.k = sample, start, k
@@ -161,6 +166,22 @@ class UnverifiedWithError(Unverified):
     closing_error = True
 
 
+class CorrectedWithError(UnverifiedWithError):
+    """A predictor-corrector window. *Predict*: ``k`` steps with the velocity forecast from the
+    sample's anchors (:meth:`sdsv.forecast.AnchorBank.predict_velocity`: no model runs), the
+    forecast's error measured at the last state as an unverified window's. *Evaluate*: the target
+    there, whose residual becomes the newest anchor. *Correct*, once kept: the self-draft redoes
+    the ``k`` steps from the window's first state with the deep residual interpolated through that
+    anchor and the two before the window (:meth:`sdsv.forecast.AnchorBank.interpolating`), and the
+    closing step is taken from the corrected last state with the closing anchor's residual there.
+    The target's evaluation was made at the predicted state: like a predictor-corrector's, it is
+    reused, not repeated. ``k + 1`` draft calls, as an unverified window's; on the tiny target
+    ~2 dB more mean PSNR for the same target calls (docs/tail.md, "Corrected windows"). Needs a
+    self-draft and a policy that declares ``corrects`` (the sampler refuses it otherwise)."""
+
+    corrects = predicts = True
+
+
 def window_kinds(verify: str, closing_error: bool) -> dict[str, type[Window]]:
     """The window class of each kind a policy may name, for a call's verification mode
     (``"endpoints"`` or ``"full"``) and its policy's ``closing_error``."""
@@ -169,6 +190,7 @@ def window_kinds(verify: str, closing_error: bool) -> dict[str, type[Window]]:
         "draft": DraftStep,
         "speculate": {"endpoints": VerifiedEndpoints, "full": VerifiedFull}[verify],
         "unverified": UnverifiedWithError if closing_error else Unverified,
+        "corrected": CorrectedWithError,
     }
 
 

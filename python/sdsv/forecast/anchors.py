@@ -11,16 +11,27 @@ when the first target call tells the residual's shape and the number of branches
 grows. A target call's residuals wait as *pending* until the sampler says which of its rows lie
 on the committed trajectory; only those become anchors, so a rejected window's endpoint never
 does. Bookkeeping (which slot holds which sigma) is on the host; residuals stay on the device.
+
+Corrected windows (:class:`sdsv.windows.CorrectedWithError`) use two more things of the bank.
+Their predicted steps run no model: :meth:`AnchorBank.predict_velocity` forecasts the sampler's
+velocity from the velocities at a sample's anchors (kept beside the residuals when the sampler
+commits with ``velocities=``, one latent per sample and slot). Their correction runs the draft
+inside :meth:`AnchorBank.interpolating`, where it reads the polynomial through a key's newest
+anchors instead of the forecast: the closing anchor is then on record, so the sigmas it redoes
+lie between the anchors it reads.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 
+import sdsv_kernels
+
 from .._rows import gather_rows, scatter_rows
-from .forecasts import NewtonForecast
+from .forecasts import INTERPOLATION, NewtonForecast
 
 
 class AnchorBank:
@@ -30,6 +41,7 @@ class AnchorBank:
         if slots < forecast.anchors:
             raise ValueError(f"{forecast!r} reads {forecast.anchors} anchors, the bank keeps {slots} per key")
         self.batch, self.forecast, self.slots = batch, forecast, slots
+        self.reading = forecast  # what the draft reads: the forecast, or INTERPOLATION (interpolating())
         self.branches: int | None = None
         self.bank: torch.Tensor | None = None  # [batch * branches * slots, *residual]
         # per key: (slot, sigma) of its anchors, oldest first
@@ -40,15 +52,17 @@ class AnchorBank:
         self.pending_tags: list[int] = []
         self.pending_sigmas: list[float] = []
         self.records = 0  # target calls recorded: the sampler checks that each target call records one
+        self.velocities: torch.Tensor | None = None  # [batch * slots, *latent]: the sampler's velocity at each anchor
 
     # ---- the sampler's side -------------------------------------------------------------
     def tag(self, samples: Sequence[int], sigmas: Sequence[float]) -> None:
         """The sample and sigma of each row of the next model call (before guidance doubles it)."""
         self.tags, self.tag_sigmas = list(samples), list(sigmas)
 
-    def commit(self, rows: Sequence[int]) -> None:
+    def commit(self, rows: Sequence[int], velocities: torch.Tensor | None = None) -> None:
         """Rows of the last target call that lie on the committed trajectory become anchors,
-        in the order given (the newest last); a key's oldest anchor makes room."""
+        in the order given (the newest last); a key's oldest anchor makes room. ``velocities``:
+        the call's outputs (one row per sampler row), kept at the anchors for :meth:`predict_velocity`."""
         if not rows:
             return
         if self.pending is None:
@@ -70,6 +84,57 @@ class AnchorBank:
                 dst[slot] = v + branch * r
         # one strided copy in the common case (one sample: its branches' slots and rows are evenly spaced)
         scatter_rows(self.bank, list(dst), gather_rows(self.pending, list(dst.values())))
+        if velocities is not None:
+            self._commit_velocities(rows, velocities)
+
+    def _commit_velocities(self, rows: Sequence[int], velocities: torch.Tensor) -> None:
+        """Each committed row's velocity, beside the anchor its sample's first branch just took
+        (one (slot, sigma) record serves both)."""
+        if self.velocities is None:
+            self.velocities = velocities.new_zeros((self.batch * self.slots, *velocities.shape[1:]))
+        dst: dict[int, int] = {}
+        for v in rows:
+            b, s = self.pending_tags[v], self.pending_sigmas[v]
+            slot = next((slot for slot, sigma in self.anchors[(b, 0)] if sigma == s), None)
+            if slot is not None:  # None: a later row of the same call took its place
+                dst[self._velocity_slot(b, slot)] = v
+        scatter_rows(self.velocities, list(dst), gather_rows(velocities, list(dst.values())))
+
+    def _velocity_slot(self, sample: int, slot: int) -> int:
+        return sample * self.slots + (slot - self._slot((sample, 0), 0))
+
+    def replace_velocity(self, samples: Sequence[int], velocities: torch.Tensor) -> None:
+        """The velocity at each sample's newest anchor, replaced (a corrected window's closing step)."""
+        slots = [self._velocity_slot(b, self.anchors[(b, 0)][-1][0]) for b in samples]
+        scatter_rows(self.velocities, slots, velocities)
+
+    def predict_velocity(self, samples: Sequence[int], sigmas: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+        """The forecast of each row's velocity at its sigma from its sample's anchors' velocities,
+        with the bank's forecast (rows of ``like``'s shape; nothing of the model runs)."""
+        if self.velocities is None:
+            raise RuntimeError("no velocities on record: the sampler commits them (commit(..., velocities=))")
+        index, coeffs = [], []
+        for b, s in zip(samples, sigmas):
+            use = self.anchors[(b, 0)][-self.forecast.anchors:]
+            index.append([self._velocity_slot(b, slot) for slot, _ in use])
+            coeffs.append([0.0] + self.forecast.coefficients([a for _, a in use], s))
+        width = max(len(i) for i in index)
+        for i, c in zip(index, coeffs):  # samples with fewer anchors: pad with zero weights
+            c += [0.0] * (width - len(i))
+            i += [i[0]] * (width - len(i))
+        cdt = torch.promote_types(self.velocities.dtype, torch.float32)
+        return sdsv_kernels.gather_combine(like, self.velocities, torch.tensor(index, device=like.device),
+                                           torch.tensor(coeffs, dtype=cdt, device=like.device))
+
+    @contextlib.contextmanager
+    def interpolating(self) -> Iterator[None]:
+        """Draft calls inside read :data:`~sdsv.forecast.forecasts.INTERPOLATION` (the parabola
+        through a key's newest anchors, as many as the bank keeps up to three) instead of the forecast."""
+        self.reading = INTERPOLATION
+        try:
+            yield
+        finally:
+            self.reading = self.forecast
 
     # ---- the models' side ---------------------------------------------------------------
     def rows_of(self, model_rows: int) -> tuple[list[int], list[float], int]:
@@ -110,9 +175,9 @@ class AnchorBank:
             if not ring:
                 raise RuntimeError(f"the self-draft has no target evaluation of sample {b} on its committed "
                                    "trajectory yet: start the plan with at least one target step")
-            use = ring[-self.forecast.anchors:]
+            use = ring[-self.reading.anchors:]
             index.append([slot for slot, _ in use])
-            coeffs.append([1.0] + self.forecast.coefficients([a for _, a in use], s))
+            coeffs.append([1.0] + self.reading.coefficients([a for _, a in use], s))
         width = max(len(i) for i in index)
         if any(len(i) != width for i in index):  # keys with fewer anchors: pad with zero weights
             for i, c in zip(index, coeffs):
@@ -129,4 +194,5 @@ class AnchorBank:
 
     @property
     def nbytes(self) -> int:
-        return 0 if self.bank is None else self.bank.numel() * self.bank.element_size()
+        """Memory held: the residuals' bank and, with a corrected window's call, the velocities'."""
+        return sum(0 if t is None else t.numel() * t.element_size() for t in (self.bank, self.velocities))

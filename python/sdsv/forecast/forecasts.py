@@ -105,6 +105,11 @@ DAMPED = NewtonForecast(slope=0.95, curvature=0.3, name="damped")
 #: windows on DPM-Solver++(2M) lose with the damped forecast (docs/tail.md, "Forecasts")
 LINE = NewtonForecast.of_order(1)
 
+#: what a corrected window's draft steps read once the window's closing anchor is on record (the
+#: parabola through the two anchors before the window and the closing one): an interpolation,
+#: never a forecast (docs/tail.md, "Corrected windows")
+INTERPOLATION = NewtonForecast.of_order(2)
+
 #: what a self-draft forecasts with when neither it nor its intent is told otherwise
 DEFAULT_FORECAST = DAMPED
 

@@ -27,7 +27,7 @@ import torch
 
 from .._checks import as_int
 from .anchors import AnchorBank
-from .forecasts import NewtonForecast, resolve_forecast
+from .forecasts import INTERPOLATION, NewtonForecast, resolve_forecast
 
 _ids = itertools.count()
 
@@ -80,9 +80,12 @@ class SelfDraft:
         return bool(getattr(self.model, "sdsv_pure", False))
 
     @contextlib.contextmanager
-    def session(self, batch: int) -> Iterator[AnchorBank]:
-        """A fresh anchor bank for one sampling call of ``batch`` samples (the sampler opens it)."""
-        bank = AnchorBank(batch, self.forecast, self.slots)
+    def session(self, batch: int, interpolates: bool = False) -> Iterator[AnchorBank]:
+        """A fresh anchor bank for one sampling call of ``batch`` samples (the sampler opens it);
+        ``interpolates``: the call's windows are corrected (:mod:`sdsv.windows`), so the bank keeps
+        at least the anchors :data:`~sdsv.forecast.forecasts.INTERPOLATION` reads."""
+        slots = max(self.slots, INTERPOLATION.anchors) if interpolates else self.slots
+        bank = AnchorBank(batch, self.forecast, slots)
         token = self._active.set(bank)
         try:
             yield bank

@@ -12,6 +12,10 @@ finished (docs/method.md). A window is ``(kind, k)``, one of :data:`WINDOW_KINDS
   evaluated at that last state, one cheap call, so the window's forecast error is known there
   for free; a policy may then reject the window (the sample redoes it from the same state) or
   size the next one from it.
+* ``("corrected", k)``  — an unverified window (with its closing error) whose draft steps the
+  self-draft redoes once the closing target evaluation is on record, interpolating the deep
+  residual through it instead of forecasting (:class:`sdsv.windows.CorrectedWithError`); the
+  closing step is then taken from the corrected state. Needs a self-draft.
 
 Every policy's ``start(batch)`` returns the per-call :class:`PolicyState`; a policy object itself
 is never mutated by sampling, so one policy serves concurrent calls.
@@ -24,7 +28,7 @@ from typing import Callable
 
 from .._checks import as_int, as_str
 
-WINDOW_KINDS = ("target", "draft", "speculate", "unverified")
+WINDOW_KINDS = ("target", "draft", "speculate", "unverified", "corrected")
 ERROR_METRICS = ("x0_rms", "v_rms")
 
 
@@ -34,12 +38,14 @@ class WindowPolicy:
     The sampler reads only what is declared here: ``num_steps``, ``name``, ``uses_target`` /
     ``uses_draft``, ``closing_error`` (evaluate the draft at the last state of unverified
     windows: the window's error) and ``error_metric`` (how that error is measured:
-    ``x0_rms`` = sigma rms(t - d), ``v_rms`` = rms(t - d))."""
+    ``x0_rms`` = sigma rms(t - d), ``v_rms`` = rms(t - d)) and ``corrects`` (it opens corrected
+    windows, which need a self-draft)."""
 
     num_steps: int
     name: str = "custom"
     closing_error: bool = False
     error_metric: str = "x0_rms"
+    corrects: bool = False
 
     def start(self, batch: int) -> "PolicyState":
         raise NotImplementedError

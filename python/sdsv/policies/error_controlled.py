@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .._checks import as_float, as_int, as_str
+from .._checks import as_bool, as_float, as_int, as_str
 from .base import ERROR_METRICS, PolicyState, WindowPolicy, check_steps, next_window_length, shortened
 
 
-#: the tolerance of the self-draft's default windows (:meth:`ErrorControlled.faithful`), chosen
-#: with the faithful intent's damped forecast on the calibration seeds of the tiny image and video
-#: models as the loosest whose mean and 5th percentile of PSNR against the pipeline's own output
-#: stay at or above the line's at tol 0.2 (docs/tail.md, "Forecasts"); with the line it costs
-#: ~2 dB of tail
-FAITHFUL_TOL = 0.3
+#: the self-draft's default windows (:meth:`ErrorControlled.faithful`): corrected, up to 5 predicted
+#: steps, tolerance 0.45 — chosen with the faithful intent's damped forecast on the tiny image
+#: model's calibration seeds as the corrected windows of at most 12.4 target calls per image with
+#: the highest mean + 5th percentile of PSNR against the pipeline's own output (docs/tail.md,
+#: "Corrected windows")
+FAITHFUL_TOL = 0.45
+FAITHFUL_K_MAX = 5
 #: the windows of the accurate intent, on DPM-Solver++(2M): one or two forecast steps, then the target
 ACCURATE = dict(tol=0.2, k_min=1, k_init=1, k_max=2)
 
@@ -25,7 +26,10 @@ class ErrorControlled(WindowPolicy):
     there (one cheap draft call); each sample's next window length follows
     :func:`next_window_length`. With ``reject_above`` a window whose error exceeds it is
     rejected — nothing committed, no anchor kept — and redone shorter from the same state.
-    ``order`` is the forecast's order (the controller's exponent)."""
+    ``order`` is the forecast's order (the controller's exponent). ``correct``: every kept window
+    is corrected (:class:`sdsv.windows.CorrectedWithError`: its draft steps redone with the deep
+    residual interpolated through the closing anchor; a self-draft only); the closing error that
+    sizes the windows stays the forecast's."""
 
     num_steps: int
     tol: float = 0.3
@@ -37,6 +41,7 @@ class ErrorControlled(WindowPolicy):
     reject_above: float | None = None
     error_metric: str = "v_rms"
     name: str = "error_controlled"
+    correct: bool = False
     closing_error: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
@@ -44,6 +49,7 @@ class ErrorControlled(WindowPolicy):
         for name in ("order", "k_init", "k_min", "k_max"):
             object.__setattr__(self, name, as_int(name, getattr(self, name)))
         object.__setattr__(self, "tol", as_float("tol", self.tol, positive=True))
+        object.__setattr__(self, "correct", as_bool("correct", self.correct))
         if self.reject_above is not None:
             object.__setattr__(self, "reject_above", as_float("reject_above", self.reject_above, positive=True))
         if not 1 <= self.k_min <= self.k_init <= self.k_max:
@@ -57,10 +63,11 @@ class ErrorControlled(WindowPolicy):
     @classmethod
     def faithful(cls, num_steps: int) -> "ErrorControlled":
         """The self-draft's default: close to what the pipeline's own sampler gives with every
-        step computed (fidelity). A call of fewer than 3 steps runs the target alone (its 2
-        warm-up steps are the whole call)."""
+        step computed (fidelity), corrected windows (``correct``). A call of fewer than 3 steps
+        runs the target alone (its 2 warm-up steps are the whole call)."""
         num_steps = as_int("num_steps", num_steps, minimum=1)
-        return cls(num_steps, tol=FAITHFUL_TOL, warmup=min(2, num_steps), name="faithful")
+        return cls(num_steps, tol=FAITHFUL_TOL, k_max=FAITHFUL_K_MAX, correct=True, warmup=min(2, num_steps),
+                   name="faithful")
 
     @classmethod
     def accurate(cls, num_steps: int) -> "ErrorControlled":
@@ -82,10 +89,15 @@ class ErrorControlled(WindowPolicy):
     def verifies(self) -> bool:
         return False
 
+    @property
+    def corrects(self) -> bool:
+        return self.correct and self.uses_draft
+
     def describe(self) -> str:
         rej = "" if self.reject_above is None else f", reject>{self.reject_above:g}"
+        corrected = ", corrected" if self.correct else ""
         return (f"{self.name}[0-{self.warmup}:target, then tol={self.tol:g}, k in [{self.k_min}, {self.k_max}], "
-                f"order {self.order}{rej}]")
+                f"order {self.order}{rej}{corrected}]")
 
 
 class ErrorControlledState(PolicyState):
@@ -96,7 +108,7 @@ class ErrorControlledState(PolicyState):
     def window(self, sample: int, step: int) -> tuple[str, int]:
         if step < self.p.warmup:
             return "target", 0
-        return shortened("unverified", self.k_next[sample], step, self.p.num_steps)
+        return shortened("corrected" if self.p.correct else "unverified", self.k_next[sample], step, self.p.num_steps)
 
     def observe(self, sample: int, step: int, kind: str, k: int, accepted: int, error: float) -> bool:
         if kind != "unverified":
