@@ -357,7 +357,7 @@ class _Loop:
         """Level j evaluates the draft at y_j of every window still drafting, then steps y_{j+1}.
         ``which``: the windows (default all); ``closing``: each evaluates ``y_0 .. y_k`` and steps
         ``k`` times (a correction's levels) whatever its kind's ``levels`` and ``rolls``."""
-        windows, offs, sig = rnd.windows, rnd.offsets, self.sig
+        windows, offs = rnd.windows, rnd.offsets
         which = range(len(windows)) if which is None else which
         levels = {i: windows[i].k + 1 if closing else windows[i].levels for i in which}
         rolls = {i: windows[i].k if closing else windows[i].rolls for i in which}
