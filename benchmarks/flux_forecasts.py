@@ -105,7 +105,7 @@ def rows_for(pipe, steps: int):
     for name in ("faithful", "accurate"):
         n = INTENTS[name].num_steps(steps)
         rows += [P.Row(f"sdsv {name} ({n} steps): {q}", f"intent, {q}", n, attach=attacher(q, intent=name),
-                       detach=detach) for q in ("residual", "output")]
+                       detach=detach, key=P.intent_key(name, n)) for q in ("residual", "output")]
     return rows
 
 

@@ -116,6 +116,18 @@ def test_an_interrupted_run_picks_up_its_finished_batches(pipes, tmp_path):
         torch.testing.assert_close(torch.cat(second[r.name].images), torch.cat(first[r.name].images), rtol=0, atol=0)
     other_seeds = P.run_rows(pipes, again, ["a red circle", "a green cross"], [5, 6], 1, "test", progress=False, cache=tmp_path)
     assert other_seeds[rows[0].name].error == "RuntimeError: recomputed"
+    # the same name with another key (an intent whose default changed) is sampled again
+    changed = [P.Row(r.name, r.family, r.steps, attach=boom, key="other windows") for r in rows]
+    third = P.run_rows(pipes, changed, ["a red circle", "a green cross"], [1, 2], 1, "test", progress=False, cache=tmp_path)
+    assert all(third[r.name].error == "RuntimeError: recomputed" for r in rows)
+
+
+def test_an_intents_rows_are_keyed_by_what_the_intent_runs():
+    from sdsv.intents import INTENTS
+
+    faithful, accurate = P.sdsv_rows(None, STEPS)[:2]
+    assert faithful.key == P.intent_key("faithful", STEPS) and INTENTS["faithful"].windows(STEPS).describe() in faithful.key
+    assert accurate.cache_key.startswith(accurate.name) and "accurate" in accurate.key and faithful.key != accurate.key
 
 
 def test_a_resumed_run_samples_only_the_rows_a_batch_lacks_and_keeps_why_a_row_failed(pipes, tmp_path):

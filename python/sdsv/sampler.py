@@ -7,7 +7,9 @@ ONE batched forward call (rows of all samples together), and the window closes w
 step from the last accepted state; a rejected window costs one target step, never more.
 Unverified windows (the forecast-cache schedules) skip the test and close with the target at
 their last draft state. With a self-draft, the target evaluations on the committed trajectory
-become its forecast anchors.
+become its forecast anchors; a corrected window (:class:`sdsv.windows.CorrectedWithError`) is
+predicted from its sample's anchors without a model call and, once kept, redone by the
+self-draft interpolating through its closing anchor.
 
 The loop here only schedules rounds. What a window of each kind drafts, verifies and keeps is
 its object's (:mod:`sdsv.windows`); how a step is applied is the stepper's
@@ -353,14 +355,15 @@ class _Loop:
                              "policy that declares corrects = True (its call keeps the anchors' velocities)")
         return cls(b, self.pos[b], k)
 
-    def _roll_out(self, rnd: "_Round", which: Sequence[int] | None = None, closing: bool = False) -> None:
+    def _roll_out(self, rnd: "_Round", which: Sequence[int] | None = None, correction: bool = False) -> None:
         """Level j evaluates the draft at y_j of every window still drafting, then steps y_{j+1}.
-        ``which``: the windows (default all); ``closing``: each evaluates ``y_0 .. y_k`` and steps
-        ``k`` times (a correction's levels) whatever its kind's ``levels`` and ``rolls``."""
+        ``which``: the windows (default all); ``correction``: a corrected window's second pass —
+        each evaluates ``y_0 .. y_k`` with the draft (never predicted) and steps ``k`` times,
+        whatever its kind's ``levels`` and ``rolls``."""
         windows, offs = rnd.windows, rnd.offsets
         which = range(len(windows)) if which is None else which
-        levels = {i: windows[i].k + 1 if closing else windows[i].levels for i in which}
-        rolls = {i: windows[i].k if closing else windows[i].rolls for i in which}
+        levels = {i: windows[i].k + 1 if correction else windows[i].levels for i in which}
+        rolls = {i: windows[i].k if correction else windows[i].rolls for i in which}
         for j in range(max(levels.values(), default=0)):
             lvl = [i for i in which if j < levels[i]]
             if not lvl:  # every window ended early (a kind may shorten itself while it rolls out)
@@ -369,7 +372,7 @@ class _Loop:
             y = gather_rows(rnd.states, rows)
             steps = [windows[i].start + j for i in lvl]
             samples = [windows[i].sample for i in lvl]
-            d = self._draft_outputs(y, [windows[i].predicts and not closing for i in lvl], steps, samples)
+            d = self._draft_outputs(y, [windows[i].predicts and not correction for i in lvl], steps, samples)
             scatter_rows(rnd.drafted, rows, d)
             roll = [m for m, i in enumerate(lvl) if j < rolls[i]]
             if not roll:
@@ -424,7 +427,7 @@ class _Loop:
         the closing step from the corrected last state (replacing the one just taken), whose
         velocity then stands at the closing anchor for the next prediction."""
         with self.anchors.interpolating():
-            self._roll_out(rnd, corrected, closing=True)
+            self._roll_out(rnd, corrected, correction=True)
         windows = [rnd.windows[i] for i in corrected]
         rows = [rnd.offsets[i] + w.k for i, w in zip(corrected, windows)]
         if not all_finite(gather_rows(rnd.drafted, [rnd.offsets[i] + j for i, w in zip(corrected, windows)

@@ -194,6 +194,8 @@ def test_unknown_block_layout_and_step_caches_are_refused():
         sdsv.enable(pipe, forecast=(0.85, 0.3))
     with pytest.raises(ValueError, match="a draft transformer has none"):
         sdsv.enable(pipe, draft=pipe.transformer, forecast=DAMPED)
+    with pytest.raises(ValueError, match="needs draft='self'"):
+        sdsv.enable(pipe, draft=pipe.transformer, policy=sdsv.ErrorControlled.faithful(8))
 
 
 def test_whole_model_compile_is_refused_unless_dynamo_guards_hooks():

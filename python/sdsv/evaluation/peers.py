@@ -61,6 +61,13 @@ class Row:
     #                                   leaves its patched transformer forward, on which diffusers'
     #                                   FirstBlockCache then fails
     verify: Callable | None = None    # verify(): raises if the method did not run as configured
+    key: str = ""                     # what the name does not say but the images depend on (an intent's
+    #                                   windows and forecast): a cached batch is reused only with the same
+
+    @property
+    def cache_key(self) -> str:
+        """The row's entry in a batch's cache file: its name, and its key when it has one."""
+        return f"{self.name} [{self.key}]" if self.key else self.name
 
 
 def pipeline_rows(steps: int = REFERENCE_STEPS) -> list[Row]:
@@ -91,9 +98,10 @@ def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS, draft=None) 
     from ..intents import INTENTS
 
     accurate = INTENTS["accurate"].num_steps(steps)
-    rows = [Row("sdsv faithful", "sdsv", steps, attach=lambda p: sdsv.enable(p), detach=sdsv.disable),
+    rows = [Row("sdsv faithful", "sdsv", steps, attach=lambda p: sdsv.enable(p), detach=sdsv.disable,
+                key=intent_key("faithful", steps)),
             Row(f"sdsv accurate, {accurate} steps", "sdsv", accurate, attach=lambda p: sdsv.enable(p, intent="accurate"),
-                detach=sdsv.disable)]
+                detach=sdsv.disable, key=intent_key("accurate", accurate))]
     if isinstance(calibrated_policy, Exception):  # calibration found no tolerance: reported as not run
 
         def refuse(p, e=calibrated_policy):
@@ -106,6 +114,15 @@ def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS, draft=None) 
         rows.append(Row("sdsv, lite draft (SDSV verification)", "sdsv", steps, attach=lambda p: sdsv.enable(p, draft=draft),
                         detach=sdsv.disable, counted=(draft,)))
     return rows
+
+
+def intent_key(intent: str, steps: int) -> str:
+    """What an intent's row runs at ``steps`` steps (its windows and forecast), as a row's cache key:
+    a changed default is sampled again, not read from a cached batch."""
+    from ..intents import INTENTS
+
+    it = INTENTS[intent]
+    return f"{it.windows(steps).describe()}, {it.forecast!r}"
 
 
 def sdsv_cache_rows(steps: int = REFERENCE_STEPS) -> list[Row]:
@@ -353,23 +370,23 @@ def run_rows(pipes: dict, rows: list[Row], prompts, seeds, batch: int, desc: str
         if done is not None and done["seeds"] != list(s):
             done = None  # another run's file: compute again
         results = dict(done["rows"]) if done is not None else {}
-        # rows the file lacks (a row added since, or none saved yet) are sampled by this batch's shard
-        missing = [r for r in rows if r.name not in results and runs[r.name].error is None]
+        # rows the file lacks (a row added or changed since, or none saved yet) are sampled by this batch's shard
+        missing = [r for r in rows if r.cache_key not in results and runs[r.name].error is None]
         if missing and shard is not None and (i // batch) % shard[1] != shard[0]:
             runs.skipped_batches += 1
             bar.update(len(p) * len(rows))
             continue
         t_batch = time.perf_counter()
         for row in rows:
-            run = runs[row.name]
-            if row.name not in results and run.error is None:
+            run, key = runs[row.name], row.cache_key
+            if key not in results and run.error is None:
                 try:
-                    results[row.name] = _run_batch(pipes[row.pipeline], row, p, s)
+                    results[key] = _run_batch(pipes[row.pipeline], row, p, s)
                 except Exception as e:  # noqa: BLE001 - a peer that cannot run here is reported, not fatal
-                    results[row.name] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
-            elif row.name not in results:  # failed on an earlier batch: the file still says why
-                results[row.name] = run.error
-            got = results[row.name]
+                    results[key] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+            elif key not in results:  # failed on an earlier batch: the file still says why
+                results[key] = run.error
+            got = results[key]
             if isinstance(got, str):
                 run.error = run.error or got
             elif run.error is None:

@@ -123,8 +123,9 @@ class AnchorBank:
             c += [0.0] * (width - len(i))
             i += [i[0]] * (width - len(i))
         cdt = torch.promote_types(self.velocities.dtype, torch.float32)
-        return sdsv_kernels.gather_combine(like, self.velocities, torch.tensor(index, device=like.device),
-                                           torch.tensor(coeffs, dtype=cdt, device=like.device))
+        return sdsv_kernels.gather_combine(like, self.velocities,
+                                           torch.tensor(index, dtype=torch.int64).to(like.device, non_blocking=True),
+                                           torch.tensor(coeffs, dtype=cdt).to(like.device, non_blocking=True))
 
     @contextlib.contextmanager
     def interpolating(self) -> Iterator[None]:

@@ -19,7 +19,9 @@ frequency splits, input-aware Jacobians, Hermite contraction, the cubic) missed 
 forecast per block output before its gate (diffusers' TaylorSeer grain), the model's output in
 place of the deep residual, and a forecaster learned per model on its steps, inside the windows
 (one trained on whole runs, correcting DAMPED, is ahead of it by 0.3-0.7 dB on unseen images: a
-lab result, not shipped).
+lab result, not shipped). What moved the faithful windows further was not a forecast: once a
+window's closing anchor is on record, the corrected windows (:mod:`sdsv.windows`) redo its steps
+with :data:`INTERPOLATION` between the anchors around it.
 """
 
 from __future__ import annotations

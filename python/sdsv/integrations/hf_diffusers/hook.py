@@ -278,6 +278,9 @@ def _enable(pipe, draft, policy, intent, accept, verify, convert_scheduler, fore
     if not isinstance(policy, WindowPolicy) and not callable(policy):
         raise TypeError(f"policy must be a window policy or a function num_inference_steps -> policy, got "
                         f"{type(policy).__name__}")
+    if isinstance(policy, WindowPolicy) and policy.corrects and draft != "self":
+        raise ValueError(f"policy {policy.describe()} corrects its windows by interpolating the self-draft's anchors: "
+                         "it needs draft='self', not a draft transformer")
     # checked once, here, for every call; a policy given as a function of the step count is checked at each call
     checked_verify, checked_accept = check_options(policy, verify, accept)
     scheduler_and_solver(pipe.scheduler, convert_scheduler)  # refuse a wrong scheduler now, not at the first call
