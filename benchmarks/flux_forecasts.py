@@ -10,7 +10,9 @@ lite forecasts the transformer's output (``proj_out``); sdsv the image tokens' d
 the embeddings and conditioning around it.
 
 This script runs both quantities at TaylorSeer's steps (intervals 5 / 3 / 2) beside TaylorSeer
-lite itself, and the faithful and accurate intents with the output forecast beside their defaults.
+lite itself, the faithful and accurate intents with the output forecast beside their defaults, and
+the faithful default's windows (tol 0.3, k <= 4) and the ones chosen for corrected windows on the
+tiny DiT (tol 0.45, k <= 5), corrected with either prediction (draft or velocity).
 The output forecast is a lab split around the library's (:class:`OutputForecastSplit`: the target's
 call records each row's velocity, the draft runs nothing of the model). Images: the peers run's
 calibration seeds and the ones after them (``PEER_SEED + 1056 + i``), never its report seeds; both
@@ -29,6 +31,7 @@ from pathlib import Path
 import torch
 
 import sdsv_kernels
+from sdsv import ErrorControlled
 from sdsv.forecast import LINE
 
 OUT = Path("benchmarks/results/flux_forecasts")
@@ -106,6 +109,18 @@ def rows_for(pipe, steps: int):
         n = INTENTS[name].num_steps(steps)
         rows += [P.Row(f"sdsv {name} ({n} steps): {q}", f"intent, {q}", n, attach=attacher(q, intent=name),
                        detach=detach, key=P.intent_key(name, n)) for q in ("residual", "output")]
+    # the faithful default's windows uncorrected, and corrected with each prediction (docs/tail.md,
+    # "Corrected windows"); the corrected windows in the tolerance chosen for them on the tiny DiT too
+    for label, policy in (("uncorrected, tol 0.3, k<=4 (the faithful default)", ErrorControlled(steps, tol=0.3)),
+                          ("corrected, velocity-predicted, tol 0.3, k<=4",
+                           ErrorControlled(steps, tol=0.3, correct=True, predict="velocity")),
+                          ("corrected, velocity-predicted, tol 0.45, k<=5",
+                           ErrorControlled(steps, tol=0.45, k_max=5, correct=True, predict="velocity")),
+                          ("corrected, draft-predicted, tol 0.3, k<=4", ErrorControlled(steps, tol=0.3, correct=True)),
+                          ("corrected, draft-predicted, tol 0.45, k<=5",
+                           ErrorControlled(steps, tol=0.45, k_max=5, correct=True))):
+        rows.append(P.Row(f"sdsv {label}: residual", "windows, residual", steps, attach=attacher("residual", policy=policy),
+                          detach=detach, key=policy.describe()))
     return rows
 
 

@@ -30,6 +30,7 @@ sigma instead of sigma), ``forecasts`` (the forecast's slope and curvature weigh
 ``forecast_video`` (the line and the damped forecast in the faithful windows on the tiny video model, ``--images`` clips),
 ``corrected`` (windows whose draft steps are redone with the deep residual interpolated through the
 closing anchor, ``ErrorControlled(correct=True)``: window lengths and tolerances swept, calibration set),
+``corrected_prediction`` (corrected windows predicted by the draft itself instead of the velocity forecast),
 ``corrected_accurate`` (the same on the accurate intent's windows, both yardsticks, calibration set),
 ``corrected_video`` (the chosen corrected windows on the tiny video model, ``--images`` clips),
 ``corrected_report`` (the corrected windows chosen in ``corrected`` beside the faithful default, report set),
@@ -797,20 +798,36 @@ def forecast_report(rep: ImageSet) -> list[dict]:
             rep.row("slope 0.95, curvature 0.3, tol 0.3, k<=6", ErrorControlled(50, tol=0.3, k_max=6), forecast=chosen)]
 
 
-#: (k_max, tol) of the corrected windows chosen in ``corrected`` (docs/tail.md, "Corrected windows")
+#: (k_max, tol) of the velocity-predicted corrected windows chosen in ``corrected`` (docs/tail.md,
+#: "Corrected windows")
 CORRECTED_CHOICE = (5, 0.45)
 
 
+def VELOCITY(num_steps: int = 50, **kw) -> ErrorControlled:
+    """Corrected windows predicted by the velocity forecast (the variant the ``corrected`` sections chose)."""
+    return ErrorControlled(num_steps, correct=True, predict="velocity", **kw)
+
+
 def corrected(cal: ImageSet) -> list[dict]:
-    """The faithful windows (the damped forecast) corrected once kept, window length and tolerance
-    swept, beside the same windows uncorrected."""
+    """The faithful windows (the damped forecast) corrected once kept (velocity-predicted), window
+    length and tolerance swept, beside the same windows uncorrected."""
     damped = NewtonForecast(0.95, 0.3)
     rows = [cal.row(f"damped, tol {tol:g}, k<={k}", ErrorControlled(50, tol=tol, k_max=k), forecast=damped)
             for k, tol in ((4, 0.3), (6, 0.3), (6, 0.33))]
     for k, tols in ((4, (0.3, 0.4)), (5, (0.35, 0.4, 0.45)), (6, (0.25, 0.3, 0.32, 0.35)), (8, (0.25, 0.3))):
-        rows += [cal.row(f"damped, tol {tol:g}, k<={k}, corrected", ErrorControlled(50, tol=tol, k_max=k, correct=True),
+        rows += [cal.row(f"damped, tol {tol:g}, k<={k}, corrected, velocity-predicted", VELOCITY(tol=tol, k_max=k),
                          forecast=damped) for tol in tols]
     return rows
+
+
+def corrected_prediction(cal: ImageSet) -> list[dict]:
+    """Corrected windows predicted by the draft itself and by the velocity forecast, in the windows
+    chosen in ``corrected`` and in the faithful default's, calibration set."""
+    damped = NewtonForecast(0.95, 0.3)
+    k, tol = CORRECTED_CHOICE
+    return [cal.row(f"damped, tol {t:g}, k<={kk}, corrected, {p}-predicted",
+                    ErrorControlled(50, tol=t, k_max=kk, correct=True, predict=p), forecast=damped)
+            for kk, t in ((k, tol), (4, 0.3)) for p in ("velocity", "draft")]
 
 
 def corrected_accurate(cal: ImageSet) -> list[dict]:
@@ -820,8 +837,8 @@ def corrected_accurate(cal: ImageSet) -> list[dict]:
     rows = [cal.row("unipc 12 (target only)", StagePlan.target_only(12), "unipc"),
             cal.row("accurate, dpm++2m 28, line (the default)", ErrorControlled.accurate(28), "dpm++2m")]
     for steps in (28, 25, 22):
-        rows.append(cal.row(f"accurate, dpm++2m {steps}, line, corrected",
-                            dataclasses.replace(ErrorControlled.accurate(steps), correct=True), "dpm++2m"))
+        rows.append(cal.row(f"accurate, dpm++2m {steps}, line, corrected, velocity-predicted",
+                            dataclasses.replace(ErrorControlled.accurate(steps), correct=True, predict="velocity"), "dpm++2m"))
     return rows
 
 
@@ -833,8 +850,8 @@ def corrected_report(rep: ImageSet) -> list[dict]:
     k, tol = CORRECTED_CHOICE
     return [rep.row("damped, tol 0.3, k<=4 (the faithful default)", ErrorControlled(50, tol=0.3), forecast=damped),
             rep.row(f"damped, tol {tol:g}, k<={k}", ErrorControlled(50, tol=tol, k_max=k), forecast=damped),
-            rep.row("damped, tol 0.3, k<=4, corrected", ErrorControlled(50, tol=0.3, correct=True), forecast=damped),
-            rep.row(f"damped, tol {tol:g}, k<={k}, corrected", ErrorControlled(50, tol=tol, k_max=k, correct=True),
+            rep.row("damped, tol 0.3, k<=4, corrected, velocity-predicted", VELOCITY(tol=0.3), forecast=damped),
+            rep.row(f"damped, tol {tol:g}, k<={k}, corrected, velocity-predicted", VELOCITY(tol=tol, k_max=k),
                     forecast=damped)]
 
 
@@ -853,9 +870,9 @@ def corrected_video(clips: int, batch: int, cache: Path) -> dict:
     k, tol = CORRECTED_CHOICE
     return video_rows(clips, batch, cache, [
         ("damped, tol 0.3, k<=4 (the faithful default)", ErrorControlled(50, tol=0.3), DAMPED_),
-        ("damped, tol 0.3, k<=4, corrected", ErrorControlled(50, tol=0.3, correct=True), DAMPED_),
+        ("damped, tol 0.3, k<=4, corrected, velocity-predicted", VELOCITY(tol=0.3), DAMPED_),
         (f"damped, tol {tol:g}, k<={k}", ErrorControlled(50, tol=tol, k_max=k), DAMPED_),
-        (f"damped, tol {tol:g}, k<={k}, corrected", ErrorControlled(50, tol=tol, k_max=k, correct=True), DAMPED_)])
+        (f"damped, tol {tol:g}, k<={k}, corrected, velocity-predicted", VELOCITY(tol=tol, k_max=k), DAMPED_)])
 
 
 DAMPED_ = NewtonForecast(0.95, 0.3)
@@ -1025,7 +1042,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
             "grain", "output", "phase", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report",
-            "corrected", "corrected_accurate", "corrected_video", "corrected_report", "latency")
+            "corrected", "corrected_prediction", "corrected_accurate", "corrected_video", "corrected_report", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -1058,6 +1075,7 @@ def markdown(result: dict) -> str:
               "intents": "The intents on the report set",
               "forecast_report": "The chosen forecast on the report set",
               "corrected": "Corrected windows (ErrorControlled(correct=True)), calibration set",
+              "corrected_prediction": "Corrected windows predicted by the draft instead of the velocity forecast, calibration set",
               "corrected_accurate": "The accurate intent's windows corrected, calibration set",
               "corrected_video": "Corrected windows on the tiny video model (UniPC 50, clip PSNR = mean over frames)",
               "corrected_report": "The corrected windows on the report set"}
@@ -1130,7 +1148,8 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         t0 = time.time()
         if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
-                "grain", "output", "phase", "forecast_accurate", "accurate", "corrected", "corrected_accurate"} & set(sections):
+                "grain", "output", "phase", "forecast_accurate", "accurate", "corrected", "corrected_prediction",
+                "corrected_accurate"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
@@ -1148,7 +1167,8 @@ def main(argv=None) -> int:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
                                 "transfer": transfer, "depth": depth, "partial": partial, "variable": variable,
                                 "forecasts": forecasts, "grain": grain, "output": output, "phase": phase, "forecast_accurate": forecast_accurate,
-                                "accurate": accurate, "corrected": corrected, "corrected_accurate": corrected_accurate}[name](cal)
+                                "accurate": accurate, "corrected": corrected, "corrected_prediction": corrected_prediction,
+                                "corrected_accurate": corrected_accurate}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")

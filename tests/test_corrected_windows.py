@@ -22,9 +22,10 @@ def quadratic_in_sigma(h, s):
     return (0.3 - 0.7 * s + 0.9 * s * s).expand_as(h)
 
 
+@pytest.mark.parametrize("predict", ["draft", "velocity"])
 @pytest.mark.parametrize("solver", ["euler", "dpm++2m", "unipc"])
 @pytest.mark.parametrize("forecast", [DAMPED, LINE])
-def test_correction_is_exact_where_the_interpolation_is_and_the_forecast_is_not(solver, forecast):
+def test_correction_is_exact_where_the_interpolation_is_and_the_forecast_is_not(solver, forecast, predict):
     """A deep residual quadratic in sigma and independent of the state: the parabola through three
     anchors is exact, the forecast is not (damped, or a line); corrected windows then give the
     target-only sample to rounding, uncorrected ones do not."""
@@ -32,21 +33,23 @@ def test_correction_is_exact_where_the_interpolation_is_and_the_forecast_is_not(
     noise = torch.randn(2, 7, dtype=torch.float64)
     ref = run(SelfDraft(split), StagePlan.target_only(30), noise, solver)
     plain = run(SelfDraft(split, forecast=forecast), ErrorControlled(30, tol=1.0, k_max=6), noise, solver)
-    fixed = run(SelfDraft(split, forecast=forecast), ErrorControlled(30, tol=1.0, k_max=6, correct=True), noise, solver)
+    fixed = run(SelfDraft(split, forecast=forecast), ErrorControlled(30, tol=1.0, k_max=6, correct=True, predict=predict),
+                noise, solver)
     assert fixed.stats.target_calls < 15
     assert (plain.latents - ref.latents).abs().max() > 1e-6
     torch.testing.assert_close(fixed.latents, ref.latents, atol=1e-12, rtol=0)
 
 
-def test_a_corrected_window_costs_k_plus_one_draft_rows_and_no_more_target_calls():
-    """Its k predicted steps and closing error run no model (the velocity forecast); its correction
-    is k + 1 draft rows: as many as an uncorrected window's draft steps and closing error."""
+@pytest.mark.parametrize("predict, rows_per_window", [("draft", 2), ("velocity", 1)])
+def test_a_corrected_window_costs_its_correction_and_no_more_target_calls(predict, rows_per_window):
+    """Its correction is k + 1 draft rows; predicted by the draft, its k steps and closing error
+    are k + 1 more (as an uncorrected window's); predicted by the velocity forecast, none."""
     split = RowwiseSplit()
     noise = torch.randn(1, 6, dtype=torch.float64)
-    r = run(SelfDraft(split), ErrorControlled(40, tol=0.05, correct=True), noise)
+    r = run(SelfDraft(split), ErrorControlled(40, tol=0.05, correct=True, predict=predict), noise)
     windows = r.stats.windows
     assert windows and all(w.accepted == w.k for w in windows)
-    assert sum(split.forecast_calls) == sum(w.k + 1 for w in windows)
+    assert sum(split.forecast_calls) == sum(rows_per_window * (w.k + 1) for w in windows)
     assert sum(split.residual_calls) == r.stats.target_calls == 40 - sum(w.k for w in windows)
 
 
@@ -163,8 +166,8 @@ def test_corrected_and_uncorrected_windows_in_one_round_sample_as_each_alone():
     draft (unverified windows) in the same round."""
     split = RowwiseSplit()
     noise = torch.randn(2, 5, dtype=torch.float64)
-    mixed = run(SelfDraft(split), Naming(24, ("corrected", 3), ("unverified", 3)), noise)
-    corrected = run(SelfDraft(split), Naming(24, ("corrected", 3)), noise[:1])
+    mixed = run(SelfDraft(split), Naming(24, ("corrected_velocity", 3), ("unverified", 3)), noise)
+    corrected = run(SelfDraft(split), Naming(24, ("corrected_velocity", 3)), noise[:1])
     unverified = run(SelfDraft(split), Naming(24, ("unverified", 3)), noise[1:])
     assert torch.equal(mixed.latents, torch.cat([corrected.latents, unverified.latents]))
     assert not torch.equal(corrected.latents, run(SelfDraft(split), Naming(24, ("unverified", 3)), noise[:1]).latents)
@@ -188,6 +191,9 @@ def test_the_bank_predicts_velocities_from_its_anchors():
 def test_correct_must_be_a_bool_and_is_described():
     with pytest.raises(TypeError, match="correct"):
         ErrorControlled(20, correct=1)
+    with pytest.raises(ValueError, match="predict"):
+        ErrorControlled(20, correct=True, predict="target")
+    assert "velocity-predicted" in ErrorControlled(20, correct=True, predict="velocity").describe()
     assert "corrected" in ErrorControlled(20, correct=True).describe()
     assert "corrected" not in ErrorControlled(20).describe()
     assert ErrorControlled(20, correct=True).corrects and not ErrorControlled(20).corrects
@@ -196,6 +202,7 @@ def test_correct_must_be_a_bool_and_is_described():
 
 def test_a_non_finite_correction_names_the_draft(monkeypatch):
     """A draft output that is finite while forecasting and NaN while interpolating."""
+    assert ErrorControlled(20, correct=True).predict == "draft"
 
     class NaNWhileInterpolating(AnchorBank):
         def forecast_args(self, model_rows, device):

@@ -10,7 +10,7 @@ import torch
 
 from sdsv import ErrorControlled, StagePlan
 from sdsv.forecast import DAMPED, LINE
-from sdsv.policies.error_controlled import ACCURATE, FAITHFUL_K_MAX, FAITHFUL_TOL
+from sdsv.policies.error_controlled import ACCURATE, FAITHFUL_TOL
 from sdsv.intents import INTENTS, default_policy
 from sdsv.tiny.pipeline import TinyPipeline
 
@@ -35,7 +35,7 @@ def test_faithful_is_the_default_and_only_a_default(pipe):
     assert {w.kind for w in out.stats.windows} == {"unverified"}
     assert out.stats.target_evals < 2 * 20  # windows were taken
     p = ErrorControlled.faithful(50)
-    assert (p.tol, p.k_max, p.correct, p.warmup, p.name) == (FAITHFUL_TOL, FAITHFUL_K_MAX, True, 2, "faithful")
+    assert (p.tol, p.warmup, p.name) == (FAITHFUL_TOL, 2, "faithful")
 
 
 def test_accurate_is_dpm_solver_with_28_steps_and_short_windows(pipe):

@@ -7,9 +7,8 @@ ONE batched forward call (rows of all samples together), and the window closes w
 step from the last accepted state; a rejected window costs one target step, never more.
 Unverified windows (the forecast-cache schedules) skip the test and close with the target at
 their last draft state. With a self-draft, the target evaluations on the committed trajectory
-become its forecast anchors; a corrected window (:class:`sdsv.windows.CorrectedWithError`) is
-predicted from its sample's anchors without a model call and, once kept, redone by the
-self-draft interpolating through its closing anchor.
+become its forecast anchors; a corrected window (:class:`sdsv.windows.CorrectedWithError`) is,
+once kept, redone by the self-draft interpolating through its closing anchor.
 
 The loop here only schedules rounds. What a window of each kind drafts, verifies and keeps is
 its object's (:mod:`sdsv.windows`); how a step is applied is the stepper's

@@ -42,9 +42,9 @@ class Window:
     ``verify_rows``: states the target evaluates, the window's closing step among them;
     ``tested_k``: the rows the fused acceptance op tests (0: none); ``needs_verdict``: whether
     :meth:`commit` reads the round's statistics; ``corrects``: whether a kept window's draft
-    steps are redone once its closing target evaluation is on record; ``predicts``: whether its
-    draft levels are a forecast of the sampler's velocity instead of draft calls (both:
-    :class:`CorrectedWithError`)."""
+    steps are redone once its closing target evaluation is on record (:class:`CorrectedWithError`);
+    ``predicts``: whether its draft levels are a forecast of the sampler's velocity instead of
+    draft calls (:class:`VelocityPredicted`)."""
 
     kind = ""
     counts_draft_steps = True  # False: a one-step window, whose k must be 0
@@ -52,7 +52,7 @@ class Window:
     verify_rows: Sequence[int] = (0,)
     needs_verdict = False
     corrects = False  # redo the draft steps once the closing anchor is on record (CorrectedWithError)
-    predicts = False  # its draft levels are the sampler's velocity forecast, no model call (CorrectedWithError)
+    predicts = False  # its draft levels are the sampler's velocity forecast, no model call (VelocityPredicted)
 
     def __init__(self, sample: int, start: int, k: int):
         self.sample, self.start, self.k = sample, start, k
@@ -167,19 +167,28 @@ class UnverifiedWithError(Unverified):
 
 
 class CorrectedWithError(UnverifiedWithError):
-    """A predictor-corrector window. *Predict*: ``k`` steps with the velocity forecast from the
-    sample's anchors (:meth:`sdsv.forecast.AnchorBank.predict_velocity`: no model runs), the
-    forecast's error measured at the last state as an unverified window's. *Evaluate*: the target
-    there, whose residual becomes the newest anchor. *Correct*, once kept: the self-draft redoes
-    the ``k`` steps from the window's first state with the deep residual interpolated through that
-    anchor and the two before the window (:meth:`sdsv.forecast.AnchorBank.interpolating`), and the
-    closing step is taken from the corrected last state with the closing anchor's residual there.
-    The target's evaluation was made at the predicted state: like a predictor-corrector's, it is
-    reused, not repeated. ``k + 1`` draft calls, as an unverified window's; on the tiny target
-    ~2 dB more mean PSNR for the same target calls (docs/tail.md, "Corrected windows"). Needs a
-    self-draft and a policy that declares ``corrects`` (the sampler refuses it otherwise)."""
+    """A predictor-corrector window. *Predict*: ``k`` draft steps, the draft's error measured at
+    the last state as an unverified window's. *Evaluate*: the target there, whose residual becomes
+    the newest anchor. *Correct*, once kept: the self-draft redoes the ``k`` steps from the
+    window's first state with the deep residual interpolated through that anchor and the two
+    before the window (:meth:`sdsv.forecast.AnchorBank.interpolating`), and the closing step is
+    taken from the corrected last state with the closing anchor's residual there. The target's
+    evaluation was made at the predicted state: like a predictor-corrector's, it is reused, not
+    repeated. ``k + 1`` more draft calls, no more target calls (docs/tail.md, "Corrected
+    windows"). Needs a self-draft and a policy that declares ``corrects`` (the sampler refuses it
+    otherwise)."""
 
-    corrects = predicts = True
+    corrects = True
+
+
+class VelocityPredicted(CorrectedWithError):
+    """A corrected window whose ``k`` steps and closing error are predicted with a forecast of the
+    sampler's velocity from its values at the sample's anchors
+    (:meth:`sdsv.forecast.AnchorBank.predict_velocity`): no model runs before the target, so the
+    window costs the draft calls of an uncorrected one. On the tiny DiT it matches the
+    draft-predicted window; on the tiny Flux it lost the tail (docs/tail.md)."""
+
+    predicts = True
 
 
 def window_kinds(verify: str, closing_error: bool) -> dict[str, type[Window]]:
@@ -191,6 +200,7 @@ def window_kinds(verify: str, closing_error: bool) -> dict[str, type[Window]]:
         "speculate": {"endpoints": VerifiedEndpoints, "full": VerifiedFull}[verify],
         "unverified": UnverifiedWithError if closing_error else Unverified,
         "corrected": CorrectedWithError,
+        "corrected_velocity": VelocityPredicted,
     }
 
 

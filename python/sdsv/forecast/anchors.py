@@ -13,12 +13,13 @@ on the committed trajectory; only those become anchors, so a rejected window's e
 does. Bookkeeping (which slot holds which sigma) is on the host; residuals stay on the device.
 
 Corrected windows (:class:`sdsv.windows.CorrectedWithError`) use two more things of the bank.
-Their predicted steps run no model: :meth:`AnchorBank.predict_velocity` forecasts the sampler's
-velocity from the velocities at a sample's anchors (kept beside the residuals when the sampler
-commits with ``velocities=``, one latent per sample and slot). Their correction runs the draft
-inside :meth:`AnchorBank.interpolating`, where it reads the polynomial through a key's newest
-anchors instead of the forecast: the closing anchor is then on record, so the sigmas it redoes
-lie between the anchors it reads.
+Their correction runs the draft inside :meth:`AnchorBank.interpolating`, where it reads the
+polynomial through a key's newest anchors instead of the forecast: the closing anchor is then on
+record, so the sigmas it redoes lie between the anchors it reads. Velocity-predicted ones
+(:class:`sdsv.windows.VelocityPredicted`) take their first steps without a model:
+:meth:`AnchorBank.predict_velocity` forecasts the sampler's velocity from the velocities at a
+sample's anchors (kept beside the residuals when the sampler commits with ``velocities=``, one
+latent per sample and slot).
 """
 
 from __future__ import annotations

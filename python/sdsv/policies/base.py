@@ -16,6 +16,8 @@ finished (docs/method.md). A window is ``(kind, k)``, one of :data:`WINDOW_KINDS
   self-draft redoes once the closing target evaluation is on record, interpolating the deep
   residual through it instead of forecasting (:class:`sdsv.windows.CorrectedWithError`); the
   closing step is then taken from the corrected state. Needs a self-draft.
+* ``("corrected_velocity", k)`` — the same, its steps first predicted with a forecast of the
+  sampler's velocity (no model call) instead of the draft (:class:`sdsv.windows.VelocityPredicted`).
 
 Every policy's ``start(batch)`` returns the per-call :class:`PolicyState`; a policy object itself
 is never mutated by sampling, so one policy serves concurrent calls.
@@ -28,7 +30,7 @@ from typing import Callable
 
 from .._checks import as_int, as_str
 
-WINDOW_KINDS = ("target", "draft", "speculate", "unverified", "corrected")
+WINDOW_KINDS = ("target", "draft", "speculate", "unverified", "corrected", "corrected_velocity")
 ERROR_METRICS = ("x0_rms", "v_rms")
 
 

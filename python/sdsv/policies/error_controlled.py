@@ -8,13 +8,15 @@ from .._checks import as_bool, as_float, as_int, as_str
 from .base import ERROR_METRICS, PolicyState, WindowPolicy, check_steps, next_window_length, shortened
 
 
-#: the self-draft's default windows (:meth:`ErrorControlled.faithful`): corrected, up to 5 predicted
-#: steps, tolerance 0.45 — chosen with the faithful intent's damped forecast on the tiny image
-#: model's calibration seeds as the corrected windows of at most 12.4 target calls per image with
-#: the highest mean + 5th percentile of PSNR against the pipeline's own output (docs/tail.md,
-#: "Corrected windows")
-FAITHFUL_TOL = 0.45
-FAITHFUL_K_MAX = 5
+#: the tolerance of the self-draft's default windows (:meth:`ErrorControlled.faithful`), chosen
+#: with the faithful intent's damped forecast on the calibration seeds of the tiny image and video
+#: models as the loosest whose mean and 5th percentile of PSNR against the pipeline's own output
+#: stay at or above the line's at tol 0.2 (docs/tail.md, "Forecasts"); with the line it costs
+#: ~2 dB of tail
+FAITHFUL_TOL = 0.3
+#: how a corrected window's steps are predicted (``ErrorControlled(predict=)``): by the draft itself,
+#: or by a forecast of the sampler's velocity that runs no model (docs/tail.md, "Corrected windows")
+PREDICTIONS = ("draft", "velocity")
 #: the windows of the accurate intent, on DPM-Solver++(2M): one or two forecast steps, then the target
 ACCURATE = dict(tol=0.2, k_min=1, k_init=1, k_max=2)
 
@@ -29,7 +31,10 @@ class ErrorControlled(WindowPolicy):
     ``order`` is the forecast's order (the controller's exponent). ``correct``: every kept window
     is corrected (:class:`sdsv.windows.CorrectedWithError`: its draft steps redone with the deep
     residual interpolated through the closing anchor; a self-draft only); the closing error that
-    sizes the windows stays the forecast's."""
+    sizes the windows stays the prediction's. ``predict``: how a corrected window's steps are
+    first taken — ``"draft"`` (the self-draft's forecast, as an uncorrected window's) or
+    ``"velocity"`` (a forecast of the sampler's velocity, no model call: half the draft calls,
+    but on the tiny Flux it lost the tail, docs/tail.md)."""
 
     num_steps: int
     tol: float = 0.3
@@ -42,6 +47,7 @@ class ErrorControlled(WindowPolicy):
     error_metric: str = "v_rms"
     name: str = "error_controlled"
     correct: bool = False
+    predict: str = "draft"
     closing_error: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
@@ -50,6 +56,7 @@ class ErrorControlled(WindowPolicy):
             object.__setattr__(self, name, as_int(name, getattr(self, name)))
         object.__setattr__(self, "tol", as_float("tol", self.tol, positive=True))
         object.__setattr__(self, "correct", as_bool("correct", self.correct))
+        as_str("predict", self.predict, PREDICTIONS)
         if self.reject_above is not None:
             object.__setattr__(self, "reject_above", as_float("reject_above", self.reject_above, positive=True))
         if not 1 <= self.k_min <= self.k_init <= self.k_max:
@@ -63,11 +70,10 @@ class ErrorControlled(WindowPolicy):
     @classmethod
     def faithful(cls, num_steps: int) -> "ErrorControlled":
         """The self-draft's default: close to what the pipeline's own sampler gives with every
-        step computed (fidelity), corrected windows (``correct``). A call of fewer than 3 steps
-        runs the target alone (its 2 warm-up steps are the whole call)."""
+        step computed (fidelity). A call of fewer than 3 steps runs the target alone (its 2
+        warm-up steps are the whole call)."""
         num_steps = as_int("num_steps", num_steps, minimum=1)
-        return cls(num_steps, tol=FAITHFUL_TOL, k_max=FAITHFUL_K_MAX, correct=True, warmup=min(2, num_steps),
-                   name="faithful")
+        return cls(num_steps, tol=FAITHFUL_TOL, warmup=min(2, num_steps), name="faithful")
 
     @classmethod
     def accurate(cls, num_steps: int) -> "ErrorControlled":
@@ -95,7 +101,7 @@ class ErrorControlled(WindowPolicy):
 
     def describe(self) -> str:
         rej = "" if self.reject_above is None else f", reject>{self.reject_above:g}"
-        corrected = ", corrected" if self.correct else ""
+        corrected = f", corrected ({self.predict}-predicted)" if self.correct else ""
         return (f"{self.name}[0-{self.warmup}:target, then tol={self.tol:g}, k in [{self.k_min}, {self.k_max}], "
                 f"order {self.order}{rej}{corrected}]")
 
@@ -108,7 +114,8 @@ class ErrorControlledState(PolicyState):
     def window(self, sample: int, step: int) -> tuple[str, int]:
         if step < self.p.warmup:
             return "target", 0
-        return shortened("corrected" if self.p.correct else "unverified", self.k_next[sample], step, self.p.num_steps)
+        kind = ("corrected" if self.p.predict == "draft" else "corrected_velocity") if self.p.correct else "unverified"
+        return shortened(kind, self.k_next[sample], step, self.p.num_steps)
 
     def observe(self, sample: int, step: int, kind: str, k: int, accepted: int, error: float) -> bool:
         if kind != "unverified":
