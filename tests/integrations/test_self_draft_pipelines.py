@@ -195,7 +195,7 @@ def test_unknown_block_layout_and_step_caches_are_refused():
     with pytest.raises(ValueError, match="a draft transformer has none"):
         sdsv.enable(pipe, draft=pipe.transformer, forecast=DAMPED)
     with pytest.raises(ValueError, match="needs draft='self'"):
-        sdsv.enable(pipe, draft=pipe.transformer, policy=sdsv.ErrorControlled.faithful(8))
+        sdsv.enable(pipe, draft=pipe.transformer, policy=sdsv.ErrorControlled(8, correct=True))
 
 
 def test_whole_model_compile_is_refused_unless_dynamo_guards_hooks():
