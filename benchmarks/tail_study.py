@@ -843,16 +843,18 @@ def corrected_accurate(cal: ImageSet) -> list[dict]:
 
 
 def corrected_report(rep: ImageSet) -> list[dict]:
-    """The corrected windows chosen on the calibration set (``CORRECTED_CHOICE``) and the faithful
-    default's windows corrected, beside the faithful default and the damped forecast in the
-    chosen windows uncorrected, on the report set."""
+    """The corrected windows chosen on the calibration set (``CORRECTED_CHOICE``, either prediction)
+    and the faithful default's windows corrected, beside the faithful default and the damped
+    forecast in the chosen windows uncorrected, on the report set."""
     damped = NewtonForecast(0.95, 0.3)
     k, tol = CORRECTED_CHOICE
     return [rep.row("damped, tol 0.3, k<=4 (the faithful default)", ErrorControlled(50, tol=0.3), forecast=damped),
             rep.row(f"damped, tol {tol:g}, k<={k}", ErrorControlled(50, tol=tol, k_max=k), forecast=damped),
             rep.row("damped, tol 0.3, k<=4, corrected, velocity-predicted", VELOCITY(tol=0.3), forecast=damped),
             rep.row(f"damped, tol {tol:g}, k<={k}, corrected, velocity-predicted", VELOCITY(tol=tol, k_max=k),
-                    forecast=damped)]
+                    forecast=damped),
+            rep.row(f"damped, tol {tol:g}, k<={k}, corrected, draft-predicted",
+                    ErrorControlled(50, tol=tol, k_max=k, correct=True), forecast=damped)]
 
 
 def forecast_video(clips: int, batch: int, cache: Path) -> dict:
@@ -872,7 +874,9 @@ def corrected_video(clips: int, batch: int, cache: Path) -> dict:
         ("damped, tol 0.3, k<=4 (the faithful default)", ErrorControlled(50, tol=0.3), DAMPED_),
         ("damped, tol 0.3, k<=4, corrected, velocity-predicted", VELOCITY(tol=0.3), DAMPED_),
         (f"damped, tol {tol:g}, k<={k}", ErrorControlled(50, tol=tol, k_max=k), DAMPED_),
-        (f"damped, tol {tol:g}, k<={k}, corrected, velocity-predicted", VELOCITY(tol=tol, k_max=k), DAMPED_)])
+        (f"damped, tol {tol:g}, k<={k}, corrected, velocity-predicted", VELOCITY(tol=tol, k_max=k), DAMPED_),
+        (f"damped, tol {tol:g}, k<={k}, corrected, draft-predicted", ErrorControlled(50, tol=tol, k_max=k, correct=True),
+         DAMPED_)])
 
 
 DAMPED_ = NewtonForecast(0.95, 0.3)
