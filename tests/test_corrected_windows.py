@@ -135,6 +135,7 @@ class Naming(WindowPolicy):
 
     def __init__(self, num_steps, *windows, corrects=True):
         self.num_steps, self.windows, self.corrects = num_steps, windows, corrects
+        self.predicts_velocity = corrects
 
     def start(self, batch):
         outer = self
@@ -224,8 +225,22 @@ def test_memory_stays_bounded_over_1000_corrected_windows(monkeypatch):
             assert all(len(ring) <= self.slots for ring in self.anchors.values())
 
     monkeypatch.setattr("sdsv.forecast.self_draft.AnchorBank", Watch)
-    r = run(SelfDraft(RowwiseSplit(), forecast=LINE), ErrorControlled(3003, tol=10.0, k_min=2, k_max=2, correct=True),
-            torch.randn(2, 16))
+    r = run(SelfDraft(RowwiseSplit(), forecast=LINE),
+            ErrorControlled(3003, tol=10.0, k_min=2, k_max=2, correct=True, predict="velocity"), torch.randn(2, 16))
     assert r.stats.unverified_windows >= 1000 * 2
     # batch x (branches x row + velocity row) x 3 slots (the interpolation's, though the line reads 2) x fp32
     assert set(sizes[1:]) == {2 * (1 * 16 + 16) * 3 * 4}
+
+
+def test_only_velocity_predicted_windows_keep_velocities(monkeypatch):
+    banks = []
+
+    class Keep(AnchorBank):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            banks.append(self)
+
+    monkeypatch.setattr("sdsv.forecast.self_draft.AnchorBank", Keep)
+    for predict in ("draft", "velocity"):
+        run(SelfDraft(RowwiseSplit()), ErrorControlled(30, correct=True, predict=predict), torch.randn(1, 4))
+    assert banks[0].velocities is None and banks[1].velocities is not None

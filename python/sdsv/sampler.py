@@ -348,10 +348,12 @@ class _Loop:
         if cls is None or k < 0 or (k and not cls.counts_draft_steps) or self.pos[b] + k >= n:
             raise ValueError(f"the policy gave sample {b} at step {self.pos[b]} the window {(kind, k)}, "
                              f"which is not one of {WINDOW_KINDS} with 0 <= k < {n - self.pos[b]}")
-        if cls.corrects and (self.anchors is None or k < 1 or not self.policy.corrects):
+        if cls.corrects and (self.anchors is None or k < 1 or not self.policy.corrects
+                             or (cls.predicts and not self.policy.predicts_velocity)):
             raise ValueError(f"the policy gave sample {b} at step {self.pos[b]} the window {(kind, k)}: a corrected "
                              "window needs k >= 1, a self-draft (self_draft=), whose anchors it interpolates, and a "
-                             "policy that declares corrects = True (its call keeps the anchors' velocities)")
+                             "policy that declares corrects = True (and predicts_velocity = True for a "
+                             "velocity-predicted one: its call keeps the anchors' velocities)")
         return cls(b, self.pos[b], k)
 
     def _roll_out(self, rnd: "_Round", which: Sequence[int] | None = None, correction: bool = False) -> None:
@@ -416,7 +418,7 @@ class _Loop:
             self.pos[rnd.windows[i].sample] += advance
         self.bar.update(sum(advances))
         if self.anchors is not None:
-            self.anchors.commit(committed, velocities=t if self.policy.corrects else None)
+            self.anchors.commit(committed, velocities=t if self.policy.predicts_velocity else None)
         self.stepper.close(self.x, t, closings, len(verified), x_next)
         return [i for i, advance in zip(verified, advances) if advance == rnd.windows[i].k + 1]
 
@@ -434,7 +436,8 @@ class _Loop:
             _raise_non_finite(rnd, None, [], self.sig, corrected)
         samples = [w.sample for w in windows]
         self.stepper.draft_steps(self.x, rnd.states, rnd.drafted, rows, [w.start + w.k for w in windows], samples)
-        self.anchors.replace_velocity(samples, gather_rows(rnd.drafted, rows))
+        if self.policy.predicts_velocity:
+            self.anchors.replace_velocity(samples, gather_rows(rnd.drafted, rows))
 
     def _verdicts(self, rnd, verified, firsts, vrows, vindex, yv, t, h_v, sig_v):
         """Pair statistics and the fused decide+commit over every verification row; the

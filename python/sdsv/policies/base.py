@@ -40,14 +40,16 @@ class WindowPolicy:
     The sampler reads only what is declared here: ``num_steps``, ``name``, ``uses_target`` /
     ``uses_draft``, ``closing_error`` (evaluate the draft at the last state of unverified
     windows: the window's error) and ``error_metric`` (how that error is measured:
-    ``x0_rms`` = sigma rms(t - d), ``v_rms`` = rms(t - d)) and ``corrects`` (it opens corrected
-    windows, which need a self-draft)."""
+    ``x0_rms`` = sigma rms(t - d), ``v_rms`` = rms(t - d)), ``corrects`` (it opens corrected
+    windows, which need a self-draft) and ``predicts_velocity`` (some of them velocity-predicted:
+    the call keeps the sampler's velocity at each anchor)."""
 
     num_steps: int
     name: str = "custom"
     closing_error: bool = False
     error_metric: str = "x0_rms"
     corrects: bool = False
+    predicts_velocity: bool = False
 
     def start(self, batch: int) -> "PolicyState":
         raise NotImplementedError

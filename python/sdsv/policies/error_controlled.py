@@ -99,6 +99,10 @@ class ErrorControlled(WindowPolicy):
     def corrects(self) -> bool:
         return self.correct and self.uses_draft
 
+    @property
+    def predicts_velocity(self) -> bool:
+        return self.corrects and self.predict == "velocity"
+
     def describe(self) -> str:
         rej = "" if self.reject_above is None else f", reject>{self.reject_above:g}"
         corrected = f", corrected ({self.predict}-predicted)" if self.correct else ""
