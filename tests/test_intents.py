@@ -5,12 +5,14 @@ and forecast."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from sdsv import ErrorControlled, StagePlan
 from sdsv.forecast import DAMPED, LINE
-from sdsv.policies.error_controlled import ACCURATE, FAITHFUL_TOL
+from sdsv.policies.error_controlled import ACCURATE, FAITHFUL_K_MAX, FAITHFUL_TOL
 from sdsv.intents import INTENTS, default_policy
 from sdsv.tiny.pipeline import TinyPipeline
 
@@ -32,10 +34,14 @@ def test_faithful_is_the_default_and_only_a_default(pipe):
     assert not torch.equal(line.latents, out.latents)  # the forecast is the intent's, not the line
     plain = pipe(PROMPTS, num_steps=20, seed=3)  # a plain call is the faithful self-draft
     assert torch.equal(plain.latents, out.latents)
-    assert {w.kind for w in out.stats.windows} == {"unverified"}
+    assert {w.kind for w in out.stats.windows} == {"unverified"}  # corrected windows close as unverified ones
+    uncorrected = pipe(PROMPTS, draft="self", policy=dataclasses.replace(ErrorControlled.faithful(20), correct=False),
+                       seed=3)
+    assert not torch.equal(uncorrected.latents, out.latents)  # the default's windows are corrected
+    assert out.stats.draft_evals > uncorrected.stats.draft_evals
     assert out.stats.target_evals < 2 * 20  # windows were taken
     p = ErrorControlled.faithful(50)
-    assert (p.tol, p.warmup, p.name) == (FAITHFUL_TOL, 2, "faithful")
+    assert (p.tol, p.k_max, p.correct, p.predict, p.warmup, p.name) == (FAITHFUL_TOL, FAITHFUL_K_MAX, True, "draft", 2, "faithful")
 
 
 def test_accurate_is_dpm_solver_with_28_steps_and_short_windows(pipe):

@@ -21,6 +21,7 @@ calibrate on prompts like the ones you will run, and on more of them for a low p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -140,8 +141,8 @@ def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: f
     e.g. ``height``, ``width``, ``guidance_scale``; a prompt may be a dict of one call's
     arguments, such as ``prompt_embeds``; the cost is counted per image a call returns).
     ``policy(tol, num_steps)``: the policy family searched, a function that returns a window
-    policy of ``num_steps`` steps (default :class:`~sdsv.ErrorControlled` windows of the
-    self-draft). ``tols``: the tolerances tried (one number or several). ``seed``: image ``i``
+    policy of ``num_steps`` steps (default: the faithful intent's windows,
+    :meth:`~sdsv.ErrorControlled.faithful`, at each tolerance). ``tols``: the tolerances tried (one number or several). ``seed``: image ``i``
     uses ``seed + i``. Every argument is checked, and every policy of the ladder built, before
     anything is sampled. Raises :class:`CalibrationError` when no tolerance meets the target.
     """
@@ -164,7 +165,7 @@ def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: f
                         f"{type(policy).__name__} instance: pass e.g. policy=lambda tol, n: ErrorControlled(n, tol=tol)")
     if policy is not None and not callable(policy):
         raise TypeError(f"policy must be a function (tol, num_steps) -> window policy, got {type(policy).__name__}")
-    policy = policy or (lambda tol, n: ErrorControlled(n, tol=tol, warmup=min(2, n)))
+    policy = policy or (lambda tol, n: dataclasses.replace(ErrorControlled.faithful(n), tol=tol))
 
     runs_for = getattr(pipe, "calibration_runs", None)
     if runs_for is None:

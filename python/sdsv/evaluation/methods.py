@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..acceptance import AcceptanceTest
 from ..forecast import LINE, NewtonForecast
 from ..policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
-from ..policies.error_controlled import ACCURATE, FAITHFUL_TOL
+from ..policies.error_controlled import ACCURATE, FAITHFUL_K_MAX, FAITHFUL_TOL
 from ..intents import INTENTS
 from ..solvers import SOLVERS
 
@@ -120,7 +120,7 @@ def faithful_method(num_steps: int, own_solver: str = "euler") -> Method:
     """The faithful intent as a pipeline whose own sampler is ``own_solver`` with ``num_steps``
     steps runs it by default: its windows and forecast on that solver."""
     faithful = INTENTS["faithful"]
-    return Method(f"faithful: error-ctrl (self, {faithful.forecast.name}, tol {FAITHFUL_TOL:g})",
+    return Method(f"faithful: error-ctrl corrected (self, {faithful.forecast.name}, tol {FAITHFUL_TOL:g}, k<={FAITHFUL_K_MAX})",
                   faithful.windows(num_steps), "self", solver=faithful.solver_for(own_solver), forecast=faithful.forecast)
 
 
