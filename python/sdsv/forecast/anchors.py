@@ -25,6 +25,7 @@ latent per sample and slot).
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator, Sequence
 
 import torch
@@ -114,19 +115,10 @@ class AnchorBank:
         with the bank's forecast (rows of ``like``'s shape; nothing of the model runs)."""
         if self.velocities is None:
             raise RuntimeError("no velocities on record: the sampler commits them (commit(..., velocities=))")
-        index, coeffs = [], []
-        for b, s in zip(samples, sigmas):
-            use = self.anchors[(b, 0)][-self.forecast.anchors:]
-            index.append([self._velocity_slot(b, slot) for slot, _ in use])
-            coeffs.append([0.0] + self.forecast.coefficients([a for _, a in use], s))
-        width = max(len(i) for i in index)
-        for i, c in zip(index, coeffs):  # samples with fewer anchors: pad with zero weights
-            c += [0.0] * (width - len(i))
-            i += [i[0]] * (width - len(i))
-        cdt = torch.promote_types(self.velocities.dtype, torch.float32)
-        return sdsv_kernels.gather_combine(like, self.velocities,
-                                           torch.tensor(index, dtype=torch.int64).to(like.device, non_blocking=True),
-                                           torch.tensor(coeffs, dtype=cdt).to(like.device, non_blocking=True))
+        rows = [(self.anchors[(b, 0)][-self.forecast.anchors:], s, functools.partial(self._velocity_slot, b))
+                for b, s in zip(samples, sigmas)]
+        index, coeffs = self._combination(rows, self.forecast, 0.0, self.velocities.dtype, like.device)
+        return sdsv_kernels.gather_combine(like, self.velocities, index, coeffs)
 
     @contextlib.contextmanager
     def interpolating(self) -> Iterator[None]:
@@ -171,23 +163,33 @@ class AnchorBank:
         if self.bank is None or branches != self.branches:
             raise RuntimeError("the self-draft was called before any target evaluation of these rows: "
                                "start the plan with at least one target step (warm-up)")
-        index, coeffs = [], []
+        rows = []
         for m, (b, s) in enumerate(zip(samples, sigmas)):
             ring = self.anchors.get((b, m // len(self.tags)))
             if not ring:
                 raise RuntimeError(f"the self-draft has no target evaluation of sample {b} on its committed "
                                    "trajectory yet: start the plan with at least one target step")
-            use = ring[-self.reading.anchors:]
-            index.append([slot for slot, _ in use])
-            coeffs.append([1.0] + self.reading.coefficients([a for _, a in use], s))
+            rows.append((ring[-self.reading.anchors:], s, None))
+        index, coeffs = self._combination(rows, self.reading, 1.0, self.bank.dtype, device)
+        return self.bank, index, coeffs
+
+    @staticmethod
+    def _combination(rows, reading: NewtonForecast, own: float, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``index [M, A]`` and ``coeffs [M, A+1]`` for :func:`sdsv_kernels.gather_combine`: per row
+        ``(anchors, sigma, slot_of)``, ``own`` times the row's own value plus ``reading``'s weights at
+        ``sigma`` on the anchors' slots (``slot_of``, if any, maps a bank slot to the tensor's row); rows with
+        fewer anchors are padded with zero weights."""
+        index, coeffs = [], []
+        for use, s, slot_of in rows:
+            index.append([slot if slot_of is None else slot_of(slot) for slot, _ in use])
+            coeffs.append([own] + reading.coefficients([a for _, a in use], s))
         width = max(len(i) for i in index)
-        if any(len(i) != width for i in index):  # keys with fewer anchors: pad with zero weights
-            for i, c in zip(index, coeffs):
-                pad = width - len(i)
-                i += [i[0]] * pad
-                c += [0.0] * pad
-        cdt = torch.promote_types(self.bank.dtype, torch.float32)
-        return (self.bank, torch.tensor(index, dtype=torch.int64).to(device, non_blocking=True),
+        for i, c in zip(index, coeffs):
+            pad = width - len(i)
+            i += [i[0]] * pad
+            c += [0.0] * pad
+        cdt = torch.promote_types(dtype, torch.float32)
+        return (torch.tensor(index, dtype=torch.int64).to(device, non_blocking=True),
                 torch.tensor(coeffs, dtype=cdt).to(device, non_blocking=True))
 
     def _slot(self, key: tuple[int, int], i: int) -> int:
