@@ -11,14 +11,15 @@ the embeddings and conditioning around it.
 
 This script runs both quantities at TaylorSeer's steps (intervals 5 / 3 / 2) beside TaylorSeer
 lite itself, the faithful and accurate intents with the output forecast beside their defaults, and
-the faithful default's windows (tol 0.3, k <= 4) and the ones chosen for corrected windows on the
-tiny DiT (tol 0.45, k <= 5), corrected with either prediction (draft or velocity).
+the previous faithful default's windows (uncorrected, tol 0.3, k <= 4) and the ones chosen for
+corrected windows on the tiny DiT (tol 0.45, k <= 5), corrected with either prediction (draft or
+velocity), and the draft-predicted ones under the controller's exponent 1/3 (order 2, tol 0.5).
 The output forecast is a lab split around the library's (:class:`OutputForecastSplit`: the target's
 call records each row's velocity, the draft runs nothing of the model). Images: the peers run's
 calibration seeds and the ones after them (``PEER_SEED + 1056 + i``), never its report seeds; both
 yardsticks as in the peers run.
 
-    python benchmarks/flux_forecasts.py --images 96    # ~12 min on 2 cores (15 rows x 96 images)
+    python benchmarks/flux_forecasts.py --images 96    # ~12 min on 2 cores (21 rows x 96 images)
 """
 
 from __future__ import annotations
@@ -111,14 +112,16 @@ def rows_for(pipe, steps: int):
                        detach=detach, key=P.intent_key(name, n)) for q in ("residual", "output")]
     # the faithful default's windows uncorrected, and corrected with each prediction (docs/tail.md,
     # "Corrected windows"); the corrected windows in the tolerance chosen for them on the tiny DiT too
-    for label, policy in (("uncorrected, tol 0.3, k<=4 (the faithful default)", ErrorControlled(steps, tol=0.3)),
+    for label, policy in (("uncorrected, tol 0.3, k<=4 (the previous faithful default)", ErrorControlled(steps, tol=0.3)),
                           ("corrected, velocity-predicted, tol 0.3, k<=4",
                            ErrorControlled(steps, tol=0.3, correct=True, predict="velocity")),
                           ("corrected, velocity-predicted, tol 0.45, k<=5",
                            ErrorControlled(steps, tol=0.45, k_max=5, correct=True, predict="velocity")),
                           ("corrected, draft-predicted, tol 0.3, k<=4", ErrorControlled(steps, tol=0.3, correct=True)),
                           ("corrected, draft-predicted, tol 0.45, k<=5",
-                           ErrorControlled(steps, tol=0.45, k_max=5, correct=True))):
+                           ErrorControlled(steps, tol=0.45, k_max=5, correct=True)),
+                          ("corrected, draft-predicted, controller order 2, tol 0.5, k<=5",
+                           ErrorControlled(steps, tol=0.5, k_max=5, order=2, correct=True))):
         rows.append(P.Row(f"sdsv {label}: residual", "windows, residual", steps, attach=attacher("residual", policy=policy),
                           detach=detach, key=policy.describe()))
     return rows

@@ -34,6 +34,10 @@ closing anchor, ``ErrorControlled(correct=True)``: window lengths and tolerances
 ``corrected_accurate`` (the same on the accurate intent's windows, both yardsticks, calibration set),
 ``corrected_video`` (the chosen corrected windows on the tiny video model, ``--images`` clips),
 ``corrected_report`` (the corrected windows chosen in ``corrected`` beside the faithful default, report set),
+``corrected_accurate_draft`` (the accurate intent's windows corrected and draft-predicted, on
+DPM-Solver++(2M) and UniPC, both yardsticks, calibration set),
+``corrected_order``, ``corrected_order_report``, ``corrected_order_video`` (draft-predicted corrected windows
+under the controller's exponent 1/3 instead of 1/2: calibration set, report set, video clips),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
 are cached in ``<out>/cache`` (git-ignored).
 
@@ -842,6 +846,26 @@ def corrected_accurate(cal: ImageSet) -> list[dict]:
     return rows
 
 
+def corrected_accurate_draft(cal: ImageSet) -> list[dict]:
+    """The accurate intent's windows corrected and predicted by the draft (as the faithful default's
+    are), on DPM-Solver++(2M) and on UniPC; UniPC alone at 12 steps beside them; calibration set,
+    both yardsticks."""
+    cal.with_accuracy()
+    corrected = lambda steps: dataclasses.replace(ErrorControlled.accurate(steps), correct=True)  # noqa: E731
+    return [cal.row("unipc 12 (target only)", StagePlan.target_only(12), "unipc"),
+            cal.row("accurate, dpm++2m 28, line (the default)", ErrorControlled.accurate(28), "dpm++2m"),
+            cal.row("accurate, dpm++2m 28, line, corrected, draft-predicted", corrected(28), "dpm++2m"),
+            cal.row("accurate, dpm++2m 25, line, corrected, draft-predicted", corrected(25), "dpm++2m"),
+            cal.row("accurate windows, unipc 22, line", ErrorControlled.accurate(22), "unipc"),
+            cal.row("accurate windows, unipc 22, line, corrected, draft-predicted", corrected(22), "unipc"),
+            cal.row("accurate windows, unipc 24, line, corrected, draft-predicted", corrected(24), "unipc"),
+            cal.row("accurate windows, unipc 25, line, corrected, draft-predicted", corrected(25), "unipc"),
+            cal.row("accurate windows, unipc 26, line", ErrorControlled.accurate(26), "unipc"),
+            cal.row("accurate windows, unipc 26, line, corrected, draft-predicted", corrected(26), "unipc"),
+            cal.row("accurate windows, unipc 27, line, corrected, draft-predicted", corrected(27), "unipc"),
+            cal.row("accurate windows, unipc 28, line, corrected, draft-predicted", corrected(28), "unipc")]
+
+
 def corrected_report(rep: ImageSet) -> list[dict]:
     """The corrected windows chosen on the calibration set (``CORRECTED_CHOICE``, either prediction)
     and the faithful default's windows corrected, beside the faithful default and the damped
@@ -880,6 +904,50 @@ def corrected_video(clips: int, batch: int, cache: Path) -> dict:
 
 
 DAMPED_ = NewtonForecast(0.95, 0.3)
+
+
+#: (order, k_max, tol) of the draft-predicted corrected windows chosen in ``corrected_order``
+CORRECTED_ORDER_CHOICE = (2, 5, 0.5)
+
+
+def corrected_order(cal: ImageSet) -> list[dict]:
+    """Draft-predicted corrected windows with the controller's exponent 1/3 (``order=2``: a corrected
+    window's error is the parabola's interpolation error, third order in its length) and 1/4,
+    tolerance and window length swept, beside the exponent 1/2 of the windows chosen in ``corrected``;
+    the first window of one step (``k_min = k_init = 1``); calibration set."""
+    rows = []
+    for order, k, tol, extra in ((1, 5, 0.45, {}), (1, 6, 0.45, {}), (2, 4, 0.5, {}), (2, 5, 0.45, {}), (2, 5, 0.47, {}),
+                                 (2, 5, 0.5, {}), (2, 5, 0.55, {}), (2, 6, 0.45, {}), (2, 6, 0.5, {}), (2, 7, 0.5, {}),
+                                 (3, 5, 0.6, {}), (3, 6, 0.6, {}), (2, 5, 0.7, dict(k_min=1, k_init=1)),
+                                 (2, 5, 0.8, dict(k_min=1, k_init=1)), (2, 5, 0.5, dict(warmup=3))):
+        name = f"damped, order {order}, tol {tol:g}, k<={k}" + "".join(f", {a} {b}" for a, b in extra.items())
+        rows.append(cal.row(name + ", corrected, draft-predicted",
+                            ErrorControlled(50, tol=tol, k_max=k, order=order, correct=True, **extra), forecast=DAMPED_))
+    return rows
+
+
+def corrected_order_report(rep: ImageSet) -> list[dict]:
+    """The windows chosen in ``corrected_order`` beside the ones chosen in ``corrected``, report set."""
+    order, k, tol = CORRECTED_ORDER_CHOICE
+    k1, tol1 = CORRECTED_CHOICE
+    return [rep.row(f"damped, order 1, tol {tol1:g}, k<={k1}, corrected, draft-predicted",
+                    ErrorControlled(50, tol=tol1, k_max=k1, correct=True), forecast=DAMPED_),
+            rep.row(f"damped, order {order}, tol {tol:g}, k<={k}, corrected, draft-predicted",
+                    ErrorControlled(50, tol=tol, k_max=k, order=order, correct=True), forecast=DAMPED_)]
+
+
+def corrected_order_video(clips: int, batch: int, cache: Path) -> dict:
+    """The windows chosen in ``corrected_order`` and in ``corrected`` (draft-predicted) on the clips
+    of ``forecast_video``."""
+    order, k, tol = CORRECTED_ORDER_CHOICE
+    k1, tol1 = CORRECTED_CHOICE
+    return video_rows(clips, batch, cache, [
+        (f"damped, order 1, tol {tol1:g}, k<={k1}, corrected, draft-predicted",
+         ErrorControlled(50, tol=tol1, k_max=k1, correct=True), DAMPED_),
+        (f"damped, order {order}, tol {tol:g}, k<={k}, corrected, draft-predicted",
+         ErrorControlled(50, tol=tol, k_max=k, order=order, correct=True), DAMPED_)])
+
+
 
 
 def video_rows(clips: int, batch: int, cache: Path, methods: list) -> dict:
@@ -1046,7 +1114,8 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
             "grain", "output", "phase", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report",
-            "corrected", "corrected_prediction", "corrected_accurate", "corrected_video", "corrected_report", "latency")
+            "corrected", "corrected_prediction", "corrected_accurate", "corrected_video", "corrected_report",
+            "corrected_accurate_draft", "corrected_order", "corrected_order_report", "corrected_order_video", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -1082,11 +1151,15 @@ def markdown(result: dict) -> str:
               "corrected_prediction": "Corrected windows predicted by the draft instead of the velocity forecast, calibration set",
               "corrected_accurate": "The accurate intent's windows corrected, calibration set",
               "corrected_video": "Corrected windows on the tiny video model (UniPC 50, clip PSNR = mean over frames)",
-              "corrected_report": "The corrected windows on the report set"}
+              "corrected_report": "The corrected windows on the report set",
+              "corrected_accurate_draft": "The accurate intent's windows corrected, draft-predicted, calibration set",
+              "corrected_order": "Corrected windows (draft-predicted): the controller's order, calibration set",
+              "corrected_order_report": "Corrected windows (draft-predicted): the controller's order, report set",
+              "corrected_order_video": "Corrected windows (draft-predicted): the controller's order on the tiny video model"}
     for key, title in tables.items():
         if key in result:
             rows = (result[key]["candidates"] if key in ("gap", "transfer", "depth") else
-                    result[key]["rows"] if key in ("forecast_video", "corrected_video") else result[key])
+                    result[key]["rows"] if key in ("forecast_video", "corrected_video", "corrected_order_video") else result[key])
             acc = any("accuracy" in r for r in rows)
             head = "| method | target evals | fid. mean / p5 / p1 / worst |" + (" acc. mean / p5 / p1 / worst |" if acc else "")
             out += [f"## {title}\n", head, "|---|---:|---|" + ("---|" if acc else "")]
@@ -1153,26 +1226,30 @@ def main(argv=None) -> int:
         t0 = time.time()
         if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
                 "grain", "output", "phase", "forecast_accurate", "accurate", "corrected", "corrected_prediction",
-                "corrected_accurate"} & set(sections):
+                "corrected_accurate", "corrected_accurate_draft", "corrected_order"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
             print(f"== {name}", flush=True)
-            if name in ("forecast_video", "corrected_video"):
-                result[name] = {"forecast_video": forecast_video, "corrected_video": corrected_video}[name](
+            if name in ("forecast_video", "corrected_video", "corrected_order_video"):
+                result[name] = {"forecast_video": forecast_video, "corrected_video": corrected_video,
+                                "corrected_order_video": corrected_order_video}[name](
                     args.images, 8, args.out / "cache")
-            elif name in ("intents", "forecast_report", "corrected_report", "latency"):
+            elif name in ("intents", "forecast_report", "corrected_report", "corrected_order_report", "latency"):
                 rep = ImageSet(pipe, REPORT_START, args.images, args.out / "cache", args.batch)
-                seeds_key = {"forecast_report": "forecast_report_seeds", "corrected_report": "corrected_report_seeds"}
+                seeds_key = {"forecast_report": "forecast_report_seeds", "corrected_report": "corrected_report_seeds",
+                             "corrected_order_report": "corrected_report_seeds"}
                 result[seeds_key.get(name, "report_seeds")] = [rep.seeds[0], rep.seeds[-1]]
                 result[name] = {"intents": intents, "forecast_report": forecast_report, "corrected_report": corrected_report,
+                                "corrected_order_report": corrected_order_report,
                                 "latency": latency}[name](rep)
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
                                 "transfer": transfer, "depth": depth, "partial": partial, "variable": variable,
                                 "forecasts": forecasts, "grain": grain, "output": output, "phase": phase, "forecast_accurate": forecast_accurate,
                                 "accurate": accurate, "corrected": corrected, "corrected_prediction": corrected_prediction,
-                                "corrected_accurate": corrected_accurate}[name](cal)
+                                "corrected_accurate": corrected_accurate, "corrected_accurate_draft": corrected_accurate_draft,
+                                "corrected_order": corrected_order}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")
