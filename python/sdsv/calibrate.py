@@ -38,7 +38,8 @@ DEFAULT_TOLS = (0.6, 0.45, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05)
 class CalibrationRuns(Protocol):
     """The runs :func:`calibrate` compares, on one list of prompts and seeds: each returns
     ``(images [n, ...] in [0, 1], target evaluations per image)``. ``num_steps``: the step count
-    of the reference and of every policy tried."""
+    of the reference and of every policy tried; ``self_draft`` (optional, True when absent): whether
+    the policies run with the forecast self-draft."""
 
     num_steps: int
 
@@ -142,7 +143,8 @@ def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: f
     arguments, such as ``prompt_embeds``; the cost is counted per image a call returns).
     ``policy(tol, num_steps)``: the policy family searched, a function that returns a window
     policy of ``num_steps`` steps (default: the faithful intent's windows,
-    :meth:`~sdsv.ErrorControlled.faithful`, at each tolerance). ``tols``: the tolerances tried (one number or several). ``seed``: image ``i``
+    :meth:`~sdsv.ErrorControlled.faithful`, at each tolerance; uncorrected when a diffusers
+    pipeline was enabled with a draft transformer, which corrected windows cannot use). ``tols``: the tolerances tried (one number or several). ``seed``: image ``i``
     uses ``seed + i``. Every argument is checked, and every policy of the ladder built, before
     anything is sampled. Raises :class:`CalibrationError` when no tolerance meets the target.
     """
@@ -165,7 +167,6 @@ def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: f
                         f"{type(policy).__name__} instance: pass e.g. policy=lambda tol, n: ErrorControlled(n, tol=tol)")
     if policy is not None and not callable(policy):
         raise TypeError(f"policy must be a function (tol, num_steps) -> window policy, got {type(policy).__name__}")
-    policy = policy or (lambda tol, n: dataclasses.replace(ErrorControlled.faithful(n), tol=tol))
 
     runs_for = getattr(pipe, "calibration_runs", None)
     if runs_for is None:
@@ -173,6 +174,9 @@ def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: f
         runs: CalibrationRuns = DiffusersAdapter(pipe, prompts, seed, num_steps, call_kwargs)
     else:
         runs = runs_for(prompts, seed, num_steps, call_kwargs)
+    if policy is None:  # corrected windows need the self-draft: a draft transformer gets them uncorrected
+        corrects = getattr(runs, "self_draft", True)
+        policy = lambda tol, n: dataclasses.replace(ErrorControlled.faithful(n), tol=tol, correct=corrects)  # noqa: E731
     n = runs.num_steps
     ladder = {tol: ladder_policy(policy, tol, n) for tol in sorted(set(tols), reverse=True)}
     if not any(p.uses_draft for p in ladder.values()):

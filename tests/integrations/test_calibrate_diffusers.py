@@ -91,3 +91,17 @@ def test_a_pipeline_enabled_with_convert_scheduler_calibrates_with_it():
     config = enabled_config(pipe)
     assert config.convert_scheduler is True and config.policy is not cal.policy  # the user's settings are back
     sdsv.disable(pipe)
+
+
+def test_the_default_family_is_corrected_only_with_the_self_draft():
+    pipe = flux_pipe(num_layers=1, num_single_layers=4)
+    image = _images()
+    own = sdsv.calibrate(pipe, [image], -100.0, num_steps=8, tols=0.5, seed=3, **CALL)
+    assert own.policy.correct and own.policy.tol == 0.5  # the faithful windows at the tolerance tried
+    draft = flux_pipe(num_layers=1, num_single_layers=1).transformer  # same contract, fewer blocks
+    sdsv.enable(pipe, draft=draft)
+    cal = sdsv.calibrate(pipe, [image], -100.0, num_steps=8, tols=0.5, seed=3, **CALL)
+    # corrected windows need the self-draft: a draft transformer gets the same windows uncorrected
+    assert not cal.policy.correct and cal.policy.k_max == own.policy.k_max
+    assert enabled_config(pipe).draft is draft
+    sdsv.disable(pipe)

@@ -52,6 +52,8 @@ class DiffusersAdapter:
         self.pipe, self.num_steps, self.kwargs = pipe, num_steps, call_kwargs
         self.seeds = [seed + i for i in range(len(prompts))]
         self.config = enabled_config(pipe)
+        #: whether the candidates draft with the forecast self-draft (calibrate's default family corrects only then)
+        self.self_draft = self.config is None or isinstance(self.config.draft, str)
         try:  # what enable would refuse at the first candidate, refused before the reference is sampled
             scheduler_and_solver(pipe.scheduler, self.config is not None and self.config.convert_scheduler)
         except RefusedError as e:
