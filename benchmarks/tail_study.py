@@ -35,7 +35,8 @@ closing anchor, ``ErrorControlled(correct=True)``: window lengths and tolerances
 ``corrected_video`` (the chosen corrected windows on the tiny video model, ``--images`` clips),
 ``corrected_report`` (the corrected windows chosen in ``corrected`` beside the faithful default, report set),
 ``corrected_accurate_draft`` (the accurate intent's windows corrected and draft-predicted, on
-DPM-Solver++(2M) and UniPC, both yardsticks, calibration set),
+DPM-Solver++(2M) and UniPC, both yardsticks, calibration set), ``corrected_accurate_unipc_report``
+(the UniPC ones chosen there, report set),
 ``corrected_order``, ``corrected_order_report``, ``corrected_order_video`` (draft-predicted corrected windows
 under the controller's exponent 1/3 instead of 1/2: calibration set, report set, video clips),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
@@ -863,7 +864,28 @@ def corrected_accurate_draft(cal: ImageSet) -> list[dict]:
             cal.row("accurate windows, unipc 26, line", ErrorControlled.accurate(26), "unipc"),
             cal.row("accurate windows, unipc 26, line, corrected, draft-predicted", corrected(26), "unipc"),
             cal.row("accurate windows, unipc 27, line, corrected, draft-predicted", corrected(27), "unipc"),
-            cal.row("accurate windows, unipc 28, line, corrected, draft-predicted", corrected(28), "unipc")]
+            cal.row("accurate windows, unipc 28, line, corrected, draft-predicted", corrected(28), "unipc"),
+            *[cal.row(f"accurate windows, unipc 26, tol {tol:g}, k<={k}, line, corrected, draft-predicted",
+                      dataclasses.replace(corrected(26), tol=tol, k_max=k), "unipc")
+              for k, tol in ((2, 0.25), (2, 0.3), (3, 0.25))]]
+
+
+#: (steps, tol) of the accurate windows on UniPC, corrected, chosen in ``corrected_accurate_draft``
+#: (at most 12.4 calls per image, the highest accuracy 5th percentile)
+ACCURATE_UNIPC_CHOICE = (26, 0.25)
+
+
+def corrected_accurate_unipc_report(rep: ImageSet) -> list[dict]:
+    """The corrected accurate windows on UniPC chosen in ``corrected_accurate_draft`` beside the
+    accurate default and UniPC alone at 12 steps, report set, both yardsticks."""
+    rep.with_accuracy()
+    steps, tol = ACCURATE_UNIPC_CHOICE
+    chosen = dataclasses.replace(ErrorControlled.accurate(steps), correct=True, tol=tol)
+    return [rep.row("unipc 12 (target only)", StagePlan.target_only(12), "unipc"),
+            rep.row("accurate, dpm++2m 28, line (the default)", ErrorControlled.accurate(28), "dpm++2m"),
+            rep.row(f"accurate windows, unipc {steps}, tol {tol:g}, line",
+                    dataclasses.replace(ErrorControlled.accurate(steps), tol=tol), "unipc"),
+            rep.row(f"accurate windows, unipc {steps}, tol {tol:g}, line, corrected, draft-predicted", chosen, "unipc")]
 
 
 def corrected_report(rep: ImageSet) -> list[dict]:
@@ -1115,7 +1137,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
             "grain", "output", "phase", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report",
             "corrected", "corrected_prediction", "corrected_accurate", "corrected_video", "corrected_report",
-            "corrected_accurate_draft", "corrected_order", "corrected_order_report", "corrected_order_video", "latency")
+            "corrected_accurate_draft", "corrected_accurate_unipc_report", "corrected_order", "corrected_order_report", "corrected_order_video", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -1153,6 +1175,7 @@ def markdown(result: dict) -> str:
               "corrected_video": "Corrected windows on the tiny video model (UniPC 50, clip PSNR = mean over frames)",
               "corrected_report": "The corrected windows on the report set",
               "corrected_accurate_draft": "The accurate intent's windows corrected, draft-predicted, calibration set",
+              "corrected_accurate_unipc_report": "The accurate windows on UniPC, corrected, report set",
               "corrected_order": "Corrected windows (draft-predicted): the controller's order, calibration set",
               "corrected_order_report": "Corrected windows (draft-predicted): the controller's order, report set",
               "corrected_order_video": "Corrected windows (draft-predicted): the controller's order on the tiny video model"}
@@ -1235,13 +1258,16 @@ def main(argv=None) -> int:
                 result[name] = {"forecast_video": forecast_video, "corrected_video": corrected_video,
                                 "corrected_order_video": corrected_order_video}[name](
                     args.images, 8, args.out / "cache")
-            elif name in ("intents", "forecast_report", "corrected_report", "corrected_order_report", "latency"):
+            elif name in ("intents", "forecast_report", "corrected_report", "corrected_order_report",
+                          "corrected_accurate_unipc_report", "latency"):
                 rep = ImageSet(pipe, REPORT_START, args.images, args.out / "cache", args.batch)
                 seeds_key = {"forecast_report": "forecast_report_seeds", "corrected_report": "corrected_report_seeds",
-                             "corrected_order_report": "corrected_report_seeds"}
+                             "corrected_order_report": "corrected_report_seeds",
+                             "corrected_accurate_unipc_report": "corrected_report_seeds"}
                 result[seeds_key.get(name, "report_seeds")] = [rep.seeds[0], rep.seeds[-1]]
                 result[name] = {"intents": intents, "forecast_report": forecast_report, "corrected_report": corrected_report,
                                 "corrected_order_report": corrected_order_report,
+                                "corrected_accurate_unipc_report": corrected_accurate_unipc_report,
                                 "latency": latency}[name](rep)
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
