@@ -70,6 +70,7 @@ from sdsv.forecast.forecasts import LINE, NewtonForecast, lagrange_coefficients
 from sdsv.forecast.self_draft import SelfDraft
 from sdsv.metrics import psnr, tail_summary
 from sdsv.policies import PolicyState, WindowPolicy, next_window_length, shortened
+from sdsv.policies.error_controlled import SHORT_WINDOWS
 from sdsv.tiny.pipeline import TinyPipeline
 from sdsv.tiny.split import TinyDiTSplit
 from sdsv.windows import UnverifiedWithError
@@ -130,6 +131,13 @@ class ImageSet:
             row["accuracy"] = {k: round(v, 2) for k, v in tail_summary(psnr(images, self.accuracy)).items()}
         print("  " + line(row), flush=True)
         return row
+
+
+def short_windows(num_steps: int) -> ErrorControlled:
+    """The short uncorrected windows (one or two forecast steps, tol 0.2) the sections below
+    measured as the accurate intent's before its windows were corrected (ErrorControlled.accurate
+    now)."""
+    return ErrorControlled(num_steps, warmup=min(2, num_steps), name="accurate", **SHORT_WINDOWS)
 
 
 def line(row: dict) -> str:
@@ -785,9 +793,9 @@ def forecast_accurate(cal: ImageSet) -> list[dict]:
     damped = NewtonForecast(0.95, 0.3)
     rows = [cal.row("unipc 12 (target only)", StagePlan.target_only(12), "unipc"),
             cal.row("unipc 15 (target only)", StagePlan.target_only(15), "unipc"),
-            cal.row("accurate, dpm++2m 28, line (the default)", ErrorControlled.accurate(28), "dpm++2m")]
+            cal.row("accurate, dpm++2m 28, line (the default)", short_windows(28), "dpm++2m")]
     for steps in (28, 25, 22):
-        rows.append(cal.row(f"accurate, dpm++2m {steps}, slope 0.95, curvature 0.3", ErrorControlled.accurate(steps),
+        rows.append(cal.row(f"accurate, dpm++2m {steps}, slope 0.95, curvature 0.3", short_windows(steps),
                             "dpm++2m", forecast=damped))
     return rows
 
@@ -840,10 +848,10 @@ def corrected_accurate(cal: ImageSet) -> list[dict]:
     fewer steps; UniPC alone at 12 steps beside them; calibration set, both yardsticks."""
     cal.with_accuracy()
     rows = [cal.row("unipc 12 (target only)", StagePlan.target_only(12), "unipc"),
-            cal.row("accurate, dpm++2m 28, line (the default)", ErrorControlled.accurate(28), "dpm++2m")]
+            cal.row("accurate, dpm++2m 28, line (the default)", short_windows(28), "dpm++2m")]
     for steps in (28, 25, 22):
         rows.append(cal.row(f"accurate, dpm++2m {steps}, line, corrected, velocity-predicted",
-                            dataclasses.replace(ErrorControlled.accurate(steps), correct=True, predict="velocity"), "dpm++2m"))
+                            dataclasses.replace(short_windows(steps), correct=True, predict="velocity"), "dpm++2m"))
     return rows
 
 
@@ -852,16 +860,16 @@ def corrected_accurate_draft(cal: ImageSet) -> list[dict]:
     are), on DPM-Solver++(2M) and on UniPC; UniPC alone at 12 steps beside them; calibration set,
     both yardsticks."""
     cal.with_accuracy()
-    corrected = lambda steps: dataclasses.replace(ErrorControlled.accurate(steps), correct=True)  # noqa: E731
+    corrected = lambda steps: dataclasses.replace(short_windows(steps), correct=True)  # noqa: E731
     return [cal.row("unipc 12 (target only)", StagePlan.target_only(12), "unipc"),
-            cal.row("accurate, dpm++2m 28, line (the default)", ErrorControlled.accurate(28), "dpm++2m"),
+            cal.row("accurate, dpm++2m 28, line (the default)", short_windows(28), "dpm++2m"),
             cal.row("accurate, dpm++2m 28, line, corrected, draft-predicted", corrected(28), "dpm++2m"),
             cal.row("accurate, dpm++2m 25, line, corrected, draft-predicted", corrected(25), "dpm++2m"),
-            cal.row("accurate windows, unipc 22, line", ErrorControlled.accurate(22), "unipc"),
+            cal.row("accurate windows, unipc 22, line", short_windows(22), "unipc"),
             cal.row("accurate windows, unipc 22, line, corrected, draft-predicted", corrected(22), "unipc"),
             cal.row("accurate windows, unipc 24, line, corrected, draft-predicted", corrected(24), "unipc"),
             cal.row("accurate windows, unipc 25, line, corrected, draft-predicted", corrected(25), "unipc"),
-            cal.row("accurate windows, unipc 26, line", ErrorControlled.accurate(26), "unipc"),
+            cal.row("accurate windows, unipc 26, line", short_windows(26), "unipc"),
             cal.row("accurate windows, unipc 26, line, corrected, draft-predicted", corrected(26), "unipc"),
             cal.row("accurate windows, unipc 27, line, corrected, draft-predicted", corrected(27), "unipc"),
             cal.row("accurate windows, unipc 28, line, corrected, draft-predicted", corrected(28), "unipc"),
@@ -880,11 +888,11 @@ def corrected_accurate_unipc_report(rep: ImageSet) -> list[dict]:
     accurate default and UniPC alone at 12 steps, report set, both yardsticks."""
     rep.with_accuracy()
     steps, tol = ACCURATE_UNIPC_CHOICE
-    chosen = dataclasses.replace(ErrorControlled.accurate(steps), correct=True, tol=tol)
+    chosen = dataclasses.replace(short_windows(steps), correct=True, tol=tol)
     return [rep.row("unipc 12 (target only)", StagePlan.target_only(12), "unipc"),
-            rep.row("accurate, dpm++2m 28, line (the default)", ErrorControlled.accurate(28), "dpm++2m"),
+            rep.row("accurate, dpm++2m 28, line (the default)", short_windows(28), "dpm++2m"),
             rep.row(f"accurate windows, unipc {steps}, tol {tol:g}, line",
-                    dataclasses.replace(ErrorControlled.accurate(steps), tol=tol), "unipc"),
+                    dataclasses.replace(short_windows(steps), tol=tol), "unipc"),
             rep.row(f"accurate windows, unipc {steps}, tol {tol:g}, line, corrected, draft-predicted", chosen, "unipc")]
 
 
@@ -1029,11 +1037,11 @@ def _zones(pairs) -> dict:
 ACCURATE_CANDIDATES = [
     ("unipc 12 (target only)", lambda: StagePlan.target_only(12), "unipc"),
     ("unipc 15 (target only)", lambda: StagePlan.target_only(15), "unipc"),
-    ("error-ctrl k 1-2, unipc 25", lambda: ErrorControlled.accurate(25), "unipc"),
-    ("error-ctrl k 1-2, dpm++2m 25", lambda: ErrorControlled.accurate(25), "dpm++2m"),
-    ("error-ctrl k 1-2, dpm++2m 27", lambda: ErrorControlled.accurate(27), "dpm++2m"),
-    ("error-ctrl k 1-2, dpm++2m 28 (accurate)", lambda: ErrorControlled.accurate(28), "dpm++2m"),
-    ("error-ctrl k 1-2, dpm++2m 30", lambda: ErrorControlled.accurate(30), "dpm++2m"),
+    ("error-ctrl k 1-2, unipc 25", lambda: short_windows(25), "unipc"),
+    ("error-ctrl k 1-2, dpm++2m 25", lambda: short_windows(25), "dpm++2m"),
+    ("error-ctrl k 1-2, dpm++2m 27", lambda: short_windows(27), "dpm++2m"),
+    ("error-ctrl k 1-2, dpm++2m 28 (accurate)", lambda: short_windows(28), "dpm++2m"),
+    ("error-ctrl k 1-2, dpm++2m 30", lambda: short_windows(30), "dpm++2m"),
     ("error-ctrl k 1-3, dpm++2m 30", lambda: ErrorControlled(30, tol=0.2, k_min=1, k_init=1, k_max=3), "dpm++2m"),
     ("error-ctrl tol 0.3, k 1-3, dpm++2m 30", lambda: ErrorControlled(30, tol=0.3, k_min=1, k_init=1, k_max=3), "dpm++2m"),
     ("error-ctrl tol 0.3, k 1-3, dpm++2m 32", lambda: ErrorControlled(32, tol=0.3, k_min=1, k_init=1, k_max=3), "dpm++2m"),
@@ -1074,8 +1082,8 @@ def intents(rep: ImageSet) -> list[dict]:
     rep.with_accuracy()
     rows = [reference_row(rep)]
     rows.append(rep.row("faithful (default): error-ctrl tol 0.2, euler 50", ErrorControlled(50, tol=0.2, name="faithful")))
-    rows.append(rep.row("accurate: error-ctrl, dpm++2m 28", ErrorControlled.accurate(28), "dpm++2m"))
-    rows.append(rep.row("error-ctrl k 1-2, dpm++2m 30 (the accurate intent before)", ErrorControlled.accurate(30),
+    rows.append(rep.row("accurate: error-ctrl, dpm++2m 28", short_windows(28), "dpm++2m"))
+    rows.append(rep.row("error-ctrl k 1-2, dpm++2m 30 (the accurate intent before)", short_windows(30),
                         "dpm++2m"))
     rows.append(rep.row("error-ctrl tol 0.25", ErrorControlled(50, tol=0.25)))
     rows.append(rep.row("error-ctrl tol 0.3", ErrorControlled(50, tol=0.3)))
@@ -1092,7 +1100,7 @@ def intents(rep: ImageSet) -> list[dict]:
 LATENCY = [
     ("target-only, euler 50 (reference)", lambda: StagePlan.target_only(50), "euler"),
     ("faithful (default): error-ctrl tol 0.2, euler 50", lambda: ErrorControlled(50, tol=0.2, name="faithful"), "euler"),
-    ("accurate: error-ctrl, dpm++2m 28", lambda: ErrorControlled.accurate(28), "dpm++2m"),
+    ("accurate: error-ctrl, dpm++2m 28", lambda: short_windows(28), "dpm++2m"),
     ("error-ctrl tol 0.3", lambda: ErrorControlled(50, tol=0.3), "euler"),
     ("target-only, unipc 12", lambda: StagePlan.target_only(12), "unipc"),
     ("target-only, dpm++2m 25", lambda: StagePlan.target_only(25), "dpm++2m"),

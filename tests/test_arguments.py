@@ -177,15 +177,16 @@ def test_video_pipeline_messages_name_its_motion_word(video, no_sampling):
         video(["a red circle moving left", "a blue ring rotating"], seed=[1])
 
 
-def test_video_pipeline_accurate_intent_is_dpm_solver_not_unipc(video):
-    """TinyVideoPipeline(..., intent="accurate"): DPM-Solver++(2M) and the accurate windows, not
-    the pipeline's own UniPC (the intent's solver wins over the pipeline's own rule)."""
+def test_video_pipeline_accurate_intent_is_its_unipc_with_fewer_steps_and_the_accurate_windows(video):
+    """TinyVideoPipeline(..., intent="accurate"): the intent's solver (UniPC, the pipeline's own
+    rule too), its share of the steps and the accurate windows with the line, not the faithful
+    windows."""
     prompt = "a red circle moving left"
     out = video(prompt, num_steps=8, intent="accurate", seed=1)
-    same = video(prompt, policy=ErrorControlled.accurate(8), solver="dpm++2m", forecast_order=1, seed=1)
-    on_unipc = video(prompt, policy=ErrorControlled.accurate(8), solver="unipc", forecast_order=1, seed=1)
-    assert torch.equal(out.frames, same.frames) and not torch.equal(out.frames, on_unipc.frames)
-    assert type(video).intent_defaults("accurate") == ("dpm++2m", 28)
+    same = video(prompt, policy=ErrorControlled.accurate(8), solver="unipc", forecast_order=1, seed=1)
+    faithful = video(prompt, num_steps=8, seed=1)
+    assert torch.equal(out.frames, same.frames) and not torch.equal(out.frames, faithful.frames)
+    assert type(video).intent_defaults("accurate") == ("unipc", 26)
     assert type(video).intent_defaults("faithful") == ("unipc", 50)
 
 
@@ -221,7 +222,7 @@ def test_error_controlled_says_when_it_never_drafts(pipe):
 def test_intent_named_checks_the_type():
     with pytest.raises(TypeError, match=r"intent must be a str \('faithful', 'accurate'\), got \['accurate'\]"):
         intent_named(["accurate"])
-    assert intent_named("accurate").solver == "dpm++2m"
+    assert intent_named("accurate").solver == "unipc"
 
 
 # ---- sdsv.sample ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The two intents of the tiny pipeline's self-draft: ``faithful`` (default: close to its own
-50-step Euler output, the damped forecast) and ``accurate`` (DPM-Solver++(2M), 28 steps, the line:
-close to the exact sample); each is only a default, the same as naming its solver, steps, policy
+50-step Euler output, the damped forecast) and ``accurate`` (UniPC, 26 steps, short corrected
+windows, the line: close to the exact sample); each is only a default, the same as naming its solver, steps, policy
 and forecast."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from sdsv import ErrorControlled, StagePlan
 from sdsv.forecast import DAMPED, LINE
-from sdsv.policies.error_controlled import ACCURATE, FAITHFUL_K_MAX, FAITHFUL_TOL
+from sdsv.policies.error_controlled import ACCURATE_TOL, FAITHFUL_K_MAX, FAITHFUL_TOL, SHORT_WINDOWS
 from sdsv.intents import INTENTS, default_policy
 from sdsv.tiny.pipeline import TinyPipeline
 
@@ -44,16 +44,21 @@ def test_faithful_is_the_default_and_only_a_default(pipe):
     assert (p.tol, p.k_max, p.correct, p.predict, p.warmup, p.name) == (FAITHFUL_TOL, FAITHFUL_K_MAX, True, "draft", 2, "faithful")
 
 
-def test_accurate_is_dpm_solver_with_28_steps_and_short_windows(pipe):
+def test_accurate_is_unipc_with_26_steps_and_short_corrected_windows(pipe):
     out = pipe(PROMPTS, draft="self", intent="accurate", seed=3)
-    same = pipe(PROMPTS, draft="self", policy=ErrorControlled.accurate(28), solver="dpm++2m", forecast=LINE, seed=3)
+    same = pipe(PROMPTS, draft="self", policy=ErrorControlled.accurate(26), solver="unipc", forecast=LINE, seed=3)
     assert torch.equal(out.latents, same.latents)
     # a policy named without an intent gets the faithful intent's forecast, not the accurate one's
-    damped = pipe(PROMPTS, draft="self", policy=ErrorControlled.accurate(28), solver="dpm++2m", seed=3)
+    damped = pipe(PROMPTS, draft="self", policy=ErrorControlled.accurate(26), solver="unipc", seed=3)
     assert not torch.equal(damped.latents, out.latents)
-    p = ErrorControlled.accurate(28)
-    assert (p.num_steps, p.tol, p.k_min, p.k_max) == (28, ACCURATE["tol"], ACCURATE["k_min"], ACCURATE["k_max"])
-    assert DEFAULTS["accurate"] == ("dpm++2m", 28) and DEFAULTS["faithful"] == ("euler", 50)
+    uncorrected = pipe(PROMPTS, draft="self", policy=dataclasses.replace(ErrorControlled.accurate(26), correct=False),
+                       solver="unipc", forecast=LINE, seed=3)
+    assert not torch.equal(uncorrected.latents, out.latents)  # the default's windows are corrected
+    assert out.stats.draft_evals > uncorrected.stats.draft_evals
+    p = ErrorControlled.accurate(26)
+    assert (p.num_steps, p.tol, p.k_min, p.k_init, p.k_max, p.correct, p.predict) == (
+        26, ACCURATE_TOL, SHORT_WINDOWS["k_min"], SHORT_WINDOWS["k_init"], SHORT_WINDOWS["k_max"], True, "draft")
+    assert DEFAULTS["accurate"] == ("unipc", 26) and DEFAULTS["faithful"] == ("euler", 50)
     # the demo's and the tail experiment's rows run what the intents run
     from sdsv.evaluation.methods import intent_methods
     faithful, accurate = intent_methods(50)
@@ -62,7 +67,7 @@ def test_accurate_is_dpm_solver_with_28_steps_and_short_windows(pipe):
     assert (accurate.solver, accurate.policy, accurate.forecast) == (
         DEFAULTS["accurate"][0], ErrorControlled.accurate(DEFAULTS["accurate"][1]), INTENTS["accurate"].forecast)
     assert (INTENTS["faithful"].forecast, INTENTS["accurate"].forecast) == (DAMPED, LINE)
-    assert max(w.k for w in out.stats.windows) <= ACCURATE["k_max"]
+    assert max(w.k for w in out.stats.windows) <= SHORT_WINDOWS["k_max"]
 
 
 def test_an_intent_sets_only_what_the_call_leaves_open(pipe):
@@ -78,7 +83,7 @@ def test_an_intent_sets_only_what_the_call_leaves_open(pipe):
     assert torch.equal(ordered.latents, pipe(PROMPTS[:1], draft="self", num_steps=12, forecast=LINE, seed=1).latents)
     # a trained draft keeps the paper's multi-stage plan, on the intent's solver and steps
     lite = pipe(PROMPTS[:1], draft="lite", intent="accurate", seed=1)
-    plan = pipe(PROMPTS[:1], draft="lite", policy=StagePlan.paper_default(DEFAULTS["accurate"][1]), solver="dpm++2m", seed=1)
+    plan = pipe(PROMPTS[:1], draft="lite", policy=StagePlan.paper_default(DEFAULTS["accurate"][1]), solver="unipc", seed=1)
     assert torch.equal(lite.latents, plan.latents)
 
 

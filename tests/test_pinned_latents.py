@@ -22,7 +22,7 @@ import torch
 
 from sdsv import ErrorControlled, FixedInterval, StagePlan
 from sdsv.evaluation.methods import SELF_SDSV_ACCEPT, Method
-from sdsv.policies.error_controlled import ACCURATE
+from sdsv.policies.error_controlled import SHORT_WINDOWS
 from sdsv.tiny.pipeline import TinyPipeline
 
 DATA = Path(__file__).parent / "data" / "pinned_latents.json"
@@ -44,7 +44,7 @@ ROWS = {
     "cache on dpm++2m b2": (Method("c", FixedInterval(N // 2, every=2), "self", solver="dpm++2m"), 2),
     "error-ctrl self b2": (Method("e", ErrorControlled(N, tol=0.3), "self"), 2),
     "error-ctrl self reject b1": (Method("e", ErrorControlled(N, tol=0.3, reject_above=0.05), "self"), 1),
-    "error-ctrl on dpm++2m b2": (Method("e", ErrorControlled(N // 2, **ACCURATE), "self",
+    "error-ctrl on dpm++2m b2": (Method("e", ErrorControlled(N // 2, **SHORT_WINDOWS), "self",
                                         solver="dpm++2m"), 2),
     "error-ctrl self unipc b1": (Method("e", ErrorControlled(N, tol=0.3), "self", solver="unipc"), 1),
 }

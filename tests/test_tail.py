@@ -65,10 +65,10 @@ def test_tail_methods_at_50_steps():
     labels = [m.label for m in ms]
     assert labels == ["target-only (50 steps)", "target-only (15 steps)", "target-only (25 steps, dpm++2m)",
                       "target-only (12 steps, unipc)", "cache (every 3)", "faithful: error-ctrl corrected (self, damped, tol 0.45, k<=5)",
-                      "accurate: error-ctrl on dpm++2m (self, 28 steps)"]
+                      "accurate: error-ctrl corrected on unipc (self, 26 steps)"]
     faithful, accurate = ms[-2], ms[-1]
     assert faithful.policy == ErrorControlled.faithful(50) and faithful.solver == "euler" and faithful.draft == "self"
-    assert accurate.policy == ErrorControlled.accurate(28) and accurate.solver == "dpm++2m"
+    assert accurate.policy == ErrorControlled.accurate(26) and accurate.solver == "unipc"
     assert (accurate.solver, accurate.policy.num_steps) == TinyPipeline.intent_defaults("accurate")  # the intent the pipeline runs
     conv = converged_reference(50)
     assert conv.solver == "dpm++2m" and conv.policy.num_steps == CONVERGED_FACTOR * 50 == 100

@@ -88,8 +88,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     rows = json.loads(out_json.read_text())
     assert [r["method"] for r in rows] == [
         "target-only", "target-only (20 steps)", "target-only (15 steps, dpm++2m)", "target-only (20 steps, dpm++2m)",
-        "draft-only (lite)", "draft-only (svd)", "improved-draft (lite)", "improved-draft (svd)", "sdsv (lite)",
-        "sdsv (svd)", "faithful: error-ctrl corrected (self, damped, tol 0.45, k<=5)", "accurate: error-ctrl on dpm++2m (self, 13 steps)",
+        "target-only (12 steps, unipc)", "draft-only (lite)", "draft-only (svd)", "improved-draft (lite)", "improved-draft (svd)", "sdsv (lite)",
+        "sdsv (svd)", "faithful: error-ctrl corrected (self, damped, tol 0.45, k<=5)", "accurate: error-ctrl corrected on unipc (self, 12 steps)",
         "cache (every 3)", "cache (every 4)", "sdsv (self)", "error-ctrl (self)",
         "error-ctrl (self, tol 0.5)", "cache on dpm++2m (12 steps, every 2)", "error-ctrl on dpm++2m (self, 12 steps)"]
     keys = {"method", "target_calls", "target_evals", "draft_evals", "wall_s", "speedup", "acceptance", "psnr",
@@ -102,6 +102,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert rows[0]["target_calls"] == 48 and rows[0]["speedup"] == 1.0
     assert by["draft-only (lite)"]["target_calls"] == 0 and by["draft-only (lite)"]["draft_evals"] == 48
     assert by["target-only (15 steps, dpm++2m)"]["target_calls"] == 30
+    assert by["target-only (12 steps, unipc)"]["target_calls"] == 24
     # the cache: 2 warm-up target steps, then one target step every 3 (22 steps: 7 windows + 1 step)
     assert by["cache (every 3)"]["target_calls"] == 2 * (2 + 8)
     # on DPM-Solver++(2M) with 12 steps: 2 warm-up target steps, then the target every 2nd step
@@ -113,7 +114,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "best self-draft configuration with its error checked" in text and "worst PSNR" in text
     assert "acc PSNR" in text and "acc worst" in text and "target-only (48 steps, dpm++2m) (accuracy)" in text
-    assert "cache on dpm++2m (12 steps, every 2): " in text and "DPM-Solver++(2M) alone at 15/20 steps" in text
+    assert "cache on dpm++2m (12 steps, every 2): " in text and "a second-order solver alone (dpm++2m 15, dpm++2m 20, unipc 12 steps)" in text
     assert "sdsv (svd)" in text and "speedup" in text and "machine:" in text and "models eager (--no-compile)" in text
 
 

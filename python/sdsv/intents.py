@@ -6,8 +6,9 @@ without sdsv: its own step rule and step count, and the self-draft's
 :meth:`ErrorControlled.faithful` windows (corrected: each window redone, interpolating through its
 closing anchor) with the damped forecast (``sdsv.forecast.DAMPED``).
 ``"accurate"`` gets closer to the model's exact sample (the converged ODE solution) for fewer
-target calls: DPM-Solver++(2M), 28 of every 50 steps where the pipeline picks the step count,
-and :meth:`ErrorControlled.accurate` windows with the line (``sdsv.forecast.LINE``); docs/tail.md
+target calls: UniPC, 26 of every 50 steps where the pipeline picks the step count, and
+:meth:`ErrorControlled.accurate` windows (short, corrected) with the line
+(``sdsv.forecast.LINE``); docs/tail.md
 measures both intents against both yardsticks. :func:`sdsv.enable` and the tiny pipeline both
 read this table and take their default policy from :func:`default_policy`.
 """
@@ -49,7 +50,7 @@ class Intent:
 
 INTENTS = {
     "faithful": Intent("faithful", None, Fraction(1), ErrorControlled.faithful, DAMPED),
-    "accurate": Intent("accurate", "dpm++2m", Fraction(28, 50), ErrorControlled.accurate, LINE),
+    "accurate": Intent("accurate", "unipc", Fraction(26, 50), ErrorControlled.accurate, LINE),
 }
 
 

@@ -493,9 +493,9 @@ def test_dpm_solver_configurations_without_a_rule_are_refused():
         sdsv.enable(pipe, draft=pipe.transformer)
 
 
-def test_the_accurate_intent_steps_dpm_solver_closer_to_the_exact_sample():
+def test_the_accurate_intent_steps_unipc_closer_to_the_exact_sample():
     """``intent="accurate"`` on a pipeline whose scheduler is Euler: the sampler steps
-    DPM-Solver++(2M) over the same sigmas, so with the target alone at few steps it lands closer
+    UniPC over the same sigmas, so with the target alone at few steps it lands closer
     to a fine (8x the steps) solution than the pipeline's own Euler steps do. On Flux: the random
     Wan and SD3 transformers give velocity fields too rough for a second order to show below ~48
     steps (measured: at 6 / 12 / 24 / 48 steps Euler is closer on both until 48)."""
@@ -515,7 +515,7 @@ def test_the_accurate_intent_steps_dpm_solver_closer_to_the_exact_sample():
 def test_the_accurate_intent_is_only_a_default_and_faithful_keeps_the_schedulers_rule():
     from sdsv import ErrorControlled
     c = CASES["wan"]
-    pipe = _wan_multistep(c.build(), "dpm")  # the scheduler's own rule is DPM-Solver++(2M) already
+    pipe = _wan_multistep(c.build(), "unipc")  # the scheduler's own rule is the accurate intent's (UniPC) already
     kw = c.kwargs(batch=2, cfg=True, steps=STEPS)
     outs = {}
     # the accurate intent is its windows and the line forecast; no intent named is the faithful one's forecast

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..acceptance import AcceptanceTest
 from ..forecast import LINE, NewtonForecast
 from ..policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
-from ..policies.error_controlled import ACCURATE, FAITHFUL_K_MAX, FAITHFUL_TOL
+from ..policies.error_controlled import SHORT_WINDOWS, FAITHFUL_K_MAX, FAITHFUL_TOL
 from ..intents import INTENTS
 from ..solvers import SOLVERS
 
@@ -127,13 +127,14 @@ def faithful_method(num_steps: int, own_solver: str = "euler") -> Method:
 def intent_methods(num_steps: int) -> list[Method]:
     """The self-draft's two intents (:mod:`sdsv.intents`) as the tiny pipeline runs them with
     ``intent=`` when its own sampler has ``num_steps`` Euler steps: faithful (error-controlled
-    windows on Euler with ``num_steps``) and accurate (short windows on DPM-Solver++(2M) with the
-    intent's share of the steps: 28 of 50)."""
+    windows on Euler with ``num_steps``) and accurate (short corrected windows on the intent's
+    solver, UniPC, with the intent's share of the steps: 26 of 50)."""
     accurate = INTENTS["accurate"]
     n = max(3, accurate.num_steps(num_steps))
+    solver = accurate.solver_for("euler")
     return [faithful_method(num_steps),
-            Method(f"accurate: error-ctrl on dpm++2m (self, {n} steps)", accurate.windows(n), "self",
-                   solver=accurate.solver_for("euler"), forecast=accurate.forecast)]
+            Method(f"accurate: error-ctrl corrected on {solver} (self, {n} steps)", accurate.windows(n), "self",
+                   solver=solver, forecast=accurate.forecast)]
 
 
 # speculation on DPM-Solver++(2M): half the Euler reference's steps, the target every
@@ -141,10 +142,10 @@ def intent_methods(num_steps: int) -> list[Method]:
 # exploration on the demo prompts (docs/self_draft.md, "On DPM-Solver++(2M)")
 def on_dpm_methods(num_steps: int) -> list[Method]:
     """The self-draft's schedules on DPM-Solver++(2M) with ``num_steps // 2`` steps: the cache
-    every 2nd step and error-controlled windows of ``ACCURATE`` (the accurate intent's windows)."""
+    every 2nd step and uncorrected error-controlled windows of ``SHORT_WINDOWS`` (one or two forecast steps)."""
     n = max(2, num_steps // 2)
     return [Method(f"cache on dpm++2m ({n} steps, every 2)", FixedInterval(n, every=2), "self", solver="dpm++2m"),
-            Method(f"error-ctrl on dpm++2m (self, {n} steps)", ErrorControlled(n, **ACCURATE), "self",
+            Method(f"error-ctrl on dpm++2m (self, {n} steps)", ErrorControlled(n, **SHORT_WINDOWS), "self",
                    solver="dpm++2m")]
 
 

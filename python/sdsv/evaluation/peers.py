@@ -90,7 +90,7 @@ def converged_row(steps: int = REFERENCE_STEPS) -> Row:
 
 
 def sdsv_rows(calibrated_policy=None, steps: int = REFERENCE_STEPS, draft=None) -> list[Row]:
-    """The faithful default, the accurate intent at its share of the steps (28 of 50), a policy
+    """The faithful default, the accurate intent at its share of the steps (26 of 50), a policy
     calibrated on the calibration set (or the calibration's error, reported as the row's reason
     for not running), and SDSV's batched verification with a trained ``draft`` (the paper's
     Table 1 on a real pipeline class; its work counted too)."""

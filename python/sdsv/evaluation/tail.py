@@ -85,8 +85,8 @@ def _steps(fractions, steps: int) -> list[int]:
 def tail_methods(steps: int) -> list[Method]:
     """The tail's rows, first the fidelity reference (the target alone, ``steps`` Euler steps):
     the target alone with fewer steps of each solver, the unverified cache, and the two intents
-    of the self-draft (faithful: error-controlled windows on Euler; accurate: on
-    DPM-Solver++(2M) with fewer steps)."""
+    of the self-draft (faithful: error-controlled windows on Euler; accurate: corrected short
+    windows on UniPC with fewer steps)."""
     ms = [fewer_steps(steps)]
     ms += [fewer_steps(s) for s in _steps(EULER_STEPS, steps)]
     ms += [fewer_steps(s, "dpm++2m") for s in _steps(DPM_STEPS, steps)]

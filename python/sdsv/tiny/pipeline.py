@@ -252,8 +252,8 @@ class TinyPipeline:
         ``intent`` (:mod:`sdsv.intents`) sets what is not given: ``"faithful"`` (default) stays
         close to the pipeline's own sampler, Euler with 50 steps, with
         :meth:`ErrorControlled.faithful` windows; ``"accurate"`` gets closer to the model's exact
-        sample for fewer target calls: DPM-Solver++(2M) with 28 steps and
-        :meth:`ErrorControlled.accurate` windows (docs/tail.md measures both against both
+        sample for fewer target calls: UniPC with 26 steps and
+        :meth:`ErrorControlled.accurate` windows (short, corrected) (docs/tail.md measures both against both
         yardsticks). ``solver``: ``"euler"``, ``"dpm++2m"`` (DPM-Solver++(2M)) or ``"unipc"``, for
         every policy (:mod:`sdsv.solvers`).
         """

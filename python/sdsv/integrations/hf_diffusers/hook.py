@@ -226,9 +226,9 @@ def enable(pipe, draft="self", *, policy=None, intent: str = "faithful", accept:
     self-draft, ``StagePlan.paper_default`` with a draft transformer. ``intent``
     (:mod:`sdsv.intents`): ``"faithful"`` (default) samples with the pipeline scheduler's own step
     rule, close to the images the pipeline gives without sdsv; ``"accurate"`` steps
-    DPM-Solver++(2M) over the scheduler's sigmas (with the self-draft, ``ErrorControlled.accurate``
+    UniPC over the scheduler's sigmas (with the self-draft, ``ErrorControlled.accurate``
     windows unless ``policy`` is given): closer to the model's exact sample for the cost, best
-    with fewer steps than the pipeline's Euler default (28 of 50 on the tiny models,
+    with fewer steps than the pipeline's Euler default (26 of 50 on the tiny models,
     docs/tail.md); the step count stays the call's ``num_inference_steps``. ``accept``: the
     :class:`~sdsv.AcceptanceTest` (default ``x0_rms <= 0.3``). ``verify``: ``"endpoints"`` (the
     paper's speculative verification, the default) or ``"full"``. Both apply to verified windows

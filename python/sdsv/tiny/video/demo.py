@@ -23,7 +23,7 @@ from ...evaluation.methods import SELF_SDSV_ACCEPT, Method, faithful_method
 from ...evaluation.report import machine
 from ...metrics import psnr
 from ...policies import ErrorControlled, FixedInterval, StagePlan
-from ...policies.error_controlled import ACCURATE
+from ...policies.error_controlled import SHORT_WINDOWS
 from ..weights import load_model, shipped_path
 from .pipeline import DEFAULT_SOLVER, TinyVideoPipeline
 
@@ -48,7 +48,7 @@ def methods(n: int, drafts=VIDEO_DRAFTS) -> list[Method]:
         *(Method(f"target-only ({k} steps, {solver})", StagePlan.target_only(k), solver=solver) for k, solver in fewer),
         Method("cache every 3 (self)", FixedInterval(n, every=3), "self", **on),
         faithful_method(n, DEFAULT_SOLVER),
-        Method("error-ctrl (self, k 1-2)", ErrorControlled(n, **ACCURATE), "self", **on),
+        Method("error-ctrl (self, k 1-2)", ErrorControlled(n, **SHORT_WINDOWS), "self", **on),
         Method("sdsv-slow (self)", StagePlan.slow(n), "self", accept=SELF_SDSV_ACCEPT, **on),
         Method("improved-draft (lite)", StagePlan.improved_draft(n), "lite", **on),
         Method("sdsv-fast (lite)", StagePlan.fast(n), "lite", **on),
