@@ -10,7 +10,8 @@ lite forecasts the transformer's output (``proj_out``); sdsv the image tokens' d
 the embeddings and conditioning around it.
 
 This script runs both quantities at TaylorSeer's steps (intervals 5 / 3 / 2) beside TaylorSeer
-lite itself, the faithful and accurate intents with the output forecast beside their defaults, and
+lite itself, UniPC alone with 12 of 50 steps (the accurate intent's yardstick), the faithful and
+accurate intents with the output forecast beside their defaults, and
 the previous faithful default's windows (uncorrected, tol 0.3, k <= 4) and the ones chosen for
 corrected windows on the tiny DiT (tol 0.45, k <= 5), corrected with either prediction (draft or
 velocity), and the draft-predicted ones under the controller's exponent 1/3 (order 2, tol 0.5).
@@ -19,7 +20,7 @@ call records each row's velocity, the draft runs nothing of the model). Images: 
 calibration seeds and the ones after them (``PEER_SEED + 1056 + i``), never its report seeds; both
 yardsticks as in the peers run.
 
-    python benchmarks/flux_forecasts.py --images 96    # ~12 min on 2 cores (21 rows x 96 images)
+    python benchmarks/flux_forecasts.py --images 96    # ~12 min on 2 cores (22 rows x 96 images)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 import sdsv_kernels
-from sdsv import ErrorControlled
+from sdsv import ErrorControlled, StagePlan
 from sdsv.forecast import LINE
 
 OUT = Path("benchmarks/results/flux_forecasts")
@@ -106,6 +107,10 @@ def rows_for(pipe, steps: int):
         rows += [P.Row(f"sdsv cache every {i} at TaylorSeer's steps (line): {q}", q, steps, detach=detach,
                        attach=attacher(q, policy=P.TaylorSeerSteps(steps, every=i, warmup=3), forecast=LINE))
                  for i in (5, 3, 2)]
+    # the accurate intent's yardstick: its solver (UniPC) alone with 12 of 50 steps, through sdsv's sampler
+    few = max(2, round(0.24 * steps))
+    rows.append(P.Row(f"UniPC alone, {few} steps (sdsv's sampler)", "solver", few, detach=detach,
+                      attach=attacher("residual", intent="accurate", policy=StagePlan.target_only)))
     for name in ("faithful", "accurate"):
         n = INTENTS[name].num_steps(steps)
         rows += [P.Row(f"sdsv {name} ({n} steps): {q}", f"intent, {q}", n, attach=attacher(q, intent=name),
