@@ -39,6 +39,11 @@ DPM-Solver++(2M) and UniPC, both yardsticks, calibration set), ``corrected_accur
 (the UniPC ones chosen there, report set),
 ``corrected_order``, ``corrected_order_report``, ``corrected_order_video`` (draft-predicted corrected windows
 under the controller's exponent 1/3 instead of 1/2: calibration set, report set, video clips),
+``corrected_cubic`` (the corrected windows interpolating with the cubic through four anchors),
+``corrected_variants``, ``corrected_variants_report``, ``corrected_variants_video`` (one thing changed
+at a time: the window error in x0 instead of the velocity, the interpolation's curvature, the
+prediction's forecast; the x0 choice on the report set and the video clips), ``corrected_power``
+(the window error times sigma ** 0.5 / 0.75, between the two),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
 are cached in ``<out>/cache`` (git-ignored).
 
@@ -980,6 +985,125 @@ def corrected_order_video(clips: int, batch: int, cache: Path) -> dict:
 
 
 
+class CubicInterpolation(NewtonForecast):
+    """The cubic through a key's newest four anchors, or ``weight`` of its step beyond the parabola
+    through the newest three (1: the cubic; 0: the parabola, ``INTERPOLATION``)."""
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__(1.0, 1.0, name=f"cubic {weight:g}")
+        self.weight, self.anchors = weight, 4
+
+    def coefficients(self, sigmas, at):
+        n = len(sigmas)
+        parabola = [0.0] * (n - min(n, 3)) + lagrange_coefficients(sigmas[n - min(n, 3):], at)
+        if n < 4:
+            return parabola
+        cubic = [0.0] * (n - 4) + lagrange_coefficients(sigmas[n - 4:], at)
+        return [p + self.weight * (c - p) for p, c in zip(parabola, cubic)]
+
+
+@contextlib.contextmanager
+def interpolating_with(reading: NewtonForecast):
+    """Corrected windows interpolate with ``reading`` instead of the library's parabola (the bank
+    keeps the anchors it reads)."""
+    import sdsv.forecast.anchors as anchors_module
+    import sdsv.forecast.self_draft as self_draft_module
+    saved = anchors_module.INTERPOLATION, self_draft_module.INTERPOLATION
+    anchors_module.INTERPOLATION = self_draft_module.INTERPOLATION = reading
+    try:
+        yield
+    finally:
+        anchors_module.INTERPOLATION, self_draft_module.INTERPOLATION = saved
+
+
+#: (error metric, tol, k_max) of the corrected windows chosen in ``corrected_variants`` (at most 12.4
+#: calls on the calibration set, the highest mean + 5th percentile)
+X0_CHOICE = ("x0_rms", 0.27, 5)
+
+
+def corrected_variants_report(rep: ImageSet) -> list[dict]:
+    """The windows chosen in ``corrected_variants`` on the report set (the faithful default's row
+    there is ``corrected_report``'s last)."""
+    metric, tol, k = X0_CHOICE
+    return [rep.row(f"{metric}, tol {tol:g}, k<={k}, corrected, draft-predicted",
+                    dataclasses.replace(ErrorControlled.faithful(50), tol=tol, k_max=k, error_metric=metric),
+                    forecast=DAMPED_)]
+
+
+def corrected_variants_video(clips: int, batch: int, cache: Path) -> dict:
+    """The windows chosen in ``corrected_variants`` beside the faithful default on the clips of
+    ``forecast_video``."""
+    metric, tol, k = X0_CHOICE
+    return video_rows(clips, batch, cache, [
+        ("faithful default, tol 0.45, k<=5", ErrorControlled.faithful(50), DAMPED_),
+        (f"{metric}, tol {tol:g}, k<={k}, corrected, draft-predicted",
+         dataclasses.replace(ErrorControlled.faithful(50), tol=tol, k_max=k, error_metric=metric), DAMPED_)])
+
+
+@contextlib.contextmanager
+def window_error_in_sigma_power(power: float):
+    """Windows sized by the velocity error times sigma ** ``power`` (0: ``v_rms``, 1: ``x0_rms``),
+    the sampler's closing errors patched for the rows sampled inside (policies say ``v_rms``)."""
+    import sdsv.sampler as sampler_module
+    original = sampler_module._Loop._closing_errors
+
+    def closing_errors(self, stat_rows, pstats_host, values, h_v, sig_v):
+        return [e * s ** power for e, s in zip(original(self, stat_rows, pstats_host, values, h_v, sig_v),
+                                               sig_v.tolist())]
+
+    sampler_module._Loop._closing_errors = closing_errors
+    try:
+        yield
+    finally:
+        sampler_module._Loop._closing_errors = original
+
+
+def corrected_power(cal: ImageSet) -> list[dict]:
+    """The faithful default's corrected windows sized by the velocity error times sigma ** p between
+    the velocity's (p = 0, the default) and x0's (p = 1, ``corrected_variants``), calibration set."""
+    rows = []
+    for power, tols in ((0.5, (0.33, 0.36, 0.39)), (0.75, (0.28, 0.31, 0.34))):
+        for tol in tols:
+            with window_error_in_sigma_power(power):
+                rows.append(cal.row(f"v_rms x sigma^{power:g}, tol {tol:g}, k<=5, corrected, draft-predicted",
+                                    dataclasses.replace(ErrorControlled.faithful(50), tol=tol), forecast=DAMPED_))
+    return rows
+
+
+def corrected_cubic(cal: ImageSet) -> list[dict]:
+    """The faithful default's corrected windows interpolating with the cubic through four anchors
+    (or halfway from the parabola to it) instead of the parabola through three, tolerance swept;
+    calibration set."""
+    rows = [cal.row("faithful default (parabola), tol 0.45, k<=5", ErrorControlled.faithful(50), forecast=DAMPED_)]
+    for weight in (1.0, 0.5):
+        for tol in (0.45, 0.5, 0.55):
+            with interpolating_with(CubicInterpolation(weight)):
+                rows.append(cal.row(f"cubic {weight:g}, tol {tol:g}, k<=5, corrected, draft-predicted",
+                                    dataclasses.replace(ErrorControlled.faithful(50), tol=tol), forecast=DAMPED_))
+    return rows
+
+
+def corrected_variants(cal: ImageSet) -> list[dict]:
+    """The faithful default's corrected windows with one thing changed at a time: the window error
+    in x0 (``x0_rms``, sigma times the velocity's) instead of the velocity's, the interpolation's
+    curvature weight, and the forecast that predicts the window (where the target evaluates);
+    calibration set."""
+    faithful = ErrorControlled.faithful(50)
+    rows = [cal.row("faithful default, tol 0.45, k<=5", faithful, forecast=DAMPED_)]
+    for tol, k in ((0.1, 5), (0.15, 5), (0.2, 5), (0.22, 5), (0.25, 5), (0.27, 5), (0.3, 5), (0.35, 5), (0.2, 6),
+                   (0.25, 6), (0.3, 4)):
+        rows.append(cal.row(f"x0_rms, tol {tol:g}, k<={k}, corrected, draft-predicted",
+                            dataclasses.replace(faithful, tol=tol, k_max=k, error_metric="x0_rms"), forecast=DAMPED_))
+    for curvature in (0.8, 1.2):
+        with interpolating_with(NewtonForecast(1.0, curvature)):
+            rows.append(cal.row(f"interpolation curvature {curvature:g}, tol 0.45, k<=5, corrected, draft-predicted",
+                                faithful, forecast=DAMPED_))
+    for name, forecast in (("line", LINE), ("slope 1, curvature 0.5", NewtonForecast(1.0, 0.5)),
+                           ("slope 0.9, curvature 0.3", NewtonForecast(0.9, 0.3))):
+        rows.append(cal.row(f"predicted with {name}, tol 0.45, k<=5, corrected", faithful, forecast=forecast))
+    return rows
+
+
 def video_rows(clips: int, batch: int, cache: Path, methods: list) -> dict:
     """``(name, policy, forecast)`` rows on ``clips`` clips of the tiny video model (its own UniPC,
     50 steps) from seed ``VIDEO_CALIBRATION_START``, against its 50-step output."""
@@ -1145,7 +1269,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
             "grain", "output", "phase", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report",
             "corrected", "corrected_prediction", "corrected_accurate", "corrected_video", "corrected_report",
-            "corrected_accurate_draft", "corrected_accurate_unipc_report", "corrected_order", "corrected_order_report", "corrected_order_video", "latency")
+            "corrected_accurate_draft", "corrected_accurate_unipc_report", "corrected_order", "corrected_order_report", "corrected_order_video", "corrected_cubic", "corrected_variants", "corrected_variants_report", "corrected_variants_video", "corrected_power", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -1186,11 +1310,17 @@ def markdown(result: dict) -> str:
               "corrected_accurate_unipc_report": "The accurate windows on UniPC, corrected, report set",
               "corrected_order": "Corrected windows (draft-predicted): the controller's order, calibration set",
               "corrected_order_report": "Corrected windows (draft-predicted): the controller's order, report set",
-              "corrected_order_video": "Corrected windows (draft-predicted): the controller's order on the tiny video model"}
+              "corrected_order_video": "Corrected windows (draft-predicted): the controller's order on the tiny video model",
+              "corrected_cubic": "Corrected windows (draft-predicted): the cubic interpolation, calibration set",
+              "corrected_variants": "Corrected windows (draft-predicted): the error measure, the interpolation's curvature, the prediction's forecast, calibration set",
+              "corrected_variants_report": "Corrected windows (draft-predicted): the window error in x0, report set",
+              "corrected_variants_video": "Corrected windows (draft-predicted): the window error in x0 on the tiny video model",
+              "corrected_power": "Corrected windows (draft-predicted): the window error times a power of sigma, calibration set"}
     for key, title in tables.items():
         if key in result:
             rows = (result[key]["candidates"] if key in ("gap", "transfer", "depth") else
-                    result[key]["rows"] if key in ("forecast_video", "corrected_video", "corrected_order_video") else result[key])
+                    result[key]["rows"] if key in ("forecast_video", "corrected_video", "corrected_order_video",
+                                                "corrected_variants_video") else result[key])
             acc = any("accuracy" in r for r in rows)
             head = "| method | target evals | fid. mean / p5 / p1 / worst |" + (" acc. mean / p5 / p1 / worst |" if acc else "")
             out += [f"## {title}\n", head, "|---|---:|---|" + ("---|" if acc else "")]
@@ -1257,25 +1387,28 @@ def main(argv=None) -> int:
         t0 = time.time()
         if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
                 "grain", "output", "phase", "forecast_accurate", "accurate", "corrected", "corrected_prediction",
-                "corrected_accurate", "corrected_accurate_draft", "corrected_order"} & set(sections):
+                "corrected_accurate", "corrected_accurate_draft", "corrected_order", "corrected_cubic", "corrected_variants", "corrected_power"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
             print(f"== {name}", flush=True)
-            if name in ("forecast_video", "corrected_video", "corrected_order_video"):
+            if name in ("forecast_video", "corrected_video", "corrected_order_video", "corrected_variants_video"):
                 result[name] = {"forecast_video": forecast_video, "corrected_video": corrected_video,
-                                "corrected_order_video": corrected_order_video}[name](
+                                "corrected_order_video": corrected_order_video,
+                                "corrected_variants_video": corrected_variants_video}[name](
                     args.images, 8, args.out / "cache")
             elif name in ("intents", "forecast_report", "corrected_report", "corrected_order_report",
-                          "corrected_accurate_unipc_report", "latency"):
+                          "corrected_accurate_unipc_report", "corrected_variants_report", "latency"):
                 rep = ImageSet(pipe, REPORT_START, args.images, args.out / "cache", args.batch)
                 seeds_key = {"forecast_report": "forecast_report_seeds", "corrected_report": "corrected_report_seeds",
                              "corrected_order_report": "corrected_report_seeds",
-                             "corrected_accurate_unipc_report": "corrected_report_seeds"}
+                             "corrected_accurate_unipc_report": "corrected_report_seeds",
+                             "corrected_variants_report": "corrected_report_seeds"}
                 result[seeds_key.get(name, "report_seeds")] = [rep.seeds[0], rep.seeds[-1]]
                 result[name] = {"intents": intents, "forecast_report": forecast_report, "corrected_report": corrected_report,
                                 "corrected_order_report": corrected_order_report,
                                 "corrected_accurate_unipc_report": corrected_accurate_unipc_report,
+                                "corrected_variants_report": corrected_variants_report,
                                 "latency": latency}[name](rep)
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
@@ -1283,7 +1416,8 @@ def main(argv=None) -> int:
                                 "forecasts": forecasts, "grain": grain, "output": output, "phase": phase, "forecast_accurate": forecast_accurate,
                                 "accurate": accurate, "corrected": corrected, "corrected_prediction": corrected_prediction,
                                 "corrected_accurate": corrected_accurate, "corrected_accurate_draft": corrected_accurate_draft,
-                                "corrected_order": corrected_order}[name](cal)
+                                "corrected_order": corrected_order, "corrected_cubic": corrected_cubic,
+                                "corrected_variants": corrected_variants, "corrected_power": corrected_power}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")
