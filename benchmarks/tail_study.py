@@ -1041,15 +1041,16 @@ def corrected_variants_video(clips: int, batch: int, cache: Path) -> dict:
 
 
 @contextlib.contextmanager
-def window_error_in_sigma_power(power: float):
-    """Windows sized by the velocity error times sigma ** ``power`` (0: ``v_rms``, 1: ``x0_rms``),
-    the sampler's closing errors patched for the rows sampled inside (policies say ``v_rms``)."""
+def window_error_in_sigma_power(power: float, floor: float = 0.0):
+    """Windows sized by the velocity error times max(sigma, ``floor``) ** ``power`` (0: ``v_rms``, 1
+    and no floor: ``x0_rms``), the sampler's closing errors patched for the rows sampled inside
+    (policies say ``v_rms``)."""
     import sdsv.sampler as sampler_module
     original = sampler_module._Loop._closing_errors
 
     def closing_errors(self, stat_rows, pstats_host, values, h_v, sig_v):
-        return [e * s ** power for e, s in zip(original(self, stat_rows, pstats_host, values, h_v, sig_v),
-                                               sig_v.tolist())]
+        return [e * max(s, floor) ** power for e, s in zip(original(self, stat_rows, pstats_host, values, h_v, sig_v),
+                                                           sig_v.tolist())]
 
     sampler_module._Loop._closing_errors = closing_errors
     try:
@@ -1060,12 +1061,15 @@ def window_error_in_sigma_power(power: float):
 
 def corrected_power(cal: ImageSet) -> list[dict]:
     """The faithful default's corrected windows sized by the velocity error times sigma ** p between
-    the velocity's (p = 0, the default) and x0's (p = 1, ``corrected_variants``), calibration set."""
+    the velocity's (p = 0, the default) and x0's (p = 1, ``corrected_variants``), or x0's with sigma
+    floored (late windows sized as by the velocity error), calibration set."""
     rows = []
-    for power, tols in ((0.5, (0.33, 0.36, 0.39)), (0.75, (0.28, 0.31, 0.34))):
+    for power, floor, tols in ((0.5, 0.0, (0.33, 0.36, 0.39)), (0.75, 0.0, (0.28, 0.31, 0.34)),
+                               (1.0, 0.3, (0.25, 0.27, 0.3)), (1.0, 0.5, (0.25, 0.27, 0.3))):
         for tol in tols:
-            with window_error_in_sigma_power(power):
-                rows.append(cal.row(f"v_rms x sigma^{power:g}, tol {tol:g}, k<=5, corrected, draft-predicted",
+            name = f"v_rms x sigma^{power:g}" if not floor else f"v_rms x max(sigma, {floor:g})"
+            with window_error_in_sigma_power(power, floor):
+                rows.append(cal.row(f"{name}, tol {tol:g}, k<=5, corrected, draft-predicted",
                                     dataclasses.replace(ErrorControlled.faithful(50), tol=tol), forecast=DAMPED_))
     return rows
 
