@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..acceptance import AcceptanceTest
 from ..forecast import LINE, NewtonForecast
 from ..policies import ErrorControlled, FixedInterval, StagePlan, WindowPolicy
-from ..policies.error_controlled import SHORT_WINDOWS, FAITHFUL_K_MAX, FAITHFUL_TOL
+from ..policies.error_controlled import FAITHFUL_K_MAX, FAITHFUL_TOL, SHORT_WINDOWS
 from ..intents import INTENTS
 from ..solvers import SOLVERS
 
