@@ -43,7 +43,8 @@ under the controller's exponent 1/3 instead of 1/2: calibration set, report set,
 ``corrected_variants``, ``corrected_variants_report``, ``corrected_variants_video`` (one thing changed
 at a time: the window error in x0 instead of the velocity, the interpolation's curvature, the
 prediction's forecast; the x0 choice on the report set and the video clips), ``corrected_power``
-(the window error times sigma ** 0.5 / 0.75, between the two),
+(the window error times sigma ** 0.5 / 0.75, between the two), ``corrected_one_step`` (windows
+allowed down to one draft step, both errors, the controller's order 1 and 2),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
 are cached in ``<out>/cache`` (git-ignored).
 
@@ -1074,6 +1075,20 @@ def corrected_power(cal: ImageSet) -> list[dict]:
     return rows
 
 
+def corrected_one_step(cal: ImageSet) -> list[dict]:
+    """The faithful default's corrected windows allowed down to one draft step (``k_min = k_init =
+    1``), under the velocity error and the x0 error, the controller's order 1 and 2; calibration set."""
+    faithful = ErrorControlled.faithful(50)
+    rows = []
+    for metric, order, tols in (("v_rms", 1, (0.45, 0.5, 0.55, 0.6)), ("v_rms", 2, (0.7, 0.8, 0.9)),
+                                ("x0_rms", 1, (0.27, 0.3, 0.33)), ("x0_rms", 2, (0.4, 0.45, 0.5))):
+        for tol in tols:
+            rows.append(cal.row(f"{metric}, order {order}, tol {tol:g}, k 1-5, corrected, draft-predicted",
+                                dataclasses.replace(faithful, tol=tol, order=order, k_min=1, k_init=1,
+                                                    error_metric=metric), forecast=DAMPED_))
+    return rows
+
+
 def corrected_cubic(cal: ImageSet) -> list[dict]:
     """The faithful default's corrected windows interpolating with the cubic through four anchors
     (or halfway from the parabola to it) instead of the parabola through three, tolerance swept;
@@ -1273,7 +1288,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
             "grain", "output", "phase", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report",
             "corrected", "corrected_prediction", "corrected_accurate", "corrected_video", "corrected_report",
-            "corrected_accurate_draft", "corrected_accurate_unipc_report", "corrected_order", "corrected_order_report", "corrected_order_video", "corrected_cubic", "corrected_variants", "corrected_variants_report", "corrected_variants_video", "corrected_power", "latency")
+            "corrected_accurate_draft", "corrected_accurate_unipc_report", "corrected_order", "corrected_order_report", "corrected_order_video", "corrected_cubic", "corrected_variants", "corrected_variants_report", "corrected_variants_video", "corrected_power", "corrected_one_step", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -1319,7 +1334,8 @@ def markdown(result: dict) -> str:
               "corrected_variants": "Corrected windows (draft-predicted): the error measure, the interpolation's curvature, the prediction's forecast, calibration set",
               "corrected_variants_report": "Corrected windows (draft-predicted): the window error in x0, report set",
               "corrected_variants_video": "Corrected windows (draft-predicted): the window error in x0 on the tiny video model",
-              "corrected_power": "Corrected windows (draft-predicted): the window error times a power of sigma, calibration set"}
+              "corrected_power": "Corrected windows (draft-predicted): the window error times a power of sigma, calibration set",
+              "corrected_one_step": "Corrected windows (draft-predicted) down to one draft step, calibration set"}
     for key, title in tables.items():
         if key in result:
             rows = (result[key]["candidates"] if key in ("gap", "transfer", "depth") else
@@ -1391,7 +1407,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
                 "grain", "output", "phase", "forecast_accurate", "accurate", "corrected", "corrected_prediction",
-                "corrected_accurate", "corrected_accurate_draft", "corrected_order", "corrected_cubic", "corrected_variants", "corrected_power"} & set(sections):
+                "corrected_accurate", "corrected_accurate_draft", "corrected_order", "corrected_cubic", "corrected_variants", "corrected_power", "corrected_one_step"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
@@ -1421,7 +1437,8 @@ def main(argv=None) -> int:
                                 "accurate": accurate, "corrected": corrected, "corrected_prediction": corrected_prediction,
                                 "corrected_accurate": corrected_accurate, "corrected_accurate_draft": corrected_accurate_draft,
                                 "corrected_order": corrected_order, "corrected_cubic": corrected_cubic,
-                                "corrected_variants": corrected_variants, "corrected_power": corrected_power}[name](cal)
+                                "corrected_variants": corrected_variants, "corrected_power": corrected_power,
+                                "corrected_one_step": corrected_one_step}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")
