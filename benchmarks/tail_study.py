@@ -45,6 +45,8 @@ at a time: the window error in x0 instead of the velocity, the interpolation's c
 prediction's forecast; the x0 choice on the report set and the video clips), ``corrected_power``
 (the window error times sigma ** 0.5 / 0.75, between the two), ``corrected_one_step`` (windows
 allowed down to one draft step, both errors, the controller's order 1 and 2),
+``interpolation_offline`` (how far each interpolation of the deep residual, and the forecast,
+misses at a window's interior steps on the target's own trajectories: no sampling with it),
 ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
 are cached in ``<out>/cache`` (git-ignored).
 
@@ -1089,6 +1091,74 @@ def corrected_one_step(cal: ImageSet) -> list[dict]:
     return rows
 
 
+def interpolation_offline(cal: ImageSet) -> dict:
+    """How far each interpolation of the deep residual misses on the target's own 50-step Euler
+    trajectories (the calibration set's first 48 images, guided): windows of ``k`` draft steps
+    between anchors every ``k + 1`` steps, each interior step's residual compared with the
+    parabola through two anchors before and the closing one (the corrected windows' today), the
+    line through the window's two ends, the cubic through three before and the closing one, the
+    centred cubic through two before and two after (a window redone once the NEXT window's anchor
+    is on record), and the damped forecast from three before (an uncorrected window). Relative
+    RMS error in dB (lower is better), mean over steps and images, by third of the run."""
+    from sdsv.guidance import ClassifierFreeGuidance
+    from sdsv.schedule import flow_match_sigmas
+
+    pipe, n = cal.pipe, min(48, cal.n)
+    split = TinyDiTSplit(pipe.target)
+    residuals = []
+
+    def model(x, sigma, labels):
+        v, r = split.forward_with_residual(x, sigma, labels)
+        residuals.append(r.double())
+        return v
+
+    guided = ClassifierFreeGuidance(model, 3.0, {"labels": torch.tensor(pipe.target.null_labels)})
+    sig = flow_match_sigmas(50, 1.0).double()
+    x = pipe.noise(n, cal.seeds[:n])
+    labels = pipe.encode(cal.prompts[:n])
+    for i in range(50):
+        v = guided(x, sig[i].repeat(n).to(x.dtype), labels=labels)
+        x = x + (sig[i + 1] - sig[i]).to(x.dtype) * v
+    R = torch.stack(residuals)  # [step, rows, ...]
+    s = sig[:50].tolist()
+
+    def err(est, true):
+        num = (est - true).flatten(1).pow(2).mean(1)
+        return (10 * torch.log10(num / true.flatten(1).pow(2).mean(1))).mean().item()
+
+    def at(points, t):
+        c = lagrange_coefficients([s[p] for p in points], s[t])
+        return sum(w * R[p] for w, p in zip(c, points))
+
+    damped = DAMPED_
+    out = {}
+    for k in (2, 3, 4, 5):
+        w = k + 1
+        kinds = {"parabola (2 before, closing)": [], "line (window ends)": [], "cubic (3 before, closing)": [],
+                 "centred cubic (2 before, 2 after)": [], "forecast (damped, 3 before)": []}
+        thirds = {name: {0: [], 1: [], 2: []} for name in kinds}
+        for a in range(2 * w, 50 - 2 * w, w):
+            for j in range(1, w):
+                t = a + j
+                est = {"parabola (2 before, closing)": at([a - w, a, a + w], t),
+                       "line (window ends)": at([a, a + w], t),
+                       "cubic (3 before, closing)": at([a - 2 * w, a - w, a, a + w], t),
+                       "centred cubic (2 before, 2 after)": at([a - w, a, a + w, a + 2 * w], t),
+                       "forecast (damped, 3 before)": sum(
+                           c * R[p] for c, p in zip(damped.coefficients([s[a - 2 * w], s[a - w], s[a]], s[t]),
+                                                    (a - 2 * w, a - w, a)))}
+                for name, e in est.items():
+                    v = err(e, R[t])
+                    kinds[name].append(v)
+                    thirds[name][min(2, t * 3 // 50)].append(v)
+        out[f"k={k}"] = {name: {"mean": round(sum(v) / len(v), 2),
+                                **{f"third {i + 1}": round(sum(t) / len(t), 2) for i, t in th.items() if t}}
+                         for (name, v), th in zip(kinds.items(), thirds.values())}
+        for name, row in out[f"k={k}"].items():
+            print(f"  k={k} {name:36s} {row}", flush=True)
+    return out
+
+
 def corrected_cubic(cal: ImageSet) -> list[dict]:
     """The faithful default's corrected windows interpolating with the cubic through four anchors
     (or halfway from the parabola to it) instead of the parabola through three, tolerance swept;
@@ -1288,7 +1358,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
             "grain", "output", "phase", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report",
             "corrected", "corrected_prediction", "corrected_accurate", "corrected_video", "corrected_report",
-            "corrected_accurate_draft", "corrected_accurate_unipc_report", "corrected_order", "corrected_order_report", "corrected_order_video", "corrected_cubic", "corrected_variants", "corrected_variants_report", "corrected_variants_video", "corrected_power", "corrected_one_step", "latency")
+            "corrected_accurate_draft", "corrected_accurate_unipc_report", "corrected_order", "corrected_order_report", "corrected_order_video", "corrected_cubic", "corrected_variants", "corrected_variants_report", "corrected_variants_video", "corrected_power", "corrected_one_step", "interpolation_offline", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -1353,6 +1423,18 @@ def markdown(result: dict) -> str:
                     cells.append(f"{a['mean']:.2f} / {a['p5']:.2f} / {a['p1']:.2f} / {a['worst']:.2f}" if a else "")
                 out.append("| " + " | ".join(cells) + " |")
             out.append("")
+    if "interpolation_offline" in result:
+        by_k = result["interpolation_offline"]
+        names = list(next(iter(by_k.values())))
+        out += ["## How far each interpolation misses, on the target's own trajectories\n",
+                "Relative RMS error of the deep residual at a window's interior steps, dB (lower is better): "
+                "mean over the run / its three thirds (`interpolation_offline`).\n",
+                "| estimate | " + " | ".join(by_k) + " |", "|---|" + "---|" * len(by_k)]
+        for name in names:
+            out.append(f"| {name} | " + " | ".join(
+                f"{v[name]['mean']:.1f} ({' / '.join(f'{v[name][t]:.1f}' for t in ('third 1', 'third 2', 'third 3') if t in v[name])})"
+                for v in by_k.values()) + " |")
+        out.append("")
     for key, what in (("probe", "the probe's error"), ("gap", "the forecast gap"), ("transfer", "the transfer rate")):
         if key in result:
             out += [f"## Does {what} predict the closing error?\n",
@@ -1407,7 +1489,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
                 "grain", "output", "phase", "forecast_accurate", "accurate", "corrected", "corrected_prediction",
-                "corrected_accurate", "corrected_accurate_draft", "corrected_order", "corrected_cubic", "corrected_variants", "corrected_power", "corrected_one_step"} & set(sections):
+                "corrected_accurate", "corrected_accurate_draft", "corrected_order", "corrected_cubic", "corrected_variants", "corrected_power", "corrected_one_step", "interpolation_offline"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             result["calibration_seeds"] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
@@ -1438,7 +1520,8 @@ def main(argv=None) -> int:
                                 "corrected_accurate": corrected_accurate, "corrected_accurate_draft": corrected_accurate_draft,
                                 "corrected_order": corrected_order, "corrected_cubic": corrected_cubic,
                                 "corrected_variants": corrected_variants, "corrected_power": corrected_power,
-                                "corrected_one_step": corrected_one_step}[name](cal)
+                                "corrected_one_step": corrected_one_step,
+                                "interpolation_offline": interpolation_offline}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")
