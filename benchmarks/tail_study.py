@@ -872,7 +872,10 @@ def corrected_accurate_draft(cal: ImageSet) -> list[dict]:
     are), on DPM-Solver++(2M) and on UniPC; UniPC alone at 12 steps beside them; calibration set,
     both yardsticks."""
     cal.with_accuracy()
-    corrected = lambda steps: dataclasses.replace(short_windows(steps), correct=True)  # noqa: E731
+
+    def corrected(steps: int) -> ErrorControlled:
+        return dataclasses.replace(short_windows(steps), correct=True)
+
     return [cal.row("unipc 12 (target only)", StagePlan.target_only(12), "unipc"),
             cal.row("accurate, dpm++2m 28, line (the default)", short_windows(28), "dpm++2m"),
             cal.row("accurate, dpm++2m 28, line, corrected, draft-predicted", corrected(28), "dpm++2m"),
@@ -1176,7 +1179,6 @@ def corrected_in_hindsight():
     loop = sampler_module._Loop
     original, saved_slots = loop._correct, self_draft_module.INTERPOLATION
     cubic = CubicInterpolation(1.0)
-    previous: dict = {}  # (id(loop), sample) -> (start step, k, first state)
 
     def roll(self, b, x, first, last, reading):
         bank = self.anchors
@@ -1195,13 +1197,15 @@ def corrected_in_hindsight():
             w = rnd.windows[i]
             b, start, k = w.sample, w.start, w.k
             first_state = rnd.states[rnd.offsets[i]:rnd.offsets[i] + 1].clone()
-            prev = previous.get((id(self), b))
+            # each sampling call's own memory: sample -> (start step, k, first state) of its last window
+            previous = self.__dict__.setdefault("_hindsight_previous", {})
+            prev = previous.get(b)
             if prev is not None and prev[0] + prev[1] + 1 == start:
                 x = roll(self, b, prev[2], prev[0], prev[0] + prev[1], cubic)       # the previous window, centred
                 first_state = x.clone()
                 x = roll(self, b, x, start, start + k, INTERPOLATION)                 # this one, as corrected
                 self.x[b:b + 1] = x
-            previous[(id(self), b)] = (start, k, first_state)
+            previous[b] = (start, k, first_state)
 
     self_draft_module.INTERPOLATION = cubic  # four slots per key
     loop._correct = correct
