@@ -51,7 +51,11 @@ misses at a window's interior steps on the target's own trajectories: no samplin
 the centred cubic, when the next window has closed: calibration set, report set),
 ``faithful_candidates`` (the faithful candidates measured on the report set, on a calibration set
 of ``--images`` images: run with 480), ``faithful_candidates_report`` (the one chosen there, report set),
-``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
+``closing_shift`` (the corrected windows' closing state: the target evaluated again there, for every
+window or where the correction moved it most, or the state extrapolated along the move),
+``closing_shift_offline`` (how much of the deep residual's change there a linear map or a few
+real blocks explain), ``corrected_sizing`` (windows sized by that move, Milne's device, or capped
+by where they start), ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
 are cached in ``<out>/cache`` (git-ignored).
 
 The in-window estimates (the probe: the first deep block computed for real at each draft step;
@@ -82,7 +86,7 @@ from sdsv.forecast.forecasts import INTERPOLATION, LINE, NewtonForecast, lagrang
 from sdsv.forecast.self_draft import SelfDraft
 from sdsv.metrics import psnr, tail_summary
 from sdsv.policies import PolicyState, WindowPolicy, next_window_length, shortened
-from sdsv.policies.error_controlled import SHORT_WINDOWS
+from sdsv.policies.error_controlled import SHORT_WINDOWS, ErrorControlledState
 from sdsv.tiny.pipeline import TinyPipeline
 from sdsv.tiny.split import TinyDiTSplit
 from sdsv.windows import UnverifiedWithError
@@ -1267,6 +1271,220 @@ def faithful_candidates_report(rep: ImageSet) -> list[dict]:
                     forecast=DAMPED_)]
 
 
+@contextlib.contextmanager
+def closing_state_patch(reevaluate_above: float | None = None, replace: tuple[str, ...] = ("velocity", "anchor"),
+                        theta: float = 0.0, sizing: str | None = None, record: list | None = None):
+    """A lab patch of the sampler's correction that looks at the corrected window's *closing
+    state shift* — how far the correction moved the window's last state from the predicted one,
+    where the target was evaluated (``shift = rms(corrected - predicted)``, free once corrected):
+
+    * ``reevaluate_above``: the target evaluated again at the corrected closing state of each
+      window whose shift exceeds it (0: every window; one more target call each, counted), its
+      output replacing the closing step's velocity and / or the closing anchor (``replace``);
+    * ``theta``: the closing state moved ``theta`` times the shift further (local extrapolation,
+      as a predictor-corrector's error estimate is sometimes added back);
+    * ``sizing``: the next window sized by the shift instead of the prediction's closing error
+      (Milne's device: corrector minus predictor estimates the corrector's error) — ``"shift"``
+      (per window) or ``"shift_per_sigma"`` (per unit of sigma the window spans);
+    * ``record``: per corrected window, the predicted and corrected closing states, their sigma
+      and step, the draft's closing velocity and, with ``reevaluate_above=0``, the target's there.
+    Euler, draft-predicted windows only (the faithful default's)."""
+    import sdsv.sampler as sampler_module
+    from sdsv._rows import gather_rows, scatter_rows
+    loop = sampler_module._Loop
+    original = loop._correct
+
+    def correct(self, rnd, corrected):
+        windows = [rnd.windows[i] for i in corrected]
+        rows = [rnd.offsets[i] + w.k for i, w in zip(corrected, windows)]
+        samples, steps = [w.sample for w in windows], [w.start + w.k for w in windows]
+        predicted = gather_rows(rnd.states, rows).clone()
+        with self.anchors.interpolating():
+            self._roll_out(rnd, corrected, correction=True)
+        states = gather_rows(rnd.states, rows)
+        drafted = gather_rows(rnd.drafted, rows).clone()
+        shift = (states - predicted).flatten(1).pow(2).mean(1).sqrt().tolist()
+        pick = [] if reevaluate_above is None else [m for m, d in enumerate(shift) if d > reevaluate_above]
+        t = None
+        if pick:
+            prow, psam, pst = [rows[m] for m in pick], [samples[m] for m in pick], [steps[m] for m in pick]
+            t = self.models("target", gather_rows(rnd.states, prow), gather_rows(self.sig_t, pst),
+                            self.conds.rows(psam), psam, [self.sig[s] for s in pst])
+            if "anchor" in replace:
+                self.anchors.commit(list(range(len(pick))))
+            if "velocity" in replace:
+                scatter_rows(rnd.drafted, prow, t)
+        if record is not None:
+            labels = self.conds.rows(samples)["labels"]
+            for m in range(len(rows)):
+                record.append({"step": steps[m], "sigma": self.sig[steps[m]], "k": windows[m].k, "labels": labels[m],
+                               "predicted": predicted[m].clone(), "corrected": states[m].clone(),
+                               "draft": drafted[m].clone(), **({"target": t[pick.index(m)].clone()} if m in pick else {})})
+        self.stepper.draft_steps(self.x, rnd.states, rnd.drafted, rows, steps, samples)
+        p = self.policy
+        for m, w in enumerate(windows):
+            if theta:
+                self.x[w.sample] += theta * (states[m] - predicted[m])
+            if sizing is not None:
+                span = abs(self.sig[w.start + w.k + 1] - self.sig[w.start])
+                error = shift[m] / span if sizing == "shift_per_sigma" else shift[m]
+                self.state.k_next[w.sample] = next_window_length(w.k, error, p.tol, p.order, p.k_min, p.k_max)
+
+    loop._correct = correct
+    try:
+        yield
+    finally:
+        loop._correct = original
+
+
+def closing_shift(cal: ImageSet) -> list[dict]:
+    """What the corrected windows lose by reusing the target's evaluation at the PREDICTED closing
+    state (``closing_state_patch``): the target evaluated again at the corrected one for every
+    window (both its uses, then each alone), for the windows whose shift is largest only (the
+    limits are the shift's 75th / 90th / 95th percentile in the default's windows), and the closing
+    state extrapolated along the shift; beside the default's own curve (tol 0.4 down to 0.2)."""
+    faithful = ErrorControlled.faithful(50)
+    rows = [cal.row("faithful default, tol 0.45, k<=5", faithful, forecast=DAMPED_)]
+    for tol in (0.4, 0.35, 0.3, 0.25, 0.2):
+        rows.append(cal.row(f"the default's curve: tol {tol:g}", dataclasses.replace(faithful, tol=tol), forecast=DAMPED_))
+    for replace, what in ((("velocity", "anchor"), "both"), (("velocity",), "the closing step's velocity only"),
+                          (("anchor",), "the closing anchor only")):
+        with closing_state_patch(0.0, replace):
+            rows.append(cal.row(f"target again at every corrected closing state ({what})", faithful, forecast=DAMPED_))
+    for tol, limit in ((0.45, 0.009), (0.45, 0.012), (0.45, 0.0145), (0.55, 0.012)):
+        with closing_state_patch(limit):
+            rows.append(cal.row(f"tol {tol:g}, target again where the shift > {limit:g}",
+                                dataclasses.replace(faithful, tol=tol), forecast=DAMPED_))
+    for theta in (-0.3, 0.3):
+        with closing_state_patch(theta=theta):
+            rows.append(cal.row(f"closing state moved {theta:+g} x the shift", faithful, forecast=DAMPED_))
+    return rows
+
+
+def corrected_sizing(cal: ImageSet) -> list[dict]:
+    """Two more ways to size the corrected windows: by the closing state shift (Milne's device,
+    ``closing_state_patch(sizing=)``, per window or per unit of sigma, the controller's order 1
+    and 2), and with the longest window depending on where the window starts (``StepCapped``)."""
+    faithful = ErrorControlled.faithful(50)
+    rows = []
+    for sizing, order, tols in (("shift", 1, (0.004, 0.006, 0.009)), ("shift_per_sigma", 1, (0.07, 0.1)),
+                                ("shift_per_sigma", 2, (0.09, 0.12))):
+        for tol in tols:
+            with closing_state_patch(sizing=sizing):
+                rows.append(cal.row(f"sized by the {sizing.replace('_', ' ')}, order {order}, tol {tol:g}",
+                                    dataclasses.replace(faithful, tol=tol, order=order), forecast=DAMPED_))
+    for caps in (((0, 4), (30, 8)), ((0, 5), (30, 8)), ((0, 4), (35, 10)), ((0, 5), (25, 4), (38, 8)),
+                 ((0, 6), (35, 4)), ((0, 6), (20, 5)), ((0, 5), (40, 4)), ((0, 7), (30, 5))):
+        policy = StepCapped(50, tol=faithful.tol, k_max=max(k for _, k in caps), correct=True, predict="draft",
+                            name="faithful", caps=caps)
+        rows.append(cal.row("longest window " + ", ".join(f"{k} from step {s}" for s, k in caps), policy,
+                            forecast=DAMPED_))
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCapped(ErrorControlled):
+    """The faithful windows with the longest window depending on the step it starts at: ``caps``,
+    ``((from_step, k_max), ...)`` ascending."""
+
+    caps: tuple = ()
+
+    def cap(self, step: int) -> int:
+        return next((k for s, k in reversed(self.caps) if step >= s), self.k_max)
+
+    def start(self, batch: int) -> PolicyState:
+        return StepCappedState(self, batch)
+
+
+class StepCappedState(ErrorControlledState):
+    def window(self, sample: int, step: int):
+        kind, k = super().window(sample, step)
+        return (kind, k) if kind == "target" else (kind, max(1, min(k, self.p.cap(step))))
+
+
+def closing_shift_offline(cal: ImageSet) -> dict:
+    """Can the shift be undone without the target's deep blocks? On the default's corrected
+    windows (the calibration set's first 48 images; the target evaluated at both closing states of
+    each, conditional branch for the deep residual): the residual's change between the predicted
+    and the corrected closing state (relative to the residual, dB); how much of it a linear map of
+    the change of the hidden state entering the deep blocks explains (scalar, per channel, a full
+    channel map; fitted on half the windows, measured on the other half), how much computing the
+    first ``j`` deep blocks for real explains, or the last ``m`` on their shifted input; and, on the
+    velocity, how much a per-sigma scalar times the state's shift explains of the closing step's
+    error (the draft's velocity at the corrected state against the target's there)."""
+    pipe, n = cal.pipe, min(48, cal.n)
+    sub = ImageSet(pipe, cal.start, n, cal.cache, cal.batch)
+    record: list = []
+    with closing_state_patch(0.0, replace=(), record=record):
+        sub.row("the default, the target also evaluated at each corrected closing state (nothing replaced)",
+                ErrorControlled.faithful(50), forecast=DAMPED_)
+    split = TinyDiTSplit(pipe.target)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(record), generator=g).tolist()
+    fit, test = order[:len(order) // 2], order[len(order) // 2:]
+    fit_set = set(fit)
+    labels = torch.stack([r["labels"] for r in record])
+
+    def db(num, den) -> float:
+        return round(10 * math.log10(float(num) / float(den)), 2)
+
+    xp = torch.stack([r["predicted"] for r in record])
+    xc = torch.stack([r["corrected"] for r in record])
+    sig = torch.tensor([r["sigma"] for r in record], dtype=xp.dtype)
+    hp, _, mod = split._enter(xp, sig, labels, None)
+    hc, _, _ = split._enter(xc, sig, labels, None)
+    hps, hcs = [hp], [hc]
+    for blk in split.deep:
+        hps.append(blk(hps[-1], mod))
+        hcs.append(blk(hcs[-1], mod))
+    dh, dR, Rc = (hc - hp).double(), ((hcs[-1] - hc) - (hps[-1] - hp)).double(), (hcs[-1] - hc).double()
+    out = {"windows": len(record), "residual change, dB of the residual": db(dR[test].pow(2).sum(), Rc[test].pow(2).sum())}
+    lengths = {"starting at steps 2-10": {}, "starting at steps 11-49": {}}
+    for r in record:
+        part = lengths["starting at steps 2-10" if r["step"] - r["k"] <= 10 else "starting at steps 11-49"]
+        part[r["k"]] = part.get(r["k"], 0) + 1
+    out["windows of k draft steps"] = {key: dict(sorted(v.items())) for key, v in lengths.items()}
+    shifts = sorted((r["corrected"] - r["predicted"]).pow(2).mean().sqrt().item() for r in record)
+    out["shift rms, percentiles 50 / 75 / 90 / 95"] = [round(shifts[int(q * (len(shifts) - 1))], 4)
+                                                      for q in (0.5, 0.75, 0.9, 0.95)]
+    a = (dR[fit] * dh[fit]).sum() / dh[fit].pow(2).sum()
+    ac = (dR[fit] * dh[fit]).sum((0, 1)) / dh[fit].pow(2).sum((0, 1))
+    X, Y = dh[fit].reshape(-1, dh.shape[-1]), dR[fit].reshape(-1, dR.shape[-1])
+    W = torch.linalg.solve(X.T @ X + 1e-3 * X.pow(2).mean() * X.shape[0] * torch.eye(X.shape[1], dtype=X.dtype), X.T @ Y)
+    base = dR[test].pow(2).sum()
+    out["linear in the hidden state's change, dB of the residual change"] = {
+        "scalar": db((dR[test] - a * dh[test]).pow(2).sum(), base),
+        "per channel": db((dR[test] - ac * dh[test]).pow(2).sum(), base),
+        "channel map": db((dR[test] - dh[test] @ W).pow(2).sum(), base)}
+    D = len(split.deep)
+    out["first j deep blocks for real"] = {
+        j: db((dR - ((hcs[j] - hc) - (hps[j] - hp)).double()).pow(2).sum(), dR.pow(2).sum()) for j in range(1, D)}
+    last = {}
+    for m in (1, 2, 3):
+        h = hc + (hps[D - m] - hp)
+        for blk in split.deep[D - m:]:
+            h = blk(h, mod)
+        last[m] = db(((hcs[-1] - hc) - (h - hc)).double().pow(2).sum(), dR.pow(2).sum())
+    out["last m deep blocks for real, on their shifted input"] = last
+    velocity, dx = {}, (xc - xp).double()
+    vd = torch.stack([r["draft"] for r in record]).double()
+    vt = torch.stack([r["target"] for r in record]).double()
+    for lo, hi in ((0.0, 0.35), (0.35, 0.6), (0.6, 0.8), (0.8, 1.01)):
+        idx = [i for i, r in enumerate(record) if lo <= r["sigma"] < hi]
+        f_, t_ = [i for i in idx if i in fit_set], [i for i in idx if i not in fit_set]
+        if not f_ or not t_:
+            continue
+        b = ((vt[f_] - vd[f_]) * dx[f_]).sum() / dx[f_].pow(2).sum()
+        velocity[f"sigma {lo:g}-{min(hi, 1):g}"] = {
+            "draft's closing error, dB of the velocity": db((vd[t_] - vt[t_]).pow(2).sum(), vt[t_].pow(2).sum()),
+            "scalar": round(b.item(), 2),
+            "gain, dB": db((vd[t_] + b * dx[t_] - vt[t_]).pow(2).sum(), (vd[t_] - vt[t_]).pow(2).sum())}
+    out["closing velocity + scalar x the state's shift"] = velocity
+    for key, v in out.items():
+        print(f"  {key}: {v}", flush=True)
+    return out
+
+
 def corrected_cubic(cal: ImageSet) -> list[dict]:
     """The faithful default's corrected windows interpolating with the cubic through four anchors
     (or halfway from the parabola to it) instead of the parabola through three, tolerance swept;
@@ -1466,7 +1684,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
             "grain", "output", "phase", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report",
             "corrected", "corrected_prediction", "corrected_accurate", "corrected_video", "corrected_report",
-            "corrected_accurate_draft", "corrected_accurate_unipc_report", "corrected_order", "corrected_order_report", "corrected_order_video", "corrected_cubic", "corrected_variants", "corrected_variants_report", "corrected_variants_video", "corrected_power", "corrected_one_step", "interpolation_offline", "corrected_hindsight", "corrected_hindsight_report", "faithful_candidates", "faithful_candidates_report", "latency")
+            "corrected_accurate_draft", "corrected_accurate_unipc_report", "corrected_order", "corrected_order_report", "corrected_order_video", "corrected_cubic", "corrected_variants", "corrected_variants_report", "corrected_variants_video", "corrected_power", "corrected_one_step", "interpolation_offline", "corrected_hindsight", "corrected_hindsight_report", "faithful_candidates", "faithful_candidates_report", "closing_shift", "closing_shift_offline", "corrected_sizing", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -1517,7 +1735,9 @@ def markdown(result: dict) -> str:
               "corrected_hindsight": "Corrected windows (draft-predicted) redone in hindsight with the centred cubic, calibration set",
               "corrected_hindsight_report": "Corrected windows (draft-predicted) redone in hindsight, report set",
               "faithful_candidates": "The faithful candidates on a larger calibration set (480 images, seeds 21056..21535)",
-              "faithful_candidates_report": "The candidate chosen on 480 calibration images, report set"}
+              "faithful_candidates_report": "The candidate chosen on 480 calibration images, report set",
+              "closing_shift": "The corrected closing state: the target evaluated again there, selectively, or the state extrapolated, calibration set",
+              "corrected_sizing": "Corrected windows sized by the closing state's shift (Milne's device), or capped by position, calibration set"}
     for key, title in tables.items():
         if key in result:
             rows = (result[key]["candidates"] if key in ("gap", "transfer", "depth") else
@@ -1546,6 +1766,15 @@ def markdown(result: dict) -> str:
             out.append(f"| {name} | " + " | ".join(
                 f"{v[name]['mean']:.1f} ({' / '.join(f'{v[name][t]:.1f}' for t in ('third 1', 'third 2', 'third 3') if t in v[name])})"
                 for v in by_k.values()) + " |")
+        out.append("")
+    if "closing_shift_offline" in result:
+        o = result["closing_shift_offline"]
+        out += ["## Can the closing state's shift be undone without the deep blocks?\n",
+                f"`closing_shift_offline`, {o['windows']} corrected windows of the faithful default (48 calibration "
+                "images); dB, lower is better; fitted on half the windows, measured on the other half.\n"]
+        for key, v in o.items():
+            if key != "windows":
+                out.append(f"- {key}: " + (json.dumps(v) if isinstance(v, dict) else f"{v}"))
         out.append("")
     for key, what in (("probe", "the probe's error"), ("gap", "the forecast gap"), ("transfer", "the transfer rate")):
         if key in result:
@@ -1601,7 +1830,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
                 "grain", "output", "phase", "forecast_accurate", "accurate", "corrected", "corrected_prediction",
-                "corrected_accurate", "corrected_accurate_draft", "corrected_order", "corrected_cubic", "corrected_variants", "corrected_power", "corrected_one_step", "interpolation_offline", "corrected_hindsight", "faithful_candidates"} & set(sections):
+                "corrected_accurate", "corrected_accurate_draft", "corrected_order", "corrected_cubic", "corrected_variants", "corrected_power", "corrected_one_step", "interpolation_offline", "corrected_hindsight", "faithful_candidates", "closing_shift", "closing_shift_offline", "corrected_sizing"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             # the larger calibration set of faithful_candidates keeps its own seeds' record
             seeds_key = "faithful_candidates_seeds" if sections == ["faithful_candidates"] else "calibration_seeds"
@@ -1642,7 +1871,9 @@ def main(argv=None) -> int:
                                 "corrected_one_step": corrected_one_step,
                                 "interpolation_offline": interpolation_offline,
                                 "corrected_hindsight": corrected_hindsight,
-                                "faithful_candidates": faithful_candidates}[name](cal)
+                                "faithful_candidates": faithful_candidates, "closing_shift": closing_shift,
+                                "closing_shift_offline": closing_shift_offline,
+                                "corrected_sizing": corrected_sizing}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")
