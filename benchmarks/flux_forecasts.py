@@ -14,14 +14,15 @@ lite itself, UniPC alone with 12 of 50 steps (the accurate intent's yardstick), 
 accurate intents with the output forecast beside their defaults, and
 the previous faithful default's windows (uncorrected, tol 0.3, k <= 4) and the ones chosen for
 corrected windows on the tiny DiT (tol 0.45, k <= 5), corrected with either prediction (draft or
-velocity), and the draft-predicted ones under the controller's exponent 1/3 (order 2, tol 0.5) and
-sized by the error in x0 (tol 0.27).
+velocity), and the draft-predicted ones under the controller's exponent 1/3 (order 2, tol 0.5),
+sized by the error in x0 (tol 0.27), and with their last step drafted (tol 0.45 and 0.42; the
+faithful default's windows now: the x0 error at tol 0.3, the last step drafted).
 The output forecast is a lab split around the library's (:class:`OutputForecastSplit`: the target's
 call records each row's velocity, the draft runs nothing of the model). Images: the peers run's
 calibration seeds and the ones after them (``PEER_SEED + 1056 + i``), never its report seeds; both
 yardsticks as in the peers run.
 
-    python benchmarks/flux_forecasts.py --images 96    # ~12 min on 2 cores (23 rows x 96 images)
+    python benchmarks/flux_forecasts.py --images 96    # ~13 min on 2 cores (25 rows x 96 images)
 """
 
 from __future__ import annotations
@@ -129,7 +130,11 @@ def rows_for(pipe, steps: int):
                           ("corrected, draft-predicted, controller order 2, tol 0.5, k<=5",
                            ErrorControlled(steps, tol=0.5, k_max=5, order=2, correct=True)),
                           ("corrected, draft-predicted, x0 error, tol 0.27, k<=5",
-                           ErrorControlled(steps, tol=0.27, k_max=5, correct=True, error_metric="x0_rms"))):
+                           ErrorControlled(steps, tol=0.27, k_max=5, correct=True, error_metric="x0_rms")),
+                          ("corrected, draft-predicted, tol 0.45, k<=5, the last step drafted",
+                           ErrorControlled(steps, tol=0.45, k_max=5, correct=True, draft_last=1)),
+                          ("corrected, draft-predicted, tol 0.42, k<=5, the last step drafted",
+                           ErrorControlled(steps, tol=0.42, k_max=5, correct=True, draft_last=1))):
         rows.append(P.Row(f"sdsv {label}: residual", "windows, residual", steps, attach=attacher("residual", policy=policy),
                           detach=detach, key=policy.describe()))
     return rows

@@ -55,7 +55,9 @@ of ``--images`` images: run with 480), ``faithful_candidates_report`` (the one c
 window or where the correction moved it most, or the state extrapolated along the move),
 ``closing_shift_offline`` (how much of the deep residual's change there a linear map or a few
 real blocks explain), ``corrected_sizing`` (windows sized by that move, Milne's device, or capped
-by where they start), ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
+by where they start), ``last_step``, ``last_step_report``, ``last_step_video`` (the faithful windows
+with their last step the draft's alone: calibration set, 480 calibration images — run with
+``--images 480`` —, the report set, the video clips), ``latency`` (wall-clock per image at batch 1, compiled models, on the report set's first 8 images). References
 are cached in ``<out>/cache`` (git-ignored).
 
 The in-window estimates (the probe: the first deep block computed for real at each draft step;
@@ -148,6 +150,11 @@ class ImageSet:
         print("  " + line(row), flush=True)
         return row
 
+
+#: the faithful default the corrected-window sections measured (corrected, draft-predicted, the
+#: velocity error at tol 0.45, k <= 5, the last step the target's); the library's default since
+#: sizes by the x0 error and drafts the last step (``last_step``)
+PREVIOUS_FAITHFUL = dataclasses.replace(ErrorControlled.faithful(50), tol=0.45, error_metric="v_rms", draft_last=0)
 
 def short_windows(num_steps: int) -> ErrorControlled:
     """The short uncorrected windows (one or two forecast steps, tol 0.2) the sections below
@@ -1040,7 +1047,7 @@ def corrected_variants_report(rep: ImageSet) -> list[dict]:
     there is ``corrected_report``'s last)."""
     metric, tol, k = X0_CHOICE
     return [rep.row(f"{metric}, tol {tol:g}, k<={k}, corrected, draft-predicted",
-                    dataclasses.replace(ErrorControlled.faithful(50), tol=tol, k_max=k, error_metric=metric),
+                    dataclasses.replace(PREVIOUS_FAITHFUL, tol=tol, k_max=k, error_metric=metric),
                     forecast=DAMPED_)]
 
 
@@ -1049,9 +1056,9 @@ def corrected_variants_video(clips: int, batch: int, cache: Path) -> dict:
     ``forecast_video``."""
     metric, tol, k = X0_CHOICE
     return video_rows(clips, batch, cache, [
-        ("faithful default, tol 0.45, k<=5", ErrorControlled.faithful(50), DAMPED_),
+        ("faithful default, tol 0.45, k<=5", PREVIOUS_FAITHFUL, DAMPED_),
         (f"{metric}, tol {tol:g}, k<={k}, corrected, draft-predicted",
-         dataclasses.replace(ErrorControlled.faithful(50), tol=tol, k_max=k, error_metric=metric), DAMPED_)])
+         dataclasses.replace(PREVIOUS_FAITHFUL, tol=tol, k_max=k, error_metric=metric), DAMPED_)])
 
 
 @contextlib.contextmanager
@@ -1084,14 +1091,14 @@ def corrected_power(cal: ImageSet) -> list[dict]:
             name = f"v_rms x sigma^{power:g}" if not floor else f"v_rms x max(sigma, {floor:g})"
             with window_error_in_sigma_power(power, floor):
                 rows.append(cal.row(f"{name}, tol {tol:g}, k<=5, corrected, draft-predicted",
-                                    dataclasses.replace(ErrorControlled.faithful(50), tol=tol), forecast=DAMPED_))
+                                    dataclasses.replace(PREVIOUS_FAITHFUL, tol=tol), forecast=DAMPED_))
     return rows
 
 
 def corrected_one_step(cal: ImageSet) -> list[dict]:
     """The faithful default's corrected windows allowed down to one draft step (``k_min = k_init =
     1``), under the velocity error and the x0 error, the controller's order 1 and 2; calibration set."""
-    faithful = ErrorControlled.faithful(50)
+    faithful = PREVIOUS_FAITHFUL
     rows = []
     for metric, order, tols in (("v_rms", 1, (0.45, 0.5, 0.55, 0.6)), ("v_rms", 2, (0.7, 0.8, 0.9)),
                                 ("x0_rms", 1, (0.27, 0.3, 0.33)), ("x0_rms", 2, (0.4, 0.45, 0.5))):
@@ -1223,7 +1230,7 @@ def corrected_in_hindsight():
 def corrected_hindsight(cal: ImageSet) -> list[dict]:
     """The faithful default's corrected windows redone in hindsight (``corrected_in_hindsight``),
     tolerance swept, velocity and x0 error, calibration set."""
-    faithful = ErrorControlled.faithful(50)
+    faithful = PREVIOUS_FAITHFUL
     rows = [cal.row("faithful default, tol 0.45, k<=5", faithful, forecast=DAMPED_)]
     for metric, tols in (("v_rms", (0.4, 0.42, 0.45, 0.5, 0.55)), ("x0_rms", (0.27, 0.28, 0.29, 0.3))):
         for tol in tols:
@@ -1237,7 +1244,7 @@ def corrected_hindsight_report(rep: ImageSet) -> list[dict]:
     """The windows redone in hindsight chosen in ``corrected_hindsight`` (the velocity error at tol
     0.42, the rule's choice) and the x0 error's best (tol 0.28) on the report set (the faithful
     default's row there is ``corrected_report``'s last)."""
-    faithful = ErrorControlled.faithful(50)
+    faithful = PREVIOUS_FAITHFUL
     rows = []
     for metric, tol in (("v_rms", 0.42), ("x0_rms", 0.28)):
         with corrected_in_hindsight():
@@ -1251,7 +1258,7 @@ def faithful_candidates(cal: ImageSet) -> list[dict]:
     ``--images`` images (run with 480: a 5th percentile of 96 images is its 5th-worst image, and
     the candidates differ by less than that scatter): which one the rule (at most 12.4 calls,
     the highest mean + 5th percentile) picks on more images."""
-    faithful = ErrorControlled.faithful(50)
+    faithful = PREVIOUS_FAITHFUL
     rows = [cal.row("velocity error, tol 0.45 (the default)", faithful, forecast=DAMPED_),
             cal.row("velocity error, tol 0.5, order 2", dataclasses.replace(faithful, tol=0.5, order=2), forecast=DAMPED_)]
     for tol in (0.25, 0.27, 0.3):
@@ -1267,8 +1274,45 @@ def faithful_candidates(cal: ImageSet) -> list[dict]:
 def faithful_candidates_report(rep: ImageSet) -> list[dict]:
     """The candidate ``faithful_candidates`` chose on 480 calibration images (the x0 error at tol
     0.3) on the report set."""
-    return [rep.row("x0 error, tol 0.3", dataclasses.replace(ErrorControlled.faithful(50), tol=0.3, error_metric="x0_rms"),
+    return [rep.row("x0 error, tol 0.3", dataclasses.replace(PREVIOUS_FAITHFUL, tol=0.3, error_metric="x0_rms"),
                     forecast=DAMPED_)]
+
+
+def last_step(cal: ImageSet) -> list[dict]:
+    """The corrected windows with their last ``draft_last`` steps the draft's alone (its forecast
+    from the anchors, no closing target evaluation; the windows end before them), tolerance swept,
+    the velocity error and the error in x0; beside the previous faithful default. ``last_step`` on
+    the calibration set, ``last_step_candidates`` the same rows on 480 calibration images (run with
+    ``--images 480``: what ``last_step_report`` chose from)."""
+    rows = [cal.row("previous faithful default (velocity error, tol 0.45, the last step the target's)",
+                    PREVIOUS_FAITHFUL, forecast=DAMPED_)]
+    for last, metric, tols in ((1, "v_rms", (0.4, 0.42, 0.45, 0.5)), (2, "v_rms", (0.35, 0.4)),
+                               (1, "x0_rms", (0.27, 0.28, 0.3, 0.33))):
+        for tol in tols:
+            rows.append(cal.row(f"last {last} step{'s' if last > 1 else ''} drafted, "
+                                f"{'velocity' if metric == 'v_rms' else 'x0'} error, tol {tol:g}",
+                                dataclasses.replace(PREVIOUS_FAITHFUL, tol=tol, error_metric=metric, draft_last=last),
+                                forecast=DAMPED_))
+    return rows
+
+
+def last_step_report(rep: ImageSet) -> list[dict]:
+    """What ``last_step`` chose on 480 calibration images (at most 12.4 calls, the highest mean +
+    5th percentile: the last step drafted, the x0 error at tol 0.3, the faithful default since) and
+    the velocity error's best there (tol 0.42), report set."""
+    return [rep.row("last step drafted, x0 error, tol 0.3 (the faithful default)", ErrorControlled.faithful(50),
+                    forecast=DAMPED_),
+            rep.row("last step drafted, velocity error, tol 0.42",
+                    dataclasses.replace(PREVIOUS_FAITHFUL, tol=0.42, draft_last=1), forecast=DAMPED_)]
+
+
+def last_step_video(clips: int, batch: int, cache: Path) -> dict:
+    """The faithful default (last step drafted) beside the previous one on the clips of ``forecast_video``."""
+    return video_rows(clips, batch, cache, [
+        ("previous faithful default (velocity error, tol 0.45)", PREVIOUS_FAITHFUL, DAMPED_),
+        ("the velocity error, tol 0.42, last step drafted", dataclasses.replace(PREVIOUS_FAITHFUL, tol=0.42, draft_last=1),
+         DAMPED_),
+        ("faithful default (x0 error, tol 0.3, last step drafted)", ErrorControlled.faithful(50), DAMPED_)])
 
 
 @contextlib.contextmanager
@@ -1343,7 +1387,7 @@ def closing_shift(cal: ImageSet) -> list[dict]:
     window (both its uses, then each alone), for the windows whose shift is largest only (the
     limits are the shift's 75th / 90th / 95th percentile in the default's windows), and the closing
     state extrapolated along the shift; beside the default's own curve (tol 0.4 down to 0.2)."""
-    faithful = ErrorControlled.faithful(50)
+    faithful = PREVIOUS_FAITHFUL
     rows = [cal.row("faithful default, tol 0.45, k<=5", faithful, forecast=DAMPED_)]
     for tol in (0.4, 0.35, 0.3, 0.25, 0.2):
         rows.append(cal.row(f"the default's curve: tol {tol:g}", dataclasses.replace(faithful, tol=tol), forecast=DAMPED_))
@@ -1365,7 +1409,7 @@ def corrected_sizing(cal: ImageSet) -> list[dict]:
     """Two more ways to size the corrected windows: by the closing state shift (Milne's device,
     ``closing_state_patch(sizing=)``, per window or per unit of sigma, the controller's order 1
     and 2), and with the longest window depending on where the window starts (``StepCapped``)."""
-    faithful = ErrorControlled.faithful(50)
+    faithful = PREVIOUS_FAITHFUL
     rows = []
     for sizing, order, tols in (("shift", 1, (0.004, 0.006, 0.009)), ("shift_per_sigma", 1, (0.07, 0.1)),
                                 ("shift_per_sigma", 2, (0.09, 0.12))):
@@ -1417,7 +1461,7 @@ def closing_shift_offline(cal: ImageSet) -> dict:
     record: list = []
     with closing_state_patch(0.0, replace=(), record=record):
         sub.row("the default, the target also evaluated at each corrected closing state (nothing replaced)",
-                ErrorControlled.faithful(50), forecast=DAMPED_)
+                PREVIOUS_FAITHFUL, forecast=DAMPED_)
     split = TinyDiTSplit(pipe.target)
     g = torch.Generator().manual_seed(0)
     order = torch.randperm(len(record), generator=g).tolist()
@@ -1489,12 +1533,12 @@ def corrected_cubic(cal: ImageSet) -> list[dict]:
     """The faithful default's corrected windows interpolating with the cubic through four anchors
     (or halfway from the parabola to it) instead of the parabola through three, tolerance swept;
     calibration set."""
-    rows = [cal.row("faithful default (parabola), tol 0.45, k<=5", ErrorControlled.faithful(50), forecast=DAMPED_)]
+    rows = [cal.row("faithful default (parabola), tol 0.45, k<=5", PREVIOUS_FAITHFUL, forecast=DAMPED_)]
     for weight in (1.0, 0.5):
         for tol in (0.45, 0.5, 0.55):
             with interpolating_with(CubicInterpolation(weight)):
                 rows.append(cal.row(f"cubic {weight:g}, tol {tol:g}, k<=5, corrected, draft-predicted",
-                                    dataclasses.replace(ErrorControlled.faithful(50), tol=tol), forecast=DAMPED_))
+                                    dataclasses.replace(PREVIOUS_FAITHFUL, tol=tol), forecast=DAMPED_))
     return rows
 
 
@@ -1503,7 +1547,7 @@ def corrected_variants(cal: ImageSet) -> list[dict]:
     in x0 (``x0_rms``, sigma times the velocity's) instead of the velocity's, the interpolation's
     curvature weight, and the forecast that predicts the window (where the target evaluates);
     calibration set."""
-    faithful = ErrorControlled.faithful(50)
+    faithful = PREVIOUS_FAITHFUL
     rows = [cal.row("faithful default, tol 0.45, k<=5", faithful, forecast=DAMPED_)]
     for tol, k in ((0.1, 5), (0.15, 5), (0.2, 5), (0.22, 5), (0.25, 5), (0.27, 5), (0.3, 5), (0.35, 5), (0.2, 6),
                    (0.25, 6), (0.3, 4)):
@@ -1684,7 +1728,7 @@ def latency(rep: ImageSet, images: int = 8, rounds: int = 2) -> list[dict]:
 SECTIONS = ("where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
             "grain", "output", "phase", "forecast_accurate", "forecast_video", "accurate", "intents", "forecast_report",
             "corrected", "corrected_prediction", "corrected_accurate", "corrected_video", "corrected_report",
-            "corrected_accurate_draft", "corrected_accurate_unipc_report", "corrected_order", "corrected_order_report", "corrected_order_video", "corrected_cubic", "corrected_variants", "corrected_variants_report", "corrected_variants_video", "corrected_power", "corrected_one_step", "interpolation_offline", "corrected_hindsight", "corrected_hindsight_report", "faithful_candidates", "faithful_candidates_report", "closing_shift", "closing_shift_offline", "corrected_sizing", "latency")
+            "corrected_accurate_draft", "corrected_accurate_unipc_report", "corrected_order", "corrected_order_report", "corrected_order_video", "corrected_cubic", "corrected_variants", "corrected_variants_report", "corrected_variants_video", "corrected_power", "corrected_one_step", "interpolation_offline", "corrected_hindsight", "corrected_hindsight_report", "faithful_candidates", "faithful_candidates_report", "closing_shift", "closing_shift_offline", "corrected_sizing", "last_step", "last_step_candidates", "last_step_report", "last_step_video", "latency")
 
 
 def markdown(result: dict) -> str:
@@ -1730,6 +1774,7 @@ def markdown(result: dict) -> str:
               "corrected_variants": "Corrected windows (draft-predicted): the error measure, the interpolation's curvature, the prediction's forecast, calibration set",
               "corrected_variants_report": "Corrected windows (draft-predicted): the window error in x0, report set",
               "corrected_variants_video": "Corrected windows (draft-predicted): the window error in x0 on the tiny video model",
+              "last_step_video": "The last step drafted on the tiny video model",
               "corrected_power": "Corrected windows (draft-predicted): the window error times a power of sigma, calibration set",
               "corrected_one_step": "Corrected windows (draft-predicted) down to one draft step, calibration set",
               "corrected_hindsight": "Corrected windows (draft-predicted) redone in hindsight with the centred cubic, calibration set",
@@ -1737,12 +1782,15 @@ def markdown(result: dict) -> str:
               "faithful_candidates": "The faithful candidates on a larger calibration set (480 images, seeds 21056..21535)",
               "faithful_candidates_report": "The candidate chosen on 480 calibration images, report set",
               "closing_shift": "The corrected closing state: the target evaluated again there, selectively, or the state extrapolated, calibration set",
+              "last_step": "The faithful windows with their last step(s) the draft's alone, calibration set",
+              "last_step_candidates": "The same on 480 calibration images (seeds 21056..21535)",
+              "last_step_report": "The last step drafted, report set",
               "corrected_sizing": "Corrected windows sized by the closing state's shift (Milne's device), or capped by position, calibration set"}
     for key, title in tables.items():
         if key in result:
             rows = (result[key]["candidates"] if key in ("gap", "transfer", "depth") else
                     result[key]["rows"] if key in ("forecast_video", "corrected_video", "corrected_order_video",
-                                                "corrected_variants_video") else result[key])
+                                                "corrected_variants_video", "last_step_video") else result[key])
             acc = any("accuracy" in r for r in rows)
             head = "| method | target evals | fid. mean / p5 / p1 / worst |" + (" acc. mean / p5 / p1 / worst |" if acc else "")
             out += [f"## {title}\n", head, "|---|---:|---|" + ("---|" if acc else "")]
@@ -1830,28 +1878,32 @@ def main(argv=None) -> int:
         t0 = time.time()
         if {"where", "candidates", "probe", "gap", "transfer", "depth", "partial", "variable", "forecasts",
                 "grain", "output", "phase", "forecast_accurate", "accurate", "corrected", "corrected_prediction",
-                "corrected_accurate", "corrected_accurate_draft", "corrected_order", "corrected_cubic", "corrected_variants", "corrected_power", "corrected_one_step", "interpolation_offline", "corrected_hindsight", "faithful_candidates", "closing_shift", "closing_shift_offline", "corrected_sizing"} & set(sections):
+                "corrected_accurate", "corrected_accurate_draft", "corrected_order", "corrected_cubic", "corrected_variants", "corrected_power", "corrected_one_step", "interpolation_offline", "corrected_hindsight", "faithful_candidates", "closing_shift", "closing_shift_offline", "corrected_sizing", "last_step", "last_step_candidates"} & set(sections):
             cal = ImageSet(pipe, CALIBRATION_START, args.images, args.out / "cache", args.batch)
             # the larger calibration set of faithful_candidates keeps its own seeds' record
-            seeds_key = "faithful_candidates_seeds" if sections == ["faithful_candidates"] else "calibration_seeds"
+            seeds_key = ("faithful_candidates_seeds" if sections in (["faithful_candidates"], ["last_step_candidates"])
+                         else "calibration_seeds")
             result[seeds_key] = [cal.seeds[0], cal.seeds[-1]]
         for name in sections:
             print(f"== {name}", flush=True)
-            if name in ("forecast_video", "corrected_video", "corrected_order_video", "corrected_variants_video"):
+            if name in ("forecast_video", "corrected_video", "corrected_order_video", "corrected_variants_video",
+                        "last_step_video"):
                 result[name] = {"forecast_video": forecast_video, "corrected_video": corrected_video,
                                 "corrected_order_video": corrected_order_video,
-                                "corrected_variants_video": corrected_variants_video}[name](
+                                "corrected_variants_video": corrected_variants_video,
+                                "last_step_video": last_step_video}[name](
                     args.images, 8, args.out / "cache")
             elif name in ("intents", "forecast_report", "corrected_report", "corrected_order_report",
                           "corrected_accurate_unipc_report", "corrected_variants_report", "corrected_hindsight_report",
-                          "faithful_candidates_report", "latency"):
+                          "faithful_candidates_report", "last_step_report", "latency"):
                 rep = ImageSet(pipe, REPORT_START, args.images, args.out / "cache", args.batch)
                 seeds_key = {"forecast_report": "forecast_report_seeds", "corrected_report": "corrected_report_seeds",
                              "corrected_order_report": "corrected_report_seeds",
                              "corrected_accurate_unipc_report": "corrected_report_seeds",
                              "corrected_variants_report": "corrected_report_seeds",
                              "corrected_hindsight_report": "corrected_report_seeds",
-                             "faithful_candidates_report": "corrected_report_seeds"}
+                             "faithful_candidates_report": "corrected_report_seeds",
+                             "last_step_report": "corrected_report_seeds"}
                 result[seeds_key.get(name, "report_seeds")] = [rep.seeds[0], rep.seeds[-1]]
                 result[name] = {"intents": intents, "forecast_report": forecast_report, "corrected_report": corrected_report,
                                 "corrected_order_report": corrected_order_report,
@@ -1859,6 +1911,7 @@ def main(argv=None) -> int:
                                 "corrected_variants_report": corrected_variants_report,
                                 "corrected_hindsight_report": corrected_hindsight_report,
                                 "faithful_candidates_report": faithful_candidates_report,
+                                "last_step_report": last_step_report,
                                 "latency": latency}[name](rep)
             else:
                 result[name] = {"where": where, "candidates": candidates, "probe": probe, "gap": gap,
@@ -1873,7 +1926,8 @@ def main(argv=None) -> int:
                                 "corrected_hindsight": corrected_hindsight,
                                 "faithful_candidates": faithful_candidates, "closing_shift": closing_shift,
                                 "closing_shift_offline": closing_shift_offline,
-                                "corrected_sizing": corrected_sizing}[name](cal)
+                                "corrected_sizing": corrected_sizing, "last_step": last_step,
+                                "last_step_candidates": last_step}[name](cal)
             path.write_text(json.dumps(result, indent=1))
             (args.out / "tail_study.md").write_text(markdown(result))
         print(f"done in {time.time() - t0:.0f} s; {path}")

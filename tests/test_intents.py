@@ -12,7 +12,8 @@ import torch
 
 from sdsv import ErrorControlled, StagePlan
 from sdsv.forecast import DAMPED, LINE
-from sdsv.policies.error_controlled import ACCURATE_TOL, FAITHFUL_K_MAX, FAITHFUL_TOL, SHORT_WINDOWS
+from sdsv.policies.error_controlled import (ACCURATE_TOL, FAITHFUL_DRAFT_LAST, FAITHFUL_ERROR, FAITHFUL_K_MAX,
+                                            FAITHFUL_TOL, SHORT_WINDOWS)
 from sdsv.intents import INTENTS, default_policy
 from sdsv.tiny.pipeline import TinyPipeline
 
@@ -41,7 +42,8 @@ def test_faithful_is_the_default_and_only_a_default(pipe):
     assert out.stats.draft_evals > uncorrected.stats.draft_evals
     assert out.stats.target_evals < 2 * 20  # windows were taken
     p = ErrorControlled.faithful(50)
-    assert (p.tol, p.k_max, p.correct, p.predict, p.warmup, p.name) == (FAITHFUL_TOL, FAITHFUL_K_MAX, True, "draft", 2, "faithful")
+    assert (p.tol, p.k_max, p.correct, p.predict, p.warmup, p.name, p.error_metric, p.draft_last) == (
+        FAITHFUL_TOL, FAITHFUL_K_MAX, True, "draft", 2, "faithful", FAITHFUL_ERROR, FAITHFUL_DRAFT_LAST)
 
 
 def test_accurate_is_unipc_with_26_steps_and_short_corrected_windows(pipe):

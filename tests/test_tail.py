@@ -64,7 +64,7 @@ def test_tail_methods_at_50_steps():
     ms = tail_methods(50)
     labels = [m.label for m in ms]
     assert labels == ["target-only (50 steps)", "target-only (15 steps)", "target-only (25 steps, dpm++2m)",
-                      "target-only (12 steps, unipc)", "cache (every 3)", "faithful: error-ctrl corrected (self, damped, tol 0.45, k<=5)",
+                      "target-only (12 steps, unipc)", "cache (every 3)", "faithful: error-ctrl corrected (self, damped, x0 tol 0.3, k<=5, last step draft)",
                       "accurate: error-ctrl corrected on unipc (self, 26 steps)"]
     faithful, accurate = ms[-2], ms[-1]
     assert faithful.policy == ErrorControlled.faithful(50) and faithful.solver == "euler" and faithful.draft == "self"

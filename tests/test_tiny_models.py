@@ -89,7 +89,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert [r["method"] for r in rows] == [
         "target-only", "target-only (20 steps)", "target-only (15 steps, dpm++2m)", "target-only (20 steps, dpm++2m)",
         "target-only (12 steps, unipc)", "draft-only (lite)", "draft-only (svd)", "improved-draft (lite)", "improved-draft (svd)", "sdsv (lite)",
-        "sdsv (svd)", "faithful: error-ctrl corrected (self, damped, tol 0.45, k<=5)", "accurate: error-ctrl corrected on unipc (self, 12 steps)",
+        "sdsv (svd)", "faithful: error-ctrl corrected (self, damped, x0 tol 0.3, k<=5, last step draft)", "accurate: error-ctrl corrected on unipc (self, 12 steps)",
         "cache (every 3)", "cache (every 4)", "sdsv (self)", "error-ctrl (self)",
         "error-ctrl (self, tol 0.5)", "cache on dpm++2m (12 steps, every 2)", "error-ctrl on dpm++2m (self, 12 steps)"]
     keys = {"method", "target_calls", "target_evals", "draft_evals", "wall_s", "speedup", "acceptance", "psnr",

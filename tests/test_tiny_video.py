@@ -252,7 +252,7 @@ def test_sdsv_demo_video_shows_every_row(tmp_path, capsys):
     text = capsys.readouterr().out
     for solver in ("euler", "dpm++2m", "unipc"):
         assert any(m.startswith("target-only") and solver in m and rows[m]["psnr_mean"] for m in rows), solver
-    assert {"cache every 3 (self)", "faithful: error-ctrl corrected (self, damped, tol 0.45, k<=5)", "sdsv-slow (self)"} <= set(rows)
+    assert {"cache every 3 (self)", "faithful: error-ctrl corrected (self, damped, x0 tol 0.3, k<=5, last step draft)", "sdsv-slow (self)"} <= set(rows)
     assert set(PAPER_WAN) <= set(rows) and all(PAPER_WAN[m] in text for m in PAPER_WAN)
     assert all(r["temporal"] is None or r["temporal"] >= 0 for r in rows.values())
     assert (tmp_path / "video_reference.png").is_file()

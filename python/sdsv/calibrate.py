@@ -143,8 +143,9 @@ def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: f
     arguments, such as ``prompt_embeds``; the cost is counted per image a call returns).
     ``policy(tol, num_steps)``: the policy family searched, a function that returns a window
     policy of ``num_steps`` steps (default: the faithful intent's windows,
-    :meth:`~sdsv.ErrorControlled.faithful`, at each tolerance; uncorrected when a diffusers
-    pipeline was enabled with a draft transformer, which corrected windows cannot use). ``tols``: the tolerances tried (one number or several). ``seed``: image ``i``
+    :meth:`~sdsv.ErrorControlled.faithful`, at each tolerance; uncorrected and with the last step
+    the target's when a diffusers pipeline was enabled with a draft transformer, which corrected
+    windows cannot use). ``tols``: the tolerances tried (one number or several). ``seed``: image ``i``
     uses ``seed + i``. Every argument is checked, and every policy of the ladder built, before
     anything is sampled. Raises :class:`CalibrationError` when no tolerance meets the target.
     """
@@ -174,9 +175,8 @@ def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: f
         runs: CalibrationRuns = DiffusersAdapter(pipe, prompts, seed, num_steps, call_kwargs)
     else:
         runs = runs_for(prompts, seed, num_steps, call_kwargs)
-    if policy is None:  # corrected windows need the self-draft: a draft transformer gets them uncorrected
-        corrects = getattr(runs, "self_draft", True)
-        policy = lambda tol, n: dataclasses.replace(ErrorControlled.faithful(n), tol=tol, correct=corrects)  # noqa: E731
+    if policy is None:
+        policy = faithful_ladder if getattr(runs, "self_draft", True) else uncorrected_ladder
     n = runs.num_steps
     ladder = {tol: ladder_policy(policy, tol, n) for tol in sorted(set(tols), reverse=True)}
     if not any(p.uses_draft for p in ladder.values()):
@@ -185,6 +185,18 @@ def calibrate(pipe, prompts: Sequence[str], target_psnr: float, *, percentile: f
                          "calibrate with more steps")
     reference, reference_evals = runs.reference()
     return search(runs.run, reference, reference_evals, ladder.__getitem__, target_psnr, percentile, list(ladder))
+
+
+def faithful_ladder(tol: float, n: int) -> WindowPolicy:
+    """The faithful intent's windows at ``tol`` (calibrate's default family with a self-draft)."""
+    return dataclasses.replace(ErrorControlled.faithful(n), tol=tol)
+
+
+def uncorrected_ladder(tol: float, n: int) -> WindowPolicy:
+    """The faithful windows uncorrected, every step after them the target's: corrected windows need
+    the self-draft's anchors, and a trained draft's last step was never measured alone (calibrate's
+    default family with a draft transformer)."""
+    return dataclasses.replace(ErrorControlled.faithful(n), tol=tol, correct=False, draft_last=0)
 
 
 def ladder_policy(policy: Callable[[float, int], WindowPolicy], tol: float, n: int) -> WindowPolicy:

@@ -4,7 +4,7 @@ An intent is a set of defaults, not a mode: whatever a call names (its solver, s
 policy or forecast) wins over them. ``"faithful"`` stays close to the images the pipeline gives
 without sdsv: its own step rule and step count, and the self-draft's
 :meth:`ErrorControlled.faithful` windows (corrected: each window redone, interpolating through its
-closing anchor) with the damped forecast (``sdsv.forecast.DAMPED``).
+closing anchor; the last step the draft's) with the damped forecast (``sdsv.forecast.DAMPED``).
 ``"accurate"`` gets closer to the model's exact sample (the converged ODE solution) for fewer
 target calls: UniPC, 26 of every 50 steps where the pipeline picks the step count, and
 :meth:`ErrorControlled.accurate` windows (short, corrected) with the line

@@ -98,10 +98,12 @@ def test_the_default_family_is_corrected_only_with_the_self_draft():
     image = _images()
     own = sdsv.calibrate(pipe, [image], -100.0, num_steps=8, tols=0.5, seed=3, **CALL)
     assert own.policy.correct and own.policy.tol == 0.5  # the faithful windows at the tolerance tried
+    assert own.policy.draft_last == 1  # the faithful default's last step is the self-draft's
     draft = flux_pipe(num_layers=1, num_single_layers=1).transformer  # same contract, fewer blocks
     sdsv.enable(pipe, draft=draft)
     cal = sdsv.calibrate(pipe, [image], -100.0, num_steps=8, tols=0.5, seed=3, **CALL)
     # corrected windows need the self-draft: a draft transformer gets the same windows uncorrected
-    assert not cal.policy.correct and cal.policy.k_max == own.policy.k_max
+    # and its last step stays the target's (a trained draft's last step alone was never measured)
+    assert not cal.policy.correct and cal.policy.k_max == own.policy.k_max and cal.policy.draft_last == 0
     assert enabled_config(pipe).draft is draft
     sdsv.disable(pipe)

@@ -120,7 +120,8 @@ def faithful_method(num_steps: int, own_solver: str = "euler") -> Method:
     """The faithful intent as a pipeline whose own sampler is ``own_solver`` with ``num_steps``
     steps runs it by default: its windows and forecast on that solver."""
     faithful = INTENTS["faithful"]
-    return Method(f"faithful: error-ctrl corrected (self, {faithful.forecast.name}, tol {FAITHFUL_TOL:g}, k<={FAITHFUL_K_MAX})",
+    return Method(f"faithful: error-ctrl corrected (self, {faithful.forecast.name}, x0 tol {FAITHFUL_TOL:g}, "
+                  f"k<={FAITHFUL_K_MAX}, last step draft)",
                   faithful.windows(num_steps), "self", solver=faithful.solver_for(own_solver), forecast=faithful.forecast)
 
 
