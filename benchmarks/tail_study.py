@@ -1336,7 +1336,6 @@ def closing_state_patch(reevaluate_above: float | None = None, replace: tuple[st
     import sdsv.sampler as sampler_module
     from sdsv._rows import gather_rows, scatter_rows
     loop = sampler_module._Loop
-    original = loop._correct
 
     def correct(self, rnd, corrected):
         windows = [rnd.windows[i] for i in corrected]
@@ -1374,11 +1373,19 @@ def closing_state_patch(reevaluate_above: float | None = None, replace: tuple[st
                 error = shift[m] / span if sizing == "shift_per_sigma" else shift[m]
                 self.state.k_next[w.sample] = next_window_length(w.k, error, p.tol, p.order, p.k_min, p.k_max)
 
-    loop._correct = correct
+    with patched(loop, "_correct", correct):
+        yield
+
+
+@contextlib.contextmanager
+def patched(owner, name: str, value):
+    """Inside: ``owner.name`` is ``value`` (a lab patch of a library function), restored after."""
+    saved = getattr(owner, name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        loop._correct = original
+        setattr(owner, name, saved)
 
 
 def closing_shift(cal: ImageSet) -> list[dict]:
