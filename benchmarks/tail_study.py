@@ -1462,7 +1462,8 @@ def closing_shift_offline(cal: ImageSet) -> dict:
     channel map; fitted on half the windows, measured on the other half), how much computing the
     first ``j`` deep blocks for real explains, or the last ``m`` on their shifted input; and, on the
     velocity, how much a per-sigma scalar times the state's shift explains of the closing step's
-    error (the draft's velocity at the corrected state against the target's there)."""
+    error (the draft's velocity at the corrected state against the target's there), and that
+    error by where the window closes."""
     pipe, n = cal.pipe, min(48, cal.n)
     sub = ImageSet(pipe, cal.start, n, cal.cache, cal.batch)
     record: list = []
@@ -1531,6 +1532,12 @@ def closing_shift_offline(cal: ImageSet) -> dict:
             "scalar": round(b.item(), 2),
             "gain, dB": db((vd[t_] + b * dx[t_] - vt[t_]).pow(2).sum(), (vd[t_] - vt[t_]).pow(2).sum())}
     out["closing velocity + scalar x the state's shift"] = velocity
+    by_step = {}
+    for name, lo, hi in (("steps 2-29", 0, 30), ("steps 30-44", 30, 45), ("steps 45-48", 45, 49), ("step 49", 49, 50)):
+        idx = [i for i, r in enumerate(record) if lo <= r["step"] < hi]
+        if idx:
+            by_step[name] = db((vd[idx] - vt[idx]).pow(2).sum(), vt[idx].pow(2).sum())
+    out["the draft's closing velocity error by closing step, dB of the velocity"] = by_step
     for key, v in out.items():
         print(f"  {key}: {v}", flush=True)
     return out
