@@ -5,6 +5,7 @@ two anchors, times the input's move since the last one."""
 
 import importlib.util
 import math
+import sys
 import types
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sdsv.forecast.forecasts import NewtonForecast
 
 _spec = importlib.util.spec_from_file_location("tail_study", Path(__file__).parents[1] / "benchmarks" / "tail_study.py")
 tail_study = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("tail_study", tail_study)  # its dataclasses look their module up by name
 _spec.loader.exec_module(tail_study)
 
 WIDTH = 4
@@ -289,3 +291,46 @@ def test_forecasting_in_another_variable_changes_the_coefficients_and_is_undone(
     with tail_study.forecast_in(lambda s: s, scale=0.5):  # half-way between reuse and the line
         damped = bank.forecast_args(1, "cpu")[2]
     assert damped[0, 1:].tolist() == pytest.approx([-1 / 3, 4 / 3])
+
+
+def _corrected_run(policy, noise):
+    from sdsv import SelfDraft, flow_match_sigmas, sample
+    from toy_models import RowwiseSplit
+
+    return sample(None, None, noise, flow_match_sigmas(policy.num_steps, shift=2.0, dtype=noise.dtype), policy,
+                  self_draft=SelfDraft(RowwiseSplit()))
+
+
+def test_the_closing_state_patch_with_nothing_on_samples_as_the_library():
+    """The lab patch redoes the library's correction itself: with nothing switched on it must give
+    the library's samples, else its rows would measure the patch, not the closing state."""
+    from sdsv import ErrorControlled
+
+    noise = torch.randn(3, 6, dtype=torch.float64)
+    policy = ErrorControlled(30, tol=0.05, correct=True)
+    plain = _corrected_run(policy, noise)
+    with tail_study.closing_state_patch():
+        patched = _corrected_run(policy, noise)
+    assert torch.equal(plain.latents, patched.latents)
+    # the target again at every corrected closing state: one more target row per window, counted
+    with tail_study.closing_state_patch(0.0):
+        again = _corrected_run(policy, noise)
+    assert again.stats.target_evals == plain.stats.target_evals + len(again.stats.windows)
+    assert not torch.equal(again.latents, plain.latents)
+
+
+def test_patched_restores_what_it_replaced():
+    owner = types.SimpleNamespace(f=1)
+    with pytest.raises(RuntimeError):
+        with tail_study.patched(owner, "f", 2):
+            assert owner.f == 2
+            raise RuntimeError
+    assert owner.f == 1
+
+
+def test_step_capped_windows_follow_their_caps():
+    p = tail_study.StepCapped(50, tol=0.45, k_max=8, correct=True, caps=((0, 4), (30, 8)))
+    assert [p.cap(s) for s in (0, 29, 30, 49)] == [4, 4, 8, 8]
+    state = p.start(1)
+    state.k_next[0] = 8
+    assert state.window(0, 10) == ("corrected", 4) and state.window(0, 35) == ("corrected", 8)
