@@ -1296,11 +1296,16 @@ def last_step(cal: ImageSet) -> list[dict]:
     return rows
 
 
+#: what ``last_step_candidates`` chose (the last step drafted, the x0 error at tol 0.3): the
+#: library's faithful default since, pinned here so the rows keep meaning what they measured
+LAST_STEP_CHOICE = dataclasses.replace(PREVIOUS_FAITHFUL, tol=0.3, error_metric="x0_rms", draft_last=1)
+
+
 def last_step_report(rep: ImageSet) -> list[dict]:
     """What ``last_step`` chose on 480 calibration images (at most 12.4 calls, the highest mean +
     5th percentile: the last step drafted, the x0 error at tol 0.3, the faithful default since) and
     the velocity error's best there (tol 0.42), report set."""
-    return [rep.row("last step drafted, x0 error, tol 0.3 (the faithful default)", ErrorControlled.faithful(50),
+    return [rep.row("last step drafted, x0 error, tol 0.3 (the faithful default)", LAST_STEP_CHOICE,
                     forecast=DAMPED_),
             rep.row("last step drafted, velocity error, tol 0.42",
                     dataclasses.replace(PREVIOUS_FAITHFUL, tol=0.42, draft_last=1), forecast=DAMPED_)]
@@ -1312,7 +1317,7 @@ def last_step_video(clips: int, batch: int, cache: Path) -> dict:
         ("previous faithful default (velocity error, tol 0.45)", PREVIOUS_FAITHFUL, DAMPED_),
         ("the velocity error, tol 0.42, last step drafted", dataclasses.replace(PREVIOUS_FAITHFUL, tol=0.42, draft_last=1),
          DAMPED_),
-        ("faithful default (x0 error, tol 0.3, last step drafted)", ErrorControlled.faithful(50), DAMPED_)])
+        ("faithful default (x0 error, tol 0.3, last step drafted)", LAST_STEP_CHOICE, DAMPED_)])
 
 
 @contextlib.contextmanager
@@ -1332,19 +1337,26 @@ def closing_state_patch(reevaluate_above: float | None = None, replace: tuple[st
       (per window) or ``"shift_per_sigma"`` (per unit of sigma the window spans);
     * ``record``: per corrected window, the predicted and corrected closing states, their sigma
       and step, the draft's closing velocity and, with ``reevaluate_above=0``, the target's there.
-    Euler, draft-predicted windows only (the faithful default's)."""
+    It wraps the library's correction (``_Loop._correct``, ``_Loop._close_corrected``), which runs
+    unchanged. Euler, draft-predicted windows only (the faithful default's)."""
     import sdsv.sampler as sampler_module
     from sdsv._rows import gather_rows, scatter_rows
     loop = sampler_module._Loop
+    correct, close = loop._correct, loop._close_corrected
 
-    def correct(self, rnd, corrected):
+    def closing_rows(rnd, corrected):
         windows = [rnd.windows[i] for i in corrected]
-        rows = [rnd.offsets[i] + w.k for i, w in zip(corrected, windows)]
+        return windows, [rnd.offsets[i] + w.k for i, w in zip(corrected, windows)]
+
+    def remember_predicted(self, rnd, corrected):
+        # the closing states as predicted, before the library's correction rolls over them
+        self._predicted_closing = gather_rows(rnd.states, closing_rows(rnd, corrected)[1]).clone()
+        correct(self, rnd, corrected)
+
+    def close_from_corrected(self, rnd, corrected):
+        windows, rows = closing_rows(rnd, corrected)
         samples, steps = [w.sample for w in windows], [w.start + w.k for w in windows]
-        predicted = gather_rows(rnd.states, rows).clone()
-        with self.anchors.interpolating():
-            self._roll_out(rnd, corrected, correction=True)
-        states = gather_rows(rnd.states, rows)
+        predicted, states = self._predicted_closing, gather_rows(rnd.states, rows)
         drafted = gather_rows(rnd.drafted, rows).clone()
         shift = (states - predicted).flatten(1).pow(2).mean(1).sqrt().tolist()
         pick = [] if reevaluate_above is None else [m for m, d in enumerate(shift) if d > reevaluate_above]
@@ -1363,7 +1375,7 @@ def closing_state_patch(reevaluate_above: float | None = None, replace: tuple[st
                 record.append({"step": steps[m], "sigma": self.sig[steps[m]], "k": windows[m].k, "labels": labels[m],
                                "predicted": predicted[m].clone(), "corrected": states[m].clone(),
                                "draft": drafted[m].clone(), **({"target": t[pick.index(m)].clone()} if m in pick else {})})
-        self.stepper.draft_steps(self.x, rnd.states, rnd.drafted, rows, steps, samples)
+        close(self, rnd, corrected)
         p = self.policy
         for m, w in enumerate(windows):
             if theta:
@@ -1373,7 +1385,7 @@ def closing_state_patch(reevaluate_above: float | None = None, replace: tuple[st
                 error = shift[m] / span if sizing == "shift_per_sigma" else shift[m]
                 self.state.k_next[w.sample] = next_window_length(w.k, error, p.tol, p.order, p.k_min, p.k_max)
 
-    with patched(loop, "_correct", correct):
+    with patched(loop, "_correct", remember_predicted), patched(loop, "_close_corrected", close_from_corrected):
         yield
 
 

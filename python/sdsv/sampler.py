@@ -429,6 +429,11 @@ class _Loop:
         velocity then stands at the closing anchor for the next prediction."""
         with self.anchors.interpolating():
             self._roll_out(rnd, corrected, correction=True)
+        self._close_corrected(rnd, corrected)
+
+    def _close_corrected(self, rnd: "_Round", corrected: list[int]) -> None:
+        """The closing step of each corrected window, from its corrected last state with the
+        draft's output there (its steps redone: :meth:`_correct`)."""
         windows = [rnd.windows[i] for i in corrected]
         rows = [rnd.offsets[i] + w.k for i, w in zip(corrected, windows)]
         if not all_finite(gather_rows(rnd.drafted, [rnd.offsets[i] + j for i, w in zip(corrected, windows)
